@@ -1,0 +1,92 @@
+"""Runtime facts per service, named by meaning rather than by the metric that carried them.
+
+Collectors (Prometheus, OTLP metrics) fill `Signals`; detectors read it. A signal is an
+aligned time series (unix seconds, value) plus where it came from, so every finding can
+quote the query or metric behind its number. A signal that was looked for and not found
+is recorded in `missing` with the reason, which the report turns into missing evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class Signal:
+    """Signal names. Units are fixed per name so detectors never convert."""
+
+    GC_SECONDS_PER_SECOND = "gc_seconds_per_second"  # s/s: wall time in GC pauses (or GC CPU for Go)
+    GC_CPU_FRACTION = "gc_cpu_fraction"  # 0..1 of the process CPU spent on GC (Go runtime/metrics)
+    GC_PAUSE_P50 = "gc_pause_p50_seconds"  # s
+    GC_PAUSE_P99 = "gc_pause_p99_seconds"  # s
+    GC_PAUSE_MAX = "gc_pause_max_seconds"  # s
+    GC_CYCLES_PER_SECOND = "gc_cycles_per_second"  # 1/s
+    ALLOC_BYTES_PER_SECOND = "alloc_bytes_per_second"  # B/s
+    CPU_CORES_USED = "cpu_cores_used"  # cores
+    CPU_CORES_AVAILABLE = "cpu_cores_available"  # cores (limit, quota, GOMAXPROCS or node cores)
+    CPU_THROTTLED_FRACTION = "cpu_throttled_fraction"  # 0..1 of CFS periods throttled
+    EVENT_LOOP_LAG = "event_loop_lag_seconds"  # s
+    REQUESTS_PER_SECOND = "requests_per_second"  # 1/s, from server metrics
+    CACHE_HIT_RATIO = "cache_hit_ratio"  # 0..1
+    POOL_WAIT_SECONDS = "pool_wait_seconds"  # s, mean wait to get a DB connection
+    POOL_PENDING = "pool_pending"  # requests waiting for a DB connection
+
+
+@dataclass
+class Series:
+    """An aligned time series: `t` in unix seconds (float64), `v` float64, same length."""
+
+    t: np.ndarray
+    v: np.ndarray
+    source: str  # the PromQL query or OTLP metric name it came from
+    unit: str = ""
+
+    def mean(self) -> float:
+        finite = self.v[np.isfinite(self.v)]
+        return float(finite.mean()) if finite.size else float("nan")
+
+    def max(self) -> float:
+        finite = self.v[np.isfinite(self.v)]
+        return float(finite.max()) if finite.size else float("nan")
+
+
+@dataclass
+class Missing:
+    """A signal that was looked for and not obtained."""
+
+    signal: str
+    reason: str  # "not exposed" | "query failed: ..." | ...
+    enable: str = ""  # what the user should turn on to get it
+    query: str = ""
+
+
+@dataclass
+class ServiceSignals:
+    service: str
+    runtime: str = "unknown"  # python|node|go|jvm|dotnet|native|unknown
+    series: dict[str, Series] = field(default_factory=dict)
+    missing: dict[str, Missing] = field(default_factory=dict)
+
+    def get(self, name: str) -> Series | None:
+        return self.series.get(name)
+
+    def has(self, name: str) -> bool:
+        s = self.series.get(name)
+        return s is not None and bool(np.isfinite(s.v).any())
+
+
+@dataclass
+class Signals:
+    """All services' signals from every metric source, plus what failed on the way."""
+
+    services: dict[str, ServiceSignals] = field(default_factory=dict)
+    failures: list[Missing] = field(default_factory=list)  # failed queries, for report.input
+    queries: int = 0  # requests sent to metric backends, for the report and benchmarks
+
+    def for_service(self, service: str) -> ServiceSignals | None:
+        return self.services.get(service)
+
+    def service(self, name: str) -> ServiceSignals:
+        """The signals of `name`, created empty on first use."""
+        return self.services.setdefault(name, ServiceSignals(service=name))

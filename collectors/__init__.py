@@ -1,0 +1,1 @@
+"""Sources of telemetry: OTLP files and receiver (traces, metrics) and Prometheus-compatible APIs."""

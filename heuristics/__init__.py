@@ -1,0 +1,1 @@
+"""Detectors, one module per category, registered as rules with stable codes (see registry)."""
