@@ -1,0 +1,27 @@
+# profile-first: `make demo` runs the main job, `make test` installs what the tests need and runs them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: install demo test bench docs
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/profile-first analyze --traces examples/
+
+test: install
+	bash scripts/install-test-servers.sh
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m benchmarks.run
+
+docs: install
+	$(PY) -m heuristics.docs

@@ -1,0 +1,190 @@
+"""Critical-path breakdown of every entry span, vectorized over the whole SpanTable.
+
+An entry span is a root, or a SERVER/CONSUMER span whose parent is in another service or
+is a CLIENT/PRODUCER span. Each entry span owns the spans below it down to the next entry
+spans. Its duration is split into exclusive parts that add up to it exactly:
+
+    self | database | cache | remote_server | remote_gap | messaging
+
+How (all steps are numpy passes over the table, grouped by parent):
+1. Frames. Children are clipped to their parent's frame (clock skew, async children that
+   outlive their parent). A SERVER child of a CLIENT span in another service that does not
+   fit inside it is first shifted to the middle of the client span: that is a clock offset
+   between hosts, not time spent outside the call. An entry span's frame for its own
+   children is its full interval.
+2. Critical chain among siblings: the child that ends last, then the one that ends last
+   before that one starts, and so on (the chain that determines when the parent ends).
+   Parallel children that end earlier are off the path.
+3. A span is critical when it is on its siblings' chain and its parent is critical. Each
+   critical span's exclusive time is its clipped length minus its critical children's.
+4. Category: a span inside a database, cache, remote or messaging span inherits that
+   class. Exclusive time of remote spans is the wire/queueing gap; a nested entry span
+   (the downstream's SERVER span) counts whole as remote_server for the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analyzer.model import Kind, SpanClass, SpanTable
+
+PARTS = ("self", "database", "cache", "remote_server", "remote_gap", "messaging")
+P_SELF, P_DB, P_CACHE, P_SERVER, P_GAP, P_MSG = range(6)
+# Part of a span's own exclusive time, by its effective class.
+_PART_OF_CLASS = np.array([P_SELF, P_DB, P_CACHE, P_GAP, P_MSG], dtype=np.int64)
+# Part a nested entry span counts as, by the effective class of its parent.
+_NESTED_PART_OF_CLASS = np.array([P_SERVER, P_DB, P_CACHE, P_SERVER, P_MSG], dtype=np.int64)
+
+
+@dataclass
+class Breakdown:
+    """Per entry span: `parts` (n_entries x 6, ns) adding up to its duration.
+
+    Per span: `owner` (row of its entry span; itself for an entry span), `critical_ns`
+    (its exclusive time on its owner's critical path), `on_path` (critical for its owner),
+    `entry_index` (index into `entries` for entry rows, -1 otherwise)."""
+
+    entries: np.ndarray
+    parts: np.ndarray
+    owner: np.ndarray
+    critical_ns: np.ndarray
+    on_path: np.ndarray
+    entry_index: np.ndarray
+    clip_start: np.ndarray
+    clip_end: np.ndarray
+
+
+def entry_mask(t: SpanTable) -> np.ndarray:
+    parent = t.parent
+    has_parent = parent >= 0
+    p = np.where(has_parent, parent, 0)
+    entry_kind = (t.kind == Kind.SERVER) | (t.kind == Kind.CONSUMER)
+    parent_is_call = (t.kind[p] == Kind.CLIENT) | (t.kind[p] == Kind.PRODUCER)
+    crosses = t.service[p] != t.service
+    return ~has_parent | (entry_kind & (crosses | parent_is_call))
+
+
+def levels(parent: np.ndarray) -> list[np.ndarray]:
+    """Rows grouped by depth, roots first (breadth-first over a CSR child index)."""
+    n = parent.shape[0]
+    order = np.argsort(parent, kind="stable")
+    sorted_parent = parent[order]
+    first_child = np.searchsorted(sorted_parent, np.arange(n), side="left")
+    last_child = np.searchsorted(sorted_parent, np.arange(n), side="right")
+    out = []
+    frontier = np.flatnonzero(parent < 0)
+    while frontier.size:
+        out.append(frontier)
+        lo, hi = first_child[frontier], last_child[frontier]
+        counts = hi - lo
+        total = int(counts.sum())
+        if not total:
+            break
+        # Concatenate the ranges [lo, hi) without a Python loop.
+        offsets = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+        frontier = order[offsets + np.arange(total)]
+    return out
+
+
+def compute(t: SpanTable) -> Breakdown:
+    n = len(t)
+    parent = t.parent
+    is_entry = entry_mask(t)
+    cls = t.span_class.astype(np.int64)
+
+    start, end = t.start.copy(), t.end.copy()
+    clip_s, clip_e = start.copy(), end.copy()  # interval as seen by the parent's accounting
+    frame_s, frame_e = start.copy(), end.copy()  # interval offered to the children
+    eff = cls.copy()  # effective class, inherited from database/cache/remote/messaging ancestors
+    owner = np.arange(n, dtype=np.int64)
+    lv = levels(parent)
+    for rows in lv[1:]:
+        p = parent[rows]
+        ps, pe = frame_s[p], frame_e[p]
+        s, e = start[rows], end[rows]
+        # Clock skew: a downstream SERVER span outside its CLIENT parent is moved inside it.
+        skewed = (is_entry[rows] & (t.kind[rows] == Kind.SERVER) & (t.kind[p] == Kind.CLIENT)
+                  & ((s < ps) | (e > pe)) & ((e - s) <= (pe - ps)))
+        shift = np.where(skewed, ps + ((pe - ps) - (e - s)) // 2 - s, 0)
+        s, e = s + shift, e + shift
+        cs = np.clip(s, ps, pe)
+        ce = np.clip(e, cs, pe)
+        clip_s[rows], clip_e[rows] = cs, ce
+        ent = is_entry[rows]
+        frame_s[rows] = np.where(ent, start[rows], cs)
+        frame_e[rows] = np.where(ent, end[rows], ce)
+        peff = eff[p]
+        inherit = (peff != SpanClass.INTERNAL) & ~is_entry[p]
+        eff[rows] = np.where(ent, cls[rows], np.where(inherit, peff, cls[rows]))
+        owner[rows] = np.where(ent, rows, owner[p])
+
+    on_path = _critical_chains(parent, clip_s, clip_e)
+
+    critical = np.zeros(n, dtype=bool)
+    for rows in lv:
+        p = parent[rows]
+        has_p = p >= 0
+        crit_p = np.where(has_p, (critical | is_entry)[np.where(has_p, p, 0)], False)
+        critical[rows] = np.where(has_p, on_path[rows] & crit_p, False)
+    length = np.where(is_entry, end - start, clip_e - clip_s)
+    child_crit = np.where(critical & (parent >= 0), clip_e - clip_s, 0)
+    covered = np.bincount(np.where(critical & (parent >= 0), parent, 0), weights=child_crit, minlength=n).astype(np.int64)
+    exclusive = np.where(critical | is_entry, length - covered, 0)
+
+    entries = np.flatnonzero(is_entry)
+    entry_index = np.full(n, -1, dtype=np.int64)
+    entry_index[entries] = np.arange(entries.shape[0])
+    parts = np.zeros((entries.shape[0], len(PARTS)), dtype=np.int64)
+
+    # Exclusive time of each owned span (entries included) goes to its owner.
+    own = (critical & ~is_entry) | is_entry
+    rows = np.flatnonzero(own)
+    part = _PART_OF_CLASS[eff[rows]]
+    np.add.at(parts, (entry_index[owner[rows]], part), exclusive[rows])
+    # A critical nested entry span counts whole for the owner of its parent.
+    nested = np.flatnonzero(is_entry & critical)
+    if nested.size:
+        p = parent[nested]
+        npart = _NESTED_PART_OF_CLASS[eff[p]]
+        np.add.at(parts, (entry_index[owner[p]], npart), clip_e[nested] - clip_s[nested])
+
+    critical_ns = np.where(critical & ~is_entry, exclusive, 0)
+    critical_ns = np.where(is_entry, exclusive, critical_ns)
+    return Breakdown(entries=entries, parts=parts, owner=owner, critical_ns=critical_ns,
+                     on_path=critical | is_entry, entry_index=entry_index,
+                     clip_start=clip_s, clip_end=clip_e)
+
+
+def _critical_chains(parent: np.ndarray, cs: np.ndarray, ce: np.ndarray) -> np.ndarray:
+    """Mark the children on each parent's critical chain (see the module docstring, step 2)."""
+    n = parent.shape[0]
+    on = np.zeros(n, dtype=bool)
+    cand = np.flatnonzero((parent >= 0) & (ce > cs))
+    if not cand.size:
+        return on
+    # Dense ranks of every start/end value, so (parent, time) fits in one int64 sort key.
+    times = np.unique(np.concatenate((cs[cand], ce[cand])))
+    width = np.int64(times.shape[0] + 1)
+    rank_s = np.searchsorted(times, cs[cand])
+    rank_e = np.searchsorted(times, ce[cand])
+    p = parent[cand].astype(np.int64)
+    order = np.lexsort((rank_s, rank_e, p))  # by parent, then end, then start
+    key_end = (p * width + rank_e)[order]
+    sorted_rows = cand[order]
+    sorted_parent = p[order]
+    # Heads: the last child (latest end) of each parent.
+    last = np.ones(order.shape[0], dtype=bool)
+    last[:-1] = sorted_parent[1:] != sorted_parent[:-1]
+    # next(c): the sibling with the latest end at or before c's start.
+    query = (p * width + rank_s)[order]
+    j = np.searchsorted(key_end, query, side="right") - 1
+    valid = (j >= 0) & (sorted_parent[np.maximum(j, 0)] == sorted_parent)
+    nxt = np.where(valid, j, -1)
+    frontier = np.flatnonzero(last)
+    while frontier.size:
+        on[sorted_rows[frontier]] = True
+        frontier = nxt[frontier]
+        frontier = frontier[frontier >= 0]
+    return on

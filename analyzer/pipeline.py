@@ -1,0 +1,169 @@
+"""The analysis: SpanTable (+ Signals) -> breakdown -> hot spots -> findings -> verdicts -> report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from analyzer import __version__
+from analyzer.breakdown import compute
+from analyzer.classify import category_shares, pick
+from analyzer.config import Config
+from analyzer.hotspots import Hotspot, find_hotspots
+from analyzer.model import SpanTable
+from analyzer.signals import Signals
+from analyzer.table import Repairs
+from analyzer.verdict import HotspotResult, decide
+from collectors.otlp_files import SourceStats
+from heuristics.context import HotspotContext
+from heuristics.engine import run_rules
+
+SCHEMA = "profile-first.report/v1"
+MAX_HOTSPOTS_PER_SERVICE = 20
+
+
+@dataclass
+class Inputs:
+    table: SpanTable
+    sources: list[SourceStats] = field(default_factory=list)
+    repairs: Repairs = field(default_factory=Repairs)
+    signals: Signals | None = None
+
+
+def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns: int | None = None,
+            services: list[str] | None = None) -> dict:
+    """The report as a dict following the `profile-first.report/v1` schema."""
+    t = inputs.table
+    b = compute(t)
+    hotspots = find_hotspots(t, b, start_ns, end_ns, services)
+    signals = inputs.signals or Signals()
+
+    by_service: dict[str, list[Hotspot]] = {}
+    for h in hotspots:
+        by_service.setdefault(h.service, []).append(h)
+    if services is None:
+        # Services seen only in metrics still get a verdict (they have no trace hot spots).
+        for name in signals.services:
+            by_service.setdefault(name, [])
+    elif signals.services:
+        for name in services:
+            if name in signals.services:
+                by_service.setdefault(name, [])
+
+    service_reports = []
+    for service, hs in by_service.items():
+        svc_signals = signals.for_service(service)
+        runtime = t.runtimes.get(service, "unknown")
+        if runtime == "unknown" and svc_signals is not None:
+            runtime = svc_signals.runtime
+        hot_reports, results = [], []
+        for h in hs:
+            ctx = HotspotContext(table=t, breakdown=b, hotspot=h, signals=svc_signals, all_hotspots=tuple(hotspots))
+            findings = run_rules(ctx, config)
+            shares = category_shares(h, findings)
+            category, share = pick(shares, config.classify)
+            results.append(HotspotResult(h.operation, h.total_ms, h.part_share("self"), category, shares, findings))
+            hot_reports.append(_hotspot_dict(h, category, share, shares, findings))
+        verdict = decide(service, runtime, results, config.classify,
+                         has_runtime_metrics=bool(svc_signals and svc_signals.series))
+        service_reports.append({
+            "service": service,
+            "runtime": runtime,
+            "verdict": verdict.to_dict(),
+            "total_ms": _r(sum(h.total_ms for h in hs)),
+            "fix_first": _fix_first(results, hs),
+            "hotspots": hot_reports[:MAX_HOTSPOTS_PER_SERVICE],
+        })
+    service_reports.sort(key=lambda s: (-s["total_ms"], s["service"]))
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": "profile-first", "version": __version__},
+        "generated_at": _rfc3339(datetime.now(timezone.utc).timestamp()),
+        "window": _window(t, b.entries, start_ns, end_ns),
+        "input": _input(inputs, t),
+        "services": service_reports,
+    }
+
+
+def _hotspot_dict(h: Hotspot, category: str, share: float, shares: dict[str, float], findings) -> dict:
+    m = h.mean_parts_ms()
+    return {
+        "operation": h.operation,
+        "category": category,
+        "share": _r(share),
+        "category_shares": {k: _r(v) for k, v in shares.items()},
+        "count": h.count,
+        "p50_ms": _r(h.quantile_ms(0.50)),
+        "p95_ms": _r(h.quantile_ms(0.95)),
+        "p99_ms": _r(h.quantile_ms(0.99)),
+        "total_ms": _r(h.total_ms),
+        "breakdown": {
+            "self": _r(m["self"]),
+            "database": _r(m["database"]),
+            "cache": _r(m["cache"]),
+            "remote": _r(m["remote_server"] + m["remote_gap"]),
+            "messaging": _r(m["messaging"]),
+        },
+        "remote_detail": {"server": _r(m["remote_server"]), "gap": _r(m["remote_gap"])},
+        "findings": [f.to_dict() for f in findings],
+    }
+
+
+def _fix_first(results: list[HotspotResult], hs: list[Hotspot]) -> list[dict]:
+    """Findings with a saving, ordered by the total time their fix would save over the window."""
+    items = []
+    for r, h in zip(results, hs):
+        for f in r.findings:
+            if f.saving_ms > 0 and f.category in ("database", "network", "caching"):
+                items.append({
+                    "rule": f.rule,
+                    "operation": r.operation,
+                    "message": f.message,
+                    "saving_ms_per_request": _r(f.saving_ms),
+                    "saving_total_ms": _r(f.saving_ms * h.count),
+                    "remedy": f.remedy,
+                })
+    items.sort(key=lambda i: -i["saving_total_ms"])
+    return items[:10]
+
+
+def _input(inputs: Inputs, t: SpanTable) -> dict:
+    skipped: dict[str, int] = {}
+    repaired: dict[str, int] = dict(inputs.repairs.to_dict())
+    for s in inputs.sources:
+        for k, v in s.skipped.items():
+            skipped[k] = skipped.get(k, 0) + int(v)
+        for k, v in s.repaired.items():
+            repaired[k] = repaired.get(k, 0) + int(v)
+    signals = inputs.signals
+    return {
+        "spans": len(t),
+        "traces": t.n_traces,
+        "skipped": skipped,
+        "repaired": {k: v for k, v in repaired.items()},
+        "sources": [s.to_dict() for s in inputs.sources],
+        "missing_evidence": [
+            {"signal": m.signal, "reason": m.reason, "enable": m.enable, "query": m.query}
+            for m in (signals.failures if signals else [])
+        ],
+        "metric_queries": signals.queries if signals else 0,
+    }
+
+
+def _window(t: SpanTable, entries: np.ndarray, start_ns: int | None, end_ns: int | None) -> dict:
+    if start_ns is None:
+        start_ns = int(t.start[entries].min()) if entries.size else 0
+    if end_ns is None:
+        end_ns = int(t.end[entries].max()) if entries.size else 0
+    return {"start": _rfc3339(start_ns / 1e9), "end": _rfc3339(end_ns / 1e9)}
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _r(x: float) -> float:
+    return round(float(x), 3)
+

@@ -1,0 +1,41 @@
+"""Statement normalization: strip literals so the same query shape groups together."""
+
+from __future__ import annotations
+
+import re
+
+_STRING = re.compile(r"'(?:[^']|'')*'")
+_NUMBER = re.compile(r"(?<![\w$.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b")
+_HEX = re.compile(r"\b0x[0-9a-fA-F]+\b")
+_PLACEHOLDER = re.compile(r"(?:\$\d+|:\w+|%s|%\(\w+\)s|\?)")
+_IN_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
+_VALUES_ROWS = re.compile(r"(\(\?\))(?:\s*,\s*\(\?\))+")
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_sql(text: str) -> str:
+    """`SELECT * FROM t WHERE id = 42 AND n IN (1, 2)` -> `SELECT * FROM t WHERE id = ? AND n IN (?)`.
+
+    Literals and driver placeholders ($1, :name, %s) all become `?`, lists of them collapse
+    to one, and white space is folded, so an N+1 loop's queries share one shape."""
+    s = _STRING.sub("?", text)
+    s = _HEX.sub("?", s)
+    s = _NUMBER.sub("?", s)
+    s = _PLACEHOLDER.sub("?", s)
+    s = _IN_LIST.sub("(?)", s)
+    s = _VALUES_ROWS.sub(r"\1", s)
+    return _SPACE.sub(" ", s).strip()
+
+
+def normalize_command(text: str) -> tuple[str, str | None]:
+    """A cache command `GET user:42` -> (`GET ?`, `user:42`): the shape and the key, when visible."""
+    parts = text.split(None, 2)
+    if not parts:
+        return "", None
+    op = parts[0].upper()
+    if len(parts) == 1:
+        return op, None
+    key = parts[1]
+    if key == "?":
+        return f"{op} ?", None
+    return f"{op} ?" + (" ..." if len(parts) > 2 else ""), key

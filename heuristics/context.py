@@ -1,0 +1,43 @@
+"""What a detector sees: one hot spot, the spans it owns, and its service's signals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from analyzer.breakdown import Breakdown
+from analyzer.hotspots import Hotspot
+from analyzer.model import SpanTable
+from analyzer.signals import ServiceSignals
+
+
+@dataclass
+class HotspotContext:
+    table: SpanTable
+    breakdown: Breakdown
+    hotspot: Hotspot
+    signals: ServiceSignals | None = None
+    # Every hot spot of the run, so a finding can point at a downstream's own hot spot.
+    all_hotspots: tuple[Hotspot, ...] = ()
+
+    @cached_property
+    def spans(self) -> np.ndarray:
+        """Rows of the non-entry spans owned by this hot spot's entry spans, by (owner, start)."""
+        b, t = self.breakdown, self.table
+        owned = np.isin(b.owner, self.hotspot.entries) & (b.entry_index < 0)
+        rows = np.flatnonzero(owned)
+        return rows[np.lexsort((t.start[rows], b.owner[rows]))]
+
+    @cached_property
+    def total_ns(self) -> int:
+        return int(self.hotspot.durations.sum())
+
+    def sample_trace(self, rows: np.ndarray) -> str:
+        """A trace id to quote as evidence: the trace of the slowest entry among `rows`' owners."""
+        if not rows.size:
+            return ""
+        owners = self.breakdown.owner[rows]
+        dur = self.table.end[owners] - self.table.start[owners]
+        return self.table.trace_id_hex(int(self.table.trace[owners[int(np.argmax(dur))]]))
