@@ -1,0 +1,167 @@
+"""Record workloads with the real OpenTelemetry SDK and write them in the Collector's file formats.
+
+A workload is a function that takes a `Recorder` and runs requests against real code (SQLite,
+redis, HTTP servers on loopback). Each simulated service gets its own `TracerProvider`, so spans
+carry the `service.name` and `telemetry.sdk.*` resource attributes a real process would send.
+Finished spans are encoded with the OTLP exporter's own encoder, so the files are exactly what a
+Collector would receive and then write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Span, SpanKind
+
+from collectors.otlp_json import to_otlp_json_line
+
+#: Spans per export request (one JSON line / one framed message). The Collector's batch
+#: processor defaults to 8192; a smaller default makes traces straddle lines, as they do in
+#: real files, so readers have to join them.
+DEFAULT_BATCH = 512
+
+#: Instrumentation scope of the spans workloads create by hand (entry and internal spans).
+WORKLOAD_SCOPE = "tests.workloads"
+
+
+class Recorder:
+    """One `TracerProvider` per service, each exporting to its own in-memory exporter.
+
+    Exporters are not shared because shutting a provider down shuts its exporter down too.
+    """
+
+    def __init__(self) -> None:
+        self._providers: dict[str, TracerProvider] = {}
+        self._exporters: dict[str, InMemorySpanExporter] = {}
+
+    def provider(self, service: str) -> TracerProvider:
+        """The tracer provider of `service`, created on first use."""
+        if service not in self._providers:
+            exporter = InMemorySpanExporter()
+            # Resource.create merges in telemetry.sdk.{language,name,version} like a real process.
+            provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            self._providers[service] = provider
+            self._exporters[service] = exporter
+        return self._providers[service]
+
+    def spans(self) -> list[ReadableSpan]:
+        """All finished spans of all services, in end-time order (the order a Collector gets them)."""
+        spans = [s for e in self._exporters.values() for s in e.get_finished_spans()]
+        spans.sort(key=lambda s: s.end_time or 0)
+        return spans
+
+    def shutdown(self) -> None:
+        """Shut every provider down (after reading `spans()`)."""
+        for provider in self._providers.values():
+            provider.shutdown()
+
+
+class Workload(Protocol):
+    """A workload: runs its requests, creating spans through `rec`'s providers."""
+
+    def __call__(self, rec: Recorder, /, **kwargs: Any) -> None: ...
+
+
+def record(workload: Workload | Callable[..., None], **kwargs: Any) -> list[ReadableSpan]:
+    """Run `workload(recorder, **kwargs)` and return every span it produced, in end-time order."""
+    rec = Recorder()
+    try:
+        workload(rec, **kwargs)
+        return rec.spans()
+    finally:
+        rec.shutdown()
+
+
+@contextlib.contextmanager
+def instrumented(instrumentor: BaseInstrumentor, **kwargs: Any) -> Iterator[None]:
+    """Globally instrument a library for the duration of the block, then uninstrument it.
+
+    Instrumentors are process-wide singletons; leaving one instrumented would make later
+    workloads emit spans through an earlier workload's provider.
+    """
+    instrumentor.instrument(**kwargs)
+    try:
+        yield
+    finally:
+        instrumentor.uninstrument()
+
+
+def batches(spans: Sequence[ReadableSpan], batch: int = DEFAULT_BATCH) -> Iterator[Sequence[ReadableSpan]]:
+    """Consecutive slices of at most `batch` spans, as a batching exporter would send them."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    for i in range(0, len(spans), batch):
+        yield spans[i : i + batch]
+
+
+def encode(spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+    """One ExportTraceServiceRequest, grouped by resource and scope by the exporter's encoder."""
+    return encode_spans(spans)
+
+
+def write_jsonl(spans: Sequence[ReadableSpan], path: Path, batch: int = DEFAULT_BATCH) -> Path:
+    """Write the Collector file exporter's `json` format: one OTLP/JSON request per line."""
+    with open(path, "w", encoding="utf-8") as f:
+        for chunk in batches(spans, batch):
+            f.write(to_otlp_json_line(encode(chunk)))
+            f.write("\n")
+    return path
+
+
+def write_proto_framed(spans: Sequence[ReadableSpan], path: Path, batch: int = DEFAULT_BATCH) -> Path:
+    """Write the Collector file exporter's `proto` format: each message after a 4-byte big-endian length."""
+    with open(path, "wb") as f:
+        for chunk in batches(spans, batch):
+            data = encode(chunk).SerializeToString()
+            f.write(struct.pack(">I", len(data)))
+            f.write(data)
+    return path
+
+
+def write_proto_single(spans: Sequence[ReadableSpan], path: Path) -> Path:
+    """Write all spans as one serialized ExportTraceServiceRequest (an OTLP/HTTP request body)."""
+    path.write_bytes(encode(spans).SerializeToString())
+    return path
+
+
+@contextlib.contextmanager
+def entry_span(provider: TracerProvider, route: str, path: str, method: str = "GET") -> Iterator[Span]:
+    """The SERVER span of one incoming request, with stable HTTP server attributes.
+
+    Downstream calls made inside the block become its children through the current context.
+    """
+    tracer = provider.get_tracer(WORKLOAD_SCOPE)
+    attrs = {"http.request.method": method, "http.route": route, "url.path": path, "url.scheme": "http"}
+    with tracer.start_as_current_span(f"{method} {route}", kind=SpanKind.SERVER, attributes=attrs) as span:
+        yield span
+        span.set_attribute("http.response.status_code", 200)
+
+
+@contextlib.contextmanager
+def internal_span(provider: TracerProvider, name: str) -> Iterator[Span]:
+    """A small INTERNAL span for in-process work (serialization, formatting)."""
+    with provider.get_tracer(WORKLOAD_SCOPE).start_as_current_span(name, kind=SpanKind.INTERNAL) as span:
+        yield span
+
+
+def leaked_instrumentations() -> list[str]:
+    """Names of the global instrumentors workloads use that are still instrumented (should be empty)."""
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+    from opentelemetry.instrumentation.urllib import URLLibInstrumentor
+
+    instrumentors = (RequestsInstrumentor, URLLibInstrumentor, RedisInstrumentor, SQLite3Instrumentor)
+    return [cls.__name__ for cls in instrumentors if cls().is_instrumented_by_opentelemetry]
