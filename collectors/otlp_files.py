@@ -69,18 +69,19 @@ class SourceStats:
         }
 
 
-def expand_paths(paths: list[str]) -> list[Path]:
-    """Files named, and every regular file below named directories (rotated files included), sorted."""
-    out: list[Path] = []
+def expand_paths(paths: list[str]) -> list[tuple[Path, bool]]:
+    """(file, found in a directory) for the files named and every regular file below named
+    directories (rotated files included), sorted."""
+    out: list[tuple[Path, bool]] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
             if not files:
                 raise InputError(f"{raw}: directory holds no files")
-            out.extend(files)
+            out.extend((f, True) for f in files)
         elif p.is_file():
-            out.append(p)
+            out.append((p, False))
         elif p.exists():
             raise InputError(f"{raw}: not a regular file")
         else:

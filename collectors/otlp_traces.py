@@ -27,7 +27,7 @@ from analyzer.statement import normalize_command, normalize_sql
 from analyzer.table import Batch, TableBuilder
 from analyzer.model import SpanTable
 from analyzer.table import Repairs
-from collectors.otlp_files import SourceStats, expand_paths, iter_messages
+from collectors.otlp_files import InputError, SourceStats, expand_paths, iter_messages
 
 ZERO8 = bytes(8)
 ZERO16 = bytes(16)
@@ -321,18 +321,26 @@ class LoadedTraces:
 def load_traces(paths: list[str]) -> LoadedTraces:
     """Read every OTLP trace file under `paths` into one SpanTable.
 
-    Raises `InputError` for a path that is missing or a file that is not OTLP at all;
-    damaged parts of OTLP files are counted in the returned stats instead."""
+    Raises `InputError` for a path that is missing or a named file that is not OTLP at all.
+    A file found inside a named directory that is not OTLP (a README beside the captures) is
+    skipped and recorded as such; damaged parts of OTLP files are counted in the stats."""
     builder = TableBuilder()
     decoder = TraceDecoder(builder)
     sources = []
-    for path in expand_paths(paths):
+    for path, in_directory in expand_paths(paths):
         stats = SourceStats(path=str(path))
         sources.append(stats)
-        for kind, payload in iter_messages(Path(path), stats):
-            if kind == "proto":
-                decoder.add_proto(payload, stats)  # type: ignore[arg-type]
-            else:
-                decoder.add_json(payload, stats)  # type: ignore[arg-type]
+        try:
+            for kind, payload in iter_messages(path, stats):
+                if kind == "proto":
+                    decoder.add_proto(payload, stats)  # type: ignore[arg-type]
+                else:
+                    decoder.add_json(payload, stats)  # type: ignore[arg-type]
+        except InputError as e:
+            if not in_directory:
+                raise
+            stats.format = "not-otlp"
+            stats.skipped["files"] += 1
+            stats.note(str(e))
     table = builder.finish()
     return LoadedTraces(table=table, sources=sources, repairs=builder.repairs)

@@ -128,9 +128,12 @@ def test_directory_with_rotated_files(spans, tmp_path):
     write_jsonl(spans[half:], d / "traces.json")
     _gzip(d / "traces-2026-11-26T10-00-00.000.json").rename(d / "traces-2026-11-25T10-00-00.000.json.gz")
     (d / "traces-2026-11-26T10-00-00.000.json").unlink()
+    (d / "README.txt").write_text("captured by the staging collector\n")  # not OTLP: skipped, counted
     loaded = load_traces([str(d)])
     assert len(loaded.table) == len(spans)
-    assert len(loaded.sources) == 2
+    by_name = {Path(s.path).name: s for s in loaded.sources}
+    assert by_name["README.txt"].skipped["files"] == 1 and by_name["README.txt"].format == "not-otlp"
+    assert sum(s.spans for s in loaded.sources) == len(spans)
 
 
 def test_otlp_example_from_the_spec_repository_parses():
