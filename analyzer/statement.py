@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 
-_STRING = re.compile(r"'(?:[^']|'')*'")
-_NUMBER = re.compile(r"(?<![\w$.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b")
-_HEX = re.compile(r"\b0x[0-9a-fA-F]+\b")
-_PLACEHOLDER = re.compile(r"(?:\$\d+|:\w+|%s|%\(\w+\)s|\?)")
+# One pass for every literal and placeholder form: 'strings', 0x1F, -1.5e3, $1, :name, %s, %(name)s.
+_LITERAL = re.compile(
+    r"'(?:[^']|'')*'"
+    r"|\b0x[0-9a-fA-F]+\b"
+    r"|(?<![\w$.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b"
+    r"|\$\d+|(?<!:):\w+|%s|%\(\w+\)s"
+)
 _IN_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
 _VALUES_ROWS = re.compile(r"(\(\?\))(?:\s*,\s*\(\?\))+")
 _SPACE = re.compile(r"\s+")
@@ -18,12 +21,10 @@ def normalize_sql(text: str) -> str:
 
     Literals and driver placeholders ($1, :name, %s) all become `?`, lists of them collapse
     to one, and white space is folded, so an N+1 loop's queries share one shape."""
-    s = _STRING.sub("?", text)
-    s = _HEX.sub("?", s)
-    s = _NUMBER.sub("?", s)
-    s = _PLACEHOLDER.sub("?", s)
-    s = _IN_LIST.sub("(?)", s)
-    s = _VALUES_ROWS.sub(r"\1", s)
+    s = _LITERAL.sub("?", text)
+    if "?," in s or "? ," in s:
+        s = _IN_LIST.sub("(?)", s)
+        s = _VALUES_ROWS.sub(r"\1", s)
     return _SPACE.sub(" ", s).strip()
 
 

@@ -93,13 +93,16 @@ class TraceDecoder:
         stats.spans += n
 
     def _derive_proto(self, span) -> tuple[int, int, int, int, int, int]:
-        attrs: dict[str, object] = {}
-        for kv in span.attributes:
-            if kv.key in sc.SPAN_KEYS:
-                v = kv.value
-                which = v.WhichOneof("value")
-                attrs[kv.key] = getattr(v, which) if which else None
-        return self._derive(span.kind, attrs)
+        # Reading string_value and int_value directly is cheaper than WhichOneof + getattr;
+        # every attribute we derive from is a string or an integer.
+        items = tuple([(kv.key, kv.value.string_value, kv.value.int_value)
+                       for kv in span.attributes if kv.key in sc.SPAN_KEYS])
+        key = (span.kind, items)
+        hit = self._derived.get(key)
+        if hit is None:
+            attrs = {k: (sv if sv else (iv if iv else None)) for k, sv, iv in items}
+            hit = self._memo(key, derive(self.b, span.kind, attrs))
+        return hit
 
     # -- OTLP/JSON --------------------------------------------------------------------
     def add_json(self, doc: dict, stats: SourceStats) -> None:
@@ -188,17 +191,17 @@ class TraceDecoder:
         """(span class, db system, statement, peer, code location, cache key) codes from attributes.
 
         Memoized on the attribute values: real traces repeat the same few combinations."""
-        key = (kind, *sorted(attrs.items(), key=lambda kv: kv[0]))
         try:
+            key = (kind, tuple(attrs.items()))
             hit = self._derived.get(key)
         except TypeError:  # an unhashable value (array attribute): derive without memo
-            hit, key = None, None
-        if hit is not None:
-            return hit
-        out = derive(self.b, kind, attrs)
-        if key is not None and len(self._derived) < 1_000_000:
-            self._derived[key] = out
-        return out
+            return derive(self.b, kind, attrs)
+        return hit if hit is not None else self._memo(key, derive(self.b, kind, attrs))
+
+    def _memo(self, key: tuple, value: tuple[int, int, int, int, int, int]) -> tuple[int, int, int, int, int, int]:
+        if len(self._derived) < 1_000_000:  # bounded: literal-laden statements make every key new
+            self._derived[key] = value
+        return value
 
 
 _NOTHING = (int(SpanClass.INTERNAL), -1, -1, -1, -1, -1)
