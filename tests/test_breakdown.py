@@ -7,46 +7,30 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from analyzer.breakdown import PARTS, compute
 from analyzer.hotspots import find_hotspots
 from collectors.otlp_traces import load_traces
+from tests.workloads.recording import Recorder, write_proto_single
 
 MS = 1_000_000
 T0 = 1_700_000_000_000_000_000
 
 
-class Services:
-    """One TracerProvider per service, all exporting to one in-memory exporter."""
-
-    def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.providers: dict[str, TracerProvider] = {}
-
-    def tracer(self, service: str) -> trace.Tracer:
-        if service not in self.providers:
-            tp = TracerProvider(resource=Resource.create({"service.name": service}))
-            tp.add_span_processor(SimpleSpanProcessor(self.exporter))
-            self.providers[service] = tp
-        return self.providers[service].get_tracer("test")
+class Services(Recorder):
+    """The workloads' recorder, plus spans with explicit start and end times."""
 
     def span(self, service: str, name: str, start_ms: float, end_ms: float, parent=None,
              kind: SpanKind = SpanKind.INTERNAL, attributes: dict | None = None):
         ctx = trace.set_span_in_context(parent) if parent is not None else None
-        s = self.tracer(service).start_span(name, context=ctx, kind=kind, attributes=attributes,
-                                            start_time=T0 + int(start_ms * MS))
+        tracer = self.provider(service).get_tracer("test")
+        s = tracer.start_span(name, context=ctx, kind=kind, attributes=attributes, start_time=T0 + int(start_ms * MS))
         s.end(end_time=T0 + int(end_ms * MS))
         return s
 
     def write(self, path) -> str:
-        path.write_bytes(encode_spans(self.exporter.get_finished_spans()).SerializeToString())
-        return str(path)
+        return str(write_proto_single(self.spans(), path))
 
 
 def parts_of(table, b, service: str, operation: str) -> dict[str, float]:
@@ -55,8 +39,10 @@ def parts_of(table, b, service: str, operation: str) -> dict[str, float]:
 
 
 @pytest.fixture
-def svc() -> Services:
-    return Services()
+def svc():
+    s = Services()
+    yield s
+    s.shutdown()
 
 
 def test_parallel_children_and_downstream_split(svc, tmp_path):
