@@ -169,6 +169,9 @@ _WORKERS = ("email-worker", "search-indexer", "audit-consumer", "analytics-inges
 _TABLES = ("orders order_items customers products inventory payments invoices shipments carts "
            "cart_items reviews prices coupons accounts sessions addresses notifications events "
            "audit_log users").split()
+_EXCEPTIONS = (("TimeoutError", "timed out waiting for a connection from the pool"),
+               ("ValueError", "invalid state transition: shipped -> pending"),
+               ("ConnectionResetError", "connection reset by peer"))
 _CPU_WORK = ("validate_request", "serialize_response", "render_template", "apply_discounts",
              "compute_scores", "encode_payload", "check_permissions", "build_query")
 
@@ -216,10 +219,6 @@ class _Endpoint:
 
 def _ln_ms(median_ms: float) -> float:
     return math.log(median_ms * 1e6)
-
-
-def _pick(d: dict[str, tuple]) -> list[tuple]:
-    return list(d.values())
 
 
 class _Topology:
@@ -578,8 +577,7 @@ class _Builder:
                 failed |= f
         if self.rng.random() < ep.error_rate:  # the failure starts here: record the exception
             failed = True
-            self.events[row] = (t, "TimeoutError" if self.rng.random() < 0.5 else "ValueError",
-                                "upstream request failed" if svc.lang != "python" else "boom")
+            self.events[row] = (t, *self.rng.choice(_EXCEPTIONS))
         end = t + self.lat(*ep.post)
         self.end[row] = end
         if failed:

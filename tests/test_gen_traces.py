@@ -133,3 +133,15 @@ def test_content_looks_like_a_real_fleet():
     per_trace = Counter(s.trace_id for _, s in spans)
     median = sorted(per_trace.values())[len(per_trace) // 2]
     assert 5 <= median <= 30
+
+
+def test_floors_measure_each_form_in_a_subprocess(tmp_path):
+    from benchmarks.bench_floor import available_floors, floor_figures
+    from benchmarks.common import ratio_line
+
+    figs = floor_figures(tmp_path, N)  # generates the inputs first
+    assert len(figs) == len(available_floors()) >= 6
+    for fig in figs:
+        assert fig.spans == N and fig.bytes > 0 and fig.seconds > 0
+        assert fig.peak_rss >= fig.base_rss > 0
+    assert "time x" in ratio_line(figs[2], figs[0])
