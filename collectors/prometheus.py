@@ -1,0 +1,423 @@
+"""Fill `Signals` from a Prometheus-compatible query API (Prometheus, Thanos, Mimir, VictoriaMetrics).
+
+Two phases, and the request count depends on the catalog, not on the number of services:
+
+1. Discovery: one range query at a coarse step,
+   `count by (__name__, pf_service) ({__name__=~"<every catalog name>"})`, tells which
+   metric families each service exposes, hence its runtime and which variant of each signal
+   to ask for. With no services given, the services are the values found on application
+   families (exporter jobs such as cAdvisor's are not services).
+2. One aggregated range query per (signal, variant) that some service needs:
+   `sum by (pf_service) (...)` over all services at once, split client-side. A window that
+   would exceed the server's 11,000 points per series is split into several requests and
+   stitched.
+
+A series belongs to service S when one of `service_labels` (service_name, service, job by
+default, first wins) equals S, or, for a service with a configured selector, when it matches
+that selector. Both are done server-side with label_replace, so only aggregates travel.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError, SSLError
+
+from analyzer.signals import Missing, Series, Signal, Signals
+from collectors.http_auth import Transport, connect
+from collectors.promql import (
+    CATALOG,
+    INFRA_PREFIXES,
+    SERVICE_LABEL,
+    Scope,
+    SignalSpec,
+    Variant,
+    all_names,
+    constant_map,
+    label_map,
+    quote,
+    re_escape,
+    runtime_of,
+)
+
+MAX_POINTS = 11_000  # Prometheus rejects a range query with more points per series than this
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class PromConfig(Transport):
+    """What to query and how. Secrets are not here: see collectors.http_auth."""
+
+    # service -> PromQL selector, e.g. {"cart": '{namespace="shop", container="cart"}'}
+    selectors: dict[str, str] = field(default_factory=dict)
+    # labels naming the service on a series, highest precedence first
+    service_labels: tuple[str, ...] = ("service_name", "service", "job")
+    step: float | None = None  # seconds; None picks the finest step that fits one request
+    min_step: float = 15.0  # floor for the automatic step (a typical scrape interval)
+    rate_window: str = "5m"  # range of rate(); passed to the server as written
+    extra_matchers: str = ""  # added to every selector, e.g. 'cluster="eu-1"' on Thanos/Mimir
+    max_points: int = MAX_POINTS
+    discovery_points: int = 24  # instants sampled by the discovery query
+
+
+class PrometheusError(Exception):
+    """Prometheus could not be used at all. The message is one line naming the URL."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = " ".join(reason.split())
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        return f"Prometheus at {self.url} rejected the discovery query: {self.reason}"
+
+
+class PrometheusUnreachable(PrometheusError):
+    """Connection refused, DNS failure, TLS failure, timeout, or 5xx after all retries."""
+
+    def _message(self) -> str:
+        return f"cannot reach Prometheus at {self.url}: {self.reason}"
+
+
+class PrometheusRejected(PrometheusError):
+    """The server answered but refused discovery (401/403, wrong path, not a Prometheus API)."""
+
+
+# What to turn on, per signal and runtime ("*" = any runtime).
+ENABLE: dict[str, dict[str, str]] = {
+    Signal.GC_SECONDS_PER_SECOND: {
+        "go": "client_golang's Go collector (go_gc_duration_seconds, on by default with promhttp); for GC CPU add "
+              "collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsGC) (go_cpu_classes_gc_total_cpu_seconds_total)",
+        "jvm": "Micrometer JvmGcMetrics (jvm_gc_pause_seconds), client_java JvmMetrics (jvm_gc_collection_seconds) "
+               "or the OpenTelemetry Java agent runtime metrics (jvm.gc.duration)",
+        "node": "prom-client collectDefaultMetrics() (nodejs_gc_duration_seconds) or "
+                "@opentelemetry/instrumentation-runtime-node (v8js.gc.duration)",
+        "dotnet": "the System.Runtime meter (.NET 9+, dotnet.gc.pause.time) exported through OpenTelemetry",
+        "python": "no library exports it: record gc.callbacks start/stop times into a histogram "
+                  "(e.g. python_gc_pause_seconds) or profile with py-spy; python_gc_collections_total "
+                  "(gc_cycles_per_second) is only a proxy",
+        "*": "the runtime's GC metrics (shared/docs/signals.md §2), or a selector that matches them",
+    },
+    Signal.GC_CPU_FRACTION: {
+        "go": "collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsGC) in client_golang "
+              "(go_cpu_classes_gc_total_cpu_seconds_total, go_cpu_classes_total_cpu_seconds_total)",
+        "*": "only Go's runtime/metrics CPU classes give a GC CPU fraction",
+    },
+    Signal.GC_PAUSE_P99: {
+        "go": "client_golang runtime metrics /gc/pauses:seconds (go_gc_pauses_seconds histogram); "
+              "the default go_gc_duration_seconds summary has no p99",
+        "jvm": "Micrometer percentile histograms for jvm.gc.pause "
+               "(management.metrics.distribution.percentiles-histogram.jvm.gc.pause=true) or OTel jvm.gc.duration",
+        "*": "a GC pause histogram for the runtime (shared/docs/signals.md §2)",
+    },
+    Signal.CPU_CORES_USED: {
+        "*": "the process collector (process_cpu_seconds_total) of the Prometheus client library, or cAdvisor "
+             "(container_cpu_usage_seconds_total) with a selector for the container",
+    },
+    Signal.CPU_CORES_AVAILABLE: {
+        "*": "a CPU limit (cAdvisor container_spec_cpu_quota or kube-state-metrics "
+             "kube_pod_container_resource_limits, via a selector), or the runtime's CPU count "
+             "(go_sched_gomaxprocs_threads, jvm_cpu_count, system_cpu_count, dotnet_process_cpu_count)",
+    },
+    Signal.CPU_THROTTLED_FRACTION: {
+        "*": "cAdvisor CFS counters (container_cpu_cfs_periods_total, container_cpu_cfs_throttled_periods_total) "
+             "matched with a selector such as {namespace=\"...\", container=\"...\"}; only containers with a CPU "
+             "limit are throttled",
+    },
+    Signal.EVENT_LOOP_LAG: {
+        "node": "prom-client collectDefaultMetrics() (nodejs_eventloop_lag_p99_seconds) or "
+                "@opentelemetry/instrumentation-runtime-node (nodejs.eventloop.delay.p99)",
+        "*": "only Node.js has an event loop metric",
+    },
+    Signal.REQUESTS_PER_SECOND: {
+        "*": "HTTP server metrics: OTel http.server.request.duration, Micrometer http.server.requests, "
+             "or a request counter (http_requests_total)",
+    },
+    Signal.CACHE_HIT_RATIO: {
+        "jvm": "Micrometer cache metrics (cache_gets_total{result}) or client_java's Caffeine collector",
+        "*": "redis_exporter (redis_keyspace_hits_total/misses) or memcached_exporter, mapped to the service "
+             "with a selector; OTel has no cache hit/miss convention",
+    },
+    Signal.POOL_WAIT_SECONDS: {
+        "jvm": "HikariCP metrics through Micrometer (hikaricp_connections_acquire_seconds) or OTel "
+               "db.client.connection.wait_time",
+        "*": "OTel db.client.connection.wait_time from the database client instrumentation",
+    },
+    Signal.POOL_PENDING: {
+        "jvm": "HikariCP metrics (hikaricp_connections_pending) or OTel db.client.connection.pending_requests",
+        "*": "OTel db.client.connection.pending_requests from the database client instrumentation",
+    },
+}
+
+_PYTHON_NO_GC_TIME = ("CPython exposes no GC-duration metric: prometheus_client (python_gc_collections_total) "
+                      "and OpenTelemetry (cpython.gc.*) count collections and objects, not time")
+_GC_TIME_SIGNALS = {Signal.GC_SECONDS_PER_SECOND, Signal.GC_PAUSE_P50, Signal.GC_PAUSE_P99, Signal.GC_PAUSE_MAX}
+
+
+def enable_hint(signal: str, runtime: str) -> str:
+    # GC-family signals without their own entry share the GC advice.
+    hints = ENABLE.get(signal) or (ENABLE[Signal.GC_SECONDS_PER_SECOND] if signal.startswith(("gc_", "alloc_")) else {})
+    return hints.get(runtime) or hints.get("*", "")
+
+
+def choose_step(start: float, end: float, config: PromConfig) -> float:
+    """The configured step, or the finest step >= min_step that fits one request per query."""
+    if config.step:
+        return float(config.step)
+    return float(max(config.min_step, math.ceil((end - start) / (config.max_points - 1))))
+
+
+def chunks(t0: float, t1: float, step: float, max_points: int) -> list[tuple[float, float]]:
+    """Request windows on the grid t0 + k*step, each at most max_points, non-overlapping."""
+    n = int(math.floor((t1 - t0) / step + 1e-9)) + 1
+    return [(t0 + i * step, t0 + (min(i + max_points, n) - 1) * step) for i in range(0, n, max_points)]
+
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w|y)$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def rate_range(rate_window: str, step: float) -> str:
+    """The rate() range: never shorter than the step, or samples between steps would be skipped
+    and a spike could vanish. A duration we cannot parse goes to the server as written."""
+    m = _DURATION.match(rate_window.strip())
+    if m and int(m.group(1)) * _UNIT_S[m.group(2)] < step:
+        return f"{math.ceil(step)}s"
+    return rate_window
+
+
+def _selector_body(selector: str) -> str:
+    body = selector.strip()
+    if body.startswith("{") and body.endswith("}"):
+        body = body[1:-1].strip()
+    if not body or "{" in body or "}" in body:
+        raise ValueError(f"selector {selector!r} must look like {{label=\"value\", ...}}")
+    return body
+
+
+def _transport_reason(exc: requests.exceptions.RequestException) -> str:
+    """What went wrong on the wire, without the URL-encoded query requests puts in the text."""
+    inner: object = exc.args[0] if exc.args else None
+    if isinstance(inner, MaxRetryError):
+        inner = inner.reason
+    if isinstance(inner, NewConnectionError):  # checked first: urllib3 derives it from ConnectTimeoutError
+        return "connection failed: " + str(inner).split("Failed to establish a new connection:", 1)[-1].strip()
+    if isinstance(exc, requests.exceptions.Timeout) or isinstance(inner, (ReadTimeoutError, ConnectTimeoutError)):
+        return "timed out waiting for an answer"
+    if isinstance(exc, requests.exceptions.SSLError) or isinstance(inner, SSLError):
+        return f"TLS error: {inner or exc}"
+    text = str(inner or exc)
+    return re.sub(r"with url: \S+", "", text)
+
+
+def _api_error(exc: Exception) -> str:
+    """A one-line reason from prometheus-api-client's exception or a requests error."""
+    if isinstance(exc, requests.exceptions.RequestException):
+        return " ".join(_transport_reason(exc).split())[:300]
+    text = str(exc)
+    m = re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.S)
+    if not m:
+        return " ".join(text.split())[:300]
+    status, body = m.group(1), m.group(2)
+    try:
+        payload = json.loads(ast.literal_eval(body))
+        detail = f"{payload.get('errorType', '')}: {payload.get('error', '')}".strip(": ")
+    except (ValueError, SyntaxError, TypeError, AttributeError):
+        detail = body[:200]
+    return " ".join(f"HTTP {status} {detail}".split())
+
+
+def _status(exc: Exception) -> int | None:
+    m = re.match(r"HTTP Status Code (\d+)", str(exc))
+    return int(m.group(1)) if m else None
+
+
+@dataclass
+class _Plan:
+    spec: SignalSpec
+    variant: Variant
+    query: str
+
+
+class _Collector:
+    def __init__(self, url: str, client: PrometheusConnect, config: PromConfig, progress: Progress | None):
+        self.url, self.client, self.config, self.progress = url, client, config, progress
+        self.sent = 0
+        self.total = 1
+
+    def _tick(self, label: str) -> None:
+        self.sent += 1
+        if self.progress:
+            self.progress(self.sent, max(self.total, self.sent), label)
+
+    def range_query(self, query: str, t0: float, t1: float, step: float, label: str) -> dict[str, list]:
+        """rows per pf_service value: [t array, v array], stitched across chunks."""
+        out: dict[str, list[list[float]]] = {}
+        for cs, ce in chunks(t0, t1, step, self.config.max_points):
+            params = {"start": repr(cs), "end": repr(ce), "step": f"{step:g}", "timeout": f"{self.config.timeout:g}"}
+            try:
+                rows = self.client.custom_query_range(
+                    query, datetime.fromtimestamp(cs, timezone.utc), datetime.fromtimestamp(ce, timezone.utc),
+                    step=f"{step:g}", params=params)
+            finally:
+                self._tick(label)
+            for row in rows:
+                svc = row.get("metric", {}).get(SERVICE_LABEL, "")
+                if not svc:
+                    continue
+                acc = out.setdefault(svc, [[], []])
+                for ts, val in row.get("values", []):
+                    acc[0].append(float(ts))
+                    acc[1].append(float(val))
+        return out
+
+    def scopes(self, default_services: list[str] | None, selectors: dict[str, str], step: float) -> list[Scope]:
+        extra = self.config.extra_matchers.strip().strip("{}").strip()
+        rate = rate_range(self.config.rate_window, step)
+        # Selector services first: with plain `or`, an earlier part wins for the same pf_service.
+        parts = [Scope(constant_map(svc), ", ".join(p for p in (body, extra) if p), rate)
+                 for svc, body in sorted(selectors.items())]
+        if default_services is None or default_services:
+            parts.append(Scope(label_map(self.config.service_labels, default_services), extra, rate))
+        return parts
+
+    def discover(self, scopes: list[Scope], start: float, end: float) -> dict[str, set[str]]:
+        names = quote("|".join(re_escape(n) for n in all_names()))
+        query = " or ".join(f"(count by (__name__, {SERVICE_LABEL}) ({s.relabel(s.m('', f'__name__=~{names}'))}))"
+                            for s in scopes)
+        step = max(self.config.min_step, math.ceil((end - start) / max(1, self.config.discovery_points)))
+        t0 = end - math.floor((end - start) / step) * step  # include `end`: the newest series count most
+        try:
+            rows = self.client.custom_query_range(
+                query, datetime.fromtimestamp(t0, timezone.utc), datetime.fromtimestamp(end, timezone.utc),
+                step=f"{step:g}", params={"start": repr(t0), "end": repr(end), "step": f"{step:g}",
+                                          "timeout": f"{self.config.timeout:g}"})
+        except requests.exceptions.RequestException as exc:
+            raise PrometheusUnreachable(self.url, _api_error(exc)) from None
+        except PrometheusApiClientException as exc:
+            status = _status(exc) or 0
+            cls = PrometheusUnreachable if status >= 500 else PrometheusRejected
+            raise cls(self.url, _api_error(exc)) from None
+        except ValueError as exc:  # a 200 that is not JSON: not a Prometheus API at this path
+            raise PrometheusRejected(self.url, f"the answer is not a Prometheus API response ({exc})") from None
+        finally:
+            self._tick("discovery")
+        found: dict[str, set[str]] = {}
+        for row in rows:
+            metric = row.get("metric", {})
+            if metric.get(SERVICE_LABEL) and metric.get("__name__"):
+                found.setdefault(metric[SERVICE_LABEL], set()).add(metric["__name__"])
+        return found
+
+
+def _first_applicable(spec: SignalSpec, names: set[str]) -> Variant | None:
+    return next((v for v in spec.variants if set(v.needs) <= names), None)
+
+
+def collect(url: str, services: list[str] | None, start: float, end: float,
+            config: PromConfig | None = None, progress: Progress | None = None) -> Signals:
+    """Signals for `services` (all discovered ones if None) over [start, end] (unix seconds).
+
+    Raises PrometheusUnreachable / PrometheusRejected when discovery cannot run; any later
+    failure becomes missing evidence for that signal (ServiceSignals.missing and
+    Signals.failures), never an exception.
+    """
+    config = config or PromConfig()
+    if end <= start:
+        raise ValueError("end must be after start")
+    selectors = {svc: _selector_body(sel) for svc, sel in config.selectors.items()}
+    if services is not None:
+        selectors = {s: b for s, b in selectors.items() if s in services}
+    run = _Collector(url, connect(url, config), config, progress)
+
+    default = None if services is None else sorted(set(services) - set(selectors))
+    families = run.discover(run.scopes(default, selectors, 0.0), start, end)
+    if services is None:
+        services = sorted({s for s, names in families.items()
+                           if s in selectors or any(not n.startswith(INFRA_PREFIXES) for n in names)}
+                          | set(selectors))
+        default = sorted(set(services) - set(selectors))
+
+    signals = Signals()
+    for svc in services:
+        signals.service(svc).runtime = runtime_of(families.get(svc, ()))
+
+    # Plan: per signal, each service asks for its best applicable variant; one query per variant.
+    step = choose_step(start, end, config)
+    t0, t1 = math.ceil(start / step) * step, math.floor(end / step) * step
+    if t1 < t0:
+        t0 = t1 = end
+    scopes = run.scopes(default, selectors, step)
+    plans: dict[tuple[str, str], _Plan] = {}
+    for spec in CATALOG:
+        for svc in services:
+            v = _first_applicable(spec, families.get(svc, set()))
+            if v is not None and (spec.name, v.key) not in plans:
+                query = " or ".join(f"({v.build(s)})" for s in scopes)
+                plans[(spec.name, v.key)] = _Plan(spec, v, query)
+    run.total = run.sent + len(plans) * len(chunks(t0, t1, step, config.max_points))
+
+    results: dict[tuple[str, str], dict[str, list] | str] = {}
+    for key, plan in plans.items():
+        try:
+            results[key] = run.range_query(plan.query, t0, t1, step, plan.spec.name)
+        except (requests.exceptions.RequestException, PrometheusApiClientException, ValueError) as exc:
+            reason = f"query failed: {_api_error(exc)}"
+            results[key] = reason
+            signals.failures.append(Missing(plan.spec.name, reason, query=plan.query))
+    signals.queries = run.sent
+
+    for svc in services:
+        ss = signals.service(svc)
+        names = families.get(svc, set())
+        for spec in CATALOG:
+            _assign(ss, spec, names, plans, results)
+    return signals
+
+
+def _assign(ss, spec: SignalSpec, names: set[str], plans: dict, results: dict) -> None:
+    """The first variant with data for this service wins; otherwise record why it is missing."""
+    failed: Missing | None = None
+    for v in spec.variants:
+        res = results.get((spec.name, v.key))
+        if res is None:
+            continue
+        query = plans[(spec.name, v.key)].query
+        if isinstance(res, str):
+            if set(v.needs) <= names and failed is None:
+                failed = Missing(spec.name, res, query=query)
+            continue
+        data = res.get(ss.service)
+        if data:
+            t, val = np.asarray(data[0], dtype=np.float64), np.asarray(data[1], dtype=np.float64)
+            order = np.argsort(t, kind="stable")
+            ss.series[spec.name] = Series(t=t[order], v=val[order], source=query, unit=spec.unit)
+            return
+        if set(v.needs) <= names and failed is None:
+            failed = Missing(spec.name, "no data in the window (the series exist but the query returned nothing)",
+                             enable=enable_hint(spec.name, ss.runtime), query=query)
+    if failed is not None:
+        ss.missing[spec.name] = failed
+        return
+    if ss.runtime == "python" and spec.name in _GC_TIME_SIGNALS:
+        ss.missing[spec.name] = Missing(spec.name, _PYTHON_NO_GC_TIME,
+                                        enable=ENABLE[Signal.GC_SECONDS_PER_SECOND]["python"])
+        return
+    looked = sorted({n for v in spec.variants for n in v.needs})
+    shown = ", ".join(looked[:6]) + (f" (+{len(looked) - 6} more)" if len(looked) > 6 else "")
+    ss.missing[spec.name] = Missing(
+        spec.name, f"not exposed: none of {shown} found for this service",
+        enable=enable_hint(spec.name, ss.runtime))
+
+
+__all__ = ["PromConfig", "PrometheusError", "PrometheusUnreachable", "PrometheusRejected", "collect",
+           "choose_step", "chunks", "MAX_POINTS"]
