@@ -25,6 +25,7 @@ class Signal:
     ALLOC_BYTES_PER_SECOND = "alloc_bytes_per_second"  # B/s
     CPU_CORES_USED = "cpu_cores_used"  # cores
     CPU_CORES_AVAILABLE = "cpu_cores_available"  # cores (limit, quota, GOMAXPROCS or node cores)
+    CPU_UTILIZATION = "cpu_utilization"  # 0..1 of the cores available to the process (OTel *.cpu.utilization)
     CPU_THROTTLED_FRACTION = "cpu_throttled_fraction"  # 0..1 of CFS periods throttled
     EVENT_LOOP_LAG = "event_loop_lag_seconds"  # s
     REQUESTS_PER_SECOND = "requests_per_second"  # 1/s, from server metrics

@@ -1,0 +1,130 @@
+"""`profile-first capture`: receive OTLP traces and metrics for a window and write them to files.
+
+    profile-first capture --duration 10m --output capture.otlp.jsonl.gz
+
+Applications point their OTLP exporters at http://127.0.0.1:4318 (HTTP) or 127.0.0.1:4317
+(gRPC). Traces are written as OTLP JSON lines (one export request per line, like the
+Collector's file exporter), metrics beside them (`capture.metrics.otlp.jsonl.gz`); either file
+can then be passed to `profile-first analyze`. Ctrl-C ends the window early and still writes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import click
+
+from collectors.capture import DEFAULT_BUFFER_SPANS, CaptureResult, ProgressLine, capture_window
+from collectors.receiver import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_MAX_REQUEST_BYTES,
+    OtlpReceiver,
+    ReceiverConfig,
+    is_loopback,
+)
+
+__all__ = ["capture", "capture_window", "receiver_config", "read_token", "TOKEN_ENV"]
+
+TOKEN_ENV = "PROFILE_FIRST_RECEIVER_TOKEN"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+class _UserError(click.ClickException):
+    exit_code = 2  # same contract as analyzer.cli: 2 = unusable arguments
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"profile-first: error: {self.message}", err=True)
+
+
+def parse_window(value: str) -> float:
+    """`30s`, `10m`, `1h` → seconds."""
+    m = _DURATION.match(value.strip())
+    if not m:
+        raise _UserError(f"duration {value!r} is not like 30s, 10m or 1h")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def read_token(token_file: Path | None) -> str | None:
+    """The bearer token from a file, else from $PROFILE_FIRST_RECEIVER_TOKEN; never from argv,
+    where other users of the machine could read it in the process list."""
+    if token_file is not None:
+        token = token_file.read_text(encoding="utf-8").strip()
+        if not token:
+            raise _UserError(f"token file {token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
+def receiver_config(
+    bind: str = "127.0.0.1",
+    http_port: int | None = DEFAULT_HTTP_PORT,
+    grpc_port: int | None = DEFAULT_GRPC_PORT,
+    allow_remote: bool = False,
+    token: str | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> ReceiverConfig:
+    """A checked ReceiverConfig; a UsageError (exit 2) tells the user what to change."""
+    config = ReceiverConfig(bind, http_port, grpc_port, allow_remote, token, max_request_bytes,
+                            max(4 * max_request_bytes, 64 * 1024 * 1024))
+    try:
+        config.check()
+    except ValueError as e:
+        raise _UserError(str(e)) from None
+    return config
+
+
+@click.command("capture")
+@click.option("--duration", default="10m", show_default=True, help="Capture window, e.g. 30s, 10m, 1h.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path("capture.otlp.jsonl.gz"),
+              show_default=True, help="Traces file (.gz/.zst compress); metrics go beside it as NAME.metrics.*")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=DEFAULT_HTTP_PORT, show_default=True,
+              help="OTLP/HTTP port (0: any free port).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
+              help="OTLP/gRPC port (0: any free port).")
+@click.option("--no-grpc", is_flag=True, help="Do not listen for OTLP/gRPC.")
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --bind (set a token too).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help=f"File holding the bearer token clients must send (or set ${TOKEN_ENV}).")
+@click.option("--max-request-bytes", type=click.IntRange(1024), default=DEFAULT_MAX_REQUEST_BYTES, show_default=True,
+              help="Largest request body accepted, as sent (compressed).")
+@click.option("--buffer-spans", type=click.IntRange(1), default=DEFAULT_BUFFER_SPANS, show_default=True,
+              help="Spans held in memory before clients are told to retry.")
+def capture(duration: str, output: Path, http_port: int, grpc_port: int, no_grpc: bool, bind: str, allow_remote: bool,
+            token_file: Path | None, max_request_bytes: int, buffer_spans: int) -> None:
+    """Receive OTLP traces and metrics for a window and write them as OTLP JSON lines."""
+    seconds = parse_window(duration)
+    token = read_token(token_file)
+    config = receiver_config(bind, http_port, None if no_grpc else grpc_port, allow_remote, token, max_request_bytes)
+    if not is_loopback(bind) and token is None:
+        click.echo(f"profile-first: warning: listening on {bind} without a token; anyone who can reach it can send data",
+                   err=True)
+
+    def listening(r: OtlpReceiver) -> None:
+        where = [f"OTLP/HTTP {r.http_endpoint}"] + ([f"OTLP/gRPC {r.grpc_endpoint}"] if r.grpc_port else [])
+        click.echo(f"capturing for {duration} on {', '.join(where)} (Ctrl-C to stop early)", err=True)
+
+    try:
+        result = capture_window(seconds, output, config, buffer_spans=buffer_spans, on_progress=ProgressLine(),
+                                on_listening=listening)
+    except OSError as e:
+        raise _UserError(f"{e}; is another receiver (an OpenTelemetry Collector?) using the port? "
+                         "Pick another with --http-port/--grpc-port") from None
+    click.echo(summary(result))
+
+
+def summary(result: CaptureResult) -> str:
+    lines = [f"{result.spans:,} spans in {result.trace_requests:,} requests → {result.traces_path}"]
+    if result.metrics_path is not None:
+        lines.append(f"{result.points:,} metric points in {result.metric_requests:,} requests → {result.metrics_path}")
+    else:
+        lines.append("no metrics received")
+    if result.interrupted:
+        lines.append(f"stopped early after {result.duration_s:.0f}s")
+    if result.refused_full:
+        lines.append(f"{result.refused_full:,} requests were told to retry (buffer full); raise --buffer-spans if frequent")
+    return "\n".join(lines)

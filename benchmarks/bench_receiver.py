@@ -1,0 +1,168 @@
+"""Throughput of the OTLP/HTTP receiver: spans/s accepted from a load generator in another process.
+
+    .venv/bin/python benchmarks/bench_receiver.py [--seconds 10] [--spans-per-request 1000]
+        [--connections 2] [--gzip] [--buffer-spans 200000] [--write]
+
+The parent runs the receiver with the real `Capture` sink (buffer + spool thread); a child
+process (this file with --generate) posts pre-encoded ExportTraceServiceRequests over
+keep-alive HTTP/1.1 connections for a bounded time, retrying on 503 after Retry-After like an
+OTLP exporter. At the end the child's acknowledged span count, the receiver's count and the
+spans actually in the spool are compared: equal means none lost. `--write` also converts the
+spool to OTLP/JSON lines and reports that rate separately (it is not on the request path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
+
+from collectors.capture import Capture  # noqa: E402
+from collectors.otlp_ingest import TRACES  # noqa: E402
+from collectors.receiver import OtlpReceiver, ReceiverConfig  # noqa: E402
+
+
+def build_request(n_spans: int, seed: int) -> bytes:
+    """A realistic-ish request: one resource, 1 scope, server spans with 6 attributes."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.add(key="service.name").value.string_value = "bench"
+    ss = rs.scope_spans.add()
+    ss.scope.name = "bench"
+    for i in range(n_spans):
+        s = ss.spans.add(
+            trace_id=(seed * 1_000_003 + i // 10 + 1).to_bytes(16, "big"),
+            span_id=(seed * 1_000_003 + i + 1).to_bytes(8, "big"),
+            name=f"GET /items/{i % 20}",
+            kind=2,
+            start_time_unix_nano=1_700_000_000_000_000_000 + i * 1000,
+            end_time_unix_nano=1_700_000_000_000_000_000 + i * 1000 + 5_000_000,
+        )
+        if i % 10:
+            s.parent_span_id = (seed * 1_000_003 + i - i % 10 + 1).to_bytes(8, "big")
+        for k, v in (("http.request.method", "GET"), ("http.route", "/items/{id}"), ("url.scheme", "http"),
+                     ("server.address", "localhost"), ("db.system.name", "postgresql")):
+            s.attributes.add(key=k).value.string_value = v
+        s.attributes.add(key="http.response.status_code").value.int_value = 200
+    return req.SerializeToString()
+
+
+def generate(port: int, seconds: float, spans_per_request: int, connections: int, use_gzip: bool) -> None:
+    bodies = [build_request(spans_per_request, seed) for seed in range(8)]
+    if use_gzip:
+        bodies = [gzip.compress(b, 5) for b in bodies]
+    headers = {"Content-Type": "application/x-protobuf"}
+    if use_gzip:
+        headers["Content-Encoding"] = "gzip"
+    acked = [0] * connections
+    retries = [0] * connections
+    errors: list[str] = []
+    deadline = time.monotonic() + seconds
+
+    def worker(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        i = k
+        while time.monotonic() < deadline:
+            conn.request("POST", "/v1/traces", bodies[i % len(bodies)], headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status == 200:
+                acked[k] += spans_per_request
+                i += 1
+            elif resp.status in (429, 503):
+                retries[k] += 1  # same body again, after the delay the server asked for
+                time.sleep(float(resp.getheader("Retry-After", "1")))
+            else:
+                errors.append(f"HTTP {resp.status}")
+                return
+        conn.close()
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    print(json.dumps({"acked_spans": sum(acked), "retries": sum(retries), "errors": errors,
+                      "elapsed_s": elapsed, "request_bytes": len(bodies[0])}))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--spans-per-request", type=int, default=1000)
+    ap.add_argument("--connections", type=int, default=2)
+    ap.add_argument("--gzip", action="store_true")
+    ap.add_argument("--buffer-spans", type=int, default=200_000)
+    ap.add_argument("--write", action="store_true", help="also convert the spool to OTLP/JSON lines")
+    ap.add_argument("--generate", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.generate:
+        generate(args.generate, args.seconds, args.spans_per_request, args.connections, args.gzip)
+        return 0
+
+    out_dir = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
+    capture = Capture(out_dir / "bench.otlp.jsonl.gz", buffer_spans=args.buffer_spans).start()
+    receiver = OtlpReceiver(capture, ReceiverConfig(http_port=0, grpc_port=None)).start()
+    cmd = [sys.executable, __file__, "--generate", str(receiver.http_port), "--seconds", str(args.seconds),
+           "--spans-per-request", str(args.spans_per_request), "--connections", str(args.connections)]
+    if args.gzip:
+        cmd.append("--gzip")
+    cpu0 = time.process_time()
+    t0 = time.monotonic()
+    child = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
+    receiver.stop()
+    wall = time.monotonic() - t0
+    cpu = time.process_time() - cpu0
+    if child.returncode != 0:
+        print(child.stderr, file=sys.stderr)
+        return 1
+    gen = json.loads(child.stdout.strip().splitlines()[-1])
+    stats = capture.stats()
+
+    result: dict[str, object] = {
+        "generator": gen,
+        "received_spans": stats.spans,
+        "spans_per_s": round(gen["acked_spans"] / gen["elapsed_s"]),
+        "receiver_cpu_s": round(cpu, 2),
+        "wall_s": round(wall, 2),
+        "told_to_retry": stats.refused_full,
+    }
+    capture._stop_spooling()  # flush the spool so the spans in it can be counted
+    spooled = 0
+    for payload in capture.requests(TRACES):
+        req = ExportTraceServiceRequest.FromString(payload)
+        spooled += sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+    result["spooled_spans"] = spooled
+    if args.write:
+        t1 = time.monotonic()
+        res = capture.close()
+        result["write_s"] = round(time.monotonic() - t1, 2)
+        result["write_spans_per_s"] = round(res.spans / (time.monotonic() - t1))
+        result["output_bytes"] = res.traces_path.stat().st_size
+    else:
+        capture.discard()
+    lost = gen["acked_spans"] - spooled
+    result["none_lost"] = lost == 0 and stats.spans == gen["acked_spans"] and not gen["errors"]
+    print(json.dumps(result, indent=2))
+    for p in out_dir.iterdir():
+        p.unlink()
+    out_dir.rmdir()
+    return 0 if result["none_lost"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""A capture window: buffer what the OTLP receiver accepts, then write OTLP/JSON lines files.
+
+Converting protobuf to OTLP/JSON costs ~30 ms per 1,000 spans in Python, two orders of
+magnitude more than accepting them, so it cannot happen on the request path. Accepted requests
+sit in a bounded in-memory buffer; a spool thread appends them, still as protobuf, to a spool
+file next to the output (disk appends release the GIL and keep up with the receiver); when the
+window closes the spool is converted to the final files. The buffer bound is what produces
+backpressure: when the spool falls behind, `has_room()` turns False and the receiver answers
+503/UNAVAILABLE with a retry delay, so exporters retry instead of the capture dropping data.
+
+Outputs are written to a temporary name and renamed into place, so a crash never leaves a
+half-written capture; the spool itself is kept until the conversion succeeded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from collectors.otlp_ingest import METRICS, TRACES
+from collectors.otlp_json import to_otlp_json_line
+from collectors.receiver import OtlpReceiver, ReceiverConfig
+
+DEFAULT_BUFFER_SPANS = 200_000
+DEFAULT_BUFFER_BYTES = 256 * 1024 * 1024
+_KIND = {TRACES: b"T", METRICS: b"M"}
+_REC = struct.Struct(">cI")  # kind, length: the Collector's proto file format plus a kind byte
+
+
+@dataclass
+class CaptureStats:
+    """A snapshot of what the capture has taken so far (for progress lines)."""
+
+    spans: int = 0
+    points: int = 0
+    trace_requests: int = 0
+    metric_requests: int = 0
+    buffered_items: int = 0  # accepted, not yet spooled
+    refused_full: int = 0  # requests told to retry because the buffer was full
+    elapsed_s: float = 0.0
+    phase: str = "receiving"  # receiving | writing | done
+
+
+@dataclass
+class CaptureResult:
+    traces_path: Path
+    metrics_path: Path | None  # None when no metrics arrived
+    spans: int
+    points: int
+    trace_requests: int
+    metric_requests: int
+    refused_full: int
+    duration_s: float
+    interrupted: bool = False
+    endpoints: dict[str, str] = field(default_factory=dict)
+
+
+def metrics_path_for(traces_path: str | Path) -> Path:
+    """`capture.otlp.jsonl.gz` → `capture.metrics.otlp.jsonl.gz` (one signal per file)."""
+    p = Path(traces_path)
+    stem, dot, rest = p.name.partition(".")
+    return p.with_name(f"{stem}.metrics.{rest}" if dot else f"{stem}.metrics.jsonl")
+
+
+class Capture:
+    """The receiver's sink for one capture window. Thread-safe; see the module doc."""
+
+    def __init__(
+        self,
+        output: str | Path,
+        buffer_spans: int = DEFAULT_BUFFER_SPANS,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        retry_after_s: int = 1,
+    ) -> None:
+        if buffer_spans <= 0 or buffer_bytes <= 0:
+            raise ValueError("buffer_spans and buffer_bytes must be positive")
+        self.output = Path(output)
+        self.buffer_spans = buffer_spans
+        self.buffer_bytes = buffer_bytes
+        self._retry_after_s = max(1, int(retry_after_s))
+        self._cond = threading.Condition()
+        self._pending: deque[tuple[str, bytes, int]] = deque()
+        self._pending_items = 0
+        self._pending_bytes = 0
+        self._stats = CaptureStats()
+        self._t0 = time.monotonic()
+        self._closed = False
+        self._spooling = False
+        self._spool_thread: threading.Thread | None = None
+        self._spool_error: BaseException | None = None
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.output.name}.", suffix=".spool", dir=self.output.parent)
+        self._spool_path = Path(name)
+        self._spool: IO[bytes] = os.fdopen(fd, "wb")
+
+    # -- Sink protocol (called from receiver threads) ----------------------------------------
+
+    def has_room(self) -> bool:
+        """False when full; the receiver then refuses the request, which is counted here."""
+        if not self._closed and self._pending_items < self.buffer_spans and self._pending_bytes < self.buffer_bytes:
+            return True
+        with self._cond:
+            self._stats.refused_full += 1
+        return False
+
+    def offer(self, signal: str, payload: bytes, items: int) -> bool:
+        with self._cond:
+            if self._closed:
+                return False
+            # One request larger than the whole buffer is still taken into an empty buffer, or
+            # it would be refused forever.
+            over = self._pending_items + items > self.buffer_spans or self._pending_bytes + len(payload) > self.buffer_bytes
+            if over and self._pending:
+                self._stats.refused_full += 1
+                return False
+            self._pending.append((signal, payload, items))
+            self._pending_items += items
+            self._pending_bytes += len(payload)
+            s = self._stats
+            if signal == TRACES:
+                s.spans += items
+                s.trace_requests += 1
+            else:
+                s.points += items
+                s.metric_requests += 1
+            self._cond.notify()
+        return True
+
+    def retry_after_s(self) -> int:
+        return self._retry_after_s
+
+    # -- control -----------------------------------------------------------------------------
+
+    def start(self) -> Capture:
+        """Start draining the buffer to the spool (a capture that is never started only buffers)."""
+        if self._spool_thread is None:
+            self._spooling = True
+            self._spool_thread = threading.Thread(target=self._spool_loop, name="capture-spool", daemon=True)
+            self._spool_thread.start()
+        return self
+
+    def stats(self) -> CaptureStats:
+        with self._cond:
+            s = CaptureStats(**vars(self._stats))
+            s.buffered_items = self._pending_items
+        s.elapsed_s = time.monotonic() - self._t0
+        return s
+
+    def close(self, on_progress: Callable[[CaptureStats], None] | None = None, interrupted: bool = False) -> CaptureResult:
+        """Stop accepting, spool what is buffered, and write the output files atomically."""
+        self._stop_spooling()
+        duration = time.monotonic() - self._t0
+        stats = self.stats()
+        if on_progress is not None:
+            stats.phase = "writing"
+            on_progress(stats)
+        metrics_path = metrics_path_for(self.output) if stats.metric_requests else None
+        _write_jsonl(self.output, _lines(self._spool_path, TRACES))
+        if metrics_path is not None:
+            _write_jsonl(metrics_path, _lines(self._spool_path, METRICS))
+        self._spool_path.unlink(missing_ok=True)
+        if on_progress is not None:
+            stats.phase = "done"
+            on_progress(stats)
+        return CaptureResult(
+            traces_path=self.output,
+            metrics_path=metrics_path,
+            spans=stats.spans,
+            points=stats.points,
+            trace_requests=stats.trace_requests,
+            metric_requests=stats.metric_requests,
+            refused_full=stats.refused_full,
+            duration_s=duration,
+            interrupted=interrupted,
+        )
+
+    def discard(self) -> CaptureStats:
+        """Stop and delete the spool without writing outputs (benchmarks, aborted runs)."""
+        self._stop_spooling()
+        self._spool_path.unlink(missing_ok=True)
+        return self.stats()
+
+    def requests(self, signal: str) -> Iterator[bytes]:
+        """The spooled protobuf requests of one signal, in arrival order (after close)."""
+        return _records(self._spool_path, signal)
+
+    def _stop_spooling(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._spool_thread is None:
+            self._spool_loop()  # never started: drain inline
+        else:
+            self._spool_thread.join()
+        if not self._spool.closed:
+            self._spool.close()
+        if self._spool_error is not None:
+            raise OSError(f"capture spool {self._spool_path} failed: {self._spool_error}") from self._spool_error
+
+    def _spool_loop(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._closed:
+                        self._cond.wait()
+                    batch = list(self._pending)
+                    if not batch and self._closed:
+                        return
+                # Write outside the lock; release buffer room only once the data is on disk.
+                for signal, payload, _ in batch:
+                    self._spool.write(_REC.pack(_KIND[signal], len(payload)))
+                    self._spool.write(payload)
+                self._spool.flush()
+                with self._cond:
+                    for _ in batch:
+                        _, payload, items = self._pending.popleft()
+                        self._pending_items -= items
+                        self._pending_bytes -= len(payload)
+        except BaseException as e:  # reported by close(); stop accepting so clients retry elsewhere
+            self._spool_error = e
+            self._closed = True
+
+
+def _records(spool: Path, signal: str) -> Iterator[bytes]:
+    want = _KIND[signal]
+    with open(spool, "rb") as f:
+        while head := f.read(_REC.size):
+            kind, n = _REC.unpack(head)
+            payload = f.read(n)
+            if kind == want:
+                yield payload
+
+
+def _lines(spool: Path, signal: str) -> Iterator[str]:
+    cls: Any = ExportTraceServiceRequest if signal == TRACES else ExportMetricsServiceRequest
+    for payload in _records(spool, signal):
+        yield to_otlp_json_line(cls.FromString(payload))
+
+
+def open_text_writer(path: Path, name: str | None = None) -> IO[str]:
+    """A text writer compressing by the suffix of `name` (default: the path's): .gz, .zst or plain."""
+    name = name or path.name
+    if name.endswith(".gz"):
+        return gzip.open(path, "wt", encoding="utf-8", compresslevel=5)
+    if name.endswith(".zst"):
+        import io
+
+        import zstandard
+
+        return io.TextIOWrapper(zstandard.ZstdCompressor(level=3).stream_writer(open(path, "wb")), encoding="utf-8")
+    return open(path, "w", encoding="utf-8")
+
+
+def _write_jsonl(path: Path, lines: Iterator[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open_text_writer(tmp, path.name) as f:
+            for line in lines:
+                f.write(line)
+                f.write("\n")
+        with open(tmp, "rb") as raw:
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# -- a capture window for the CLI and `analyze --listen` --------------------------------------
+
+
+def capture_window(
+    duration_s: float,
+    output: str | Path,
+    config: ReceiverConfig | None = None,
+    buffer_spans: int = DEFAULT_BUFFER_SPANS,
+    on_progress: Callable[[CaptureStats], None] | None = None,
+    stop: threading.Event | None = None,
+    on_listening: Callable[[OtlpReceiver], None] | None = None,
+) -> CaptureResult:
+    """Receive OTLP for `duration_s` seconds (or until `stop` is set or Ctrl-C), then write.
+
+    Ctrl-C ends the window early; what arrived is still written and `interrupted` is set.
+    """
+    capture = Capture(output, buffer_spans=buffer_spans).start()
+    try:
+        receiver = OtlpReceiver(capture, config).start()
+    except BaseException:
+        capture.discard()
+        raise
+    endpoints = {}
+    if receiver.http_port is not None:
+        endpoints["http"] = receiver.http_endpoint
+    if receiver.grpc_port is not None:
+        endpoints["grpc"] = receiver.grpc_endpoint
+    interrupted = False
+    try:
+        if on_listening is not None:
+            on_listening(receiver)
+        deadline = time.monotonic() + duration_s
+        while (left := deadline - time.monotonic()) > 0:
+            if stop is not None and stop.wait(min(0.5, left)):
+                break
+            if stop is None:
+                time.sleep(min(0.5, left))
+            if on_progress is not None:
+                on_progress(capture.stats())
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        receiver.stop()
+    result = capture.close(on_progress=on_progress, interrupted=interrupted)
+    result.endpoints = endpoints
+    return result
+
+
+class ProgressLine:
+    """A one-line progress display on stderr; silent when stderr is not a terminal."""
+
+    def __init__(self, stream: IO[str] | None = None, enabled: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self._last = (0.0, 0)
+
+    def __call__(self, s: CaptureStats) -> None:
+        if not self.enabled:
+            return
+        t0, n0 = self._last
+        rate = (s.spans - n0) / (s.elapsed_s - t0) if s.elapsed_s > t0 else 0.0
+        self._last = (s.elapsed_s, s.spans)
+        text = (
+            f"{s.phase}: {s.elapsed_s:6.0f}s  spans {s.spans:,} ({rate:,.0f}/s)  metric points {s.points:,}"
+            f"  buffered {s.buffered_items:,}"
+        )
+        if s.refused_full:
+            text += f"  told to retry {s.refused_full:,}"
+        end = "\n" if s.phase == "done" else ""
+        self.stream.write(f"\r\x1b[2K{text}{end}")
+        self.stream.flush()
