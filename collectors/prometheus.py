@@ -337,6 +337,8 @@ def collect(url: str, services: list[str] | None, start: float, end: float,
     selectors = {svc: _selector_body(sel) for svc, sel in config.selectors.items()}
     if services is not None:
         selectors = {s: b for s, b in selectors.items() if s in services}
+        if not services:
+            return Signals()
     run = _Collector(url, connect(url, config), config, progress)
 
     default = None if services is None else sorted(set(services) - set(selectors))
@@ -345,25 +347,32 @@ def collect(url: str, services: list[str] | None, start: float, end: float,
         services = sorted({s for s, names in families.items()
                            if s in selectors or any(not n.startswith(INFRA_PREFIXES) for n in names)}
                           | set(selectors))
-        default = sorted(set(services) - set(selectors))
+        # `default` stays None: queries match any service value ("(.+)") and keep the same size
+        # however many services were found; rows of non-services (exporter jobs) are dropped.
 
     signals = Signals()
     for svc in services:
         signals.service(svc).runtime = runtime_of(families.get(svc, ()))
 
-    # Plan: per signal, each service asks for its best applicable variant; one query per variant.
+    # Plan: per signal, each service asks for its best applicable variant; one query per variant,
+    # covering only the services that need it (so the server never evaluates, say, every
+    # cAdvisor series in the cluster for services that expose their own process metrics).
     step = choose_step(start, end, config)
     t0, t1 = math.ceil(start / step) * step, math.floor(end / step) * step
     if t1 < t0:
         t0 = t1 = end
-    scopes = run.scopes(default, selectors, step)
-    plans: dict[tuple[str, str], _Plan] = {}
+    needers: dict[tuple[str, str], tuple[SignalSpec, Variant, list[str]]] = {}
     for spec in CATALOG:
         for svc in services:
             v = _first_applicable(spec, families.get(svc, set()))
-            if v is not None and (spec.name, v.key) not in plans:
-                query = " or ".join(f"({v.build(s)})" for s in scopes)
-                plans[(spec.name, v.key)] = _Plan(spec, v, query)
+            if v is not None:
+                needers.setdefault((spec.name, v.key), (spec, v, []))[2].append(svc)
+    plans: dict[tuple[str, str], _Plan] = {}
+    for key, (spec, v, svcs) in needers.items():
+        by_label = sorted(s for s in svcs if s not in selectors)
+        scope_default = None if (default is None and by_label) else by_label
+        scopes = run.scopes(scope_default, {s: selectors[s] for s in svcs if s in selectors}, step)
+        plans[key] = _Plan(spec, v, " or ".join(f"({v.build(s)})" for s in scopes))
     run.total = run.sent + len(plans) * len(chunks(t0, t1, step, config.max_points))
 
     results: dict[tuple[str, str], dict[str, list] | str] = {}
@@ -376,11 +385,18 @@ def collect(url: str, services: list[str] | None, start: float, end: float,
             signals.failures.append(Missing(plan.spec.name, reason, query=plan.query))
     signals.queries = run.sent
 
+    where = " or ".join(config.service_labels)
     for svc in services:
         ss = signals.service(svc)
         names = families.get(svc, set())
         for spec in CATALOG:
-            _assign(ss, spec, names, plans, results)
+            if names:
+                _assign(ss, spec, names, plans, results)
+            else:
+                how = f"its selector {config.selectors[svc]}" if svc in selectors else f"{where} = {svc!r}"
+                ss.missing[spec.name] = Missing(
+                    spec.name, f"service not found: no series matching {how} in the window",
+                    enable="check the service name, or map it with a selector (PromConfig.selectors)")
     return signals
 
 

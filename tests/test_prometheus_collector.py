@@ -503,6 +503,13 @@ def test_live_scrape_sees_real_cpu_burn(tmp_path: Path) -> None:
 
 # --- small pure parts --------------------------------------------------------------------------------
 
+def test_unknown_service_is_reported_not_found(prom, span) -> None:
+    sig = collect(prom.url, ["batch-cpu", "no-such-svc"], *span, config())
+    m = sig.services["no-such-svc"].missing[Signal.CPU_CORES_USED]
+    assert m.reason.startswith("service not found") and "'no-such-svc'" in m.reason
+    approx(sig, "batch-cpu", Signal.CPU_CORES_USED, 3.92)
+
+
 def test_chunks_and_step() -> None:
     from collectors.prometheus import choose_step, chunks, rate_range
 
