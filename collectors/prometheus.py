@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import requests
@@ -73,7 +74,7 @@ class PrometheusError(Exception):
     """Prometheus could not be used at all. The message is one line naming the URL."""
 
     def __init__(self, url: str, reason: str) -> None:
-        self.url = url
+        self.url = _redact(url)
         self.reason = " ".join(reason.split())
         super().__init__(self._message())
 
@@ -90,6 +91,16 @@ class PrometheusUnreachable(PrometheusError):
 
 class PrometheusRejected(PrometheusError):
     """The server answered but refused discovery (401/403, wrong path, not a Prometheus API)."""
+
+
+def _redact(url: str) -> str:
+    """The URL without user:password@, so messages and logs never carry a secret."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # What to turn on, per signal and runtime ("*" = any runtime).
@@ -301,14 +312,16 @@ class _Collector:
                 query, datetime.fromtimestamp(t0, timezone.utc), datetime.fromtimestamp(end, timezone.utc),
                 step=f"{step:g}", params={"start": repr(t0), "end": repr(end), "step": f"{step:g}",
                                           "timeout": f"{self.config.timeout:g}"})
+        except requests.exceptions.JSONDecodeError as exc:  # a 200 that is not JSON: wrong path or not an API
+            raise PrometheusRejected(self.url, f"the answer is not a Prometheus API response ({exc})") from None
         except requests.exceptions.RequestException as exc:
             raise PrometheusUnreachable(self.url, _api_error(exc)) from None
         except PrometheusApiClientException as exc:
             status = _status(exc) or 0
             cls = PrometheusUnreachable if status >= 500 else PrometheusRejected
             raise cls(self.url, _api_error(exc)) from None
-        except ValueError as exc:  # a 200 that is not JSON: not a Prometheus API at this path
-            raise PrometheusRejected(self.url, f"the answer is not a Prometheus API response ({exc})") from None
+        except (ValueError, KeyError, TypeError) as exc:  # JSON, but not the shape of a query_range answer
+            raise PrometheusRejected(self.url, f"the answer is not a Prometheus API response ({exc!r})") from None
         finally:
             self._tick("discovery")
         found: dict[str, set[str]] = {}
@@ -379,7 +392,8 @@ def collect(url: str, services: list[str] | None, start: float, end: float,
     for key, plan in plans.items():
         try:
             results[key] = run.range_query(plan.query, t0, t1, step, plan.spec.name)
-        except (requests.exceptions.RequestException, PrometheusApiClientException, ValueError) as exc:
+        except (requests.exceptions.RequestException, PrometheusApiClientException, ValueError, KeyError,
+                TypeError) as exc:
             reason = f"query failed: {_api_error(exc)}"
             results[key] = reason
             signals.failures.append(Missing(plan.spec.name, reason, query=plan.query))

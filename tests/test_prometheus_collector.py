@@ -510,6 +510,44 @@ def test_unknown_service_is_reported_not_found(prom, span) -> None:
     approx(sig, "batch-cpu", Signal.CPU_CORES_USED, 3.92)
 
 
+def test_not_a_prometheus_api(span, tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>login</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://sre:hunter2@127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(PrometheusRejected, match="not a Prometheus API") as err:
+            collect(url, ["x"], *span, config(retries=0))
+        assert "hunter2" not in str(err.value) and "127.0.0.1" in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_promql_quoting() -> None:
+    from collectors.promql import label_map, quote, re_escape
+
+    assert re_escape("a.b+c(d)") == r"a\.b\+c\(d\)" and re_escape("cart-v2") == "cart-v2"
+    assert quote('say "hi"\\') == '"say \\"hi\\"\\\\"'
+    wrapped = label_map(("service_name", "job"), ["a.b"])("up")
+    assert wrapped == ('label_replace(label_replace(up, "pf_service", "$1", "job", "(a\\\\.b)"), '
+                       '"pf_service", "$1", "service_name", "(a\\\\.b)")')
+
+
 def test_chunks_and_step() -> None:
     from collectors.prometheus import choose_step, chunks, rate_range
 
