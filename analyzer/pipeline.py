@@ -9,11 +9,12 @@ import numpy as np
 
 from analyzer import __version__
 from analyzer.breakdown import compute
+from analyzer.ceiling import DEFAULT_CPU_SPEEDUP, rewrite_ceiling
 from analyzer.classify import category_shares, pick
 from analyzer.config import Config
 from analyzer.hotspots import Hotspot, find_hotspots
 from analyzer.model import SpanTable
-from analyzer.signals import Signals
+from analyzer.signals import Signal, Signals
 from analyzer.table import Repairs
 from analyzer.verdict import HotspotResult, decide
 from collectors.otlp_files import SourceStats
@@ -58,22 +59,26 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
         runtime = t.runtimes.get(service, "unknown")
         if runtime == "unknown" and svc_signals is not None:
             runtime = svc_signals.runtime
-        hot_reports, results = [], []
+        hot_reports, results, ctxs = [], [], []
         for h in hs:
             ctx = HotspotContext(table=t, breakdown=b, hotspot=h, signals=svc_signals, all_hotspots=tuple(hotspots))
+            ctxs.append(ctx)
             findings = run_rules(ctx, config)
             shares = category_shares(h, findings)
             category, share = pick(shares, config.classify)
             results.append(HotspotResult(h.operation, h.total_ms, h.part_share("self"), category, shares, findings))
             hot_reports.append(_hotspot_dict(h, category, share, shares, findings))
+        fix_first = _fix_first(results, hs)
         verdict = decide(service, runtime, results, config.classify,
-                         has_runtime_metrics=bool(svc_signals and svc_signals.series))
+                         has_runtime_metrics=bool(svc_signals and svc_signals.series),
+                         signals=svc_signals, fix_first=fix_first)
         service_reports.append({
             "service": service,
             "runtime": runtime,
             "verdict": verdict.to_dict(),
             "total_ms": _r(sum(h.total_ms for h in hs)),
-            "fix_first": _fix_first(results, hs),
+            "fix_first": fix_first,
+            "rewrite_ceiling": _ceiling(ctxs, results, svc_signals, config),
             "hotspots": hot_reports[:MAX_HOTSPOTS_PER_SERVICE],
         })
     service_reports.sort(key=lambda s: (-s["total_ms"], s["service"]))
@@ -85,6 +90,17 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
         "input": _input(inputs, t),
         "services": service_reports,
     }
+
+
+def _ceiling(ctxs: list[HotspotContext], results: list[HotspotResult], svc_signals, config: Config) -> dict:
+    """The rewrite ceiling (analyzer/ceiling.py); `[rewrite] cpu_speedup` in the config sets S."""
+    speedup = float(dict(config.sections.get("rewrite", {}) or {}).get("cpu_speedup", DEFAULT_CPU_SPEEDUP))
+    cores = gc_frac = None
+    if not ctxs and svc_signals is not None:  # metrics only: whole-window means
+        used, frac = svc_signals.get(Signal.CPU_CORES_USED), svc_signals.get(Signal.GC_CPU_FRACTION)
+        cores = used.mean() if used is not None else None
+        gc_frac = frac.mean() if frac is not None else None
+    return rewrite_ceiling(ctxs, results, cpu_speedup=speedup, signals_cores=cores, gc_cpu_fraction=gc_frac)
 
 
 def _hotspot_dict(h: Hotspot, category: str, share: float, shares: dict[str, float], findings) -> dict:

@@ -1,1 +1,4 @@
 """Imports every detector module so their rules register; the registry decides what runs."""
+import heuristics.gc  # noqa: F401,E402
+import heuristics.cpu  # noqa: F401,E402
+import heuristics.wait  # noqa: F401,E402

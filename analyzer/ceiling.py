@@ -1,0 +1,155 @@
+"""The rewrite ceiling (Amdahl): the most a Rust rewrite could cut from a service's latency and CPU
+cost, beside what fixing its dominant non-runtime cause would save.
+
+Only the GC share and the CPU share of a request can shrink in a rewrite. Per traced request j
+of hot spot i (self_j = its self time, d_j = its duration):
+
+    gc_j  = min(self_j, g(t_j) * d_j)            GC pauses at the request's own time (removed entirely)
+            Go (concurrent GC): GC CPU fraction x the CPU part below
+    cpu_j = min(self_j - gc_j, c_i * self_j)     c_i = CPU-accounted fraction of hot spot i's self time
+    saved_j = gc_j + cpu_j * (1 - 1/S)           S = assumed speed-up of CPU work (config, default 2)
+
+p50/p99/mean savings are the service's latency quantiles before minus after subtracting saved_j,
+so a GC storm that hits the tail shows in p99 and not in p50. CPU cost: cores used x
+(GC CPU fraction + (1 - GC fraction) x (1 - 1/S)); the GC CPU fraction is known only for Go
+(runtime/metrics), elsewhere GC CPU is inside the CPU figure. Everything is an upper bound
+under these assumptions: allocation, I/O and waiting do not get faster.
+
+The fix-first saving: the dominant non-runtime category (database, network or caching) of the
+service, and per hot spot the largest `saving_ms` of that category's findings (findings of one
+hot spot overlap, so they are not added), as mean ms per request and % of the mean latency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from analyzer.signals import Signal
+from analyzer.verdict import OTHER_CAUSES, HotspotResult
+from heuristics.context import HotspotContext
+from heuristics.runtime import NS, RuntimeMeasure, in_window, measure, window_ns
+
+DEFAULT_CPU_SPEEDUP = 2.0
+MS = 1e6
+
+
+def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotResult],
+                    cpu_speedup: float = DEFAULT_CPU_SPEEDUP, signals_cores: float | None = None,
+                    gc_cpu_fraction: float | None = None) -> dict:
+    """The `rewrite_ceiling` of one service. `ctxs` and `results` are its hot spots, in the same order.
+
+    `signals_cores` / `gc_cpu_fraction` are the service's window means, for a service without
+    traced hot spots (metrics only)."""
+    speed = max(1.0, float(cpu_speedup))
+    keep = 1.0 - 1.0 / speed
+    out: dict = {"cpu_speedup": speed}
+    durations, saved = [], []
+    gc_ms = cpu_ms = 0.0
+    cores, gc_frac = signals_cores, gc_cpu_fraction
+    for ctx, r in zip(ctxs, results):
+        m = measure(ctx)
+        d, s, g, c = _per_request(ctx, r, m)
+        durations.append(d)
+        saved.append(g + c * keep)
+        gc_ms += float(g.sum()) / MS
+        cpu_ms += float(c.sum()) / MS
+        if m.cores_used is not None:
+            cores = m.cores_used.value
+        if m.gc_kind == "cpu" and m.gc_cpu_fraction is not None:
+            gc_frac = m.gc_cpu_fraction.value
+    if durations:
+        d = np.concatenate(durations).astype(np.float64)
+        after = d - np.concatenate(saved)
+        total_ms = float(d.sum()) / MS
+        for name, q in (("p50", 0.50), ("p99", 0.99)):
+            before = float(np.quantile(d, q)) / MS
+            cut = before - float(np.quantile(after, q)) / MS
+            out[f"{name}_ms"] = _r(cut)
+            out[f"{name}_pct"] = _r(100 * cut / before if before > 0 else 0.0)
+        mean_cut = float(np.concatenate(saved).sum()) / MS / d.size
+        out["mean_ms"] = _r(mean_cut)
+        out["mean_pct"] = _r(100 * mean_cut / (total_ms / d.size) if total_ms > 0 else 0.0)
+        basis = {"gc_share": _r(gc_ms / total_ms if total_ms else 0.0),
+                 "cpu_share": _r(cpu_ms / total_ms if total_ms else 0.0)}
+    else:
+        basis = {}
+    if cores is not None and np.isfinite(cores) and cores > 0:
+        f = min(1.0, max(0.0, gc_frac)) if gc_frac is not None and np.isfinite(gc_frac) else 0.0
+        cut_frac = f + (1.0 - f) * keep
+        out["cpu_cost_pct"] = _r(100 * cut_frac)
+        basis["cpu_cores_used"] = _r(cores)
+        basis["cpu_cores_saved"] = _r(cores * cut_frac)
+        if gc_frac is not None:
+            basis["gc_cpu_fraction"] = _r(f)
+    fix = _fix_first(results, [c.hotspot.count for c in ctxs])
+    if fix:
+        out["fix_first_ms"] = fix["mean_ms"]
+        out["fix_first_pct"] = fix["pct"]
+        out["fix_first"] = fix
+    basis["assumes"] = (f"GC time removed, CPU work {speed:g}x faster; waiting, I/O and downstream time unchanged"
+                        + ("" if gc_frac is not None else "; GC CPU counted inside CPU work"))
+    out["basis"] = basis
+    return out
+
+
+def _per_request(ctx: HotspotContext, r: HotspotResult, m: RuntimeMeasure) -> tuple[np.ndarray, ...]:
+    """(duration, self, gc, cpu) ns per entry span of the hot spot (see the module docstring)."""
+    h = ctx.hotspot
+    d = h.durations.astype(np.float64)
+    self_ns = h.parts[:, 0].astype(np.float64)
+    zero = np.zeros_like(d)
+    if m.self_share <= 0:
+        return d, self_ns, zero, zero
+    # Shares measured by the rules count too (e.g. CPU queueing), never above the self share.
+    gc_share = max(m.gc_share, r.shares.get("gc_pause", 0.0) if _has(r, "gc_pause") else 0.0)
+    cpu_share = max(m.cpu_share, r.shares.get("cpu_bound", 0.0) if _has(r, "cpu_bound") else 0.0)
+    if m.gc_kind == "pause" and m.gc is not None:
+        gc = np.minimum(self_ns, _gc_rate_at(ctx, m) * d)
+    else:
+        gc = self_ns * min(1.0, gc_share / m.self_share)
+    cpu = np.minimum(self_ns - gc, self_ns * min(1.0, cpu_share / m.self_share))
+    return d, self_ns, gc, np.maximum(cpu, 0.0)
+
+
+def _has(r: HotspotResult, category: str) -> bool:
+    return any(f.category == category and f.share > 0 for f in r.findings)
+
+
+def _gc_rate_at(ctx: HotspotContext, m: RuntimeMeasure) -> np.ndarray:
+    """GC seconds per second at each entry span's end (the series point at or after it)."""
+    s = ctx.signals.get(Signal.GC_SECONDS_PER_SECOND) if ctx.signals is not None else None
+    w0, w1 = window_ns(ctx)
+    if s is None:
+        return np.full(ctx.hotspot.count, m.gc.value if m.gc else 0.0)
+    t, v = in_window(s, w0 / NS, w1 / NS)
+    if not t.size:
+        return np.full(ctx.hotspot.count, m.gc.value if m.gc else 0.0)
+    ends = ctx.table.end[ctx.hotspot.entries] / NS
+    return np.clip(v[np.clip(np.searchsorted(t, ends, side="left"), 0, t.size - 1)], 0.0, None)
+
+
+def _fix_first(results: Sequence[HotspotResult], counts: Sequence[int]) -> dict | None:
+    total = sum(r.total_ms for r in results)
+    n_all = sum(counts)
+    if total <= 0 or n_all <= 0:
+        return None
+    weighted = {c: sum(r.shares.get(c, 0.0) * r.total_ms for r in results) / total for c in OTHER_CAUSES}
+    category = max(weighted, key=lambda c: weighted[c])
+    saved_ms, best = 0.0, (0.0, "")
+    for r, n in zip(results, counts):
+        fs = [f for f in r.findings if f.category == category and f.saving_ms > 0]
+        if not fs or n <= 0:
+            continue
+        f = max(fs, key=lambda f: f.saving_ms)
+        per = min(f.saving_ms, r.total_ms / n)  # a fix cannot save more than the request takes
+        saved_ms += per * n
+        best = max(best, (per * n, f.rule))
+    if saved_ms <= 0:
+        return None
+    return {"category": category, "rule": best[1], "mean_ms": _r(saved_ms / n_all), "pct": _r(100 * saved_ms / total)}
+
+
+def _r(x: float) -> float:
+    return round(float(x), 3)

@@ -1,0 +1,209 @@
+"""GC-pause rules (PF-GC*): how much of a hot spot's time the service's own garbage collector takes.
+
+Only GC measured by runtime metrics counts; self time alone is never read as GC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from analyzer.findings import Evidence, Finding
+from analyzer.signals import Signal
+from heuristics.context import HotspotContext
+from heuristics.registry import rule
+from heuristics.runtime import RuntimeMeasure, fmt_ms, measure
+
+_REMEDY_GC = ("Cut allocation on this path first (reuse buffers, avoid per-request copies and boxing, stream instead "
+              "of materializing), then tune the collector (heap size / GOGC / GOMEMLIMIT, a low-pause collector such "
+              "as G1 or ZGC on the JVM, --max-semi-space-size on Node). If GC stays dominant after that, a runtime "
+              "without a collector (Rust) removes this share.")
+
+
+def gc_evidence(m: RuntimeMeasure) -> list[Evidence]:
+    """Every GC number measured for the hot spot's window, each with its query."""
+    ev: list[Evidence] = []
+    if m.gc is not None:
+        name = "gc_cpu_seconds_per_second" if m.gc_kind == "cpu" else Signal.GC_SECONDS_PER_SECOND
+        ev.append(Evidence(name, m.gc.value, "s/s", m.gc.source))
+    if m.gc_cpu_fraction is not None:
+        ev.append(Evidence(Signal.GC_CPU_FRACTION, m.gc_cpu_fraction.value, "ratio", m.gc_cpu_fraction.source))
+    for key, sig in (("p50", Signal.GC_PAUSE_P50), ("p99", Signal.GC_PAUSE_P99), ("max", Signal.GC_PAUSE_MAX)):
+        if key in m.pause:
+            ev.append(Evidence(sig, m.pause[key].value, "s", m.pause[key].source))
+    if m.gc_cycles is not None:
+        ev.append(Evidence(Signal.GC_CYCLES_PER_SECOND, m.gc_cycles.value, "1/s", m.gc_cycles.source))
+    if m.alloc is not None:
+        ev.append(Evidence(Signal.ALLOC_BYTES_PER_SECOND, m.alloc.value, "B/s", m.alloc.source))
+    if m.event_loop_lag is not None:
+        ev.append(Evidence(Signal.EVENT_LOOP_LAG, m.event_loop_lag.value, "s", m.event_loop_lag.source))
+    src = m.gc.source if m.gc is not None else ""
+    if np.isfinite(m.gc_latency_r):
+        ev.append(Evidence("gc_latency_correlation", m.gc_latency_r, "r",
+                           f"{m.gc_buckets} time buckets: mean entry-span latency vs {src}"))
+    if np.isfinite(m.tail_in_heavy):
+        ev.append(Evidence("tail_requests_in_gc_heavy_intervals", m.tail_in_heavy, "ratio",
+                           f"entry spans >= p95 ending where {src} >= 1.25x its window mean "
+                           f"(all requests: {m.all_in_heavy:.0%})"))
+    return ev
+
+
+@rule("PF-GC001", "gc-time", "gc_pause", "Garbage collection takes a material share of the hot spot's time",
+      min_share=0.10)
+def gc_time(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
+    """
+    ## What it detects
+    The service's own garbage collector takes a material share of this hot spot's latency.
+
+    ## How it measures
+    Over the hot spot's window (first to last entry span), from the service's runtime metrics:
+
+    - **GC seconds per second** `g`: JVM `jvm_gc_pause_seconds` / `jvm_gc_duration_seconds` /
+      `jvm_gc_collection_seconds`, Node `nodejs_gc_duration_seconds` / `v8js_gc_duration_seconds`,
+      .NET `dotnet_gc_pause_time_seconds_total`, Go `go_gc_duration_seconds` (stop-the-world pauses).
+      Pauses stop every request in flight, so a request of latency L spends `g × L` in GC on
+      average: the share explained is `min(g, self share)`.
+    - **Go, concurrent GC**: with client_golang's runtime/metrics CPU classes
+      (`go_cpu_classes_gc_total_cpu_seconds_total`), Go's GC is mostly concurrent and its cost is
+      CPU taken from the program. The share is the GC CPU fraction (GC CPU / total CPU) of the
+      CPU-accounted share (see PF-CPU001). Without CPU per request the GC CPU is reported but
+      explains nothing.
+    - Pause quantiles (p50, p99, max), GC cycles per second and allocation rate are quoted as
+      evidence where exposed; so are the correlation of per-bucket latency with GC time and the
+      share of tail requests in GC-heavy intervals (see PF-GC002).
+
+    Python: CPython exposes no GC duration metric; its collections run on the request thread
+    and are inside process CPU time, so they show up in PF-CPU001 (see PF-GC003).
+
+    ## Thresholds
+    `min_share`: the GC share of the hot spot's time at which the rule fires.
+
+    ## False positives
+    JVM `jvm_gc_duration_seconds` and client_java `jvm_gc_collection_seconds` include concurrent
+    cycles of ZGC/Shenandoah, which do not stop requests; Micrometer's `jvm_gc_pause_seconds` counts
+    pauses only. A sidecar or batch thread in the same process that allocates heavily raises GC time
+    without the hot spot causing it (the pauses still delay the hot spot).
+
+    ## How to fix
+    Reduce allocation on the hot path, size the heap, pick a low-pause collector; only when GC
+    remains the dominant measured cause after that is a rewrite without a GC worth its cost.
+    """
+    m = measure(ctx)
+    if m.gc is None or m.gc_share < th["min_share"]:
+        return []
+    per_req = m.gc_share * m.mean_ms
+    if m.gc_kind == "cpu":
+        frac = m.gc_cpu_fraction.value if m.gc_cpu_fraction is not None else m.gc_share / max(m.cpu_share + m.gc_share, 1e-12)
+        msg = (f"Go GC uses {frac:.0%} of the service's CPU ({m.gc.value:.2f} CPU-s/s); the requests' self time is "
+               f"CPU work, so GC accounts for {m.gc_share:.0%} of this hot spot's time (~{fmt_ms(per_req)} per request).")
+    else:
+        msg = (f"The process spends {m.gc.value:.2f} s per second in GC; applied to this hot spot's "
+               f"{fmt_ms(m.mean_ms)} mean latency that is ~{fmt_ms(per_req)} per request ({m.gc_share:.0%} of its time).")
+        if "p99" in m.pause or "max" in m.pause:
+            k = "p99" if "p99" in m.pause else "max"
+            msg += f" Pause {k}: {m.pause[k].value * 1e3:.1f} ms."
+    return [Finding(rule="PF-GC001", category="gc_pause", message=msg, remedy=_REMEDY_GC,
+                    share=min(1.0, m.gc_share), evidence=gc_evidence(m))]
+
+
+@rule("PF-GC002", "gc-drives-tail", "gc_pause", "Tail latency coincides with GC: slow requests cluster in GC-heavy intervals",
+      min_gc_seconds_per_second=0.01, min_correlation=0.5, min_buckets=6, min_tail_lift=2.0, min_tail_overlap=0.5,
+      pause_vs_p99=0.25)
+def gc_drives_tail(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
+    """
+    ## What it detects
+    GC moves with the hot spot's latency over the window: the slowest requests happen when the
+    process is collecting, or single pauses are a large part of p99.
+
+    ## How it measures
+    The GC series (seconds per second, see PF-GC001) is a time series at the query step; each
+    entry span is put in the bucket of the first point at or after its end.
+
+    - **Correlation**: Pearson r between each bucket's mean latency and its GC rate (buckets with
+      at least 2 requests).
+    - **Tail overlap**: GC-heavy intervals are buckets whose GC rate is at least 1.25× the window
+      mean. The share of tail requests (≥ p95) in those intervals is compared with the share of
+      all requests there; the ratio is the lift.
+    - **Pause size**: pause p99 (or max) from the runtime's histogram or summary against the hot
+      spot's p99 latency.
+
+    Fires when GC is at least `min_gc_seconds_per_second` and any of: r ≥ `min_correlation` over
+    ≥ `min_buckets` buckets; tail overlap ≥ `min_tail_overlap` with lift ≥ `min_tail_lift`;
+    pause p99/max ≥ `pause_vs_p99` × latency p99.
+
+    The finding's `share` is the mean GC share (as PF-GC001), so a tail effect never inflates the
+    hot spot's category; the GC share of the tail requests' own time (GC rate at their time,
+    bounded by their self share) is quoted in the message and used by the rewrite ceiling for p99.
+
+    ## False positives
+    Load peaks raise both allocation (hence GC) and latency (queueing, downstream slowness): a
+    correlation alone does not prove GC causes the slowness. The tail's own breakdown tells: if
+    the tail is database or remote time, this finding is not the cause (its share stays small).
+    A rate window (5m by default) smooths short GC storms across buckets.
+
+    ## How to fix
+    As PF-GC001; for tail pauses specifically, a low-pause collector (ZGC, Shenandoah) or smaller
+    young generation, and fewer large short-lived allocations.
+    """
+    m = measure(ctx)
+    if m.gc is None or m.gc.value < th["min_gc_seconds_per_second"]:
+        return []
+    reasons: list[str] = []
+    if np.isfinite(m.gc_latency_r) and m.gc_buckets >= th["min_buckets"] and m.gc_latency_r >= th["min_correlation"]:
+        reasons.append(f"latency follows GC over {m.gc_buckets} time buckets (r = {m.gc_latency_r:.2f})")
+    lift = m.tail_lift
+    if np.isfinite(lift) and m.tail_in_heavy >= th["min_tail_overlap"] and lift >= th["min_tail_lift"]:
+        reasons.append(f"{m.tail_in_heavy:.0%} of requests ≥ p95 fall in GC-heavy intervals, which hold "
+                       f"{m.all_in_heavy:.0%} of all requests")
+    pk = "p99" if "p99" in m.pause else ("max" if "max" in m.pause else "")
+    if pk and m.p99_ms > 0 and m.pause[pk].value * 1e3 >= th["pause_vs_p99"] * m.p99_ms:
+        reasons.append(f"GC pause {pk} {m.pause[pk].value * 1e3:.1f} ms is {m.pause[pk].value * 1e3 / m.p99_ms:.0%} "
+                       f"of the hot spot's p99 ({fmt_ms(m.p99_ms)})")
+    if not reasons:
+        return []
+    msg = ("GC drives this hot spot's tail: " + "; ".join(reasons) +
+           f". GC explains ~{m.gc_tail_share:.0%} of the tail requests' time.")
+    ev = [*gc_evidence(m), Evidence("gc_share_of_tail", m.gc_tail_share, "ratio",
+                                    f"GC rate at the tail requests' times x their self share; {m.gc.source}")]
+    return [Finding(rule="PF-GC002", category="gc_pause", message=msg, remedy=_REMEDY_GC,
+                    share=min(1.0, m.gc_share), evidence=ev)]
+
+
+@rule("PF-GC003", "gc-not-measurable", "unknown",
+      "GC pause time cannot be measured for this runtime (CPython) or is not exported", min_self_share=0.30)
+def gc_not_measurable(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
+    """
+    ## What it detects
+    The hot spot is mostly in-process (self) time, but the service exports no GC time, so GC
+    pauses cannot be told apart. It explains nothing by itself (category `unknown`); it says what
+    is missing.
+
+    ## How it measures
+    Self share ≥ `min_self_share` and no GC-seconds signal for the service. For Python the
+    message says why: CPython exposes no GC duration metric in prometheus_client or
+    OpenTelemetry (only collection counts, quoted as evidence when present); its collector runs
+    on the request thread, so GC time is inside process CPU time and PF-CPU001 covers it.
+
+    ## False positives
+    None: it reports an absence. Silence it per service when GC is known to be irrelevant.
+
+    ## How to fix
+    Enable the runtime's GC metric (the message names it), or for CPython time collections with
+    `gc.callbacks` into a histogram, or profile with py-spy.
+    """
+    m = measure(ctx)
+    if ctx.signals is None or m.gc is not None or m.self_share < th["min_self_share"] or m.runtime == "native":
+        return []
+    ev = []
+    if m.gc_cycles is not None:
+        ev.append(Evidence(Signal.GC_CYCLES_PER_SECOND, m.gc_cycles.value, "1/s", m.gc_cycles.source))
+    enable = m.missing.get(Signal.GC_SECONDS_PER_SECOND, "")
+    if m.runtime == "python":
+        msg = (f"{m.self_share:.0%} of this hot spot is self time; CPython exposes no GC duration metric, so GC "
+               f"pauses cannot be measured apart (its collections run on the request thread and count as CPU time"
+               + (f"; {m.gc_cycles.value:.2f} collections/s" if m.gc_cycles is not None else "") + ").")
+    else:
+        msg = f"{m.self_share:.0%} of this hot spot is self time, but no GC time is exported for {m.runtime}."
+    remedy = f"Enable: {enable}" if enable else "Export the runtime's GC pause metric (docs: shared signals catalog §2)."
+    return [Finding(rule="PF-GC003", category="unknown", message=msg, remedy=remedy, share=0.0, evidence=ev)]
