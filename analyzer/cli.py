@@ -6,85 +6,29 @@ OTLP, a bad time, an unreachable Prometheus); 1 an internal error (a bug: please
 
 from __future__ import annotations
 
-import os
-import re
+import contextlib
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
+from rich.console import Console
 
 from analyzer import __version__
-from analyzer.config import ConfigError, load_config
+from analyzer.cliutil import UserError, parse_duration, resolve_window, write_atomically
+from analyzer.commands.capture import capture, receiver_config, summary
+from analyzer.config import Config, ConfigError, load_config
 from analyzer.pipeline import Inputs, analyze
 from analyzer.render import to_json, to_markdown, to_text
+from analyzer.signals import Signals
+from analyzer.table import TableBuilder
+from collectors.capture import CaptureResult, ProgressLine, capture_window
 from collectors.otlp_files import InputError
+from collectors.otlp_metrics import signals_from_file
 from collectors.otlp_traces import load_traces
+from collectors.prometheus import PromConfig, PrometheusError, collect
 
-EXIT_USAGE = 2
 FORMATS = ("text", "json", "md")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class UserError(click.ClickException):
-    """An error the user can fix; printed as one line, exit code 2."""
-
-    exit_code = EXIT_USAGE
-
-    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
-        click.echo(f"profile-first: error: {self.message}", err=True)
-
-
-def parse_time(value: str) -> float:
-    """RFC 3339 (`2026-11-20T00:00:00Z`) or unix seconds -> unix seconds."""
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise UserError(f"time {value!r} is neither RFC 3339 (2026-11-20T00:00:00Z) nor unix seconds") from e
-    if dt.tzinfo is None:
-        raise UserError(f"time {value!r} has no time zone; add Z or an offset such as +02:00")
-    return dt.timestamp()
-
-
-def parse_duration(value: str) -> float:
-    """`30s`, `10m`, `2h`, `7d`, `1w` -> seconds."""
-    m = _DURATION.match(value.strip())
-    if not m:
-        raise UserError(f"duration {value!r} is not like 30s, 10m, 2h, 7d or 1w")
-    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-
-
-def resolve_window(start: str | None, end: str | None, window: str | None) -> tuple[float | None, float | None]:
-    if window and start:
-        raise UserError("give either --start or --window (with an optional --end), not both")
-    s = parse_time(start) if start else None
-    e = parse_time(end) if end else None
-    if window:
-        e = e if e is not None else datetime.now(timezone.utc).timestamp()
-        s = e - parse_duration(window)
-    if s is not None and e is not None and s >= e:
-        raise UserError("the window is empty: --start must be before --end")
-    return s, e
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a report."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def render(report: dict, fmt: str, to_terminal: bool) -> str:
     if fmt == "json":
@@ -103,6 +47,12 @@ def main() -> None:
 @main.command("analyze")
 @click.option("--traces", "traces", multiple=True, metavar="PATH",
               help="OTLP trace file or directory (JSON lines, protobuf, framed, gzip/zstd). Repeatable.")
+@click.option("--metrics", "metrics", multiple=True, metavar="PATH",
+              help="OTLP metrics file, e.g. the one `capture` writes beside the traces. Repeatable.")
+@click.option("--prometheus", metavar="URL",
+              help="Prometheus-compatible API (Prometheus, Thanos, Mimir, VictoriaMetrics); a path prefix is fine. "
+                   "Credentials come from $PROFILE_FIRST_PROM_TOKEN(_FILE) or $PROFILE_FIRST_PROM_USER and "
+                   "$PROFILE_FIRST_PROM_PASSWORD(_FILE), never from arguments.")
 @click.option("--start", metavar="T", help="Window start: RFC 3339 or unix seconds.")
 @click.option("--end", metavar="T", help="Window end: RFC 3339 or unix seconds.")
 @click.option("--window", metavar="DURATION", help="Window length ending at --end or now, e.g. 7d.")
@@ -110,21 +60,46 @@ def main() -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Output format (default: from --output's extension, else text).")
 @click.option("--output", metavar="FILE", help="Write the report here (atomically) instead of stdout.")
-@click.option("--config", "config_path", metavar="FILE", help="TOML config: thresholds, overrides, Prometheus.")
-def analyze_cmd(traces: tuple[str, ...], start: str | None, end: str | None, window: str | None,
-                services: tuple[str, ...], fmt: str | None, output: str | None, config_path: str | None) -> None:
-    """Analyze traces (and metrics) and print the verdict per service."""
-    if not traces:
-        raise UserError("nothing to analyze: give --traces PATH")
+@click.option("--config", "config_path", metavar="FILE", help="TOML config: thresholds, overrides, [prometheus].")
+@click.option("--header", "header", multiple=True, metavar="NAME=VALUE",
+              help="Extra HTTP header for Prometheus, e.g. X-Scope-OrgID=tenant-1. Repeatable.")
+@click.option("--ca-bundle", metavar="PEM", help="CA certificates to trust for Prometheus.")
+@click.option("--insecure-skip-verify", is_flag=True, default=None, help="Do not check Prometheus's TLS certificate.")
+@click.option("--token-file", metavar="FILE", help="File holding the Prometheus bearer token.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Per-request timeout for Prometheus (default 30).")
+@click.option("--retries", type=int, metavar="N", help="Retries on 5xx and timeouts (default 3).")
+@click.option("--step", type=float, metavar="SECONDS", help="Range-query step (default: finest under 11,000 points).")
+@click.option("--rate-window", metavar="DURATION", help="Range of rate() in PromQL (default 5m).")
+@click.option("--extra-matchers", metavar="MATCHERS", help='Added to every selector, e.g. cluster="eu-1".')
+@click.option("--listen", is_flag=True, help="Receive OTLP on 127.0.0.1:4318 (HTTP) and :4317 (gRPC) for --duration, "
+                                             "then analyze what arrived (Ctrl-C ends early).")
+@click.option("--duration", metavar="DURATION", default="10m", show_default=True, help="Capture window for --listen.")
+@click.option("--capture-output", metavar="FILE", help="With --listen: also keep the capture here (OTLP JSON lines).")
+def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: str | None, start: str | None,
+                end: str | None, window: str | None, services: tuple[str, ...], fmt: str | None,
+                output: str | None, config_path: str | None, listen: bool, duration: str,
+                capture_output: str | None, **prom_flags: object) -> None:
+    """Analyze traces and metrics and print the verdict per service."""
+    if not (traces or prometheus or metrics or listen):
+        raise UserError("nothing to analyze: give --traces PATH, --metrics PATH, --prometheus URL or --listen")
     s, e = resolve_window(start, end, window)
     try:
         config = load_config(config_path)
-        loaded = load_traces(list(traces))
-    except (InputError, ConfigError) as err:
+    except ConfigError as err:
         raise UserError(str(err)) from err
-    if len(loaded.table) == 0:
-        raise UserError(f"no spans could be read from {', '.join(traces)}")
-    report = analyze(Inputs(loaded.table, loaded.sources, loaded.repairs), config,
+    with tempfile.TemporaryDirectory(prefix="profile-first-") as tmp:
+        traces, metrics = list(traces), list(metrics)
+        if listen:
+            captured = listen_for(parse_duration(duration), capture_output or str(Path(tmp) / "capture.otlp.jsonl.gz"))
+            traces.append(str(captured.traces_path))
+            if captured.metrics_path is not None:
+                metrics.append(str(captured.metrics_path))
+        inputs = read_inputs(traces, metrics)
+    if prometheus:
+        s, e = prometheus_window(inputs, s, e)
+        want = list(services) or (list(inputs.table.services) if len(inputs.table) else None)
+        inputs.signals = query_prometheus(prometheus, want, s, e, config, prom_flags, inputs.signals)
+    report = analyze(inputs, config,
                      start_ns=int(s * 1e9) if s is not None else None,
                      end_ns=int(e * 1e9) if e is not None else None,
                      services=list(services) or None)
@@ -135,6 +110,89 @@ def analyze_cmd(traces: tuple[str, ...], start: str | None, end: str | None, win
     else:
         click.echo(render(report, fmt, to_terminal=sys.stdout.isatty()), nl=False)
 
+
+def read_inputs(traces: list[str], metrics: list[str]) -> Inputs:
+    try:
+        loaded = load_traces(traces) if traces else None
+        signals = None
+        for path in metrics:
+            signals = signals_from_file(path, signals)
+    except InputError as err:
+        raise UserError(str(err)) from err
+    if loaded is not None and len(loaded.table) == 0 and not metrics:
+        raise UserError(f"no spans could be read from {', '.join(traces)}")
+    if loaded is None:
+        return Inputs(table=TableBuilder().finish(), signals=signals)
+    return Inputs(loaded.table, loaded.sources, loaded.repairs, signals)
+
+
+def listen_for(duration_s: float, output: str) -> CaptureResult:
+    progress = ProgressLine()
+    result = capture_window(duration_s, output, config=receiver_config(), on_progress=progress,
+                            on_listening=lambda r: click.echo(
+                                f"listening for OTLP on {r.http_endpoint} and {r.grpc_endpoint} "
+                                f"for {duration_s:g} s (Ctrl-C ends early)", err=True))
+    click.echo(summary(result), err=True)
+    return result
+
+
+def prometheus_window(inputs: Inputs, s: float | None, e: float | None) -> tuple[float, float]:
+    """The explicit window, else the traces' span of time; metrics alone need an explicit one."""
+    t = inputs.table
+    if s is None and len(t):
+        s = float(t.start.min()) / 1e9
+    if e is None and len(t):
+        e = float(t.end.max()) / 1e9
+    if s is None or e is None:
+        raise UserError("--prometheus without traces needs a window: give --window 7d or --start/--end")
+    return s, e
+
+
+def query_prometheus(url: str, services: list[str] | None, s: float, e: float, config: Config,
+                     flags: dict[str, object], signals: Signals | None) -> Signals:
+    section = dict(config.sections.get("prometheus", {}))  # type: ignore[arg-type]
+    for key, value in flags.items():
+        if value is not None and value != ():
+            section[key] = value
+    headers = dict(section.pop("headers", {}) or {})
+    for h in section.pop("header", ()) or ():
+        name, sep, value = str(h).partition("=")
+        if not sep:
+            raise UserError(f"--header {h!r} is not NAME=VALUE")
+        headers[name.strip()] = value.strip()
+    try:
+        prom_config = PromConfig(headers=headers, **section)  # type: ignore[arg-type]
+    except TypeError as err:
+        raise UserError(f"[prometheus] config: {err}") from err
+    with prometheus_progress() as progress:
+        try:
+            got = collect(url, services, s, e, prom_config, progress=progress)
+        except PrometheusError as err:
+            raise UserError(str(err)) from err
+        except ValueError as err:
+            raise UserError(f"Prometheus settings: {err}") from err
+    if signals is not None:
+        for name, svc in signals.services.items():
+            got.services.setdefault(name, svc)
+        got.failures.extend(signals.failures)
+    return got
+
+
+@contextlib.contextmanager
+def prometheus_progress():
+    """A rich progress bar on stderr while queries run; nothing when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("Prometheus", total=1)
+
+        def update(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=max(total, 1), description=f"Prometheus: {label}")
+
+        yield update
 
 
 @main.command("rule")
@@ -162,6 +220,8 @@ def rules_cmd() -> None:
     for r in all_rules().values():
         click.echo(f"{r.code}  {r.category:<9}  {r.name}: {r.summary}")
 
+
+main.add_command(capture)
 
 if __name__ == "__main__":
     main()

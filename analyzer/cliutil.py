@@ -1,0 +1,73 @@
+"""Pieces every command shares: the user-error contract, time and duration parsing, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+EXIT_USAGE = 2
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class UserError(click.ClickException):
+    """An error the user can fix; printed as one line, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        click.echo(f"profile-first: error: {self.message}", err=True)
+
+
+def parse_time(value: str) -> float:
+    """RFC 3339 (`2026-11-20T00:00:00Z`) or unix seconds -> unix seconds."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise UserError(f"time {value!r} is neither RFC 3339 (2026-11-20T00:00:00Z) nor unix seconds") from e
+    if dt.tzinfo is None:
+        raise UserError(f"time {value!r} has no time zone; add Z or an offset such as +02:00")
+    return dt.timestamp()
+
+
+def parse_duration(value: str) -> float:
+    """`30s`, `10m`, `2h`, `7d`, `1w` -> seconds."""
+    m = _DURATION.match(value.strip())
+    if not m:
+        raise UserError(f"duration {value!r} is not like 30s, 10m, 2h, 7d or 1w")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def resolve_window(start: str | None, end: str | None, window: str | None) -> tuple[float | None, float | None]:
+    if window and start:
+        raise UserError("give either --start or --window (with an optional --end), not both")
+    s = parse_time(start) if start else None
+    e = parse_time(end) if end else None
+    if window:
+        e = e if e is not None else datetime.now(timezone.utc).timestamp()
+        s = e - parse_duration(window)
+    if s is not None and e is not None and s >= e:
+        raise UserError("the window is empty: --start must be before --end")
+    return s, e
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a report."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
