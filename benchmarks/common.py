@@ -51,7 +51,8 @@ class Figures:
     def line(self) -> str:
         return (f"{self.label:<34} {self.spans:>10,} spans {self.bytes / 1e6:>9.1f} MB "
                 f"{self.seconds:>8.3f} s {self.spans_per_s / 1e6:>7.3f} M spans/s  "
-                f"peak RSS {self.peak_rss / 2**20:>7.0f} MiB (+{(self.peak_rss - self.base_rss) / 2**20:.0f})")
+                + (f"cpu {self.extra['cpu_s']:>7.3f} s  " if "cpu_s" in self.extra else "")
+                + f"peak RSS {self.peak_rss / 2**20:>7.0f} MiB (+{(self.peak_rss - self.base_rss) / 2**20:.0f})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"spans_per_s": self.spans_per_s}
