@@ -1,0 +1,124 @@
+"""OpenTelemetry set-up of one demo service process: traces and runtime metrics over OTLP/HTTP.
+
+Runtime metrics are measured, never made up:
+- `process.cpu.time` (s, `cpu.mode` user/system): the process's CPU time from `os.times()`,
+  read by an ObservableCounter at each collection.
+- `cpython.gc.pause.duration` (s, histogram, `cpython.gc.generation`): CPython exposes no GC
+  timing, so every collection is timed between `gc.callbacks` "start" and "stop".
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.metrics import CallbackOptions, Histogram, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+#: Short intervals: a demo phase lasts seconds, and rates need several points inside it.
+SPAN_DELAY_MS = 500
+METRIC_INTERVAL_MS = 500
+GC_PAUSE_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SCOPE = "analyzer.demo"
+
+
+def resource(service: str) -> Resource:
+    """service.name plus the runtime attributes the analysis reads to pick the runtime."""
+    return Resource.create({
+        "service.name": service,
+        "service.namespace": "profile-first-demo",
+        "process.pid": os.getpid(),
+        "process.runtime.name": platform.python_implementation().lower(),  # "cpython"
+        "process.runtime.version": platform.python_version(),
+    })
+
+
+class GcPauseRecorder:
+    """Times CPython collections with gc.callbacks and records them into a histogram.
+
+    The callback only appends to a deque: recording into the SDK from inside a collection
+    could try to take a lock that the interrupted code (e.g. the metric reader) holds.
+    `drain()` moves the timings into the histogram from ordinary code; it runs at the start of
+    every metric collection, so each export carries every pause up to that moment.
+    """
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._started = 0.0
+        self._done: deque[tuple[float, int]] = deque(maxlen=100_000)
+        self._lock = threading.Lock()  # serializes drain(), never taken in the callback
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started:
+            self._done.append((time.perf_counter() - self._started, int(info.get("generation", -1))))
+
+    def drain(self) -> None:
+        with self._lock:
+            while self._done:
+                seconds, generation = self._done.popleft()
+                self._histogram.record(seconds, {"cpython.gc.generation": generation})
+
+
+def _cpu_time() -> list[Observation]:
+    t = os.times()
+    return [Observation(t.user, {"cpu.mode": "user"}), Observation(t.system, {"cpu.mode": "system"})]
+
+
+@dataclass
+class Telemetry:
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    gc_pauses: GcPauseRecorder
+
+    def shutdown(self) -> None:
+        """Flush and stop both providers (the last metric collection is exported too)."""
+        if self.gc_pauses in gc.callbacks:
+            gc.callbacks.remove(self.gc_pauses)
+        self.gc_pauses.drain()
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def setup(service: str, endpoint: str) -> Telemetry:
+    """Providers for `service` exporting to the OTLP/HTTP receiver at `endpoint` (http://host:port)."""
+    res = resource(service)
+    tp = TracerProvider(resource=res)
+    tp.add_span_processor(BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=10),
+        schedule_delay_millis=SPAN_DELAY_MS, max_export_batch_size=512, max_queue_size=20_000,
+    ))
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics", timeout=10),
+        export_interval_millis=METRIC_INTERVAL_MS,
+    )
+    mp = MeterProvider(resource=res, metric_readers=[reader])
+    meter = mp.get_meter(SCOPE)
+    pauses = GcPauseRecorder(meter.create_histogram(
+        "cpython.gc.pause.duration", unit="s", description="Duration of CPython GC collections (gc.callbacks)",
+        explicit_bucket_boundaries_advisory=GC_PAUSE_BUCKETS_S,
+    ))
+
+    def observe(_: CallbackOptions) -> Iterable[Observation]:
+        # Callbacks run before the reader collects synchronous instruments (and without a lock
+        # that recording takes), so pauses drained here are in this very export.
+        pauses.drain()
+        return _cpu_time()
+
+    meter.create_observable_counter("process.cpu.time", [observe], unit="s",
+                                    description="CPU seconds used by the process (os.times)")
+    gc.callbacks.append(pauses)
+    return Telemetry(tp, mp, pauses)

@@ -1,0 +1,156 @@
+"""`profile-first demo` end to end: real service processes, real OTLP export, real analysis.
+
+The demo is built so that each service has one measured cause; these tests are the contract
+that the analysis reaches each intended verdict from what the services actually exported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from analyzer.commands.demo import demo
+from analyzer.demo.run import CONTENDED, EXPECTED, DemoResult, run_demo_detailed
+from analyzer.report_schema import validate_report
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_SECONDS = 22.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes (it only waits to be reaped by its parent).
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def demo_run() -> DemoResult:
+    return run_demo_detailed(DEMO_SECONDS, progress=False)
+
+
+def _skip_if_host_busy(run: DemoResult, service: str) -> None:
+    """CPU per request is measured against wall time: when other work on the host keeps the
+    CPU-bound service waiting for a core (measured from Linux schedstat), its CPU share reads
+    low and PF-CPU001 rightly stays silent. That is the host, not a regression."""
+    wait = run.load.core_wait.get(service, 0.0)
+    if wait >= CONTENDED:
+        pytest.skip(f"{service} waited for a CPU core {wait:.0%} of its phase: the host is busy with other work")
+
+
+def test_report_validates(demo_run: DemoResult) -> None:
+    validate_report(demo_run.report)
+    assert json.loads(json.dumps(demo_run.report)) == demo_run.report
+
+
+@pytest.mark.parametrize("service", sorted(EXPECTED))
+def test_each_service_reaches_its_designed_verdict(demo_run: DemoResult, service: str) -> None:
+    by_name = {s["service"]: s for s in demo_run.report["services"]}
+    assert service in by_name, f"no verdict for {service}; services: {sorted(by_name)}"
+    s = by_name[service]
+    want, cause = EXPECTED[service]
+    verdict = s["verdict"]
+    if (verdict["rust_rewrite"], verdict["cause"]) != (want, cause) and cause == "cpu_bound":
+        _skip_if_host_busy(demo_run, service)
+    assert (verdict["rust_rewrite"], verdict["cause"]) == (want, cause), verdict["reason"]
+    assert s["runtime"] == "python"
+    assert s["hotspots"] and s["hotspots"][0]["category"] == cause
+
+
+def test_causes_are_measured_not_assumed(demo_run: DemoResult) -> None:
+    by_name = {s["service"]: s for s in demo_run.report["services"]}
+
+    def rules(service: str) -> dict[str, dict]:
+        return {f["rule"]: f for h in by_name[service]["hotspots"] for f in h["findings"]}
+
+    def evidence(finding: dict, signal_name: str) -> dict:
+        return next(e for e in finding["evidence"] if e["signal"] == signal_name)
+
+    assert "PF-DB001" in rules("orders")  # N+1
+    assert "PF-NET002" in rules("gateway")  # sequential fan-out
+    assert "PF-CACHE001" in rules("profile")  # cache-aside misses
+    assert evidence(rules("profile")["PF-CACHE001"], "cache_miss_ratio")["value"] > 0.8
+    # The runtime verdicts rest on the exported metrics, named as their source.
+    gc = rules("feed")["PF-GC001"]
+    assert evidence(gc, "gc_seconds_per_second")["source"] == "cpython.gc.pause.duration"
+    assert evidence(gc, "gc_seconds_per_second")["value"] > 0.4
+    assert evidence(gc, "gc_pause_max_seconds")["value"] > 0.02  # full collections over the big heap
+    if "PF-CPU001" not in rules("render"):
+        _skip_if_host_busy(demo_run, "render")
+    cpu = rules("render")["PF-CPU001"]
+    assert evidence(cpu, "cpu_cores_used")["source"] == "process.cpu.time"
+    assert evidence(cpu, "cpu_cores_used")["value"] > 0.3
+
+
+def test_everything_arrived_and_every_process_is_gone(demo_run: DemoResult) -> None:
+    assert demo_run.spans == demo_run.report["input"]["spans"]
+    assert demo_run.points > 0
+    assert all(n > 5 for n in demo_run.load.requests.values()), demo_run.load.requests
+    assert not any(demo_run.load.errors.values()), demo_run.load.errors
+    assert len(demo_run.pids) == 9  # cache, 3 downstreams, 5 services
+    assert [p for p in demo_run.pids if _alive(p)] == []
+
+
+def test_cli_writes_the_markdown_report_atomically(tmp_path: Path) -> None:
+    out = tmp_path / "demo.md"
+    result = CliRunner().invoke(demo, ["--duration", "10s", "--format", "md", "--output", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.startswith("# profile-first report")
+    for service in EXPECTED:
+        assert f"## {service} (python)" in text
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.md"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("value", ["2s", "abc", "11m"])
+def test_cli_rejects_bad_durations(value: str) -> None:
+    result = CliRunner().invoke(demo, ["--duration", value])
+    assert result.exit_code == 2
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_ctrl_c_stops_every_demo_process() -> None:
+    code = "import sys; from analyzer.commands.demo import demo; sys.exit(demo(['--duration', '60s']))"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        kids: list[int] = []
+        while time.monotonic() < deadline and len(kids) < 9:  # wait until every service runs
+            time.sleep(0.5)
+            kids = _children(proc.pid)
+        assert len(kids) == 9, f"demo started {len(kids)} processes"
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert [k for k in kids if _alive(k)] == []
