@@ -18,7 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from analyzer.commands.demo import demo
-from analyzer.demo.run import CONTENDED, EXPECTED, DemoResult, run_demo_detailed
+from analyzer.demo import run as demo_run_module
+from analyzer.demo.run import CONTENDED, EXPECTED, DemoError, DemoResult, run_demo_detailed
 from analyzer.report_schema import validate_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,3 +155,29 @@ def test_ctrl_c_stops_every_demo_process() -> None:
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert [k for k in kids if _alive(k)] == []
+
+
+def test_an_error_mid_run_stops_every_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[int] = []
+    real_start = demo_run_module._System.start
+
+    def start(self: demo_run_module._System) -> dict:
+        out = real_start(self)
+        started.extend(c.proc.pid for c in self.children)
+        return out
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(demo_run_module._System, "start", start)
+    monkeypatch.setattr(demo_run_module, "_run_phase", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_demo_detailed(10, progress=False)
+    assert len(started) == 9
+    assert [p for p in started if _alive(p)] == []
+
+
+def test_a_service_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    child = demo_run_module._spawn("broken", "analyzer.demo.services", ["no-such-service"], tmp_path)
+    with pytest.raises(DemoError, match=r"(?s)broken exited with 2.*invalid choice"):
+        demo_run_module._wait_ready([child], 30)

@@ -2,6 +2,7 @@
 
     profile-first demo                                  # ~45 s of load, report on stdout
     profile-first demo --duration 20s --format md --output demo.md
+    profile-first demo --save-capture demo.otlp.jsonl   # keep the telemetry to analyze again
 
 Nothing needs to be installed or running: the demo starts profile-first's own OTLP receiver
 and five services (plus three downstreams and a cache server) as child processes on
@@ -10,32 +11,22 @@ and five services (plus three downstreams and a cache server) as child processes
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 
+from analyzer.cliutil import UserError, parse_duration
 from analyzer.demo.run import DEFAULT_DURATION_S, MIN_DURATION_S, DemoError, run_demo
 
 __all__ = ["demo"]
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m)?$")
-
-
-class _UserError(click.ClickException):
-    exit_code = 2  # the CLI contract: 2 = unusable arguments
-
-    def show(self, file: object = None) -> None:
-        click.echo(f"profile-first: error: {self.message}", err=True)
+MAX_DURATION_S = 600.0
 
 
 def _duration(value: str) -> float:
-    m = _DURATION.match(value.strip())
-    if not m:
-        raise _UserError(f"duration {value!r} is not like 45, 45s or 1m")
-    seconds = float(m.group(1)) * (60 if m.group(2) == "m" else 1)
-    if not MIN_DURATION_S <= seconds <= 600:
-        raise _UserError(f"duration must be between {MIN_DURATION_S:.0f} s and 10 m")
+    seconds = parse_duration(value)
+    if not MIN_DURATION_S <= seconds <= MAX_DURATION_S:
+        raise UserError(f"--duration must be between {MIN_DURATION_S:.0f}s and {MAX_DURATION_S / 60:.0f}m")
     return seconds
 
 
@@ -46,13 +37,15 @@ def _duration(value: str) -> float:
               help="Report format (default: from --output's extension, else text).")
 @click.option("--output", metavar="FILE", help="Write the report here (atomically) instead of stdout.")
 @click.option("--save-capture", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Keep the received traces (and metrics beside them) as OTLP JSON lines in FILE.")
+              help="Keep what was received as OTLP JSON lines: traces in FILE, metrics beside it "
+                   "(demo.otlp.jsonl -> demo.metrics.otlp.jsonl), for `analyze --traces F --metrics M`.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary on stderr.")
 def demo(duration: str, fmt: str | None, output: str | None, save_capture: str | None, quiet: bool) -> None:
     """Run a demo system (database, network, cache, CPU and GC causes) and analyze it."""
     seconds = _duration(duration)
-    if output and not Path(output).resolve().parent.is_dir():
-        raise _UserError(f"cannot write {output}: its directory does not exist")
+    for path in (output, save_capture):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise UserError(f"cannot write {path}: its directory does not exist")
     try:
         run_demo(seconds, fmt=fmt, output=output, progress=not quiet, save_capture=save_capture)
     except DemoError as e:

@@ -33,9 +33,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 import analyzer
+from analyzer.cliutil import write_atomically
 from analyzer.config import Config
 from analyzer.demo import data
 from analyzer.pipeline import Inputs, analyze
+from analyzer.render import to_json, to_markdown, to_text
 from collectors.capture import Capture, CaptureStats
 from collectors.otlp_metrics import signals_from_file
 from collectors.otlp_traces import load_traces
@@ -426,8 +428,6 @@ def run_demo(duration_s: float = DEFAULT_DURATION_S, fmt: str | None = None, out
              progress: bool = True, save_capture: str | None = None, out: IO[str] | None = None) -> dict:
     """Run the demo, print or write the report (`fmt`: text|json|md, default from `output`'s
     extension, else text), print a summary of what was measured on stderr; return the report."""
-    from analyzer.cli import render, write_atomically  # here, not at import: cli registers this command
-
     console = Console(stderr=True)
     res = run_demo_detailed(duration_s, progress=progress, save_capture=save_capture, console=console)
     if progress:
@@ -436,10 +436,16 @@ def run_demo(duration_s: float = DEFAULT_DURATION_S, fmt: str | None = None, out
         fmt = {".json": "json", ".md": "md"}.get(Path(output).suffix, "text") if output else "text"
     out = out or sys.stdout
     if output:
-        write_atomically(output, render(res.report, fmt, to_terminal=False))
+        write_atomically(output, _render(res.report, fmt, color=False))
     else:
-        out.write(render(res.report, fmt, to_terminal=out.isatty()))
+        out.write(_render(res.report, fmt, color=out.isatty()))
     return res.report
+
+
+def _render(report: dict, fmt: str, color: bool) -> str:
+    if fmt == "json":
+        return to_json(report)
+    return to_markdown(report) if fmt == "md" else to_text(report, color=color)
 
 
 def summary(res: DemoResult) -> str:
