@@ -182,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         lo, hi = min(sizes), max(sizes)
         print(f"growth {lo:,} -> {hi:,} spans (x{hi / lo:g}):")
         for a, b in zip(by_size[lo], by_size[hi]):
-            print(f"  {a.label:<34} time x{b.seconds / a.seconds:6.2f}   peak RSS x{b.peak_rss / a.peak_rss:5.2f}"
+            cpu = b.extra.get("cpu_s", 0.0) / max(1e-9, a.extra.get("cpu_s", 0.0))
+            print(f"  {a.label:<34} time x{b.seconds / a.seconds:6.2f}   cpu x{cpu:6.2f}"
+                  f"   peak RSS x{b.peak_rss / a.peak_rss:5.2f}"
                   f"   RSS above baseline x{(b.peak_rss - b.base_rss) / max(1, a.peak_rss - a.base_rss):5.2f}")
     if args.json:
         args.json.write_text(json.dumps({str(n): [f.to_dict() for f in figs] for n, figs in by_size.items()},
