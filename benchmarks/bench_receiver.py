@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -100,6 +101,28 @@ def generate(port: int, seconds: float, spans_per_request: int, connections: int
                       "elapsed_s": elapsed, "request_bytes": len(bodies[0])}))
 
 
+def _stdlib_server(receiver: OtlpReceiver) -> Any:
+    """The receiver's ingest behind the standard library's threading HTTP server."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            headers = {k.lower().encode(): v.encode() for k, v in self.headers.items()}
+            status, raw = receiver.http_response(self.path, b"POST", headers, body)
+            self.wfile.write(raw)  # raw already holds the status line and headers
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -108,6 +131,8 @@ def main() -> int:
     ap.add_argument("--gzip", action="store_true")
     ap.add_argument("--buffer-spans", type=int, default=200_000)
     ap.add_argument("--write", action="store_true", help="also convert the spool to OTLP/JSON lines")
+    ap.add_argument("--server", choices=("asyncio", "stdlib"), default="asyncio",
+                    help="stdlib: the same ingest behind http.server.ThreadingHTTPServer, for comparison")
     ap.add_argument("--generate", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.generate:
@@ -116,8 +141,14 @@ def main() -> int:
 
     out_dir = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
     capture = Capture(out_dir / "bench.otlp.jsonl.gz", buffer_spans=args.buffer_spans).start()
-    receiver = OtlpReceiver(capture, ReceiverConfig(http_port=0, grpc_port=None)).start()
-    cmd = [sys.executable, __file__, "--generate", str(receiver.http_port), "--seconds", str(args.seconds),
+    if args.server == "stdlib":
+        receiver = OtlpReceiver(capture, ReceiverConfig(http_port=None, grpc_port=None))
+        stdlib = _stdlib_server(receiver)
+        port = stdlib.server_address[1]
+    else:
+        receiver = OtlpReceiver(capture, ReceiverConfig(http_port=0, grpc_port=None)).start()
+        port = receiver.http_port
+    cmd = [sys.executable, __file__, "--generate", str(port), "--seconds", str(args.seconds),
            "--spans-per-request", str(args.spans_per_request), "--connections", str(args.connections)]
     if args.gzip:
         cmd.append("--gzip")
@@ -125,6 +156,8 @@ def main() -> int:
     t0 = time.monotonic()
     child = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
     receiver.stop()
+    if args.server == "stdlib":
+        stdlib.shutdown()
     wall = time.monotonic() - t0
     cpu = time.process_time() - cpu0
     if child.returncode != 0:
@@ -134,6 +167,7 @@ def main() -> int:
     stats = capture.stats()
 
     result: dict[str, object] = {
+        "server": args.server,
         "generator": gen,
         "received_spans": stats.spans,
         "spans_per_s": round(gen["acked_spans"] / gen["elapsed_s"]),

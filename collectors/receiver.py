@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import logging
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +54,7 @@ DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024
 _PATHS = {"/v1/traces": TRACES, "/v1/metrics": METRICS}
+_log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
@@ -115,6 +117,8 @@ class OtlpReceiver:
         self._status_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http_thread: threading.Thread | None = None
+        self._http_server: asyncio.AbstractServer | None = None
+        self._connections: set[_HttpProtocol] = set()  # touched only on the event-loop thread
         self._grpc: grpc.Server | None = None
         self._auth = f"Bearer {self.config.token}".encode() if self.config.token else None
 
@@ -133,9 +137,24 @@ class OtlpReceiver:
             self._grpc.stop(grace_s).wait()
             self._grpc = None
         if self._loop is not None and self._http_thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._http_thread.join(timeout=5)
+            self._loop.call_soon_threadsafe(self._shutdown_http, min(grace_s, 0.2))
+            self._http_thread.join(timeout=5 + grace_s)
             self._loop = self._http_thread = None
+
+    def _shutdown_http(self, grace_s: float) -> None:
+        """Stop accepting, then let responses already written reach their clients before the
+        connections close: an exporter that never sees its 200 retries, and spans would arrive twice."""
+        assert self._loop is not None
+        loop = self._loop
+        if self._http_server is not None:
+            self._http_server.close()
+
+        def close_all() -> None:
+            for conn in list(self._connections):
+                conn.close()
+            loop.call_soon(loop.stop)
+
+        loop.call_later(grace_s, close_all)
 
     def __enter__(self) -> OtlpReceiver:
         return self.start()
@@ -198,6 +217,7 @@ class OtlpReceiver:
                 started.set()
                 return
             self.http_port = server.sockets[0].getsockname()[1]
+            self._http_server = server
             started.set()
             try:
                 loop.run_forever()
@@ -407,6 +427,11 @@ class _HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._t = transport  # type: ignore[assignment]
+        self._r._connections.add(self)
+
+    def close(self) -> None:
+        if self._t is not None:
+            self._t.close()
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
@@ -424,6 +449,9 @@ class _HttpProtocol(asyncio.Protocol):
                 self._finish(body)
         except _Abort as a:
             self._send(a.status, a.message, keep_alive=False)
+        except Exception:  # a bug must cost one request, not the listener
+            _log.exception("OTLP/HTTP request failed")
+            self._send(500, "internal error in the receiver", keep_alive=False)
 
     def _read_head(self) -> bool:
         end = self._buf.find(b"\r\n\r\n")
@@ -542,6 +570,7 @@ class _HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._t = None
+        self._r._connections.discard(self)
 
 
 class _Abort(Exception):

@@ -210,3 +210,38 @@ def test_cpython_gc_counts_only_say_pause_time_is_not_measurable(receiver: tuple
     missing = sig.missing[Signal.GC_SECONDS_PER_SECOND]
     assert "not measurable" in missing.reason and "cpython.gc.pause.duration" in missing.enable
     assert Signal.CPU_CORES_USED in sig.missing
+
+
+def test_cumulative_exponential_histogram_survives_a_scale_change(receiver: tuple[OtlpReceiver, Capture]) -> None:
+    # max_size=20 forces the SDK to lower the scale when a 5 s pause joins 10-20 ms ones, so
+    # consecutive cumulative points have different scales and must be downscaled to diff.
+    r, capture = receiver
+    exporter = HttpMetricExporter(endpoint=f"{r.http_endpoint}/v1/metrics")
+    provider, reader = _provider(
+        exporter,
+        {"service.name": "api", "telemetry.sdk.language": "nodejs"},
+        [View(instrument_name="v8js.gc.duration", aggregation=ExponentialBucketHistogramAggregation(max_size=20))],
+    )
+    gc = provider.get_meter("runtime").create_histogram("v8js.gc.duration", unit="s")
+    gc.record(0.01, {"v8js.gc.type": "minor"})
+    reader.force_flush()  # A
+    gc.record(0.02, {"v8js.gc.type": "minor"})
+    gc.record(0.02, {"v8js.gc.type": "minor"})
+    reader.force_flush()  # B
+    gc.record(5.0, {"v8js.gc.type": "minor"})
+    reader.force_flush()  # C
+    provider.shutdown()
+    result = capture.close()
+
+    points = sorted(_points(result, "v8js.gc.duration"), key=lambda p: int(p["timeUnixNano"]))
+    assert points[2]["scale"] < points[1]["scale"]  # the SDK did downscale between B and C
+    ta, tb, tc = (int(p["timeUnixNano"]) for p in points[:3])
+    sig = signals_from_file(result.metrics_path).for_service("api")
+    assert sig is not None and sig.runtime == "node"
+    gcs, p50, mx = sig.get(Signal.GC_SECONDS_PER_SECOND), sig.get(Signal.GC_PAUSE_P50), sig.get(Signal.GC_PAUSE_MAX)
+    assert gcs is not None and p50 is not None and mx is not None
+    assert list(gcs.v[:2]) == pytest.approx([0.04 / ((tb - ta) / 1e9), 5.0 / ((tc - tb) / 1e9)])
+    assert p50.v[0] == pytest.approx(0.02, rel=0.05)
+    base = 2 ** (2 ** -points[2]["scale"])
+    assert 5.0 / base <= p50.v[1] <= 5.0  # within the one (coarser) bucket holding 5.0
+    assert list(mx.v[:2]) == pytest.approx([0.02, 5.0])

@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import requests
 from click.testing import CliRunner
@@ -56,7 +57,10 @@ def _send_spans(exporter: object, n: int, service: str, batch: int = 512) -> set
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=batch, schedule_delay_millis=50))  # type: ignore[arg-type]
+    # The queue holds every span, so any loss is the receiver's, not the SDK dropping on overflow.
+    bsp = BatchSpanProcessor(exporter, max_queue_size=max(2 * n, batch), max_export_batch_size=batch,  # type: ignore[arg-type]
+                             schedule_delay_millis=50)
+    provider.add_span_processor(bsp)
     tracer = provider.get_tracer("test")
     for i in range(n):
         with tracer.start_as_current_span(f"op-{i % 7}"):
@@ -104,11 +108,13 @@ def test_http_and_grpc_exporters_every_span_arrives_exactly_once(capture_obj: Ca
         sent |= _send_spans(HttpSpanExporter(endpoint=f"{r.http_endpoint}/v1/traces", compression=Compression.Gzip),
                             1500, "http-gzip")
         sent |= _send_spans(GrpcSpanExporter(endpoint=r.grpc_endpoint, insecure=True), 1500, "grpc")
+        sent |= _send_spans(GrpcSpanExporter(endpoint=r.grpc_endpoint, insecure=True, compression=grpc.Compression.Gzip),
+                            1500, "grpc-gzip")
         counts = r.status_counts()
     result = capture_obj.close()
     ids = _captured_span_ids(result)
-    assert len(ids) == len(sent) == 9000 and set(ids) == sent
-    assert result.spans == 9000 and result.metrics_path is None
+    assert len(ids) == len(sent) == 12000 and set(ids) == sent
+    assert result.spans == 12000 and result.metrics_path is None
     assert counts.get("200", 0) >= 2 and counts.get("OK", 0) >= 1 and set(counts) <= {"200", "OK"}
 
 
