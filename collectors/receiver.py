@@ -3,7 +3,7 @@
 HTTP is served by a small asyncio protocol rather than `http.server`: one event-loop thread
 parses requests straight off the socket buffer with no per-request thread or header-object
 churn, which is what lets a 2-core machine accept >100k spans/s (see
-benchmarks/bench_receiver.py). gRPC uses grpcio with the opentelemetry-proto service stubs.
+benchmarks/bench_receiver.py). gRPC uses grpcio with the service definitions from opentelemetry-proto.
 
 Status behaviour follows the OTLP specification (protocol/otlp.md):
   HTTP: 200 + Export*ServiceResponse in the request's content type (partial_success carries
@@ -18,6 +18,7 @@ Status behaviour follows the OTLP specification (protocol/otlp.md):
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import logging
@@ -31,8 +32,8 @@ import grpc
 from google.protobuf import duration_pb2, json_format
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from collectors.otlp_ingest import (
     JSON,
@@ -42,8 +43,6 @@ from collectors.otlp_ingest import (
     Accepted,
     IngestError,
     accept,
-    accept_metric_request,
-    accept_trace_request,
     inflate,
     media_type,
 )
@@ -278,26 +277,43 @@ class OtlpReceiver:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceServicer(self), server)
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsServicer(self), server)
+        # Registered with the request left as bytes (no deserializer) so a request is parsed once,
+        # by the same validation as HTTP, and stored without re-serializing; a malformed one gets
+        # INVALID_ARGUMENT rather than the INTERNAL a failing stub deserializer would produce.
+        for signal, service, response in (
+            (TRACES, trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"],
+             trace_service_pb2.ExportTraceServiceResponse),
+            (METRICS, metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"],
+             metrics_service_pb2.ExportMetricsServiceResponse),
+        ):
+            handler = grpc.unary_unary_rpc_method_handler(
+                functools.partial(self.grpc_export, signal), response_serializer=response.SerializeToString
+            )
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, {"Export": handler}),))
         bound = server.add_insecure_port(f"{_url_host(host)}:{port}")
         if bound == 0:
             raise OSError(f"cannot listen for OTLP/gRPC on {host}:{port}")
         server.start()
         self.grpc_port, self._grpc = bound, server
 
-    def grpc_export(self, signal: str, request: Any, context: grpc.ServicerContext) -> Accepted | None:
+    def grpc_export(self, signal: str, raw: bytes, context: grpc.ServicerContext) -> Any:
+        """One OTLP/gRPC Export call (request as bytes); the Export*ServiceResponse."""
         md = dict(context.invocation_metadata())
         if not self.authorized(md.get("authorization")):
             self._count("UNAUTHENTICATED")
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
-        if not self.sink.has_room():
-            self._grpc_full(context)
-        accepted = accept_trace_request(request) if signal == TRACES else accept_metric_request(request)
-        if accepted.items and not self.sink.offer(signal, accepted.payload, accepted.items):
-            self._grpc_full(context)
+        try:
+            accepted = self.ingest(signal, PROTOBUF, None, raw)
+        except IngestError as e:
+            if e.status == 503:
+                self._grpc_full(context)
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if e.status == 413 else grpc.StatusCode.INVALID_ARGUMENT
+            self._count(code.name)
+            context.abort(code, e.message)
         self._count("OK")
-        return accepted
+        if signal == TRACES:
+            return _trace_response(accepted)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
 
     def _grpc_full(self, context: grpc.ServicerContext) -> None:
         delay = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=self.sink.retry_after_s()))
@@ -315,25 +331,6 @@ class OtlpReceiver:
         )
         self._count("UNAVAILABLE")
         context.abort(grpc.StatusCode.UNAVAILABLE, status.message)
-
-
-class _TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, receiver: OtlpReceiver) -> None:
-        self._r = receiver
-
-    def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 (gRPC name)
-        accepted = self._r.grpc_export(TRACES, request, context)
-        assert accepted is not None
-        return _trace_response(accepted)
-
-
-class _MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, receiver: OtlpReceiver) -> None:
-        self._r = receiver
-
-    def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        self._r.grpc_export(METRICS, request, context)
-        return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
 def _trace_response(accepted: Accepted) -> trace_service_pb2.ExportTraceServiceResponse:

@@ -347,3 +347,19 @@ def test_capture_command_with_token_file(tmp_path: Path, monkeypatch: pytest.Mon
 
     refused = CliRunner().invoke(capture, ["--duration", "1s", "--bind", "0.0.0.0", "-o", str(tmp_path / "r.jsonl")])
     assert refused.exit_code == 2 and "allow-remote" in refused.output
+
+
+def test_grpc_malformed_and_oversized_requests(capture_obj: Capture) -> None:
+    capture_obj.start()
+    with OtlpReceiver(capture_obj, _config(http_port=None, max_decompressed_bytes=64 * 1024)) as r:
+        with grpc.insecure_channel(r.grpc_endpoint) as channel:
+            export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                                         request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString)
+            with pytest.raises(grpc.RpcError) as bad:
+                export(b"\xff\xff\xff\xff", timeout=5)
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.RpcError) as big:
+                export(_good_request(5000), timeout=5)  # 260 KB > 64 KiB
+            assert big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert export(_good_request(3), timeout=5).partial_success.rejected_spans == 0
+    assert capture_obj.close().spans == 3
