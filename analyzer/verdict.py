@@ -17,6 +17,7 @@ the service's time, at most 5), with each hot spot's category shares weighted by
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -179,8 +180,19 @@ def _backing(top: list[HotspotResult]) -> str:
     if not backed:
         return ""
     codes = sorted({f.rule for f in backed})
-    src = backed[0].evidence[0].source
-    return f"{', '.join(codes)}; e.g. {src}"
+    names = sorted({n for f in backed for e in f.evidence for n in metric_names(e.source)})
+    return ", ".join(codes) + (f" from {', '.join(names[:4])}" if names else "")
+
+
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_METRIC = re.compile(r"(?:\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?=[{\[,)])|([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?=[{\[]))")
+
+
+def metric_names(query: str) -> list[str]:
+    """Metric names in a PromQL query (selectors, and bare names passed to functions), so a reason
+    can name them; the full query stays in the findings' evidence."""
+    found = (a or b for a, b in _METRIC.findall(_GROUPING.sub("", query)))
+    return list(dict.fromkeys(found))
 
 
 def _missing_metrics(runtime: str, signals: ServiceSignals | None, has_runtime_metrics: bool) -> str:

@@ -94,7 +94,7 @@ def cpu_work(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
         return []
     msg = (f"CPU work: {_msg_accounts(m)}, so {m.cpu_share:.0%} of this hot spot's time "
            f"(~{fmt_ms(m.cpu_share * m.mean_ms)} per request) is CPU"
-           + (f" after GC's {m.gc_share:.0%}" if m.gc_share > 0 else "") + ".")
+           + (f" after GC's {m.gc_share:.0%}" if m.gc_share >= 0.005 else "") + ".")
     return [Finding(rule="PF-CPU001", category="cpu_bound", message=msg, remedy=_REMEDY_CPU,
                     share=min(1.0, m.cpu_share), evidence=cpu_evidence(m))]
 

@@ -108,8 +108,8 @@ def gc_time(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
 
 
 @rule("PF-GC002", "gc-drives-tail", "gc_pause", "Tail latency coincides with GC: slow requests cluster in GC-heavy intervals",
-      min_gc_seconds_per_second=0.01, min_correlation=0.5, min_buckets=6, min_tail_lift=2.0, min_tail_overlap=0.5,
-      pause_vs_p99=0.25)
+      min_gc_seconds_per_second=0.01, min_tail_share=0.10, min_correlation=0.5, min_buckets=6, min_tail_lift=2.0,
+      min_tail_overlap=0.5, pause_vs_p99=0.25)
 def gc_drives_tail(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
     ## What it detects
@@ -128,7 +128,9 @@ def gc_drives_tail(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding
     - **Pause size**: pause p99 (or max) from the runtime's histogram or summary against the hot
       spot's p99 latency.
 
-    Fires when GC is at least `min_gc_seconds_per_second` and any of: r ≥ `min_correlation` over
+    Fires when GC is at least `min_gc_seconds_per_second`, GC explains at least `min_tail_share`
+    of the tail requests' own time (GC rate at their time, bounded by their self share: rare
+    long pauses in a database-bound service stay quiet), and any of: r ≥ `min_correlation` over
     ≥ `min_buckets` buckets; tail overlap ≥ `min_tail_overlap` with lift ≥ `min_tail_lift`;
     pause p99/max ≥ `pause_vs_p99` × latency p99.
 
@@ -147,7 +149,7 @@ def gc_drives_tail(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding
     young generation, and fewer large short-lived allocations.
     """
     m = measure(ctx)
-    if m.gc is None or m.gc.value < th["min_gc_seconds_per_second"]:
+    if m.gc is None or m.gc.value < th["min_gc_seconds_per_second"] or m.gc_tail_share < th["min_tail_share"]:
         return []
     reasons: list[str] = []
     if np.isfinite(m.gc_latency_r) and m.gc_buckets >= th["min_buckets"] and m.gc_latency_r >= th["min_correlation"]:

@@ -58,7 +58,7 @@ def test_gc_dominated_and_backed_is_recommended():
     hs = [result("GET /feed", 1000, 0.9, [finding("PF-GC001", "gc_pause", 0.55)])]
     v = decide("feed", "node", hs, CFG, True, signals("node", Signal.GC_SECONDS_PER_SECOND))
     assert (v.rust_rewrite, v.cause) == (RECOMMENDED, "gc_pause")
-    assert "PF-GC001" in v.reason and GC_Q in v.reason
+    assert "PF-GC001 from jvm_gc_pause_seconds_sum" in v.reason
 
 
 def test_gc_and_cpu_together_dominate():
