@@ -95,6 +95,10 @@ def cpu_work(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     msg = (f"CPU work: {_msg_accounts(m)}, so {m.cpu_share:.0%} of this hot spot's time "
            f"(~{fmt_ms(m.cpu_share * m.mean_ms)} per request) is CPU"
            + (f" after GC's {m.gc_share:.0%}" if m.gc_share >= 0.005 else "") + ".")
+    if m.runtime == "go" and m.gc_kind != "cpu":
+        # Without runtime/metrics only stop-the-world pauses are known; the concurrent GC's CPU is in here.
+        msg += (" Go's concurrent GC CPU is inside this figure: enable client_golang's runtime/metrics CPU classes "
+                "(go_cpu_classes_gc_total_cpu_seconds_total) to split it out.")
     return [Finding(rule="PF-CPU001", category="cpu_bound", message=msg, remedy=_REMEDY_CPU,
                     share=min(1.0, m.cpu_share), evidence=cpu_evidence(m))]
 

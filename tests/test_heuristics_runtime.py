@@ -185,6 +185,30 @@ def test_go_stop_the_world_pauses_alone_are_a_near_miss(traces, tmp_path):
     assert fire("PF-GC001", ctx) == []
 
 
+@pytest.mark.parametrize("runtime, source", [
+    ("dotnet", "sum by (pf_service) (rate(dotnet_gc_pause_time_seconds_total[5m]))"),
+    ("node", "sum by (pf_service) (rate(v8js_gc_duration_seconds_sum[5m]))"),
+    ("jvm", "sum by (pf_service) (rate(jvm_gc_duration_seconds_sum[5m]))"),
+])
+def test_gc001_pausing_runtimes_share_one_model(traces, tmp_path, runtime, source):
+    """.NET, Node (OTel) and JVM (OTel) GC time is wall-clock pause time: 0.3 s/s explains 30%."""
+    steady(traces, "svc", runtime, 60, 10, 50)
+    ctx = one(traces, tmp_path, signals_for("svc", runtime, **{Signal.GC_SECONDS_PER_SECOND: series(0.3, source)}))
+    (f,) = fire("PF-GC001", ctx)
+    assert f.share == pytest.approx(0.3) and f.evidence[0].source == source
+
+
+def test_go_without_runtime_metrics_says_gc_cpu_is_inside_cpu(traces, tmp_path):
+    """Go with only the default collector: CPU per request covers the self time, but the concurrent
+    GC's CPU cannot be split out; the CPU finding says how to split it."""
+    steady(traces, "router", "go", 60, 10, 100)
+    gc = series(0.002, "sum by (pf_service) (rate(go_gc_duration_seconds_sum[5m]))")
+    ctx = one(traces, tmp_path, signals_for("router", "go", **{
+        Signal.GC_SECONDS_PER_SECOND: gc, Signal.CPU_CORES_USED: 1.0, Signal.REQUESTS_PER_SECOND: 10.0}))
+    (f,) = fire("PF-CPU001", ctx)
+    assert "go_cpu_classes_gc_total_cpu_seconds_total" in f.message
+
+
 def _phases(t: np.ndarray, low: float, high: float) -> np.ndarray:
     """`high` in every second 10-minute phase, `low` otherwise."""
     return np.where(((t - T0) // 600) % 2 == 1, high, low)

@@ -9,6 +9,9 @@ series written in `build` and the span timings in `record`.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,8 +154,17 @@ def record(traces: Traces, w: Window, s: Span) -> None:
     steady("legacy", "jvm", "GET /legacy", 10, 200)
 
 
+@dataclass
+class Env:
+    url: str  # the running Prometheus
+    traces: Path  # the recorded OTLP file
+    start: float  # metric window, unix seconds
+    end: float
+
+
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """A real Prometheus over the series of `build`, running for the whole module, and the traces."""
     w = Window.recent(hours=2.0, lead=600.0)
     om = OpenMetrics(w)
     build(om)
@@ -162,12 +174,17 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     path = write_proto_single(traces.exporter.get_finished_spans(), tmp_path_factory.mktemp("t") / "runtime.pb")
     traces.shutdown()
     with prometheus_with(om.text()) as prom:
-        signals = collect(prom.url, None, w.start + 600, w.end)
-    table = load_traces([str(path)]).table
+        yield Env(prom.url, path, w.start + 600, w.end)
+
+
+@pytest.fixture(scope="module")
+def report(env: Env) -> dict:
+    signals = collect(env.url, None, env.start, env.end)
+    table = load_traces([str(env.traces)]).table
     rep = analyze(Inputs(table=table, signals=signals), Config())
     validate_report(rep)
     rep["_signals"] = signals
-    yield rep
+    return rep
 
 
 def svc(report: dict, name: str) -> dict:
@@ -302,3 +319,19 @@ def test_markdown_leads_with_verdict_and_ceiling(report):
     ledger = md[md.index("## ledger"):]
     assert ledger.splitlines()[2].startswith("**Rust rewrite: RECOMMENDED**")
     assert "Rewrite ceiling:" in ledger.split("##")[1]
+
+
+def test_cli_analyze_with_prometheus_reaches_the_same_verdicts(env, report, tmp_path):
+    """`profile-first analyze --traces FILE --prometheus URL`: the CLI queries Prometheus over the
+    traces' own window and reaches the verdict of every traced service found above."""
+    out = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--traces", str(env.traces),
+                           "--prometheus", env.url, "--output", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    cli = json.loads(out.read_text())
+    validate_report(cli)
+    got = {s["service"]: (s["verdict"]["rust_rewrite"], s["verdict"]["cause"]) for s in cli["services"]}
+    want = {s["service"]: (s["verdict"]["rust_rewrite"], s["verdict"]["cause"]) for s in report["services"]
+            if s["hotspots"]}
+    assert got == want
