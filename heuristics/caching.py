@@ -299,7 +299,8 @@ def slow_cache(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
 
 
 # Placeholders that do not select rows: paging and positional ORDER/GROUP BY.
-_NON_FILTER = re.compile(r"\b(?:LIMIT|OFFSET|TOP|FETCH FIRST)\s+\?|\b(?:ORDER|GROUP) BY\s+\?(?:\s*,\s*\?)*", re.IGNORECASE)
+_NON_FILTER = re.compile(r"\b(?:LIMIT|OFFSET|TOP|FETCH FIRST)\s+\?|\b(?:ORDER|GROUP) BY\s+\?(?:\s*,\s*\?)*",
+                         re.IGNORECASE)
 _READ = re.compile(r"^\s*(?:SELECT|WITH)\b", re.IGNORECASE)
 
 

@@ -12,8 +12,8 @@ from analyzer.signals import Signal
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
 from heuristics.spans import (
-    NS_PER_MS, Waiting, batched_shape, index_candidates, location, ms, run_ids, sample_evidence, sample_trace, statement_text,
-    typical_duration, waiting,
+    NS_PER_MS, Waiting, batched_shape, index_candidates, location, ms, run_ids, sample_evidence, sample_trace,
+    statement_text, typical_duration, waiting,
 )
 
 
@@ -339,7 +339,8 @@ def pool_wait(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
             rule="PF-DB004", category="database",
             message=(f"Connection pool saturated: {pending.mean():.1f} requests wait for a connection on average "
                      f"(max {pending.max():.0f}); the wait time itself is not measured."),
-            remedy=("Export the pool's wait time (db.client.connection.wait_time or hikaricp_connections_acquire_seconds) "
+            remedy=("Export the pool's wait time (db.client.connection.wait_time or "
+                    "hikaricp_connections_acquire_seconds) "
                     "to size the problem; meanwhile hold connections for less time and size the pool to the "
                     "database's capacity."),
             evidence=[Evidence("pool_pending_mean", pending.mean(), "requests", pending.source),

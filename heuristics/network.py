@@ -104,9 +104,11 @@ def slow_downstream(ctx: HotspotContext, th: Mapping[str, float]) -> list[Findin
     Per peer: the client spans' time on the request's critical path (calls running in parallel
     with a longer one are not counted), and inside it the child SERVER span's time (server) and
     the rest (gap). It fires when a peer takes at least `min_share` of the hot spot's time and
-    at least `min_ms` per request. `saving_ms` is only the gap above `expected_gap_ms` per
-    call: what better connection handling would save. The downstream's own time is saved by
-    fixing the downstream (see its hot spot's findings), not claimed here.
+    at least `min_ms` per request. When the gap is the larger part, `saving_ms` is the gap
+    above `expected_gap_ms` per call: what a shorter network path or better connection
+    handling would save. When the downstream's own time is the larger part, or the downstream
+    is not traced, no saving is claimed here: it is saved by fixing the downstream (see its hot
+    spot's findings).
 
     ## False positives
     A downstream that is slow by design (a payment provider, a batch export) is reported too;
@@ -117,7 +119,8 @@ def slow_downstream(ctx: HotspotContext, th: Mapping[str, float]) -> list[Findin
     Server time dominates: fix the downstream's hot spot, or cache its responses, or stop
     waiting for it (call it asynchronously, in parallel with other work). Gap dominates: reuse
     connections (keep-alive, a pooled HTTP session, HTTP/2), avoid a DNS lookup and TLS
-    handshake per call, and look for queueing in proxies or a saturated downstream.
+    handshake per call, look for queueing in proxies or sidecars, and for a downstream in
+    another zone or region.
     """
     c = calls(ctx)
     w = c.w
@@ -137,7 +140,8 @@ def slow_downstream(ctx: HotspotContext, th: Mapping[str, float]) -> list[Findin
         traced = bool((c.child[mask] >= 0).any())
         name = _name(ctx, c, mask)
         per_req, server_ms, gap_ms = ms(crit) / n, ms(server) / n, ms(crit - server) / n
-        saving = ms(np.clip(gap_calls - th["expected_gap_ms"] * NS_PER_MS, 0, None).sum()) / n
+        gap_dominates = traced and server < crit - server
+        saving = ms(np.clip(gap_calls - th["expected_gap_ms"] * NS_PER_MS, 0, None).sum()) / n if gap_dominates else 0.0
         down = _downstream_hotspot(ctx, c, mask)
         rows = w.rows[mask]
         if traced:
@@ -146,14 +150,15 @@ def slow_downstream(ctx: HotspotContext, th: Mapping[str, float]) -> list[Findin
             split = "it is not traced, so its own time and the wire gap cannot be told apart"
         message = (f"Slow downstream: waiting on {name} takes {per_req:.1f} ms per request "
                    f"({share:.0%} of the hot spot's time, {mask.sum() / n:.1f} calls per request); {split}.")
-        if traced and server >= crit - server:
+        if traced and not gap_dominates:
             where = f"its hot spot {_describe(down)}" if down is not None else "its own traces"
             remedy = (f"The time is the downstream's own: fix it there (see {where}); meanwhile cache its responses "
                       "if they repeat, or call it in parallel with other work.")
         elif traced:
-            remedy = ("The gap dominates: reuse connections (keep-alive, a pooled session, HTTP/2), avoid a DNS "
-                      "lookup and TLS handshake per call, and look for queueing in proxies or the server's backlog; "
-                      f"saves about {saving:.1f} ms per request.")
+            remedy = ("The gap dominates: the network path or the connection costs more than the downstream's work. "
+                      "Reuse connections (keep-alive, a pooled session, HTTP/2), avoid a DNS lookup and TLS handshake "
+                      "per call, look for queueing in proxies or sidecars and for a downstream in another zone or "
+                      f"region; saves about {saving:.1f} ms per request.")
         else:
             remedy = ("Propagate trace context to the downstream (or get its server latency metric, "
                       "http.server.request.duration) to tell its time from the network's; cache its responses if "

@@ -36,6 +36,11 @@ def slow_downstream_jsonl(recordings_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def wire_delay_jsonl(recordings_dir: Path) -> Path:
+    return recorded("wire-delay", recordings_dir, more.downstream_call, latency_ms=(1.0, 3.0), wire_delay_ms=20.0)
+
+
+@pytest.fixture(scope="module")
 def big_values_jsonl(redis_server: int, recordings_dir: Path) -> Path:
     return recorded("cache-big-values", recordings_dir, more.catalog_big_values, redis_port=redis_server)
 
@@ -186,6 +191,10 @@ CLI_CASES = {
     "chatty_calls_jsonl": ("catalog", "GET /catalog/page", "network", "PF-NET003", "batch"),
     "profile_cache_miss_jsonl": ("profile", "GET /profile/{id}", "caching", "PF-CACHE001", "TTL"),
     "mixed_jsonl": ("orders", "GET /orders/report", "database", "PF-DB001", "IN (?)"),
+    "dashboard_sequential_jsonl": ("reports", "GET /dashboard", "database", "PF-DB003", "concurrently"),
+    "wire_delay_jsonl": ("web", "GET /recommendations", "network", "PF-NET001", "gap dominates"),
+    "big_values_jsonl": ("catalog", "GET /catalog", "caching", "PF-CACHE003", "SLOWLOG"),
+    "bestsellers_jsonl": ("shop", "GET /home", "caching", "PF-CACHE004", "Cache the result"),
 }
 
 

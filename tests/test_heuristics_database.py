@@ -125,7 +125,8 @@ def test_override_silences_n_plus_one_for_one_operation_only(orders_n_plus_one_j
     # Ignoring the rule for one service's operation works too.
     ignore = Config(overrides=(Override("orders", "GET /orders/report", frozenset({"PF-DB001"}), {}),))
     both = analyze_hotspots([orders_n_plus_one_jsonl, mixed_jsonl], config=ignore)
-    assert both[("orders", "GET /orders")].rule("PF-DB001") and not both[("orders", "GET /orders/report")].rule("PF-DB001")
+    assert both[("orders", "GET /orders")].rule("PF-DB001")
+    assert not both[("orders", "GET /orders/report")].rule("PF-DB001")
 
 
 def test_fix_first_orders_by_saving_and_carries_the_remedy(mixed_jsonl: Path) -> None:
@@ -210,8 +211,8 @@ POOL_QUERY = ("sum(rate(hikaricp_connections_acquire_seconds_sum[5m])) / "
 
 def test_pool_wait_fires_from_metrics(orders_n_plus_one_jsonl: Path) -> None:
     sig = constant_signal("orders", Signal.POOL_WAIT_SECONDS, 0.030, POOL_QUERY)
-    sig.service("orders").series[Signal.POOL_PENDING] = constant_signal(
-        "orders", Signal.POOL_PENDING, 4.0, "hikaricp_connections_pending").services["orders"].series[Signal.POOL_PENDING]
+    pending = constant_signal("orders", Signal.POOL_PENDING, 4.0, "hikaricp_connections_pending")
+    sig.service("orders").series.update(pending.service("orders").series)
     a = only(orders_n_plus_one_jsonl, "orders", "GET /orders", signals=sig)
     (f,) = a.rule("PF-DB004")
     ev = {e.signal: e for e in f.evidence}

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -256,14 +258,57 @@ def catalog_big_values(rec: Recorder, *, redis_port: int, requests_n: int = 12, 
         admin.close()
 
 
+class LatencyProxy:
+    """A TCP relay on 127.0.0.1 that holds every chunk for `delay_ms` in each direction (a distant
+    network, as toxiproxy's latency toxic does). Use as a context manager; `port` is where to connect."""
+
+    def __init__(self, upstream_port: int, delay_ms: float) -> None:
+        self._upstream = upstream_port
+        self._delay = delay_ms / 1000.0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._sockets: list[socket.socket] = []
+
+    def __enter__(self) -> LatencyProxy:
+        threading.Thread(target=self._accept, daemon=True, name="latency-proxy").start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._listener.close()
+        for s in self._sockets:
+            s.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # listener closed
+            upstream = socket.create_connection(("127.0.0.1", self._upstream))
+            for s in (client, upstream):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                time.sleep(self._delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+
+
 def downstream_call(rec: Recorder, *, latency_ms: tuple[float, float], local_ms: float = 0.0,
-                    requests_n: int = 10, seed: int = 23, traced: bool = True) -> None:
+                    requests_n: int = 10, seed: int = 23, traced: bool = True, wire_delay_ms: float = 0.0) -> None:
     """`web` GET /recommendations calls `recommender` once (`latency_ms`), after `local_ms` of in-process work.
 
     With `latency_ms=(120, 160)`: cause a human would name: a slow downstream (network), whose
     own server time is the cause. With `(1, 3)` and `local_ms=30`: near-miss, the call is a small
     part of the request. `traced=False` gives the downstream a provider nobody exports, like a
-    third-party service: only the client span is seen.
+    third-party service: only the client span is seen. `wire_delay_ms` puts a `LatencyProxy` in
+    between: with a fast downstream the cause a human would name is the network path itself.
     """
     web = rec.provider("web")
     with ExitStack() as stack:
@@ -271,11 +316,15 @@ def downstream_call(rec: Recorder, *, latency_ms: tuple[float, float], local_ms:
         svc = stack.enter_context(DownstreamService(provider, "/recs", latency_ms, seed=seed))
         stack.enter_context(instrumented(RequestsInstrumentor(), tracer_provider=web))
         session = stack.enter_context(requests.Session())
+        url = svc.url
+        if wire_delay_ms:
+            proxy = stack.enter_context(LatencyProxy(int(url.rsplit(":", 1)[1]), wire_delay_ms))
+            url = f"http://127.0.0.1:{proxy.port}"
         for r in range(requests_n):
             with entry_span(web, "/recommendations", f"/recommendations?u={r}"):
                 if local_ms:
                     time.sleep(local_ms / 1000.0)
-                session.get(f"{svc.url}/recs?u={r}", timeout=5).raise_for_status()
+                session.get(f"{url}/recs?u={r}", timeout=5).raise_for_status()
 
 
 @dataclass
