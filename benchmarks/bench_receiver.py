@@ -17,7 +17,6 @@ import argparse
 import gzip
 import http.client
 import json
-import os
 import subprocess
 import sys
 import tempfile

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -167,16 +167,14 @@ class Capture:
         duration = time.monotonic() - self._t0
         stats = self.stats()
         if on_progress is not None:
-            stats.phase = "writing"
-            on_progress(stats)
+            on_progress(replace(stats, phase="writing"))
         metrics_path = metrics_path_for(self.output) if stats.metric_requests else None
         _write_jsonl(self.output, _lines(self._spool_path, TRACES))
         if metrics_path is not None:
             _write_jsonl(metrics_path, _lines(self._spool_path, METRICS))
         self._spool_path.unlink(missing_ok=True)
         if on_progress is not None:
-            stats.phase = "done"
-            on_progress(stats)
+            on_progress(replace(stats, phase="done"))
         return CaptureResult(
             traces_path=self.output,
             metrics_path=metrics_path,

@@ -363,3 +363,25 @@ def test_grpc_malformed_and_oversized_requests(capture_obj: Capture) -> None:
             assert big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert export(_good_request(3), timeout=5).partial_success.rejected_spans == 0
     assert capture_obj.close().spans == 3
+
+
+def test_ctrl_c_ends_the_window_early_and_still_writes(tmp_path: Path) -> None:
+    box: dict[str, OtlpReceiver] = {}
+    sent: set[str] = set()
+
+    def listening(r: OtlpReceiver) -> None:
+        box["r"] = r
+        sent.update(_send_spans(HttpSpanExporter(endpoint=f"{r.http_endpoint}/v1/traces"), 10, "early"))
+
+    calls: list[object] = []
+
+    def progress(stats: object) -> None:
+        calls.append(stats)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the main thread while the window runs
+
+    result = capture_window(600, tmp_path / "early.otlp.jsonl.gz", _config(), on_progress=progress,
+                            on_listening=listening)
+    assert result.interrupted and result.duration_s < 60
+    assert [getattr(c, "phase") for c in calls[1:]] == ["writing", "done"]
+    assert set(_captured_span_ids(result)) == sent and len(sent) == 20
