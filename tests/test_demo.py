@@ -49,7 +49,8 @@ def _skip_if_host_busy(run: DemoResult, service: str) -> None:
     low and PF-CPU001 rightly stays silent. That is the host, not a regression."""
     wait = run.load.core_wait.get(service, 0.0)
     if wait >= CONTENDED:
-        pytest.skip(f"{service} waited for a CPU core {wait:.0%} of its phase: the host is busy with other work")
+        pytest.skip(f"{service} waited for a CPU core {wait:.0%} of the time it was ready to run: "
+                    "the host is busy with other work")
 
 
 def test_report_validates(demo_run: DemoResult) -> None:

@@ -49,8 +49,9 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0  # a stopping service exports what it still buffers first
 REQUEST_TIMEOUT_S = 10.0
 MAX_REQUESTS_PER_SERVICE = 5_000
-#: Run-queue wait share above which a phase is called contended (see LoadStats.core_wait).
-CONTENDED = 0.25
+#: Share of runnable time spent waiting for a core above which a service's phase is called
+#: contended (see LoadStats.core_wait): PF-CPU001 needs CPU to cover half the self time.
+CONTENDED = 0.35
 
 #: The gateway's downstreams: (service.name, route, path the gateway calls, sleep range in ms).
 DOWNSTREAMS = (
@@ -68,9 +69,9 @@ class Phase:
 
 
 PHASES = (
-    Phase("orders, gateway, profile (database, network, cache)", 0.40, ("orders", "gateway", "profile")),
-    Phase("render (CPU)", 0.30, ("render",)),
-    Phase("feed (GC)", 0.30, ("feed",)),
+    Phase("orders · gateway · profile", 0.40, ("orders", "gateway", "profile")),
+    Phase("render", 0.30, ("render",)),
+    Phase("feed", 0.30, ("feed",)),
 )
 
 #: Request paths the load generator sends to each service.
@@ -109,8 +110,9 @@ class LoadStats:
     requests: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     phase_s: dict[str, float] = field(default_factory=dict)
-    # Share of its phase's wall time each service's threads spent runnable but waiting for a
-    # core (Linux schedstat): other work on the host, which lowers measured CPU per request.
+    # Share of the time each service's threads were runnable that they spent waiting for a core
+    # (Linux schedstat) during its phase: other work on the host, which lowers the CPU measured
+    # per request of a CPU-bound service by about that share.
     core_wait: dict[str, float] = field(default_factory=dict)
 
 
@@ -231,16 +233,18 @@ def _drive(service: str, port: int, deadline: float, stats: LoadStats, seed: int
         stats.errors[service] = stats.errors.get(service, 0) + errors
 
 
-def _run_queue_wait_ns(pid: int) -> int | None:
-    """Nanoseconds the process's threads have waited runnable for a core (/proc/PID/task/*/schedstat)."""
-    total = 0
+def _sched_ns(pid: int) -> tuple[int, int] | None:
+    """(ns on a core, ns runnable but waiting for one) of the process's threads, from
+    /proc/PID/task/*/schedstat; None off Linux."""
+    run = wait = 0
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[1])
+                fields = f.read().split()
+            run, wait = run + int(fields[0]), wait + int(fields[1])
     except (OSError, IndexError, ValueError):  # not Linux, or a thread that just ended
         return None
-    return total
+    return run, wait
 
 
 def _run_phase(phase: Phase, seconds: float, children: dict[str, Child], stats: LoadStats,
@@ -250,7 +254,7 @@ def _run_phase(phase: Phase, seconds: float, children: dict[str, Child], stats: 
                                 daemon=True)
                for i, s in enumerate(phase.services)]
     t0 = time.monotonic()
-    waited = {s: _run_queue_wait_ns(children[s].proc.pid) for s in phase.services}
+    sched = {s: _sched_ns(children[s].proc.pid) for s in phase.services}
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):
@@ -259,10 +263,12 @@ def _run_phase(phase: Phase, seconds: float, children: dict[str, Child], stats: 
         tick()
     wall = time.monotonic() - t0
     stats.phase_s[phase.title] = wall
-    for s, before in waited.items():
-        after = _run_queue_wait_ns(children[s].proc.pid)
-        if before is not None and after is not None and wall > 0:
-            stats.core_wait[s] = (after - before) / 1e9 / wall
+    for s, before in sched.items():
+        after = _sched_ns(children[s].proc.pid)
+        if before is not None and after is not None:
+            ran, waited = after[0] - before[0], after[1] - before[1]
+            if ran + waited > 0:
+                stats.core_wait[s] = waited / (ran + waited)
 
 
 # -- progress ------------------------------------------------------------------------------------
@@ -303,7 +309,7 @@ class _Progress:
     def update(self, stats: CaptureStats) -> None:
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, completed=self._done + time.monotonic() - self._t0,
-                             info=f"{stats.spans:,} spans · {stats.points:,} metric points")
+                             info=f"spans {stats.spans:,} · metric points {stats.points:,}")
 
     def end_phase(self) -> None:
         self._done += time.monotonic() - self._t0
@@ -377,13 +383,13 @@ def run_demo_detailed(duration_s: float = DEFAULT_DURATION_S, progress: bool = T
 
             t_load = time.monotonic()
             for i, phase in enumerate(PHASES, 1):
-                bar.phase(f"phase {i}/{len(PHASES)}: {phase.title}")
+                bar.phase(f"load {i}/{len(PHASES)}: {phase.title}")
                 _run_phase(phase, duration_s * phase.share, services, stats, lambda: bar.update(capture.stats()))
                 bar.end_phase()
                 if i < len(PHASES):
                     # Stop what no later phase needs, so it neither competes for a core with the
                     # next phase's service nor keeps exporting idle metrics.
-                    bar.note("stopping the services of this phase")
+                    bar.note("stopping them")
                     system.stop(keep={s for p in PHASES[i:] for s in p.services})
             load_s = time.monotonic() - t_load
 
@@ -430,8 +436,6 @@ def run_demo(duration_s: float = DEFAULT_DURATION_S, fmt: str | None = None, out
     extension, else text), print a summary of what was measured on stderr; return the report."""
     console = Console(stderr=True)
     res = run_demo_detailed(duration_s, progress=progress, save_capture=save_capture, console=console)
-    if progress:
-        console.print(summary(res), highlight=False)
     if fmt is None:
         fmt = {".json": "json", ".md": "md"}.get(Path(output).suffix, "text") if output else "text"
     out = out or sys.stdout
@@ -439,6 +443,9 @@ def run_demo(duration_s: float = DEFAULT_DURATION_S, fmt: str | None = None, out
         write_atomically(output, _render(res.report, fmt, color=False))
     else:
         out.write(_render(res.report, fmt, color=out.isatty()))
+        out.flush()
+    if progress:  # last, so it is what stays on screen under the report
+        console.print(summary(res) + (f"\ndemo: report written to {output}" if output else ""), highlight=False)
     return res.report
 
 
@@ -461,7 +468,7 @@ def summary(res: DemoResult) -> str:
         mark = "as designed" if v and (v["rust_rewrite"], v["cause"]) == (want, cause) else f"expected {want} ({cause})"
         wait = res.load.core_wait.get(service)
         if mark != "as designed" and wait is not None:
-            mark += f"; it waited for a CPU core {wait:.0%} of its phase"
+            mark += f"; it waited for a CPU core {wait:.0%} of the time it was ready to run"
             if wait >= CONTENDED:
                 mark += ": other work on this host takes CPU from it, which lowers the CPU measured per request"
         lines.append(f"demo: {service:<8} {got} — {mark}")
