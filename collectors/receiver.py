@@ -52,6 +52,7 @@ DEFAULT_GRPC_PORT = 4317
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024
+_MAX_DISCARD_FACTOR = 4  # read off at most 4x the limit after an early 413, else close
 _PATHS = {"/v1/traces": TRACES, "/v1/metrics": METRICS}
 _log = logging.getLogger(__name__)
 
@@ -489,20 +490,27 @@ class _HttpProtocol(asyncio.Protocol):
                 raise _Abort(400, "malformed Content-Length") from None
             if self._need < 0:
                 raise _Abort(411, "Content-Length required")
-        if headers.get(b"expect", b"").lower() == b"100-continue":
-            assert self._t is not None
-            self._t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         # Answer early when the headers alone decide, then swallow the body (see class doc).
         pre = self._r.http_precheck(path, method, headers)
         if pre is None and not self._chunked and self._need > max_bytes:
             pre = (413, f"request body of {self._need} bytes exceeds the limit of {max_bytes} bytes")
+            if self._need > _MAX_DISCARD_FACTOR * max_bytes:
+                self._close_after = True  # not worth reading that much just to keep the connection
         self._discard = pre is not None
+        if pre is None and headers.get(b"expect", b"").lower() == b"100-continue":
+            assert self._t is not None
+            self._t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if pre is not None:
             status, message = pre
             media = media_type(_hdr(headers, b"content-type")) or "text/plain"
             ctype, body = _error_body(media, message)
             self._r._count(str(status))
             self._early = _http_bytes(status, ctype, body, _extra_for(status, self._r), keep_alive=not self._close_after)
+            if self._close_after and not self._chunked and self._need > _MAX_DISCARD_FACTOR * max_bytes:
+                assert self._t is not None
+                self._t.write(self._early)
+                self._t.close()
+                return False
         return True
 
     def _read_fixed(self) -> bytes | None:
