@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analyzer.signals import Series, ServiceSignals, Signal
+from analyzer.hotspots import Hotspot
+from analyzer.model import SpanTable
 from heuristics.context import HotspotContext
 
 NS = 1e9
@@ -158,15 +160,24 @@ def _bucket_corr(bucket: np.ndarray, latency_ms: np.ndarray, values: np.ndarray)
     return _corr(sums[used] / counts[used], values[used]), int(used.sum())
 
 
+def _summary(h: Hotspot, t: SpanTable) -> tuple[int, float, int, int]:
+    """(count, self ns, first start, last end) of one hot spot, memoized on it: every hot spot of a
+    service reads every other one's, so computing each once keeps a run linear in the spans."""
+    cached = h.__dict__.get("_pf_summary")
+    if cached is None:
+        e = h.entries
+        cached = h.__dict__["_pf_summary"] = (h.count, float(h.parts[:, 0].sum()), int(t.start[e].min()),
+                                              int(t.end[e].max()))
+    return cached
+
+
 def _service_entries(ctx: HotspotContext) -> tuple[int, float, float]:
     """(entry count, self ns, first start to last end in s) of the hot spot's whole service."""
     hs = [h for h in ctx.all_hotspots if h.service == ctx.hotspot.service] or [ctx.hotspot]
-    count = sum(h.count for h in hs)
-    self_ns = float(sum(h.parts[:, 0].sum() for h in hs))
-    t = ctx.table
-    starts = np.concatenate([t.start[h.entries] for h in hs])
-    ends = np.concatenate([t.end[h.entries] for h in hs])
-    return count, self_ns, float(ends.max() - starts.min()) / NS
+    parts = [_summary(h, ctx.table) for h in hs]
+    count = sum(p[0] for p in parts)
+    self_ns = sum(p[1] for p in parts)
+    return count, self_ns, (max(p[3] for p in parts) - min(p[2] for p in parts)) / NS
 
 
 def measure(ctx: HotspotContext) -> RuntimeMeasure:

@@ -196,3 +196,18 @@ def test_ceiling_beside_the_fix_first_saving(traces, tmp_path):
     assert c["mean_ms"] == pytest.approx(10.0) and c["mean_pct"] == pytest.approx(10.0)
     assert c["fix_first"] == {"category": "database", "rule": "PF-DB002", "mean_ms": 75.0, "pct": 75.0}
     assert (c["fix_first_ms"], c["fix_first_pct"]) == (75.0, 75.0)
+
+
+def test_report_carries_the_ceiling_with_the_configured_speedup(traces, tmp_path):
+    """`[rewrite] cpu_speedup = 4` in the config reaches each service's `rewrite_ceiling`."""
+    from analyzer.pipeline import Inputs, analyze
+    from analyzer.report_schema import validate_report
+
+    steady(traces, "ledger", "jvm", 120, 10, 100)
+    sig = signals_for("ledger", "jvm", **{Signal.GC_SECONDS_PER_SECOND: 0.2, Signal.CPU_CORES_USED: 0.6,
+                                           Signal.REQUESTS_PER_SECOND: 10.0})
+    rep = analyze(Inputs(table=traces.table(tmp_path / "t.pb"), signals=sig),
+                  Config(sections={"rewrite": {"cpu_speedup": 4}}))
+    validate_report(rep)
+    (s,) = rep["services"]
+    assert s["rewrite_ceiling"]["cpu_speedup"] == 4.0 and s["rewrite_ceiling"]["p50_ms"] == pytest.approx(50.0)
