@@ -106,15 +106,22 @@ def test_everything_arrived_and_every_process_is_gone(demo_run: DemoResult) -> N
     assert [p for p in demo_run.pids if _alive(p)] == []
 
 
-def test_cli_writes_the_markdown_report_atomically(tmp_path: Path) -> None:
+def test_cli_writes_the_markdown_report_atomically_and_keeps_the_capture(tmp_path: Path) -> None:
     out = tmp_path / "demo.md"
-    result = CliRunner().invoke(demo, ["--duration", "10s", "--format", "md", "--output", str(out), "--quiet"])
+    result = CliRunner().invoke(demo, ["--duration", "10s", "--format", "md", "--output", str(out), "--quiet",
+                                       "--save-capture", str(tmp_path / "demo.otlp.jsonl")])
     assert result.exit_code == 0, result.output
     text = out.read_text()
     assert text.startswith("# profile-first report")
     for service in EXPECTED:
         assert f"## {service} (python)" in text
-    assert [p.name for p in tmp_path.iterdir()] == ["demo.md"]  # no temporary file left behind
+    # No temporary file left behind; the capture can be analyzed again with `analyze`.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.md", "demo.metrics.otlp.jsonl", "demo.otlp.jsonl"]
+    again = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--traces", str(tmp_path / "demo.otlp.jsonl"),
+                            "--metrics", str(tmp_path / "demo.metrics.otlp.jsonl"), "--format", "json"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert {s["service"] for s in json.loads(again.stdout)["services"]} >= set(EXPECTED)
 
 
 @pytest.mark.parametrize("value", ["2s", "abc", "11m"])

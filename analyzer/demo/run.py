@@ -124,7 +124,7 @@ class DemoResult:
     points: int
     load_s: float
     total_s: float
-    capture_path: Path | None = None  # kept only when asked for
+    capture_paths: list[Path] = field(default_factory=list)  # traces (and metrics), kept only when asked for
     pids: list[int] = field(default_factory=list)  # every process the demo started (all stopped by now)
 
 
@@ -426,7 +426,8 @@ def run_demo_detailed(duration_s: float = DEFAULT_DURATION_S, progress: bool = T
                 src["path"] = Path(src["path"]).name
     return DemoResult(report=report, load=stats, spans=result.spans, points=result.points, load_s=load_s,
                       total_s=time.monotonic() - t_start,
-                      capture_path=result.traces_path if save_capture is not None else None,
+                      capture_paths=[p for p in (result.traces_path, result.metrics_path) if p is not None]
+                      if save_capture is not None else [],
                       pids=[c.proc.pid for c in system.children])
 
 
@@ -467,11 +468,11 @@ def summary(res: DemoResult) -> str:
         got = f"{v['rust_rewrite']} ({v['cause']})" if v else "no verdict"
         mark = "as designed" if v and (v["rust_rewrite"], v["cause"]) == (want, cause) else f"expected {want} ({cause})"
         wait = res.load.core_wait.get(service)
-        if mark != "as designed" and wait is not None:
+        if mark != "as designed" and cause == "cpu_bound" and wait is not None:
             mark += f"; it waited for a CPU core {wait:.0%} of the time it was ready to run"
             if wait >= CONTENDED:
                 mark += ": other work on this host takes CPU from it, which lowers the CPU measured per request"
         lines.append(f"demo: {service:<8} {got} — {mark}")
-    if res.capture_path is not None:
-        lines.append(f"demo: capture kept in {res.capture_path} (and its .metrics. file)")
+    if res.capture_paths:
+        lines.append(f"demo: telemetry kept in {' and '.join(map(str, res.capture_paths))}")
     return "\n".join(lines)
