@@ -1,7 +1,8 @@
 """Throughput of the OTLP/HTTP receiver: spans/s accepted from a load generator in another process.
 
     .venv/bin/python benchmarks/bench_receiver.py [--seconds 10] [--spans-per-request 1000]
-        [--connections 2] [--gzip] [--buffer-spans 200000] [--write]
+        [--connections 2] [--gzip] [--buffer-spans 200000] [--write] [--transport http|grpc]
+        [--server asyncio|stdlib]
 
 The parent runs the receiver with the real `Capture` sink (buffer + spool thread); a child
 process (this file with --generate) posts pre-encoded ExportTraceServiceRequests over
@@ -59,8 +60,11 @@ def build_request(n_spans: int, seed: int) -> bytes:
     return req.SerializeToString()
 
 
-def generate(port: int, seconds: float, spans_per_request: int, connections: int, use_gzip: bool) -> None:
+def generate(port: int, seconds: float, spans_per_request: int, connections: int, use_gzip: bool,
+             transport: str = "http", rate: float = 0.0) -> None:
     bodies = [build_request(spans_per_request, seed) for seed in range(8)]
+    if transport == "grpc":
+        return generate_grpc(port, seconds, spans_per_request, connections, use_gzip, bodies)
     if use_gzip:
         bodies = [gzip.compress(b, 5) for b in bodies]
     headers = {"Content-Type": "application/x-protobuf"}
@@ -71,10 +75,18 @@ def generate(port: int, seconds: float, spans_per_request: int, connections: int
     errors: list[str] = []
     deadline = time.monotonic() + seconds
 
+    # Paced mode: each connection sends on a fixed schedule so the total is `rate` spans/s.
+    interval = spans_per_request * connections / rate if rate > 0 else 0.0
+
     def worker(k: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         i = k
+        due = time.monotonic()
         while time.monotonic() < deadline:
+            if interval:
+                due += interval
+                if (wait := due - time.monotonic()) > 0:
+                    time.sleep(wait)
             conn.request("POST", "/v1/traces", bodies[i % len(bodies)], headers)
             resp = conn.getresponse()
             resp.read()
@@ -98,6 +110,44 @@ def generate(port: int, seconds: float, spans_per_request: int, connections: int
     elapsed = time.monotonic() - t0
     print(json.dumps({"acked_spans": sum(acked), "retries": sum(retries), "errors": errors,
                       "elapsed_s": elapsed, "request_bytes": len(bodies[0])}))
+
+
+def generate_grpc(port: int, seconds: float, spans_per_request: int, connections: int, use_gzip: bool,
+                  bodies: list[bytes]) -> None:
+    """The same load over OTLP/gRPC: one channel per connection, pre-encoded request bytes."""
+    import grpc
+
+    acked = [0] * connections
+    retries = [0] * connections
+    errors: list[str] = []
+    deadline = time.monotonic() + seconds
+    compression = grpc.Compression.Gzip if use_gzip else grpc.Compression.NoCompression
+
+    def worker(k: int) -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", compression=compression) as channel:
+            export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+            i = k
+            while time.monotonic() < deadline:
+                try:
+                    export(bodies[i % len(bodies)], timeout=30)
+                except grpc.RpcError as e:
+                    if e.code() == grpc.StatusCode.UNAVAILABLE:
+                        retries[k] += 1
+                        time.sleep(1)
+                        continue
+                    errors.append(str(e.code()))
+                    return
+                acked[k] += spans_per_request
+                i += 1
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"acked_spans": sum(acked), "retries": sum(retries), "errors": errors,
+                      "elapsed_s": time.monotonic() - t0, "request_bytes": len(bodies[0])}))
 
 
 def _stdlib_server(receiver: OtlpReceiver) -> Any:
@@ -130,17 +180,23 @@ def main() -> int:
     ap.add_argument("--gzip", action="store_true")
     ap.add_argument("--buffer-spans", type=int, default=200_000)
     ap.add_argument("--write", action="store_true", help="also convert the spool to OTLP/JSON lines")
+    ap.add_argument("--transport", choices=("http", "grpc"), default="http")
+    ap.add_argument("--rate", type=float, default=0.0, help="pace the load at this many spans/s (HTTP; 0: as fast as possible)")
     ap.add_argument("--server", choices=("asyncio", "stdlib"), default="asyncio",
                     help="stdlib: the same ingest behind http.server.ThreadingHTTPServer, for comparison")
     ap.add_argument("--generate", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.generate:
-        generate(args.generate, args.seconds, args.spans_per_request, args.connections, args.gzip)
+        generate(args.generate, args.seconds, args.spans_per_request, args.connections, args.gzip, args.transport,
+                 args.rate)
         return 0
 
     out_dir = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
     capture = Capture(out_dir / "bench.otlp.jsonl.gz", buffer_spans=args.buffer_spans).start()
-    if args.server == "stdlib":
+    if args.transport == "grpc":
+        receiver = OtlpReceiver(capture, ReceiverConfig(http_port=None, grpc_port=0)).start()
+        port = receiver.grpc_port
+    elif args.server == "stdlib":
         receiver = OtlpReceiver(capture, ReceiverConfig(http_port=None, grpc_port=None))
         stdlib = _stdlib_server(receiver)
         port = stdlib.server_address[1]
@@ -151,11 +207,12 @@ def main() -> int:
            "--spans-per-request", str(args.spans_per_request), "--connections", str(args.connections)]
     if args.gzip:
         cmd.append("--gzip")
+    cmd += ["--transport", args.transport, "--rate", str(args.rate)]
     cpu0 = time.process_time()
     t0 = time.monotonic()
     child = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
     receiver.stop()
-    if args.server == "stdlib":
+    if args.server == "stdlib" and args.transport == "http":
         stdlib.shutdown()
     wall = time.monotonic() - t0
     cpu = time.process_time() - cpu0
@@ -166,7 +223,7 @@ def main() -> int:
     stats = capture.stats()
 
     result: dict[str, object] = {
-        "server": args.server,
+        "server": "grpcio" if args.transport == "grpc" else args.server,
         "generator": gen,
         "received_spans": stats.spans,
         "spans_per_s": round(gen["acked_spans"] / gen["elapsed_s"]),
