@@ -234,7 +234,7 @@ class OtlpReceiver:
         self._loop, self._http_thread = loop, thread
 
     def http_response(self, path: str, method: bytes, headers: dict[bytes, bytes], body: bytes) -> tuple[int, bytes]:
-        """(status, serialized response without status line framing) for one HTTP request."""
+        """(status, the complete HTTP/1.1 response bytes) for one fully read request."""
         status, media, payload, extra = self._http_handle(path, method, headers, body)
         self._count(str(status))
         return status, _http_bytes(status, media, payload, extra, keep_alive=True)
