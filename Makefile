@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/profile-first analyze --traces examples/
+	$(VENV)/bin/profile-first demo
 
 test: install
 	bash scripts/install-test-servers.sh
