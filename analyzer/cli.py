@@ -219,7 +219,7 @@ def rules_cmd() -> None:
     from heuristics.registry import all_rules
 
     for r in all_rules().values():
-        click.echo(f"{r.code}  {r.category:<9}  {r.name}: {r.summary}")
+        click.echo(f"{r.code:<11}  {r.category:<9}  {r.name}: {r.summary}")
 
 
 main.add_command(capture)

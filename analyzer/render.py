@@ -129,8 +129,17 @@ def _input_notes(inp: dict) -> str:
 
 
 def _ceiling_text(c: dict) -> str:
-    parts = [f"{k} {v}" for k, v in c.items() if not isinstance(v, dict)]
-    return ", ".join(parts)
+    """`rewrite_ceiling` as one sentence: what a rewrite could cut at most, beside the fix-first saving."""
+    cuts = [f"{q} {c[q + '_ms']:.1f} ms ({c[q + '_pct']:.0f}%)" for q in ("p50", "p99", "mean") if q + "_ms" in c]
+    text = "a rewrite could cut at most " + (", ".join(cuts) if cuts else "nothing measurable")
+    if "cpu_cost_pct" in c:
+        text += f" and {c['cpu_cost_pct']:.0f}% of CPU cost"
+    assumes = (c.get("basis") or {}).get("assumes")
+    if assumes:
+        text += f" ({assumes})"
+    if "fix_first_ms" in c:
+        text += f"; fixing the top cause first saves {c['fix_first_ms']:.1f} ms ({c['fix_first_pct']:.0f}%) per request"
+    return text + "."
 
 
 def _md(text: str) -> str:
