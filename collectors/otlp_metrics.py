@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
-import io
-import json
 import math
 import re
 from collections import defaultdict
@@ -34,10 +31,12 @@ from typing import Any
 
 import numpy as np
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from analyzer.signals import Missing, Series, ServiceSignals, Signal, Signals
+from collectors.otlp_files import InputError, SourceStats, iter_messages
 
 # -- the names this module understands (signals.md §2, §3) ------------------------------------
 
@@ -83,22 +82,30 @@ def signals_from_requests(requests: Iterable[ExportMetricsServiceRequest], signa
 
 
 def signals_from_file(path: str | Path, signals: Signals | None = None) -> Signals:
-    """Signals from an OTLP metrics JSON-lines file (.gz, .zst or plain), as the capture writes."""
+    """Signals from an OTLP metrics file in any format `collectors.otlp_files` reads (JSON
+    lines as the capture and the Collector write them, framed or single protobuf; gzip/zstd).
+    Raises `InputError` (one user-facing line) when the file is missing or not OTLP metrics."""
     return signals_from_requests(read_metric_requests(path), signals)
 
 
-def read_metric_requests(path: str | Path) -> Iterator[ExportMetricsServiceRequest]:
-    """Each line of an OTLP/JSON metrics file as an ExportMetricsServiceRequest."""
+def read_metric_requests(path: str | Path, stats: SourceStats | None = None) -> Iterator[ExportMetricsServiceRequest]:
+    """Each message of an OTLP metrics file as an ExportMetricsServiceRequest."""
     p = Path(path)
-    for n, line in enumerate(_open_text(p), 1):
-        if not line.strip():
-            continue
+    stats = stats if stats is not None else SourceStats(path=str(p))
+    for n, (kind, msg) in enumerate(iter_messages(p, stats), 1):
         try:
-            obj = json.loads(line)
-            _hex_to_b64(obj)
-            yield json_format.ParseDict(obj, ExportMetricsServiceRequest(), ignore_unknown_fields=True)
-        except (ValueError, json_format.ParseError) as e:
-            raise ValueError(f"{p}:{n}: not an OTLP/JSON metrics line: {e}") from None
+            if kind == "json":
+                assert isinstance(msg, dict)
+                if "resourceSpans" in msg:
+                    raise InputError(f"{p}: holds traces, not metrics; pass it as traces")
+                _hex_to_b64(msg)
+                yield json_format.ParseDict(msg, ExportMetricsServiceRequest(), ignore_unknown_fields=True)
+            else:
+                assert isinstance(msg, bytes)
+                yield ExportMetricsServiceRequest.FromString(msg)
+        except (ValueError, json_format.ParseError, DecodeError) as e:
+            stats.skipped["invalid_messages"] += 1
+            stats.note(f"message {n}: not an OTLP metrics request ({e}); skipped")
 
 
 # -- collecting points -------------------------------------------------------------------------
@@ -518,21 +525,6 @@ def _runtime_from_names(metrics: dict[str, _Metric]) -> str:
 
 
 # -- files ----------------------------------------------------------------------------------------
-
-
-def _open_text(path: Path) -> Iterator[str]:
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            yield from f
-    elif path.name.endswith(".zst"):
-        import zstandard
-
-        with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as r:
-            yield from io.TextIOWrapper(r, encoding="utf-8")
-    else:
-        with open(path, encoding="utf-8") as f:
-            yield from f
-
 
 _HEX = re.compile(r"^[0-9a-fA-F]*$")
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
@@ -25,7 +27,8 @@ from opentelemetry.sdk.resources import Resource
 
 from analyzer.signals import Signal
 from collectors.capture import Capture, CaptureResult
-from collectors.otlp_metrics import signals_from_file
+from collectors.otlp_files import InputError
+from collectors.otlp_metrics import read_metric_requests, signals_from_file
 from collectors.receiver import OtlpReceiver, ReceiverConfig
 
 DELTA = {c: AggregationTemporality.DELTA for c in (Counter, UpDownCounter, Histogram, ObservableCounter)}
@@ -120,6 +123,26 @@ def test_cumulative_http_jvm_cpu_and_explicit_gc_histogram(receiver: tuple[OtlpR
     # 0.02→0.05 in B→C (old gen's 0.01 in B→C leaves its max at 0.3, so it says nothing).
     assert list(mx.v[:2]) == pytest.approx([0.3, 0.05])
     assert Signal.GC_SECONDS_PER_SECOND not in sig.missing
+
+    # The same requests in the Collector file exporter's framed protobuf format give the same signals.
+    framed = result.metrics_path.with_name("framed.binpb")
+    with open(framed, "wb") as f:
+        for req in read_metric_requests(result.metrics_path):
+            payload = req.SerializeToString()
+            f.write(struct.pack(">I", len(payload)) + payload)
+    again = signals_from_file(framed).for_service("orders")
+    assert again is not None and again.series.keys() == sig.series.keys()
+    for name, series in sig.series.items():
+        assert np.allclose(again.series[name].v, series.v, equal_nan=True), name
+
+
+def test_unusable_metrics_files_raise_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file|cannot open"):
+        signals_from_file(tmp_path / "missing.jsonl")
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text('{"resourceSpans": []}\n')
+    with pytest.raises(InputError, match="traces, not metrics"):
+        signals_from_file(traces)
 
 
 def test_delta_grpc_cpython_cpu_and_exponential_gc_pause_histogram(receiver: tuple[OtlpReceiver, Capture]) -> None:
