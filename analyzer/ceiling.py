@@ -9,6 +9,9 @@ of hot spot i (self_j = its self time, d_j = its duration):
     cpu_j = min(self_j - gc_j, c_i * self_j)     c_i = CPU-accounted fraction of hot spot i's self time
     saved_j = gc_j + cpu_j * (1 - 1/S)           S = assumed speed-up of CPU work (config, default 2)
 
+A hot spot without CPU or GC metrics has no measured share: its whole self time counts as the
+bound (`measured` is false), never a zero we did not measure.
+
 p50/p99/mean savings are the service's latency quantiles before minus after subtracting saved_j,
 so a GC storm that hits the tail shows in p99 and not in p50. CPU cost: cores used x
 (GC CPU fraction + (1 - GC fraction) x (1 - 1/S)); the GC CPU fraction is known only for Go
@@ -48,10 +51,17 @@ def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotRes
     durations, saved = [], []
     gc_ms = cpu_ms = 0.0
     cores, gc_frac = signals_cores, gc_cpu_fraction
+    unmeasured = 0
     for ctx, r in zip(ctxs, results):
         m = measure(ctx)
         d, s, g, c = _per_request(ctx, r, m)
         durations.append(d)
+        if m.cores_used is None and m.gc is None:
+            # No CPU or GC metrics: 0 would be a claim we did not measure. The honest bound is
+            # that all in-process time could go.
+            unmeasured += 1
+            saved.append(s)
+            continue
         saved.append(g + c * keep)
         gc_ms += float(g.sum()) / MS
         cpu_ms += float(c.sum()) / MS
@@ -90,6 +100,10 @@ def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotRes
         out["fix_first"] = fix
     basis["assumes"] = (f"GC time removed, CPU work {speed:g}x faster; waiting, I/O and downstream time unchanged"
                         + ("" if gc_frac is not None else "; GC CPU counted inside CPU work"))
+    out["measured"] = unmeasured == 0
+    if unmeasured:
+        basis["assumes"] = ("no CPU or GC metrics, so an upper bound: all in-process (self) time of "
+                            f"{unmeasured} of {len(results)} hot spots counted as removable")
     out["basis"] = basis
     return out
 
