@@ -16,7 +16,14 @@
     [override.rules."PF-DB002"]
     min_share = 0.9
 
-    [prometheus]              # read by the Prometheus collector
+    [rewrite]
+    cpu_speedup = 2.0         # how much faster CPU work is assumed to run after a rewrite
+
+    [prometheus]              # the Prometheus collector's settings (no secrets: those come from env)
+    timeout = 30
+    headers = { "X-Scope-OrgID" = "tenant-1" }
+    [prometheus.selectors]    # series of a service, when its labels do not name it
+    cart = '{namespace="shop", container="cart"}'
 """
 
 from __future__ import annotations
