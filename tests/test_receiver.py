@@ -385,3 +385,35 @@ def test_ctrl_c_ends_the_window_early_and_still_writes(tmp_path: Path) -> None:
     assert result.interrupted and result.duration_s < 60
     assert [getattr(c, "phase") for c in calls[1:]] == ["writing", "done"]
     assert set(_captured_span_ids(result)) == sent and len(sent) == 20
+
+
+def test_sigterm_ends_a_capture_process_and_still_writes(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    out = tmp_path / "term.otlp.jsonl.gz"
+    proc = subprocess.Popen([sys.executable, "-m", "analyzer", "capture", "--duration", "60s", "--http-port", str(port),
+                             "--no-grpc", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                resp = requests.post(f"http://127.0.0.1:{port}/v1/traces", data=_good_request(4), headers=PB, timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.1)
+        assert resp.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "4 spans" in stdout and "stopped early" in stdout
+    assert len([line for line in gzip.open(out, "rt")]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["term.otlp.jsonl.gz"]

@@ -10,8 +10,12 @@ can then be passed to `profile-first analyze`. Ctrl-C ends the window early and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -109,12 +113,31 @@ def capture(duration: str, output: Path, http_port: int, grpc_port: int, no_grpc
         click.echo(f"capturing for {duration} on {', '.join(where)} (Ctrl-C to stop early)", err=True)
 
     try:
-        result = capture_window(seconds, output, config, buffer_spans=buffer_spans, on_progress=ProgressLine(),
-                                on_listening=listening)
+        with _term_as_interrupt():
+            result = capture_window(seconds, output, config, buffer_spans=buffer_spans, on_progress=ProgressLine(),
+                                    on_listening=listening)
     except OSError as e:
         raise _UserError(f"{e}; is another receiver (an OpenTelemetry Collector?) using the port? "
                          "Pick another with --http-port/--grpc-port") from None
     click.echo(summary(result))
+
+
+@contextlib.contextmanager
+def _term_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, `timeout`, a container stop) ends the window like Ctrl-C: what arrived is
+    still written instead of being lost with the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def summary(result: CaptureResult) -> str:
