@@ -1,15 +1,16 @@
 """Throughput of the OTLP/HTTP receiver: spans/s accepted from a load generator in another process.
 
     .venv/bin/python benchmarks/bench_receiver.py [--seconds 10] [--spans-per-request 1000]
-        [--connections 2] [--gzip] [--buffer-spans 200000] [--write] [--transport http|grpc]
-        [--server asyncio|stdlib]
+        [--connections 2] [--gzip] [--buffer-spans 200000] [--write json|proto]
+        [--transport http|grpc] [--server asyncio|stdlib] [--rate SPANS_PER_S]
 
 The parent runs the receiver with the real `Capture` sink (buffer + spool thread); a child
 process (this file with --generate) posts pre-encoded ExportTraceServiceRequests over
 keep-alive HTTP/1.1 connections for a bounded time, retrying on 503 after Retry-After like an
 OTLP exporter. At the end the child's acknowledged span count, the receiver's count and the
-spans actually in the spool are compared: equal means none lost. `--write` also converts the
-spool to OTLP/JSON lines and reports that rate separately (it is not on the request path).
+spans actually in the spool are compared: equal means none lost. `--write json|proto` also writes
+the spool to the output file (`json`: OTLP/JSON lines, `proto`: framed protobuf) and reports that
+rate separately (it is not on the request path).
 """
 
 from __future__ import annotations
@@ -179,7 +180,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=2)
     ap.add_argument("--gzip", action="store_true")
     ap.add_argument("--buffer-spans", type=int, default=200_000)
-    ap.add_argument("--write", action="store_true", help="also convert the spool to OTLP/JSON lines")
+    ap.add_argument("--write", choices=("json", "proto"), help="also write the capture file: OTLP/JSON lines "
+                    "(converted) or framed protobuf (copied)")
     ap.add_argument("--transport", choices=("http", "grpc"), default="http")
     ap.add_argument("--rate", type=float, default=0.0, help="pace the load at this many spans/s (HTTP; 0: as fast as possible)")
     ap.add_argument("--server", choices=("asyncio", "stdlib"), default="asyncio",
@@ -192,7 +194,8 @@ def main() -> int:
         return 0
 
     out_dir = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
-    capture = Capture(out_dir / "bench.otlp.jsonl.gz", buffer_spans=args.buffer_spans).start()
+    name = "bench.binpb.gz" if args.write == "proto" else "bench.otlp.jsonl.gz"
+    capture = Capture(out_dir / name, buffer_spans=args.buffer_spans).start()
     if args.transport == "grpc":
         receiver = OtlpReceiver(capture, ReceiverConfig(http_port=None, grpc_port=0)).start()
         port = receiver.grpc_port

@@ -10,6 +10,10 @@ backpressure: when the spool falls behind, `has_room()` turns False and the rece
 
 Outputs are written to a temporary name and renamed into place, so a crash never leaves a
 half-written capture; the spool itself is kept until the conversion succeeded.
+
+Output format follows the name: OTLP/JSON lines by default (`capture.otlp.jsonl.gz`), or the
+Collector file exporter's framed protobuf for `.binpb`/`.pb` names (`capture.binpb.gz`), which
+skips the conversion entirely and is what a capture that is only analyzed should use.
 """
 
 from __future__ import annotations
@@ -169,9 +173,11 @@ class Capture:
         if on_progress is not None:
             on_progress(replace(stats, phase="writing"))
         metrics_path = metrics_path_for(self.output) if stats.metric_requests else None
-        _write_jsonl(self.output, _lines(self._spool_path, TRACES))
+        # Framed protobuf is a copy of the spool; OTLP/JSON needs the (slow) conversion.
+        blocks = _framed_blocks if is_proto_output(self.output.name) else _json_blocks
+        _write_atomic(self.output, blocks(self._spool_path, TRACES))
         if metrics_path is not None:
-            _write_jsonl(metrics_path, _lines(self._spool_path, METRICS))
+            _write_atomic(metrics_path, blocks(self._spool_path, METRICS))
         self._spool_path.unlink(missing_ok=True)
         if on_progress is not None:
             on_progress(replace(stats, phase="done"))
@@ -244,10 +250,10 @@ def _records(spool: Path, signal: str) -> Iterator[bytes]:
                 yield payload
 
 
-def convert_batch(signal: str, payloads: list[bytes]) -> str:
-    """OTLP/JSON lines (newline-terminated) for spooled requests; runs in worker processes."""
+def convert_batch(signal: str, payloads: list[bytes]) -> bytes:
+    """OTLP/JSON lines (newline-terminated, UTF-8) for spooled requests; runs in worker processes."""
     cls: Any = ExportTraceServiceRequest if signal == TRACES else ExportMetricsServiceRequest
-    return "".join(to_otlp_json_line(cls.FromString(p)) + "\n" for p in payloads)
+    return "".join(to_otlp_json_line(cls.FromString(p)) + "\n" for p in payloads).encode("utf-8")
 
 
 def _batches(spool: Path, signal: str, max_bytes: int) -> Iterator[list[bytes]]:
@@ -263,7 +269,7 @@ def _batches(spool: Path, signal: str, max_bytes: int) -> Iterator[list[bytes]]:
         yield batch
 
 
-def _lines(spool: Path, signal: str) -> Iterator[str]:
+def _json_blocks(spool: Path, signal: str) -> Iterator[bytes]:
     """The converted spool, in arrival order; on several cores when there is a lot of it.
 
     Conversion (~30-60 ms per 1,000 spans) dominates writing, so a large spool is converted by
@@ -279,7 +285,7 @@ def _lines(spool: Path, signal: str) -> Iterator[str]:
     from concurrent.futures import Future, ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        in_flight: deque[Future[str]] = deque()
+        in_flight: deque[Future[bytes]] = deque()
         for batch in _batches(spool, signal, _BATCH_BYTES):
             in_flight.append(pool.submit(convert_batch, signal, batch))
             if len(in_flight) >= 2 * workers:
@@ -288,26 +294,36 @@ def _lines(spool: Path, signal: str) -> Iterator[str]:
             yield in_flight.popleft().result()
 
 
-def open_text_writer(path: Path, name: str | None = None) -> IO[str]:
-    """A text writer compressing by the suffix of `name` (default: the path's): .gz, .zst or plain."""
+def _framed_blocks(spool: Path, signal: str) -> Iterator[bytes]:
+    """The Collector file exporter's `proto` format: each message after a 4-byte big-endian length."""
+    for payload in _records(spool, signal):
+        yield struct.pack(">I", len(payload)) + payload
+
+
+def is_proto_output(name: str) -> bool:
+    """Whether an output name asks for framed protobuf (`.binpb`/`.pb`, optionally .gz/.zst)."""
+    base = name.removesuffix(".gz").removesuffix(".zst")
+    return base.endswith((".binpb", ".pb"))
+
+
+def open_writer(path: Path, name: str | None = None) -> IO[bytes]:
+    """A binary writer compressing by the suffix of `name` (default: the path's): .gz, .zst or none."""
     name = name or path.name
     if name.endswith(".gz"):
-        return gzip.open(path, "wt", encoding="utf-8", compresslevel=5)
+        return gzip.open(path, "wb", compresslevel=5)  # type: ignore[return-value]
     if name.endswith(".zst"):
-        import io
-
         import zstandard
 
-        return io.TextIOWrapper(zstandard.ZstdCompressor(level=3).stream_writer(open(path, "wb")), encoding="utf-8")
-    return open(path, "w", encoding="utf-8")
+        return zstandard.ZstdCompressor(level=3).stream_writer(open(path, "wb"))  # type: ignore[return-value]
+    return open(path, "wb")
 
 
-def _write_jsonl(path: Path, lines: Iterator[str]) -> None:
-    """Write blocks of newline-terminated lines to `path` atomically (temp file + rename)."""
+def _write_atomic(path: Path, blocks: Iterator[bytes]) -> None:
+    """Write `blocks` to `path` atomically: a temporary file, fsync, then rename."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open_text_writer(tmp, path.name) as f:
-            for block in lines:
+        with open_writer(tmp, path.name) as f:
+            for block in blocks:
                 f.write(block)
         with open(tmp, "rb") as raw:
             os.fsync(raw.fileno())

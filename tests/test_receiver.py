@@ -417,3 +417,32 @@ def test_sigterm_ends_a_capture_process_and_still_writes(tmp_path: Path) -> None
     assert "4 spans" in stdout and "stopped early" in stdout
     assert len([line for line in gzip.open(out, "rt")]) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["term.otlp.jsonl.gz"]
+
+
+def test_binpb_output_is_framed_protobuf_without_conversion(tmp_path: Path) -> None:
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    from collectors.otlp_files import SourceStats, iter_messages
+    from collectors.otlp_metrics import read_metric_requests
+
+    capture_obj = Capture(tmp_path / "cap.binpb.gz").start()
+    with OtlpReceiver(capture_obj, _config(grpc_port=None)) as r:
+        sent = _send_spans(HttpSpanExporter(endpoint=f"{r.http_endpoint}/v1/traces"), 100, "proto-out")
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{r.http_endpoint}/v1/metrics"),
+                                               export_interval_millis=3_600_000)
+        provider = MeterProvider(metric_readers=[reader])
+        provider.get_meter("m").create_counter("process.cpu.time", unit="s").add(1.0)
+        provider.shutdown()
+    result = capture_obj.close()
+    assert result.metrics_path is not None and result.metrics_path.name == "cap.metrics.binpb.gz"
+    stats = SourceStats(path=str(result.traces_path))
+    ids = []
+    for kind, msg in iter_messages(result.traces_path, stats):
+        assert kind == "proto" and isinstance(msg, bytes)
+        req = ExportTraceServiceRequest.FromString(msg)
+        ids += [s.span_id.hex() for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert stats.format == "otlp-proto-framed" and sorted(ids) == sorted(sent)
+    (metrics_req,) = list(read_metric_requests(result.metrics_path))
+    assert metrics_req.resource_metrics[0].scope_metrics[0].metrics[0].name == "process.cpu.time"

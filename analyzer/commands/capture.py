@@ -5,7 +5,9 @@
 Applications point their OTLP exporters at http://127.0.0.1:4318 (HTTP) or 127.0.0.1:4317
 (gRPC). Traces are written as OTLP JSON lines (one export request per line, like the
 Collector's file exporter), metrics beside them (`capture.metrics.otlp.jsonl.gz`); either file
-can then be passed to `profile-first analyze`. Ctrl-C ends the window early and still writes.
+can then be passed to `profile-first analyze`. A `.binpb` output name writes the Collector's
+framed protobuf instead, ~30x faster to write. Ctrl-C or SIGTERM ends the window early and
+still writes.
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ def receiver_config(
 @click.command("capture")
 @click.option("--duration", default="10m", show_default=True, help="Capture window, e.g. 30s, 10m, 1h.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path("capture.otlp.jsonl.gz"),
-              show_default=True, help="Traces file (.gz/.zst compress); metrics go beside it as NAME.metrics.*")
+              show_default=True, help="Traces file: OTLP/JSON lines, or framed protobuf for a .binpb name (much faster "
+              "to write); .gz/.zst compress. Metrics go beside it as NAME.metrics.*")
 @click.option("--http-port", type=click.IntRange(0, 65535), default=DEFAULT_HTTP_PORT, show_default=True,
               help="OTLP/HTTP port (0: any free port).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
