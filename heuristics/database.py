@@ -72,7 +72,7 @@ def n_plus_one(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
         idx = np.flatnonzero(mine)
         cut[idx[1:][w.start[idx[1:]] < w.end[idx[:-1]]]] = True  # overlaps the previous repetition
         rid = run_ids(cut)[mine]
-        runs, inverse, counts = np.unique(rid, return_inverse=True, return_counts=True)
+        _, inverse, counts = np.unique(rid, return_inverse=True, return_counts=True)
         run_dur = np.bincount(inverse, weights=w.dur[mine])
         run_crit = np.bincount(inverse, weights=w.crit[mine])
         hit = (counts >= th["min_repetitions"]) & (run_dur >= th["min_total_ms"] * NS_PER_MS)

@@ -44,12 +44,18 @@ class Waiting:
 def waiting(ctx: HotspotContext) -> Waiting:
     t, b = ctx.table, ctx.breakdown
     rows = ctx.spans
-    cls = t.span_class[rows]
-    p = t.parent[rows]
-    parent_cls = np.where(p >= 0, t.span_class[np.maximum(p, 0)], SpanClass.INTERNAL)
-    parent_is_entry = np.where(p >= 0, b.entry_index[np.maximum(p, 0)] >= 0, True)
-    keep = (cls != SpanClass.INTERNAL) & ((parent_cls == SpanClass.INTERNAL) | parent_is_entry)
-    rows = rows[keep]
+    rows = rows[t.span_class[rows] != SpanClass.INTERNAL]
+    # Drop spans below another waiting span at any depth (ORM span > internal > driver span);
+    # the walk stops at the owning entry span, so it takes at most the trace's depth in steps.
+    nested = np.zeros(rows.shape[0], dtype=bool)
+    cur = t.parent[rows]
+    live = (cur >= 0) & (b.entry_index[np.maximum(cur, 0)] < 0)
+    while live.any():
+        c = np.maximum(cur, 0)
+        nested |= live & (t.span_class[c] != SpanClass.INTERNAL)
+        cur = np.where(live, t.parent[c], -1)
+        live &= ~nested & (cur >= 0) & (b.entry_index[np.maximum(cur, 0)] < 0)
+    rows = rows[~nested]
     entries = ctx.hotspot.entries
     order = np.argsort(entries)
     req = order[np.searchsorted(entries[order], b.owner[rows])]

@@ -85,6 +85,20 @@ def test_n_plus_one_points_at_the_line_that_issues_the_query(located_jsonl: Path
     assert f.location == f"{orders.__file__}:{line} (load_orders_one_by_one)"
 
 
+def test_nested_database_spans_count_once(orders_db: Path, recordings_dir: Path) -> None:
+    """An ORM span around the driver span: 40 database spans per request, 20 queries."""
+    path = recorded("n-plus-one-orm", recordings_dir, more.orders_n_plus_one_orm, db_path=orders_db)
+    traces = raw_spans(path)
+    assert {sum(s.attrs.get("db.statement") == ITEMS for s in spans) for spans in traces.values()} == {40}
+    a = only(path, "orders", "GET /orders/orm")
+    (f,) = a.rule("PF-DB001")
+    ev = {e.signal: e for e in f.evidence}
+    assert ev["repetitions_per_request"].value == 20
+    outer = [s.ms for spans in traces.values() for s in spans if s.name == "SELECT order_items"]
+    assert ev["repeated_query_time_per_request"].value == pytest.approx(sum(outer) / len(traces), rel=0.01)
+    assert f.share <= a.ctx.hotspot.part_share("database") + 1e-9
+
+
 def test_n_plus_one_near_miss_four_batched_queries(orders_batched_jsonl: Path) -> None:
     """4 identical `IN (...)` queries per request: below the 5 repetitions of an N+1."""
     a = only(orders_batched_jsonl, "orders", "GET /orders")

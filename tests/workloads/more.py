@@ -30,6 +30,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind
 
 from analyzer.breakdown import compute
 from analyzer.classify import category_shares, pick
@@ -91,6 +92,30 @@ def orders_n_plus_one_located(rec: Recorder, *, db_path: Path, requests_n: int =
             after = rng.randrange(ORDERS - ORDERS_PER_PAGE)
             with entry_span(tp, "/orders", f"/orders?after={after}"):
                 load_orders_one_by_one(conn, tp, after)
+    finally:
+        conn.close()
+
+
+def orders_n_plus_one_orm(rec: Recorder, *, db_path: Path, requests_n: int = 6, seed: int = 7) -> None:
+    """`orders` GET /orders/orm: the N+1 loop through an ORM-like layer that makes its own CLIENT span
+    (db.system, db.statement, as SQLAlchemy's instrumentation does) around a `load` INTERNAL span
+    around the sqlite3-instrumented driver call: each query appears as two nested database spans.
+
+    Cause a human would name: N+1 queries (database), 20 per request, not 40.
+    """
+    tp = rec.provider("orders")
+    tracer = tp.get_tracer("orm")
+    rng = random.Random(seed)
+    conn = connect(db_path, tp)
+    try:
+        for _ in range(requests_n):
+            after = rng.randrange(ORDERS - ORDERS_PER_PAGE)
+            with entry_span(tp, "/orders/orm", f"/orders/orm?after={after}"):
+                for oid in range(after, after + ORDERS_PER_PAGE):
+                    attrs = {"db.system": "sqlite", "db.statement": ITEMS_BY_ORDER}
+                    with tracer.start_as_current_span("SELECT order_items", kind=SpanKind.CLIENT, attributes=attrs):
+                        with tracer.start_as_current_span("load", kind=SpanKind.INTERNAL):
+                            query(conn, ITEMS_BY_ORDER, (oid,))
     finally:
         conn.close()
 
