@@ -16,14 +16,15 @@ from rich.console import Console
 
 from analyzer import __version__
 from analyzer.cliutil import UserError, parse_duration, resolve_window, write_atomically
-from analyzer.commands.capture import capture, receiver_config, summary
+from analyzer.commands.capture import capture, receiver_config, run_capture, summary
 from analyzer.commands.demo import demo
 from analyzer.config import Config, ConfigError, load_config
 from analyzer.pipeline import Inputs, analyze
 from analyzer.render import to_json, to_markdown, to_text
 from analyzer.signals import Signals
 from analyzer.table import TableBuilder
-from collectors.capture import CaptureResult, ProgressLine, capture_window
+from collectors.capture import CaptureResult
+from collectors.receiver import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, ReceiverConfig
 from collectors.otlp_files import InputError
 from collectors.otlp_metrics import signals_from_file
 from collectors.otlp_traces import load_traces
@@ -76,10 +77,14 @@ def main() -> None:
                                              "then analyze what arrived (Ctrl-C ends early).")
 @click.option("--duration", metavar="DURATION", default="10m", show_default=True, help="Capture window for --listen.")
 @click.option("--capture-output", metavar="FILE", help="With --listen: also keep the capture here (OTLP JSON lines).")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=DEFAULT_HTTP_PORT, show_default=True,
+              help="With --listen: OTLP/HTTP port on 127.0.0.1 (0: any free port).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
+              help="With --listen: OTLP/gRPC port on 127.0.0.1 (0: any free port).")
 def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: str | None, start: str | None,
                 end: str | None, window: str | None, services: tuple[str, ...], fmt: str | None,
                 output: str | None, config_path: str | None, listen: bool, duration: str,
-                capture_output: str | None, **prom_flags: object) -> None:
+                capture_output: str | None, http_port: int, grpc_port: int, **prom_flags: object) -> None:
     """Analyze traces and metrics and print the verdict per service."""
     if not (traces or prometheus or metrics or listen):
         raise UserError("nothing to analyze: give --traces PATH, --metrics PATH, --prometheus URL or --listen")
@@ -91,7 +96,9 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
     with tempfile.TemporaryDirectory(prefix="profile-first-") as tmp:
         traces, metrics = list(traces), list(metrics)
         if listen:
-            captured = listen_for(parse_duration(duration), capture_output or str(Path(tmp) / "capture.otlp.jsonl.gz"))
+            # Without --capture-output, framed protobuf: ~30x faster to write than OTLP/JSON.
+            captured = listen_for(parse_duration(duration), capture_output or str(Path(tmp) / "capture.binpb.gz"),
+                                  receiver_config(http_port=http_port, grpc_port=grpc_port))
             traces.append(str(captured.traces_path))
             if captured.metrics_path is not None:
                 metrics.append(str(captured.metrics_path))
@@ -127,12 +134,8 @@ def read_inputs(traces: list[str], metrics: list[str]) -> Inputs:
     return Inputs(loaded.table, loaded.sources, loaded.repairs, signals)
 
 
-def listen_for(duration_s: float, output: str) -> CaptureResult:
-    progress = ProgressLine()
-    result = capture_window(duration_s, output, config=receiver_config(), on_progress=progress,
-                            on_listening=lambda r: click.echo(
-                                f"listening for OTLP on {r.http_endpoint} and {r.grpc_endpoint} "
-                                f"for {duration_s:g} s (Ctrl-C ends early)", err=True))
+def listen_for(duration_s: float, output: str, config: ReceiverConfig) -> CaptureResult:
+    result = run_capture(duration_s, Path(output), config)
     click.echo(summary(result), err=True)
     return result
 

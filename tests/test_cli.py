@@ -99,3 +99,50 @@ def test_bad_config_is_exit_2(orders_n_plus_one_jsonl, tmp_path):
     cfg.write_text("[classify\nmin_share = 0.3\n")
     p = run("analyze", "--traces", str(orders_n_plus_one_jsonl), "--config", str(cfg))
     assert p.returncode == 2 and "invalid TOML" in p.stderr
+
+
+def test_listen_captures_then_analyzes_what_arrived(tmp_path):
+    """analyze --listen: a real OTLP/HTTP exporter sends spans during the window; the report has them."""
+    import socket
+    import time
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import SpanKind
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "analyzer", "analyze", "--listen", "--duration", "6s",
+                             "--http-port", str(port), "--grpc-port", "0", "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait until the receiver accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+                time.sleep(0.1)
+        tp = TracerProvider(resource=Resource.create({"service.name": "listened"}))
+        tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")))
+        tracer = tp.get_tracer("t")
+        for _ in range(7):
+            with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER):
+                with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT, attributes={"db.system": "sqlite"}):
+                    time.sleep(0.01)
+        tp.shutdown()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    validate_report(report)
+    (svc,) = report["services"]
+    assert svc["service"] == "listened" and svc["hotspots"][0]["count"] == 7
+    assert report["input"]["spans"] == 14
+    assert svc["hotspots"][0]["category"] == "database"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from analyzer.cliutil import UserError, parse_duration
 from collectors.capture import DEFAULT_BUFFER_SPANS, CaptureResult, ProgressLine, capture_window
 from collectors.receiver import (
     DEFAULT_GRPC_PORT,
@@ -32,26 +32,7 @@ from collectors.receiver import (
     is_loopback,
 )
 
-__all__ = ["capture", "capture_window", "receiver_config", "read_token", "TOKEN_ENV"]
-
 TOKEN_ENV = "PROFILE_FIRST_RECEIVER_TOKEN"
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h)$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
-
-
-class _UserError(click.ClickException):
-    exit_code = 2  # same contract as analyzer.cli: 2 = unusable arguments
-
-    def show(self, file: object = None) -> None:
-        click.echo(f"profile-first: error: {self.message}", err=True)
-
-
-def parse_window(value: str) -> float:
-    """`30s`, `10m`, `1h` → seconds."""
-    m = _DURATION.match(value.strip())
-    if not m:
-        raise _UserError(f"duration {value!r} is not like 30s, 10m or 1h")
-    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
 
 
 def read_token(token_file: Path | None) -> str | None:
@@ -60,7 +41,7 @@ def read_token(token_file: Path | None) -> str | None:
     if token_file is not None:
         token = token_file.read_text(encoding="utf-8").strip()
         if not token:
-            raise _UserError(f"token file {token_file} is empty")
+            raise UserError(f"token file {token_file} is empty")
         return token
     return os.environ.get(TOKEN_ENV, "").strip() or None
 
@@ -79,7 +60,7 @@ def receiver_config(
     try:
         config.check()
     except ValueError as e:
-        raise _UserError(str(e)) from None
+        raise UserError(str(e)) from None
     return config
 
 
@@ -104,29 +85,36 @@ def receiver_config(
 def capture(duration: str, output: Path, http_port: int, grpc_port: int, no_grpc: bool, bind: str, allow_remote: bool,
             token_file: Path | None, max_request_bytes: int, buffer_spans: int) -> None:
     """Receive OTLP traces and metrics for a window and write them as OTLP JSON lines."""
-    seconds = parse_window(duration)
+    seconds = parse_duration(duration)
     token = read_token(token_file)
     config = receiver_config(bind, http_port, None if no_grpc else grpc_port, allow_remote, token, max_request_bytes)
     if not is_loopback(bind) and token is None:
         click.echo(f"profile-first: warning: listening on {bind} without a token; anyone who can reach it can send data",
                    err=True)
 
-    def listening(r: OtlpReceiver) -> None:
-        where = [f"OTLP/HTTP {r.http_endpoint}"] + ([f"OTLP/gRPC {r.grpc_endpoint}"] if r.grpc_port else [])
-        click.echo(f"capturing for {duration} on {', '.join(where)} (Ctrl-C to stop early)", err=True)
-
-    try:
-        with _term_as_interrupt():
-            result = capture_window(seconds, output, config, buffer_spans=buffer_spans, on_progress=ProgressLine(),
-                                    on_listening=listening)
-    except OSError as e:
-        raise _UserError(f"{e}; is another receiver (an OpenTelemetry Collector?) using the port? "
-                         "Pick another with --http-port/--grpc-port") from None
+    result = run_capture(seconds, output, config, buffer_spans)
     click.echo(summary(result))
 
 
+def run_capture(seconds: float, output: Path, config: ReceiverConfig,
+                buffer_spans: int = DEFAULT_BUFFER_SPANS) -> CaptureResult:
+    """A capture window with the progress line on stderr; Ctrl-C and SIGTERM end it early."""
+
+    def listening(r: OtlpReceiver) -> None:
+        where = [f"OTLP/HTTP {r.http_endpoint}"] + ([f"OTLP/gRPC {r.grpc_endpoint}"] if r.grpc_port else [])
+        click.echo(f"capturing for {seconds:g} s on {', '.join(where)} (Ctrl-C to stop early)", err=True)
+
+    try:
+        with term_as_interrupt():
+            return capture_window(seconds, output, config, buffer_spans=buffer_spans, on_progress=ProgressLine(),
+                                  on_listening=listening)
+    except OSError as e:
+        raise UserError(f"{e}; is another receiver (an OpenTelemetry Collector?) using the port? "
+                        "Pick another with --http-port/--grpc-port") from None
+
+
 @contextlib.contextmanager
-def _term_as_interrupt() -> Iterator[None]:
+def term_as_interrupt() -> Iterator[None]:
     """SIGTERM (kill, `timeout`, a container stop) ends the window like Ctrl-C: what arrived is
     still written instead of being lost with the process."""
     if threading.current_thread() is not threading.main_thread():
