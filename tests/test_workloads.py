@@ -173,8 +173,10 @@ def test_slow_statement_dominates_and_index_fixes_it(slow_statement_jsonl: Path,
         slowest = max(db_spans(members, "sqlite"), key=lambda s: s.ms)
         assert "GROUP BY" in slowest.attrs["db.statement"]
         assert slowest.ms >= 10 and slowest.ms > 0.7 * entry.ms
-    for entry, members in by_entry(load(slow_statement_indexed_jsonl)):
-        assert max(s.ms for s in db_spans(members, "sqlite")) < 5
+    # With the index the same statement is sub-millisecond; the median, not the max, so one
+    # scheduling stall on a busy machine does not decide the test.
+    indexed = [s.ms for _, members in by_entry(load(slow_statement_indexed_jsonl)) for s in db_spans(members, "sqlite")]
+    assert sorted(indexed)[len(indexed) // 2] < 2
 
 
 # --- network ---------------------------------------------------------------------------------
