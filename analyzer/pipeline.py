@@ -12,6 +12,7 @@ from analyzer.breakdown import compute
 from analyzer.ceiling import DEFAULT_CPU_SPEEDUP, rewrite_ceiling
 from analyzer.classify import category_shares, pick
 from analyzer.config import Config
+from analyzer.findings import Finding
 from analyzer.hotspots import Hotspot, find_hotspots
 from analyzer.model import SpanTable
 from analyzer.signals import Signal, Signals
@@ -128,19 +129,31 @@ def _hotspot_dict(h: Hotspot, category: str, share: float, shares: dict[str, flo
 
 
 def _fix_first(results: list[HotspotResult], hs: list[Hotspot]) -> list[dict]:
-    """Findings with a saving, ordered by the total time their fix would save over the window."""
+    """Findings with a saving, ordered by the total time their fix would save over the window.
+
+    Findings of one category about exactly the same statements or downstreams (their evidence
+    sources, sample traces aside) on one operation measure the same time, e.g. an N+1 loop and
+    the slow statement it repeats: only the one with the largest saving is listed, so the same
+    milliseconds are not promised twice. Different remedies over different sets (running three
+    queries concurrently vs. indexing one of them) are both listed."""
     items = []
     for r, h in zip(results, hs):
+        best: dict[tuple[str, frozenset[str]], Finding] = {}
         for f in r.findings:
             if f.saving_ms > 0 and f.category in ("database", "network", "caching"):
-                items.append({
-                    "rule": f.rule,
-                    "operation": r.operation,
-                    "message": f.message,
-                    "saving_ms_per_request": _r(f.saving_ms),
-                    "saving_total_ms": _r(f.saving_ms * h.count),
-                    "remedy": f.remedy,
-                })
+                sources = frozenset(e.source for e in f.evidence if not e.source.startswith("trace "))
+                subject = (f.category, sources or frozenset({f.rule}))
+                if subject not in best or f.saving_ms > best[subject].saving_ms:
+                    best[subject] = f
+        for f in best.values():
+            items.append({
+                "rule": f.rule,
+                "operation": r.operation,
+                "message": f.message,
+                "saving_ms_per_request": _r(f.saving_ms),
+                "saving_total_ms": _r(f.saving_ms * h.count),
+                "remedy": f.remedy,
+            })
     items.sort(key=lambda i: -i["saving_total_ms"])
     return items[:10]
 
