@@ -62,7 +62,8 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
             runtime = svc_signals.runtime
         hot_reports, results, ctxs = [], [], []
         for h in hs:
-            ctx = HotspotContext(table=t, breakdown=b, hotspot=h, signals=svc_signals, all_hotspots=tuple(hotspots))
+            ctx = HotspotContext(table=t, breakdown=b, hotspot=h, signals=svc_signals,
+                                 all_hotspots=tuple(hotspots), classify=config.classify)
             ctxs.append(ctx)
             findings = run_rules(ctx, config)
             shares = category_shares(h, findings)

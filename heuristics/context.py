@@ -8,6 +8,7 @@ from functools import cached_property
 import numpy as np
 
 from analyzer.breakdown import Breakdown
+from analyzer.classify import ClassifyConfig
 from analyzer.hotspots import Hotspot
 from analyzer.model import SpanTable
 from analyzer.signals import ServiceSignals
@@ -21,6 +22,7 @@ class HotspotContext:
     signals: ServiceSignals | None = None
     # Every hot spot of the run, so a finding can point at a downstream's own hot spot.
     all_hotspots: tuple[Hotspot, ...] = ()
+    classify: ClassifyConfig = ClassifyConfig()  # the user's margins, for naming another hot spot's category
 
     @cached_property
     def spans(self) -> np.ndarray:

@@ -76,9 +76,9 @@ def _downstream_hotspot(ctx: HotspotContext, c: Calls, mask: np.ndarray) -> Hots
     return next((h for h in ctx.all_hotspots if h.service == service and h.operation == op), None)
 
 
-def _describe(h: Hotspot) -> str:
+def _describe(h: Hotspot, cfg: ClassifyConfig) -> str:
     """`pricing GET /quote`: its category from its own trace breakdown, and its largest part."""
-    category, share = pick(trace_shares(h), ClassifyConfig())
+    category, share = pick(trace_shares(h), cfg)
     parts = h.mean_parts_ms()
     total = sum(parts.values()) or 1.0
     largest = max(parts, key=lambda k: parts[k])
@@ -151,7 +151,7 @@ def slow_downstream(ctx: HotspotContext, th: Mapping[str, float]) -> list[Findin
         message = (f"Slow downstream: waiting on {name} takes {per_req:.1f} ms per request "
                    f"({share:.0%} of the hot spot's time, {mask.sum() / n:.1f} calls per request); {split}.")
         if traced and not gap_dominates:
-            where = f"its hot spot {_describe(down)}" if down is not None else "its own traces"
+            where = f"its hot spot {_describe(down, ctx.classify)}" if down is not None else "its own traces"
             remedy = (f"The time is the downstream's own: fix it there (see {where}); meanwhile cache its responses "
                       "if they repeat, or call it in parallel with other work.")
         elif traced:
