@@ -113,7 +113,7 @@ def _move_evidence(ctx: HotspotContext, db_ns: float, net_ns: float, source: str
       min_miss_ratio=0.5, min_reads=10, min_share=0.2, target_hit_ratio=0.9)
 def cache_aside_misses(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
-    ## What it does
+    ## What it detects
     Recognizes the cache-aside pattern in traces (cache GET, then on a miss a fetch from the
     database or a downstream, then a cache SET of the result, within one request) and reports
     a cache that mostly misses: the requests pay the cache round trips *and* the fetch.
@@ -184,7 +184,7 @@ def cache_aside_misses(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
       min_hit_ratio=0.8, target_hit_ratio=0.9)
 def low_hit_ratio(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
-    ## What it does
+    ## What it detects
     Reports a low cache hit ratio measured by the cache's own metrics (`cache_hit_ratio` in
     the service's signals: redis `redis_keyspace_hits_total` / `_misses_total`, memcached
     `memcached_commands_total{command="get"}`, Micrometer `cache_gets_total{result}`, Caffeine;
@@ -240,7 +240,7 @@ def low_hit_ratio(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]
       min_p95_ms=5, min_share=0.1, target_ms=1)
 def slow_cache(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
-    ## What it does
+    ## What it detects
     Finds cache commands that are slow themselves. A cache read on the same network should
     take well under a millisecond; milliseconds mean large values, expensive commands
     (`KEYS`, `SMEMBERS`/`HGETALL` on huge collections, Lua scripts), a saturated or distant
@@ -317,7 +317,7 @@ def parameter_free_read(statement: str) -> bool:
       min_request_fraction=0.5, min_requests=5, min_share=0.1, cache_hit_ms=0.5)
 def repeated_fetch(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
-    ## What it does
+    ## What it detects
     Finds reads that return the same thing to every request (reference data, a bestseller
     list, feature flags, a settings row) and are fetched from the database again each time,
     where a cache (in-process with a TTL, or redis) would serve them.

@@ -116,9 +116,6 @@ def cpu_saturated(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]
     CPU-accounted share of PF-CPU001 (what the CPU measurements explain); waiting for a core is
     added only when measured, by PF-CPU004.
 
-    ## Thresholds
-    `min_utilization` (0..1).
-
     ## False positives
     `cores available` from a runtime's CPU count (jvm_cpu_count, system_cpu_count) is the host's,
     not a container limit; node cores overstate what one service may use. Saturation by another
@@ -153,9 +150,6 @@ def cpu_throttled(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]
     the hot spot's window (the series must map to the service, usually through a selector). The
     share is the CPU-accounted share of PF-CPU001; the stall time itself is not claimed, because
     the throttled fraction counts periods, not seconds.
-
-    ## Thresholds
-    `min_throttled_fraction` (0..1 of periods).
 
     ## False positives
     Bursty multi-threaded work can be throttled at low average use (the quota is spent in the
@@ -237,9 +231,6 @@ def event_loop_blocked(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
     `nodejs.eventloop.delay.p99`, mean over the hot spot's window. The wait happens before a
     request's handler runs, mostly outside its server span, so the finding explains no share of
     the span's time (share 0); PF-CPU001 and PF-GC001 say whether the blocking work is CPU or GC.
-
-    ## Thresholds
-    `min_lag_seconds`.
 
     ## False positives
     A lag metric measured with timers includes the timer resolution (~1 ms); only large values

@@ -26,7 +26,7 @@ def _db(w: Waiting) -> np.ndarray:
       min_repetitions=5, min_total_ms=50, interleave_max_ratio=1.0)
 def n_plus_one(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
-    ## What it does
+    ## What it detects
     Finds N+1 queries: one normalized statement (literals and placeholders stripped, so
     `WHERE id = 7` and `WHERE id = 8` are the same) executed again and again, one after
     another, inside a single request, typically a loop that loads a relation row by row.
@@ -117,7 +117,7 @@ def n_plus_one(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
       min_share=0.25, min_tail_share=0.5, min_p95_ms=10, target_ms=5)
 def slow_statement(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
-    ## What it does
+    ## What it detects
     Names the normalized statements that dominate a hot spot, either by total time or by tail
     latency: usually a missing index, a scan behind an ORDER BY, or a query that reads far more
     rows than it returns.
@@ -190,7 +190,7 @@ def slow_statement(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding
       min_query_ms=5, max_gap_ms=10, min_saving_ms=10, min_share=0.1)
 def sequential_queries(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
-    ## What it does
+    ## What it detects
     Finds requests that issue several *different* statements back to back, each waiting for
     the previous one, when nothing in the trace says they depend on each other: a dashboard
     running four aggregates in a row, or a page loading user, settings and counters serially.
@@ -267,7 +267,7 @@ def sequential_queries(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
       min_wait_ms=5, min_share=0.05, min_pending=1, target_wait_ms=1)
 def pool_wait(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
-    ## What it does
+    ## What it detects
     Reports time spent waiting for a connection from the client-side connection pool, which
     traces rarely show (the wait happens before the database span starts, so it hides in
     self time). Needs pool metrics in the service's signals: OTel

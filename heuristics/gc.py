@@ -76,9 +76,6 @@ def gc_time(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     Python: CPython exposes no GC duration metric; its collections run on the request thread
     and are inside process CPU time, so they show up in PF-CPU001 (see PF-GC003).
 
-    ## Thresholds
-    `min_share`: the GC share of the hot spot's time at which the rule fires.
-
     ## False positives
     JVM `jvm_gc_duration_seconds` and client_java `jvm_gc_collection_seconds` include concurrent
     cycles of ZGC/Shenandoah, which do not stop requests; Micrometer's `jvm_gc_pause_seconds` counts

@@ -92,7 +92,7 @@ def _describe(h: Hotspot, cfg: ClassifyConfig) -> str:
       min_share=0.25, min_ms=10, expected_gap_ms=2)
 def slow_downstream(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
-    ## What it does
+    ## What it detects
     Names the downstream service (HTTP or RPC) a hot spot spends most of its time waiting on,
     and splits that wait into the downstream's own server time and the client-server gap
     (connection set-up, DNS, TLS, queueing in proxies and in the server's accept backlog,
@@ -182,7 +182,7 @@ def slow_downstream(ctx: HotspotContext, th: Mapping[str, float]) -> list[Findin
       max_gap_ms=10, min_saving_ms=10, min_share=0.1)
 def sequential_fan_out(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
-    ## What it does
+    ## What it detects
     Finds a request that calls several *different* downstreams one after another (inventory,
     then pricing, then shipping) when the calls do not overlap: the request waits for the sum
     of the calls instead of the slowest one.
@@ -256,7 +256,7 @@ def sequential_fan_out(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
       min_calls=10, max_median_ms=25, min_share=0.1)
 def chatty_calls(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
-    ## What it does
+    ## What it detects
     Finds requests that make many small calls to the same downstream (a loop calling
     `GET /stock/{sku}` once per item): each round trip pays the connection, serialization and
     the downstream's per-request overhead again.
