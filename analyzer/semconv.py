@@ -38,7 +38,7 @@ RUNTIMES = ("python", "node", "go", "jvm", "dotnet", "native", "unknown")
 
 _RUNTIME_BY_NAME = {
     "cpython": "python", "pypy": "python", "python": "python",
-    "nodejs": "node", "node": "node", "node.js": "node", "webjs": "node",
+    "nodejs": "node", "node": "node", "node.js": "node", "js": "node", "webjs": "node",
     "go": "go", "gc": "go",
     "java": "jvm", "jvm": "jvm", "openjdk runtime environment": "jvm", "java(tm) se runtime environment": "jvm",
     "kotlin": "jvm", "scala": "jvm",

@@ -35,6 +35,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
+from analyzer.semconv import PROCESS_RUNTIME_NAME, TELEMETRY_SDK_LANGUAGE, runtime_of
 from analyzer.signals import Missing, Series, ServiceSignals, Signal, Signals
 from collectors.otlp_files import InputError, SourceStats, iter_messages
 
@@ -56,9 +57,6 @@ _ALL = frozenset(CPU_TIME + CPU_UTILIZATION + CPU_COUNT + GC_HISTOGRAMS + GC_TIM
 _IDLE_MODES = frozenset({"idle", "wait"})
 _MODE_KEYS = ("cpu.mode", "process.cpu.state", "type", "state", "go.cpu.state")
 _UNIT_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "μs": 1e-6, "ns": 1e-9, "min": 60.0}
-_RUNTIMES = {"python": "python", "cpython": "python", "pypy": "python", "java": "jvm", "jvm": "jvm",
-             "nodejs": "node", "node": "node", "js": "node", "webjs": "node", "go": "go", "dotnet": "dotnet",
-             ".net": "dotnet", "rust": "native", "cpp": "native", "c++": "native"}
 _PREFIX_RUNTIMES = (("jvm.", "jvm"), ("process.runtime.jvm.", "jvm"), ("v8js.", "node"), ("nodejs.", "node"),
                     ("go.", "go"), ("process.runtime.go.", "go"), ("dotnet.", "dotnet"),
                     ("process.runtime.dotnet.", "dotnet"), ("cpython.", "python"), ("process.runtime.cpython.", "python"))
@@ -179,15 +177,11 @@ def _attrs(kvs: Any) -> dict[str, Any]:
 
 
 def _runtime_of(rattrs: dict[str, Any]) -> str:
-    for key in ("process.runtime.name", "telemetry.sdk.language"):
-        value = str(rattrs.get(key, "")).lower()
-        if value in _RUNTIMES:
-            return _RUNTIMES[value]
-        if "java" in value or "openjdk" in value:
-            return "jvm"
-        if ".net" in value:
-            return "dotnet"
-    return "unknown"
+    return runtime_of(_str_or_none(rattrs.get(PROCESS_RUNTIME_NAME)), _str_or_none(rattrs.get(TELEMETRY_SDK_LANGUAGE)))
+
+
+def _str_or_none(v: Any) -> str | None:
+    return None if v in (None, "") else str(v)
 
 
 # -- per-stream series ----------------------------------------------------------------------------
