@@ -41,6 +41,7 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
     b = compute(t)
     hotspots = find_hotspots(t, b, start_ns, end_ns, services)
     signals = inputs.signals or Signals()
+    all_hotspots = tuple(hotspots)
 
     by_service: dict[str, list[Hotspot]] = {}
     for h in hotspots:
@@ -63,7 +64,7 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
         hot_reports, results, ctxs = [], [], []
         for h in hs:
             ctx = HotspotContext(table=t, breakdown=b, hotspot=h, signals=svc_signals,
-                                 all_hotspots=tuple(hotspots), classify=config.classify)
+                                 all_hotspots=all_hotspots, classify=config.classify)
             ctxs.append(ctx)
             findings = run_rules(ctx, config)
             shares = category_shares(h, findings)
