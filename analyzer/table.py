@@ -1,7 +1,9 @@
 """Building a SpanTable from decoded batches, with every repair counted.
 
-Decoders append one `Batch` per (resource, scope) group; `TableBuilder.finish` concatenates
-the columns, factorizes trace ids, sorts rows by (trace, start) and resolves parents.
+Decoders append one `Batch` per (resource, scope) group, with trace ids already factorized
+(`TableBuilder.trace_codes`: a dict lookup per span is cheaper than sorting 16-byte keys);
+`TableBuilder.finish` concatenates the columns, renumbers traces in trace-id order, sorts rows
+by (trace, start) and resolves parents, all with integer sorts.
 
 Repairs, each counted in `Repairs` and shown under the report's `input`:
 - `negative_duration`: end before start; the end is set to the start (duration 0).
@@ -47,12 +49,12 @@ class Interner:
 
 @dataclass
 class Batch:
-    """Columns of one group of spans sharing a resource. Bytes columns are concatenated ids."""
+    """Columns of one group of spans sharing a resource."""
 
     service: int
-    trace_ids: bytes  # n * 16
-    span_ids: bytes  # n * 8
-    parent_ids: bytes  # n * 8, zeros for none
+    trace: np.ndarray  # int32, TableBuilder.trace_codes (first-seen order)
+    span_id: np.ndarray  # uint64, the 8 id bytes read big-endian
+    parent_id: np.ndarray  # uint64, 0 for none
     name: np.ndarray  # int32
     kind: np.ndarray  # int8
     start: np.ndarray  # int64
@@ -88,6 +90,12 @@ class TableBuilder:
     runtimes: dict[str, str] = field(default_factory=dict)
     batches: list[Batch] = field(default_factory=list)
     repairs: Repairs = field(default_factory=Repairs)
+    traces: dict[bytes, int] = field(default_factory=dict)  # 16-byte trace id -> first-seen code
+
+    def trace_codes(self, trace_ids: list[bytes]) -> np.ndarray:
+        """First-seen codes of 16-byte trace ids (`finish` renumbers them in id order)."""
+        codes = self.traces
+        return np.fromiter((codes.setdefault(t, len(codes)) for t in trace_ids), dtype=np.int32, count=len(trace_ids))
 
     def service(self, name: str, process_runtime: str | None, sdk_language: str | None) -> int:
         code = self.services.code(name)
@@ -107,52 +115,43 @@ class TableBuilder:
         )
         n = sum(x.kind.shape[0] for x in b)
         service = np.concatenate([np.full(x.kind.shape[0], x.service, np.int32) for x in b]) if b else np.zeros(0, np.int32)
-        raw_trace = np.frombuffer(b"".join(x.trace_ids for x in b), dtype="V16")
-        span_id = np.frombuffer(b"".join(x.span_ids for x in b), dtype=">u8").astype(np.uint64)
-        parent_id = np.frombuffer(b"".join(x.parent_ids for x in b), dtype=">u8").astype(np.uint64)
-        start, end = cat("start", np.int64), cat("end", np.int64)
-        cols = {
-            "service": service,
-            "span_id": span_id,
-            "parent_id": parent_id,
-            "name": cat("name", np.int32),
-            "kind": cat("kind", np.int8),
-            "start": start,
-            "end": end,
-            "status": cat("status", np.int8),
-            "span_class": cat("span_class", np.int8),
-            "db_system": cat("db_system", np.int32),
-            "statement": cat("statement", np.int32),
-            "peer": cat("peer", np.int32),
-            "code_location": cat("code_location", np.int32),
-            "cache_key": cat("cache_key", np.int32),
-        }
+        cols = {name: cat(name, dtype) for name, dtype in _COLUMNS}
+        cols["service"] = service
+        first_seen = cat("trace", np.int32)
         self.batches = []  # the columns now own the data
 
+        # Trace codes in trace-id order (as sorting the ids would give), from the first-seen ones.
+        trace_ids = np.frombuffer(b"".join(self.traces), dtype=np.uint8).reshape(-1, 16)
+        self.traces = {}
+        by_id = np.lexsort(trace_ids.view(">u8")[:, ::-1].T) if trace_ids.shape[0] else np.zeros(0, np.int64)
+        rank = np.empty(by_id.shape[0], np.int32)
+        rank[by_id] = np.arange(by_id.shape[0], dtype=np.int32)
+        trace = rank[first_seen]
+        trace_ids = trace_ids[by_id]
+        del first_seen, rank
+
+        start, end = cols["start"], cols["end"]
         bad = end < start
         self.repairs.negative_duration += int(bad.sum())
         cols["end"] = np.where(bad, start, end)
 
-        trace_ids, trace = np.unique(raw_trace, return_inverse=True)
-        trace = trace.astype(np.int32)
-
-        # Duplicates: keep the first copy read of each (trace, span id).
-        read_order = np.arange(n, dtype=np.int64)
-        order = np.lexsort((read_order, span_id, trace))
-        same_as_prev = np.zeros(n, dtype=bool)
-        if n:
-            same_as_prev[1:] = (trace[order][1:] == trace[order][:-1]) & (span_id[order][1:] == span_id[order][:-1])
-        keep = np.ones(n, dtype=bool)
-        keep[order[same_as_prev]] = False
-        self.repairs.duplicate_spans += int((~keep).sum())
+        # One int64 key per (trace, span id): the span id's rank among all ids, offset by trace.
+        span_id = cols["span_id"]
+        ids, id_rank = np.unique(span_id, return_inverse=True)
+        width = np.int64(max(1, ids.shape[0]))
+        key = trace.astype(np.int64) * width + id_rank
+        del id_rank
+        # Duplicates: keep the first copy read of each (trace, span id) (a stable sort keeps read order).
+        _, first = np.unique(key, return_index=True)
+        self.repairs.duplicate_spans += n - int(first.shape[0])
 
         # Final row order: by trace, then start time, so each trace is a contiguous range.
-        rows = np.flatnonzero(keep)
+        rows = np.sort(first)
         rows = rows[np.lexsort((cols["start"][rows], trace[rows]))]
-        trace = trace[rows]
+        trace, key = trace[rows], key[rows]
         cols = {k: v[rows] for k, v in cols.items()}
 
-        parent = _resolve_parents(trace, cols["span_id"], cols["parent_id"])
+        parent = _resolve_parents(trace, key, cols["parent_id"], ids, width)
         has_parent_id = cols["parent_id"] != 0
         self.repairs.orphans += int((has_parent_id & (parent < 0)).sum())
         cut = _cut_cycles(parent, trace)
@@ -161,7 +160,7 @@ class TableBuilder:
         return SpanTable(
             trace=trace,
             parent=parent,
-            trace_ids=np.frombuffer(trace_ids.tobytes(), dtype=np.uint8).reshape(-1, 16),
+            trace_ids=trace_ids,
             services=self.services.values(),
             names=self.names.values(),
             statements=self.statements.values(),
@@ -173,23 +172,29 @@ class TableBuilder:
         )
 
 
-def _resolve_parents(trace: np.ndarray, span_id: np.ndarray, parent_id: np.ndarray) -> np.ndarray:
-    """Row of each span's parent within its trace, -1 when absent, by a sorted search on (trace, id)."""
+_COLUMNS = (("span_id", np.uint64), ("parent_id", np.uint64), ("name", np.int32), ("kind", np.int8),
+            ("start", np.int64), ("end", np.int64), ("status", np.int8), ("span_class", np.int8),
+            ("db_system", np.int32), ("statement", np.int32), ("peer", np.int32), ("code_location", np.int32),
+            ("cache_key", np.int32))
+
+
+def _resolve_parents(trace: np.ndarray, key: np.ndarray, parent_id: np.ndarray, ids: np.ndarray,
+                     width: np.int64) -> np.ndarray:
+    """Row of each span's parent within its trace, -1 when absent: the parent's (trace, id) key
+    looked up among the rows' keys by a sorted search."""
     n = trace.shape[0]
-    key = np.empty(n, dtype=[("t", ">u4"), ("s", ">u8")])
-    key["t"], key["s"] = trace, span_id
-    key = key.view("V12")
+    pos = np.searchsorted(ids, parent_id)
+    pos_c = np.minimum(pos, max(ids.shape[0] - 1, 0))
+    known = (parent_id != 0) & (pos < ids.shape[0])
+    if ids.shape[0]:
+        known &= ids[pos_c] == parent_id
+    want = trace.astype(np.int64) * width + pos_c
     order = np.argsort(key, kind="stable")
     sorted_keys = key[order]
-    want = np.empty(n, dtype=[("t", ">u4"), ("s", ">u8")])
-    want["t"], want["s"] = trace, parent_id
-    want = want.view("V12")
-    pos = np.searchsorted(sorted_keys, want)
-    pos_c = np.minimum(pos, max(n - 1, 0))
-    found = (pos < n) & (parent_id != 0)
+    at = np.minimum(np.searchsorted(sorted_keys, want), max(n - 1, 0))
     if n:
-        found &= sorted_keys[pos_c] == want
-    return np.where(found, order[pos_c], -1).astype(np.int32)
+        known &= sorted_keys[at] == want
+    return np.where(known, order[at], -1).astype(np.int32)
 
 
 def _cut_cycles(parent: np.ndarray, trace: np.ndarray) -> int:

@@ -1,39 +1,106 @@
 """Decoding OTLP trace export requests (protobuf or OTLP/JSON) into SpanTable batches.
 
-Only the fields the analysis needs are read. Span attributes are scanned only on spans
-that are not entry spans (SERVER/CONSUMER), and only the keys in `semconv.SPAN_KEYS` are
-kept; everything derived from them (span class, normalized statement, peer, code location)
-goes through `derive`, shared by both encodings.
+Only the fields the analysis needs are read, and per-span Python work is kept to a few list
+comprehensions per batch:
+- Protobuf is parsed with a *lean* schema (`_lean_request_class`): the same field numbers as
+  `ExportTraceServiceRequest`, but events, links, scope, trace state and flags are left
+  undeclared (upb skips them as unknown fields instead of building objects), and each span's
+  attributes, its status and the resource stay raw serialized bytes. Raw attribute bytes let a
+  span's relevant attributes be picked out with one slice and one set lookup each, instead of
+  wrapping every KeyValue and AnyValue in a Python object.
+- Attributes are read only on spans that are not entry spans (SERVER/CONSUMER), and only the
+  keys in `semconv.SPAN_KEYS`.
+- What is derived from them (span class, normalized statement, peer, code location, cache key)
+  goes through `derive_base` + `TraceDecoder._finish`, shared by both encodings and memoized in two levels:
+  the attributes that repeat (db system, host, code location...) as one key, and the two that
+  carry per-request literals (the statement and the URL) on their own, by raw text, so a
+  literal-laden statement costs one normalization instead of a whole re-derivation.
 
 Damage is counted per span in the source's stats and the span skipped:
 `bad_trace_id` / `bad_span_id` (wrong length, all zero, or not hex). A parent id of the
-wrong length is dropped and the span kept as a root (`bad_parent_id`, a repair).
+wrong length is dropped and the span kept as a root (`bad_parent_id`, a repair). With the lean
+schema a damaged attribute that the analysis does not read no longer rejects the whole message;
+a damaged one that it reads is ignored, a damaged status skips the span (`invalid_spans`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from analyzer import semconv as sc
-from analyzer.model import Kind, SpanClass, Status
+from analyzer.model import Kind, SpanClass, SpanTable, Status as SpanStatus
 from analyzer.statement import normalize_command, normalize_sql
-from analyzer.table import Batch, TableBuilder
-from analyzer.model import SpanTable
-from analyzer.table import Repairs
+from analyzer.table import Batch, Repairs, TableBuilder
 from collectors.otlp_files import InputError, SourceStats, expand_paths, iter_messages
 
 ZERO8 = bytes(8)
 ZERO16 = bytes(16)
-_ENTRY_KINDS = (Kind.SERVER, Kind.CONSUMER)
+_ENTRY_KINDS = frozenset({int(Kind.SERVER), int(Kind.CONSUMER)})
 _KIND_NAMES = {f"SPAN_KIND_{k.name}": int(k) for k in Kind}
-_STATUS_NAMES = {f"STATUS_CODE_{s.name}": int(s) for s in Status}
+_STATUS_NAMES = {f"STATUS_CODE_{s.name}": int(s) for s in SpanStatus}
+# Attributes whose values carry per-request literals: memoized on their own, by raw text.
+_VOLATILE = frozenset(sc.DB_STATEMENT + sc.URL)
+MEMO_LIMIT = 200_000  # entries per memo: bounded, since literal-laden values make keys endless
+
+
+def _kv_prefix(key: str) -> bytes:
+    """How a serialized KeyValue with this key starts: field 1 tag, length, the key."""
+    raw = key.encode()
+    assert len(raw) < 128, key  # one-byte length varint
+    return b"\x0a" + bytes([len(raw)]) + raw
+
+
+# Serialized-KeyValue prefix -> attribute key, for the keys the analysis reads.
+_PREFIXES = {_kv_prefix(k): k for k in sc.SPAN_KEYS}
+
+
+def _lean_request_class() -> type:
+    """ExportTraceServiceRequest as the analysis reads it (field numbers of opentelemetry-proto)."""
+    T = descriptor_pb2.FieldDescriptorProto
+    f = descriptor_pb2.FileDescriptorProto(name="profile_first/lean_trace.proto",
+                                           package="profile_first.lean", syntax="proto3")
+
+    def message(name: str, *fields: tuple[str, int, int, int, str]) -> None:
+        m = f.message_type.add(name=name)
+        for fname, number, ftype, label, type_name in fields:
+            field = m.field.add(name=fname, number=number, type=ftype, label=label)
+            if type_name:
+                field.type_name = type_name
+
+    one, many = T.LABEL_OPTIONAL, T.LABEL_REPEATED
+    message("Request", ("resource_spans", 1, T.TYPE_MESSAGE, many, ".profile_first.lean.ResourceSpans"))
+    message("ResourceSpans", ("resource", 1, T.TYPE_BYTES, one, ""),  # a serialized Resource
+            ("scope_spans", 2, T.TYPE_MESSAGE, many, ".profile_first.lean.ScopeSpans"))
+    message("ScopeSpans", ("spans", 2, T.TYPE_MESSAGE, many, ".profile_first.lean.Span"))
+    message("Span",
+            ("trace_id", 1, T.TYPE_BYTES, one, ""), ("span_id", 2, T.TYPE_BYTES, one, ""),
+            ("parent_span_id", 4, T.TYPE_BYTES, one, ""), ("name", 5, T.TYPE_STRING, one, ""),
+            ("kind", 6, T.TYPE_INT32, one, ""),  # an open enum on the wire is an int32 varint
+            ("start_time_unix_nano", 7, T.TYPE_FIXED64, one, ""), ("end_time_unix_nano", 8, T.TYPE_FIXED64, one, ""),
+            ("attributes", 9, T.TYPE_BYTES, many, ""),  # serialized KeyValues
+            ("status", 15, T.TYPE_BYTES, one, ""))  # a serialized Status
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("profile_first.lean.Request"))
+
+
+LeanRequest = _lean_request_class()
+
+Derived = tuple[int, int, int, int, int, int]  # span class, db system, statement, peer, code location, cache key
+# What the repeating attributes decide: span class, db system code, the operation summary
+# (database and cache spans), peer code from host and port (-2: none, look at the URL), the port, code location.
+Base = tuple[int, int, str | None, int, object, int]
+_NO_PEER = -2
 
 
 class TraceDecoder:
@@ -41,11 +108,17 @@ class TraceDecoder:
 
     def __init__(self, builder: TableBuilder) -> None:
         self.b = builder
-        self._derived: dict[tuple, tuple[int, int, int, int, int, int]] = {}
+        self._base: dict[tuple, Base] = {}
+        self._resources: dict[bytes, int] = {}
+        self._status: dict[bytes, int] = {b"": 0}
+        self._values: dict[bytes, object] = {}  # serialized KeyValue of a volatile key -> its value
+        self._sql: dict[str, int] = {}
+        self._command: dict[str, tuple[int, int]] = {}
+        self._url_peer: dict[tuple[str, object], int] = {}
 
     # -- protobuf ---------------------------------------------------------------------
     def add_proto(self, data: bytes, stats: SourceStats) -> None:
-        req = ExportTraceServiceRequest()
+        req = LeanRequest()
         try:
             req.ParseFromString(data)
         except DecodeError as e:
@@ -53,12 +126,28 @@ class TraceDecoder:
             stats.note(f"message {stats.messages}: not a valid ExportTraceServiceRequest ({e})")
             return
         for rs in req.resource_spans:
-            rattrs = {kv.key: kv.value.string_value for kv in rs.resource.attributes
-                      if kv.key in (sc.SERVICE_NAME, sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE)}
-            service = self.b.service(rattrs.get(sc.SERVICE_NAME) or "unknown_service",
-                                     rattrs.get(sc.PROCESS_RUNTIME_NAME), rattrs.get(sc.TELEMETRY_SDK_LANGUAGE))
+            service = self._resource(rs.resource)
+            if service is None:
+                stats.skipped["invalid_messages"] += 1
+                stats.note(f"message {stats.messages}: resource does not decode; its spans skipped")
+                continue
             for ss in rs.scope_spans:
                 self._proto_spans(service, ss.spans, stats)
+
+    def _resource(self, raw: bytes) -> int | None:
+        code = self._resources.get(raw)
+        if code is None:
+            try:
+                res = Resource.FromString(raw)
+            except DecodeError:
+                return None
+            rattrs = {kv.key: kv.value.string_value for kv in res.attributes
+                      if kv.key in (sc.SERVICE_NAME, sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE)}
+            code = self.b.service(rattrs.get(sc.SERVICE_NAME) or "unknown_service",
+                                  rattrs.get(sc.PROCESS_RUNTIME_NAME), rattrs.get(sc.TELEMETRY_SDK_LANGUAGE))
+            if len(self._resources) < MEMO_LIMIT:
+                self._resources[raw] = code
+        return code
 
     def _proto_spans(self, service: int, spans, stats: SourceStats) -> None:
         n = len(spans)
@@ -68,41 +157,86 @@ class TraceDecoder:
         sids = [s.span_id for s in spans]
         pids = [s.parent_span_id or ZERO8 for s in spans]
         tid_b, sid_b, pid_b = b"".join(tids), b"".join(sids), b"".join(pids)
-        keep = None
-        if len(tid_b) != 16 * n or len(sid_b) != 8 * n or len(pid_b) != 8 * n or ZERO16 in tids or ZERO8 in sids:
+        status_memo = self._status
+        statuses = [status_memo.get(s.status) for s in spans]
+        if None in statuses:
+            statuses = [self._status_code(s.status) if c is None else c for s, c in zip(spans, statuses)]
+        if (len(tid_b) != 16 * n or len(sid_b) != 8 * n or len(pid_b) != 8 * n or ZERO16 in tids or ZERO8 in sids
+                or -1 in statuses):
             keep, pids = _check_ids(tids, sids, pids, stats)
+            for i, c in enumerate(statuses):
+                if c == -1 and keep[i]:
+                    keep[i] = False
+                    stats.skipped["invalid_spans"] += 1
+                    stats.note("span with a status that does not decode; span skipped")
             tids = [x for x, k in zip(tids, keep) if k]
             sids = [x for x, k in zip(sids, keep) if k]
             pids = [x for x, k in zip(pids, keep) if k]
+            statuses = [x for x, k in zip(statuses, keep) if k]
             spans = [s for s, k in zip(spans, keep) if k]
             n = len(spans)
             if not n:
                 return
-            tid_b, sid_b, pid_b = b"".join(tids), b"".join(sids), b"".join(pids)
-        kind = np.fromiter((s.kind for s in spans), np.int8, n)
-        derived = [
-            self._derive_proto(s) if k not in _ENTRY_KINDS else _NOTHING
-            for s, k in zip(spans, kind.tolist())
-        ]
-        self._add(service, tid_b, sid_b, pid_b,
-                  names=[s.name for s in spans], kind=kind,
+            sid_b, pid_b = b"".join(sids), b"".join(pids)
+        kinds = [s.kind for s in spans]
+        entry, derive_attrs = _ENTRY_KINDS, self._derive_proto
+        derived = [_NOTHING if k in entry else derive_attrs(k, s.attributes) for s, k in zip(spans, kinds)]
+        self._add(service, tids, sid_b, pid_b, names=[s.name for s in spans],
+                  kind=np.array(kinds, np.int8),
                   start=np.fromiter((s.start_time_unix_nano for s in spans), np.int64, n),
                   end=np.fromiter((s.end_time_unix_nano for s in spans), np.int64, n),
-                  status=np.fromiter((s.status.code for s in spans), np.int8, n),
-                  derived=derived)
+                  status=np.array(statuses, np.int8), derived=derived)
         stats.spans += n
 
-    def _derive_proto(self, span) -> tuple[int, int, int, int, int, int]:
-        # Reading string_value and int_value directly is cheaper than WhichOneof + getattr;
-        # every attribute we derive from is a string or an integer.
-        items = tuple([(kv.key, kv.value.string_value, kv.value.int_value)
-                       for kv in span.attributes if kv.key in sc.SPAN_KEYS])
-        key = (span.kind, items)
-        hit = self._derived.get(key)
+    def _status_code(self, raw: bytes) -> int:
+        """Status code of a serialized Status; -1 when it does not decode."""
+        try:
+            code = Status.FromString(raw).code
+        except DecodeError:
+            return -1
+        if len(self._status) < MEMO_LIMIT:
+            self._status[raw] = code
+        return code
+
+    def _derive_proto(self, kind: int, attributes: Iterable[bytes]) -> Derived:
+        """Derived codes from a span's serialized KeyValues: the repeating ones as one memo key,
+        statement and URL by value."""
+        prefixes = _PREFIXES
+        base: list[bytes] = []
+        volatile: list[bytes] = []
+        try:
+            for a in attributes:
+                # a[1] is the key's length when the key comes first, as every encoder writes it.
+                key = prefixes.get(a[:a[1] + 2])
+                if key is None:
+                    if a[0] == 0x0A:
+                        continue  # a key the analysis does not read
+                    kv = _decode_kv(a)  # value before key: decode to know the key
+                    key = kv[0] if kv is not None else None
+                    if key not in sc.SPAN_KEYS:
+                        continue
+                (volatile if key in _VOLATILE else base).append(a)
+        except IndexError:  # an empty or one-byte KeyValue: no key we read
+            return self._derive_proto(kind, [a for a in attributes if len(a) > 1])
+        key = (kind, tuple(base))
+        hit = self._base.get(key)
         if hit is None:
-            attrs = {k: (sv if sv else (iv if iv else None)) for k, sv, iv in items}
-            hit = self._memo(key, derive(self.b, span.kind, attrs))
-        return hit
+            attrs = dict(kv for kv in map(_decode_kv, base) if kv is not None)
+            hit = self._memo_base(key, derive_base(self.b, kind, attrs))
+        values: dict[str, object] = {}
+        for a in volatile:
+            kv = self._volatile_value(a)
+            if kv is not None:
+                values[kv[0]] = kv[1]
+        return self._finish(hit, values)
+
+    def _volatile_value(self, raw: bytes) -> tuple[str, object] | None:
+        hit = self._values.get(raw)
+        if hit is None:
+            hit = _decode_kv(raw)
+            if hit is not None and len(self._values) < MEMO_LIMIT:
+                self._values[raw] = hit
+        return hit  # type: ignore[return-value]
 
     # -- OTLP/JSON --------------------------------------------------------------------
     def add_json(self, doc: dict, stats: SourceStats) -> None:
@@ -129,11 +263,12 @@ class TraceDecoder:
         starts: list[int] = []
         ends: list[int] = []
         statuses: list[int] = []
-        derived: list[tuple[int, int, int, int, int, int]] = []
+        derived: list[Derived] = []
+        fromhex = bytes.fromhex
         for s in spans:
             try:
-                tid = bytes.fromhex(s.get("traceId") or "")
-                sid = bytes.fromhex(s.get("spanId") or "")
+                tid = fromhex(s.get("traceId") or "")
+                sid = fromhex(s.get("spanId") or "")
             except (ValueError, TypeError, AttributeError):
                 stats.skipped["bad_ids"] += 1
                 stats.note(f"span {s.get('name') if isinstance(s, dict) else s!r}: trace or span id is not hex; span skipped")
@@ -143,17 +278,19 @@ class TraceDecoder:
                 stats.note(f"span {s.get('name')!r}: trace id or span id of the wrong length or all zero; span skipped")
                 continue
             try:
-                pid = bytes.fromhex(s.get("parentSpanId") or "")
+                pid = fromhex(s.get("parentSpanId") or "")
             except (ValueError, TypeError):
                 pid = b"?"
             if len(pid) not in (0, 8):
                 stats.repaired["bad_parent_id"] += 1
                 pid = b""
             try:
-                kind = _enum(s.get("kind", 0), _KIND_NAMES)
+                kind = s.get("kind", 0)
+                kind = kind if type(kind) is int else _enum(kind, _KIND_NAMES)
                 start = int(s.get("startTimeUnixNano") or 0)
                 end = int(s.get("endTimeUnixNano") or 0)
-                status = _enum((s.get("status") or {}).get("code", 0), _STATUS_NAMES)
+                status = (s.get("status") or {}).get("code", 0)
+                status = status if type(status) is int else _enum(status, _STATUS_NAMES)
             except (ValueError, TypeError, AttributeError, KeyError):
                 stats.skipped["invalid_spans"] += 1
                 stats.note(f"span {s.get('name')!r}: kind, status or timestamps are not integers; span skipped")
@@ -166,59 +303,118 @@ class TraceDecoder:
             starts.append(start)
             ends.append(end)
             statuses.append(status)
-            derived.append(_NOTHING if kind in _ENTRY_KINDS else self._derive(kind, _json_attrs(s.get("attributes"), sc.SPAN_KEYS)))
+            derived.append(_NOTHING if kind in _ENTRY_KINDS else self._derive_json(kind, s.get("attributes")))
         if not tids:
             return
         n = len(tids)
-        self._add(service, b"".join(tids), b"".join(sids), b"".join(pids), names=names,
+        self._add(service, tids, b"".join(sids), b"".join(pids), names=names,
                   kind=np.array(kinds, np.int8), start=np.array(starts, np.int64), end=np.array(ends, np.int64),
                   status=np.array(statuses, np.int8), derived=derived)
         stats.spans += n
 
-    # -- shared -----------------------------------------------------------------------
-    def _add(self, service: int, tid_b: bytes, sid_b: bytes, pid_b: bytes, *, names: list[str],
-             kind: np.ndarray, start: np.ndarray, end: np.ndarray, status: np.ndarray,
-             derived: list[tuple[int, int, int, int, int, int]]) -> None:
-        d = np.array(derived, dtype=np.int32).reshape(-1, 6)
-        self.b.add(Batch(
-            service=service, trace_ids=tid_b, span_ids=sid_b, parent_ids=pid_b,
-            name=self.b.names.codes_of(names), kind=kind, start=start, end=end, status=status,
-            span_class=d[:, 0].astype(np.int8), db_system=d[:, 1], statement=d[:, 2], peer=d[:, 3],
-            code_location=d[:, 4], cache_key=d[:, 5],
-        ))
-
-    def _derive(self, kind: int, attrs: dict[str, object]) -> tuple[int, int, int, int, int, int]:
-        """(span class, db system, statement, peer, code location, cache key) codes from attributes.
-
-        Memoized on the attribute values: real traces repeat the same few combinations."""
+    def _derive_json(self, kind: int, raw_attrs: object) -> Derived:
+        attrs = _json_attrs(raw_attrs, sc.SPAN_KEYS)
+        values = {k: attrs.pop(k) for k in _VOLATILE.intersection(attrs)} if attrs else {}
         try:
             key = (kind, tuple(attrs.items()))
-            hit = self._derived.get(key)
+            hit = self._base.get(key)
         except TypeError:  # an unhashable value (array attribute): derive without memo
-            return derive(self.b, kind, attrs)
-        return hit if hit is not None else self._memo(key, derive(self.b, kind, attrs))
+            return self._finish(derive_base(self.b, kind, attrs), values)
+        if hit is None:
+            hit = self._memo_base(key, derive_base(self.b, kind, attrs))
+        return self._finish(hit, values)
 
-    def _memo(self, key: tuple, value: tuple[int, int, int, int, int, int]) -> tuple[int, int, int, int, int, int]:
-        if len(self._derived) < 1_000_000:  # bounded: literal-laden statements make every key new
-            self._derived[key] = value
+    # -- shared -----------------------------------------------------------------------
+    def _add(self, service: int, tids: list[bytes], sid_b: bytes, pid_b: bytes, *, names: list[str],
+             kind: np.ndarray, start: np.ndarray, end: np.ndarray, status: np.ndarray,
+             derived: list[Derived]) -> None:
+        d = np.array(derived, dtype=np.int32).reshape(-1, 6)
+        self.b.add(Batch(
+            service=service, trace=self.b.trace_codes(tids),
+            span_id=np.frombuffer(sid_b, dtype=">u8").astype(np.uint64),
+            parent_id=np.frombuffer(pid_b, dtype=">u8").astype(np.uint64),
+            name=self.b.names.codes_of(names), kind=kind, start=start, end=end, status=status,
+            span_class=d[:, 0].astype(np.int8), db_system=d[:, 1].copy(), statement=d[:, 2].copy(),
+            peer=d[:, 3].copy(), code_location=d[:, 4].copy(), cache_key=d[:, 5].copy(),
+        ))
+
+    def _memo_base(self, key: tuple, value: Base) -> Base:
+        if len(self._base) < MEMO_LIMIT:
+            self._base[key] = value
         return value
 
+    def _finish(self, base: Base, values: dict[str, object]) -> Derived:
+        """Add what the statement and URL decide to the memoized rest (`derive_base`)."""
+        cls, db_system, summary, peer, port, location = base
+        statement = _str_or_none(_first(values, sc.DB_STATEMENT)) if values else None
+        stmt_code = cache_key = -1
+        if statement and cls == SpanClass.CACHE:
+            hit = self._command.get(statement)
+            if hit is None:
+                shape, key = normalize_command(statement)
+                hit = (self.b.statements.code(shape), self.b.strings.code(key))
+                if len(self._command) < MEMO_LIMIT:
+                    self._command[statement] = hit
+            stmt_code, cache_key = hit
+        elif statement:
+            stmt_code = self._sql.get(statement, -1)
+            if stmt_code < 0:
+                stmt_code = self.b.statements.code(normalize_sql(statement))
+                if len(self._sql) < MEMO_LIMIT:
+                    self._sql[statement] = stmt_code
+        elif summary:  # no statement: a database or cache span's summary names the operation
+            stmt_code = self.b.statements.code(summary)
+        if peer == _NO_PEER:
+            url = _first(values, sc.URL) if values else None
+            peer = self._peer_of_url(url, port) if isinstance(url, str) else -1
+        return cls, db_system, stmt_code, peer, location, cache_key
 
-_NOTHING = (int(SpanClass.INTERNAL), -1, -1, -1, -1, -1)
+    def _peer_of_url(self, url: str, port: object) -> int:
+        # Only scheme and authority decide the peer: memoize on them, not on the per-request path.
+        m = _AUTHORITY.match(url)
+        head = m.group(0) if m and (m.end() == len(url) or url[m.end()] in "/?#") else url
+        try:
+            return self._url_peer[(head, port)]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable port
+            return self.b.peers.code(_peer(None, port, url))
+        code = self.b.peers.code(_peer(None, port, head))
+        if len(self._url_peer) < MEMO_LIMIT:
+            self._url_peer[(head, port)] = code
+        return code
 
 
-def derive(b: TableBuilder, kind: int, attrs: dict[str, object]) -> tuple[int, int, int, int, int, int]:
-    def first(keys: Iterable[str]) -> object:
-        for k in keys:
-            v = attrs.get(k)
-            if v not in (None, ""):
-                return v
+# Scheme and authority of a URL: what urlsplit reads its host and port from. The URL's first
+# colon must be the one of "://" (no ":/?#" or white space before it), and the authority ends
+# where urlsplit ends it, at the first "/", "?" or "#"; anything else takes the full URL.
+_AUTHORITY = re.compile(r"[^:/?#\s]*://[^/?#\s]*")
+_NOTHING: Derived = (int(SpanClass.INTERNAL), -1, -1, -1, -1, -1)
+
+
+def _decode_kv(raw: bytes) -> tuple[str, object] | None:
+    """(key, value) of a serialized KeyValue as `derive` reads it: a non-empty string, a non-zero
+    integer, else None. None for bytes that do not decode."""
+    try:
+        kv = KeyValue.FromString(raw)
+    except DecodeError:
         return None
+    v = kv.value
+    return kv.key, (v.string_value or v.int_value or None)
 
-    db_system = _str_or_none(first(sc.DB_SYSTEM))
-    statement = _str_or_none(first(sc.DB_STATEMENT))
-    cache_key = None
-    if first(sc.MESSAGING_SYSTEM) is not None or kind == Kind.PRODUCER:
+
+def _first(attrs: dict[str, object], keys: Iterable[str]) -> object:
+    for k in keys:
+        v = attrs.get(k)
+        if v is not None and v != "":
+            return v
+    return None
+
+
+def derive_base(b: TableBuilder, kind: int, attrs: dict[str, object]) -> Base:
+    """What the attributes other than the statement and URL decide (see `Base`)."""
+    db_system = _str_or_none(_first(attrs, sc.DB_SYSTEM))
+    if _first(attrs, sc.MESSAGING_SYSTEM) is not None or kind == Kind.PRODUCER:
         cls = SpanClass.MESSAGING
     elif db_system is not None:
         cls = SpanClass.CACHE if db_system.lower() in sc.CACHE_SYSTEMS else SpanClass.DATABASE
@@ -227,29 +423,13 @@ def derive(b: TableBuilder, kind: int, attrs: dict[str, object]) -> tuple[int, i
     else:
         cls = SpanClass.INTERNAL
 
-    stmt_code = -1
-    if cls == SpanClass.CACHE and statement:
-        shape, cache_key = normalize_command(statement)
-        stmt_code = b.statements.code(shape)
-    elif statement:
-        stmt_code = b.statements.code(normalize_sql(statement))
-    elif cls in (SpanClass.DATABASE, SpanClass.CACHE):
-        summary = _str_or_none(first(sc.DB_SUMMARY))
-        if summary:
-            stmt_code = b.statements.code(summary)
+    summary = _str_or_none(_first(attrs, sc.DB_SUMMARY)) if cls in (SpanClass.DATABASE, SpanClass.CACHE) else None
 
-    peer = _peer(first(sc.PEER_HOST), first(sc.PEER_PORT), first(sc.URL))
-    location = _location(first(sc.CODE_FILE), first(sc.CODE_LINE), first(sc.CODE_FUNCTION), first(sc.CODE_NAMESPACE))
-    return (
-        int(cls),
-        b.strings.code(db_system),
-        stmt_code,
-        b.peers.code(peer),
-        b.code_locations.code(location),
-        b.strings.code(cache_key),
-    )
-
-
+    host, port = _first(attrs, sc.PEER_HOST), _first(attrs, sc.PEER_PORT)
+    peer = b.peers.code(_peer(host, port, None)) if host is not None else _NO_PEER
+    location = _location(_first(attrs, sc.CODE_FILE), _first(attrs, sc.CODE_LINE), _first(attrs, sc.CODE_FUNCTION),
+                         _first(attrs, sc.CODE_NAMESPACE))
+    return int(cls), b.strings.code(db_system), summary or None, peer, port, b.code_locations.code(location)
 def _peer(host: object, port: object, url: object) -> str | None:
     if host is None and isinstance(url, str):
         try:

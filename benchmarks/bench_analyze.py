@@ -1,0 +1,162 @@
+"""End-to-end trace analysis against its parse floor, from every OTLP file form.
+
+    python -m benchmarks.bench_analyze [--input DIR] [--sizes 100000,300000,1000000]
+        [--forms pb,binpb,jsonl] [--json OUT]
+
+Per size and form, each in a fresh subprocess (`common.measure_in_subprocess`):
+  - the full pipeline to a JSON report string: `load_traces` -> `analyze(Inputs(...), Config())`
+    -> `to_json` (`run_analysis`);
+  - the same on a tiny file of the same form (process start-up and first-call costs: imports are
+    outside the clock already, lazy imports and first-use caches are not), subtracted;
+  - the matching floor from `bench_floor` (ParseFromString of the same bytes, or `json.loads` of the
+    same lines) in the same run, so the ratio compares times taken under the same machine load.
+Times are CPU seconds (user + system) of the measured process: on a shared 2-core machine wall
+time drifts with other jobs, CPU time much less. Memory is peak RSS and, per span, the peak above
+the post-import baseline. Growth is the 1M run over the 100k run (linear is x10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.bench_floor import FLOORS, Floor, ensure_inputs
+from benchmarks.common import REPO, Figures, measure_in_subprocess
+
+DEFAULT_INPUT = REPO / ".bench" / "traces" / "seed-0"
+DEFAULT_SIZES = (100_000, 300_000, 1_000_000)
+TINY = 1_000  # spans in the start-up run
+# form -> the floor it is judged against (labels of bench_floor.FLOORS) and the target ratio.
+FORMS: dict[str, tuple[str, float]] = {
+    "pb": ("pb ParseFromString (1 message)", 6.0),
+    "binpb": ("binpb ParseFromString per batch", 6.0),
+    "jsonl": ("jsonl json.loads per line", 3.0),
+    "pb.gz": ("pb.gz gunzip+ParseFromString", 6.0),
+    "binpb.gz": ("binpb.gz gunzip+ParseFromString", 6.0),
+    "jsonl.gz": ("jsonl.gz gunzip+json.loads", 3.0),
+}
+MAX_BYTES_PER_SPAN = 400
+MAX_GROWTH = 11.0
+
+
+def run_analysis(path: str) -> dict:
+    """The measured call: OTLP file -> JSON report text, as `profile-first analyze --format json`."""
+    from analyzer.config import Config
+    from analyzer.pipeline import Inputs, analyze
+    from analyzer.render import to_json
+    from collectors.otlp_traces import load_traces
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    loaded = load_traces([path])
+    t_load = time.process_time() - cpu
+    report = analyze(Inputs(table=loaded.table, sources=loaded.sources, repairs=loaded.repairs), Config())
+    text = to_json(report)
+    cpu_s = time.process_time() - cpu
+    return {"spans": len(loaded.table), "bytes": Path(path).stat().st_size,
+            "seconds": time.perf_counter() - wall, "cpu_s": cpu_s, "load_cpu_s": t_load,
+            "report_bytes": len(text)}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One figure line: the analysis of one file, net of start-up, against its floor."""
+
+    form: str
+    spans: int
+    fig: Figures
+    net_cpu: float  # CPU seconds minus the tiny run's
+    floor: Figures
+
+    @property
+    def ratio(self) -> float:
+        return self.net_cpu / max(1e-9, self.floor.extra["cpu_s"])
+
+    @property
+    def bytes_per_span(self) -> float:
+        return (self.fig.peak_rss - self.fig.base_rss) / max(1, self.spans)
+
+    def line(self) -> str:
+        target = FORMS[self.form][1]
+        return (f"analyze {self.form:<9}{self.spans:>10,} spans  cpu {self.net_cpu:7.2f} s "
+                f"{self.spans / max(1e-9, self.net_cpu) / 1e3:7.0f} k spans/s  "
+                f"peak RSS {self.fig.peak_rss / 2**20:6.0f} MiB {self.bytes_per_span:5.0f} B/span  "
+                f"floor {self.floor.extra['cpu_s']:6.2f} s  x{self.ratio:5.2f} (target <= x{target:g})")
+
+    def to_dict(self) -> dict:
+        return {"form": self.form, "spans": self.spans, "cpu_s": round(self.net_cpu, 3),
+                "wall_s": round(self.fig.seconds, 3), "spans_per_cpu_s": round(self.spans / max(1e-9, self.net_cpu)),
+                "peak_rss": self.fig.peak_rss, "bytes_per_span": round(self.bytes_per_span),
+                "floor_label": self.floor.label, "floor_cpu_s": round(self.floor.extra["cpu_s"], 3),
+                "ratio": round(self.ratio, 2), "target_ratio": FORMS[self.form][1]}
+
+
+def _floor(form: str) -> Floor:
+    return next(f for f in FLOORS if f.label == FORMS[form][0])
+
+
+def _measure(path: Path, label: str, repeat: int) -> Figures:
+    """Fastest (CPU) of `repeat` fresh-process runs of the full analysis."""
+    return min((measure_in_subprocess("benchmarks.bench_analyze:run_analysis", {"path": str(path)}, label=label)
+                for _ in range(repeat)), key=lambda f: f.extra["cpu_s"])
+
+
+def bench(input_dir: Path, sizes: Sequence[int], forms: Sequence[str], repeat: int = 1,
+          emit=print) -> list[Row]:
+    """Every (size, form) row; `emit` gets each line as soon as it is measured."""
+    tiny = ensure_inputs(input_dir, TINY)
+    startup = {form: _measure(tiny[form], f"analyze {form} tiny", repeat).extra["cpu_s"] for form in forms}
+    emit("start-up (subtracted): " + ", ".join(f"{f} {s:.2f} s" for f, s in startup.items()))
+    rows: list[Row] = []
+    for n in sizes:
+        paths = ensure_inputs(input_dir, n)
+        for form in forms:
+            fl = _floor(form)
+            floor = min((measure_in_subprocess(fl.fn_path, {"path": str(paths[form]), **dict(fl.kwargs)}, label=fl.label)
+                         for _ in range(repeat)), key=lambda f: f.extra["cpu_s"])
+            fig = _measure(paths[form], f"analyze {form}", repeat)
+            if fig.spans != n:
+                raise RuntimeError(f"analyze {paths[form]}: {fig.spans} spans in the table, expected {n}")
+            row = Row(form, n, fig, max(1e-9, fig.extra["cpu_s"] - startup[form]), floor)
+            rows.append(row)
+            emit(row.line())
+    for line in growth_lines(rows):
+        emit(line)
+    return rows
+
+
+def growth_lines(rows: Sequence[Row]) -> list[str]:
+    """Largest over smallest size per form: time and memory above baseline, against the span ratio."""
+    out = []
+    sizes = sorted({r.spans for r in rows})
+    if len(sizes) < 2:
+        return out
+    lo, hi = sizes[0], sizes[-1]
+    for form in dict.fromkeys(r.form for r in rows):
+        a = next(r for r in rows if r.form == form and r.spans == lo)
+        b = next(r for r in rows if r.form == form and r.spans == hi)
+        mem = (b.fig.peak_rss - b.fig.base_rss) / max(1, a.fig.peak_rss - a.fig.base_rss)
+        out.append(f"growth {form:<9}{lo:,} -> {hi:,} spans (x{hi / lo:g}): cpu x{b.net_cpu / a.net_cpu:5.2f}, "
+                   f"RSS above baseline x{mem:5.2f} (target <= x{MAX_GROWTH * hi / lo / 10:g})")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_analyze", description=__doc__.split("\n")[0])
+    ap.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="gen_traces output (generated when missing)")
+    ap.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
+    ap.add_argument("--forms", default="pb,binpb,jsonl", help=f"comma list of {','.join(FORMS)}")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per figure, the lowest CPU time is kept")
+    ap.add_argument("--json", type=Path, help="also write the rows here as JSON")
+    args = ap.parse_args(argv)
+    rows = bench(args.input, [int(s) for s in args.sizes.split(",") if s], [f for f in args.forms.split(",") if f],
+                 args.repeat, emit=lambda line: print(line, flush=True))
+    if args.json:
+        args.json.write_text(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
