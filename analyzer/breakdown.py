@@ -25,9 +25,11 @@ How (all steps are numpy passes over the table, grouped by parent):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
+from analyzer.arrays import sorted_unique
 from analyzer.model import Kind, SpanClass, SpanTable
 
 PARTS = ("self", "database", "cache", "remote_server", "remote_gap", "messaging")
@@ -54,6 +56,28 @@ class Breakdown:
     entry_index: np.ndarray
     clip_start: np.ndarray
     clip_end: np.ndarray
+    start: np.ndarray  # the table's start column, to order owned spans
+
+    def owned_rows(self, entries: np.ndarray) -> np.ndarray:
+        """Rows of the non-entry spans owned by `entries`, by (owner, start): one sorted index
+        built once and ranges cut from it, instead of a pass over every span per hot spot."""
+        by_owner, owner_sorted = self._by_owner
+        entries = np.sort(entries)
+        lo = np.searchsorted(owner_sorted, entries, side="left")
+        hi = np.searchsorted(owner_sorted, entries, side="right")
+        counts = hi - lo
+        total = int(counts.sum())
+        if not total:
+            return np.zeros(0, dtype=np.int64)
+        # Concatenate the ranges [lo, hi) without a Python loop.
+        offsets = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+        return by_owner[offsets + np.arange(total)]
+
+    @cached_property
+    def _by_owner(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.flatnonzero(self.entry_index < 0)
+        rows = rows[np.lexsort((self.start[rows], self.owner[rows]))]
+        return rows, self.owner[rows]
 
 
 def entry_mask(t: SpanTable) -> np.ndarray:
@@ -92,9 +116,9 @@ def compute(t: SpanTable) -> Breakdown:
     n = len(t)
     parent = t.parent
     is_entry = entry_mask(t)
-    cls = t.span_class.astype(np.int64)
+    cls = t.span_class  # int8, read only
 
-    start, end = t.start.copy(), t.end.copy()
+    start, end = t.start, t.end  # read only
     clip_s, clip_e = start.copy(), end.copy()  # interval as seen by the parent's accounting
     frame_s, frame_e = start.copy(), end.copy()  # interval offered to the children
     eff = cls.copy()  # effective class, inherited from database/cache/remote/messaging ancestors
@@ -154,7 +178,7 @@ def compute(t: SpanTable) -> Breakdown:
     critical_ns = np.where(is_entry, exclusive, critical_ns)
     return Breakdown(entries=entries, parts=parts, owner=owner, critical_ns=critical_ns,
                      on_path=critical | is_entry, entry_index=entry_index,
-                     clip_start=clip_s, clip_end=clip_e)
+                     clip_start=clip_s, clip_end=clip_e, start=t.start)
 
 
 def _critical_chains(parent: np.ndarray, cs: np.ndarray, ce: np.ndarray) -> np.ndarray:
@@ -165,7 +189,7 @@ def _critical_chains(parent: np.ndarray, cs: np.ndarray, ce: np.ndarray) -> np.n
     if not cand.size:
         return on
     # Dense ranks of every start/end value, so (parent, time) fits in one int64 sort key.
-    times = np.unique(np.concatenate((cs[cand], ce[cand])))
+    times = sorted_unique(np.concatenate((cs[cand], ce[cand])))
     width = np.int64(times.shape[0] + 1)
     rank_s = np.searchsorted(times, cs[cand])
     rank_e = np.searchsorted(times, ce[cand])

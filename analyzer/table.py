@@ -110,11 +110,16 @@ class TableBuilder:
 
     def finish(self) -> SpanTable:
         b = self.batches
-        cat = lambda name, dtype: (  # noqa: E731
-            np.concatenate([getattr(x, name) for x in b]).astype(dtype, copy=False) if b else np.zeros(0, dtype)
-        )
         n = sum(x.kind.shape[0] for x in b)
         service = np.concatenate([np.full(x.kind.shape[0], x.service, np.int32) for x in b]) if b else np.zeros(0, np.int32)
+
+        def cat(name: str, dtype: type) -> np.ndarray:
+            """One column of every batch, each batch's part released once copied (a lower peak)."""
+            out = np.concatenate([getattr(x, name) for x in b]).astype(dtype, copy=False) if b else np.zeros(0, dtype)
+            for x in b:
+                setattr(x, name, None)
+            return out
+
         cols = {name: cat(name, dtype) for name, dtype in _COLUMNS}
         cols["service"] = service
         first_seen = cat("trace", np.int32)

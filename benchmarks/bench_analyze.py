@@ -24,8 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# Imported here, not in run_analysis, so that their memory is part of the child's baseline RSS.
+from analyzer.config import Config
+from analyzer.pipeline import Inputs, analyze
+from analyzer.render import to_json
 from benchmarks.bench_floor import FLOORS, Floor, ensure_inputs
 from benchmarks.common import REPO, Figures, measure_in_subprocess
+from collectors.otlp_traces import load_traces
 
 DEFAULT_INPUT = REPO / ".bench" / "traces" / "seed-0"
 DEFAULT_SIZES = (100_000, 300_000, 1_000_000)
@@ -45,11 +50,6 @@ MAX_GROWTH = 11.0
 
 def run_analysis(path: str) -> dict:
     """The measured call: OTLP file -> JSON report text, as `profile-first analyze --format json`."""
-    from analyzer.config import Config
-    from analyzer.pipeline import Inputs, analyze
-    from analyzer.render import to_json
-    from collectors.otlp_traces import load_traces
-
     wall, cpu = time.perf_counter(), time.process_time()
     loaded = load_traces([path])
     t_load = time.process_time() - cpu

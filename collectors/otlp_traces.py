@@ -50,7 +50,12 @@ _KIND_NAMES = {f"SPAN_KIND_{k.name}": int(k) for k in Kind}
 _STATUS_NAMES = {f"STATUS_CODE_{s.name}": int(s) for s in SpanStatus}
 # Attributes whose values carry per-request literals: memoized on their own, by raw text.
 _VOLATILE = frozenset(sc.DB_STATEMENT + sc.URL)
-MEMO_LIMIT = 200_000  # entries per memo: bounded, since literal-laden values make keys endless
+# Entries per memo: bounded, since literal-laden values make keys endless. The statement and URL
+# memos hold values that are mostly seen once, so they stay small (their memory would stay in
+# the process's heap through the rest of the run); what repeats is seen early and kept.
+MEMO_LIMIT = 200_000
+VOLATILE_MEMO_LIMIT = 1 << 15
+_MISSING = object()
 
 
 def _kv_prefix(key: str) -> bytes:
@@ -111,7 +116,7 @@ class TraceDecoder:
         self._base: dict[tuple, Base] = {}
         self._resources: dict[bytes, int] = {}
         self._status: dict[bytes, int] = {b"": 0}
-        self._values: dict[bytes, object] = {}  # serialized KeyValue of a volatile key -> its value
+        self._values: dict[bytes, object] = {}  # serialized KeyValue of a statement or URL -> its value
         self._sql: dict[str, int] = {}
         self._command: dict[str, tuple[int, int]] = {}
         self._url_peer: dict[tuple[str, object], int] = {}
@@ -202,41 +207,39 @@ class TraceDecoder:
         """Derived codes from a span's serialized KeyValues: the repeating ones as one memo key,
         statement and URL by value."""
         prefixes = _PREFIXES
-        base: list[bytes] = []
-        volatile: list[bytes] = []
         try:
-            for a in attributes:
-                # a[1] is the key's length when the key comes first, as every encoder writes it.
-                key = prefixes.get(a[:a[1] + 2])
-                if key is None:
-                    if a[0] == 0x0A:
-                        continue  # a key the analysis does not read
-                    kv = _decode_kv(a)  # value before key: decode to know the key
-                    key = kv[0] if kv is not None else None
-                    if key not in sc.SPAN_KEYS:
+            # The attributes the analysis reads (a[1] is the key's length when the key comes first,
+            # as every encoder writes it), and any that do not start with their key.
+            picked = [a for a in attributes if a[:a[1] + 2] in prefixes or a[0] != 0x0A]
+        except IndexError:  # an empty or one-byte KeyValue holds no key we read
+            picked = [a for a in attributes if len(a) > 1 and (a[:a[1] + 2] in prefixes or a[0] != 0x0A)]
+        base: list[bytes] = []
+        values: dict[str, object] = {}
+        for a in picked:
+            key = prefixes.get(a[:a[1] + 2])
+            if key is None:  # value before key: decode to know the key
+                kv = _decode_kv(a)
+                if kv is None or kv[0] not in sc.SPAN_KEYS:
+                    continue
+                key = kv[0]
+            if key in _VOLATILE:
+                value = self._values.get(a, _MISSING)
+                if value is _MISSING:
+                    kv = _decode_kv(a)
+                    if kv is None:
                         continue
-                (volatile if key in _VOLATILE else base).append(a)
-        except IndexError:  # an empty or one-byte KeyValue: no key we read
-            return self._derive_proto(kind, [a for a in attributes if len(a) > 1])
-        key = (kind, tuple(base))
-        hit = self._base.get(key)
+                    value = kv[1]
+                    if len(self._values) < VOLATILE_MEMO_LIMIT:
+                        self._values[a] = value
+                values[key] = value
+            else:
+                base.append(a)
+        memo_key = (kind, tuple(base))
+        hit = self._base.get(memo_key)
         if hit is None:
             attrs = dict(kv for kv in map(_decode_kv, base) if kv is not None)
-            hit = self._memo_base(key, derive_base(self.b, kind, attrs))
-        values: dict[str, object] = {}
-        for a in volatile:
-            kv = self._volatile_value(a)
-            if kv is not None:
-                values[kv[0]] = kv[1]
+            hit = self._memo_base(memo_key, derive_base(self.b, kind, attrs))
         return self._finish(hit, values)
-
-    def _volatile_value(self, raw: bytes) -> tuple[str, object] | None:
-        hit = self._values.get(raw)
-        if hit is None:
-            hit = _decode_kv(raw)
-            if hit is not None and len(self._values) < MEMO_LIMIT:
-                self._values[raw] = hit
-        return hit  # type: ignore[return-value]
 
     # -- OTLP/JSON --------------------------------------------------------------------
     def add_json(self, doc: dict, stats: SourceStats) -> None:
@@ -353,14 +356,14 @@ class TraceDecoder:
             if hit is None:
                 shape, key = normalize_command(statement)
                 hit = (self.b.statements.code(shape), self.b.strings.code(key))
-                if len(self._command) < MEMO_LIMIT:
+                if len(self._command) < VOLATILE_MEMO_LIMIT:
                     self._command[statement] = hit
             stmt_code, cache_key = hit
         elif statement:
             stmt_code = self._sql.get(statement, -1)
             if stmt_code < 0:
                 stmt_code = self.b.statements.code(normalize_sql(statement))
-                if len(self._sql) < MEMO_LIMIT:
+                if len(self._sql) < VOLATILE_MEMO_LIMIT:
                     self._sql[statement] = stmt_code
         elif summary:  # no statement: a database or cache span's summary names the operation
             stmt_code = self.b.statements.code(summary)
@@ -380,7 +383,7 @@ class TraceDecoder:
         except TypeError:  # unhashable port
             return self.b.peers.code(_peer(None, port, url))
         code = self.b.peers.code(_peer(None, port, head))
-        if len(self._url_peer) < MEMO_LIMIT:
+        if len(self._url_peer) < VOLATILE_MEMO_LIMIT:
             self._url_peer[(head, port)] = code
         return code
 
