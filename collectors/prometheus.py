@@ -67,6 +67,10 @@ class PromConfig(Transport):
     rate_window: str = "5m"  # range of rate(); passed to the server as written
     extra_matchers: str = ""  # added to every selector, e.g. 'cluster="eu-1"' on Thanos/Mimir
     max_points: int = MAX_POINTS
+    # Points per series the automatic step aims for: 2,016 is one every 5 minutes over 7 days,
+    # the resolution the default 5m rate() window carries anyway, at a fifth of the server's
+    # work of the finest step that fits under max_points.
+    target_points: int = 2016
     discovery_points: int = 24  # instants sampled by the discovery query
 
 
@@ -181,10 +185,12 @@ def enable_hint(signal: str, runtime: str) -> str:
 
 
 def choose_step(start: float, end: float, config: PromConfig) -> float:
-    """The configured step, or the finest step >= min_step that fits one request per query."""
+    """The configured step, or the finest step >= min_step giving at most `target_points` points
+    (never more than max_points, so one request per query suffices)."""
     if config.step:
         return float(config.step)
-    return float(max(config.min_step, math.ceil((end - start) / (config.max_points - 1))))
+    points = max(2, min(config.target_points, config.max_points))
+    return float(max(config.min_step, math.ceil((end - start) / (points - 1))))
 
 
 def chunks(t0: float, t1: float, step: float, max_points: int) -> list[tuple[float, float]]:

@@ -554,7 +554,8 @@ def test_chunks_and_step() -> None:
     parts = chunks(0.0, 14_400.0, 0.5, 11_000)
     assert parts == [(0.0, 5_499.5), (5_500.0, 10_999.5), (11_000.0, 14_400.0)]
     assert sum(int((e - s) / 0.5) + 1 for s, e in parts) == 28_801
-    assert choose_step(0, 7 * 86400, PromConfig()) == 55.0  # 7 d fits one request per query
+    assert choose_step(0, 7 * 86400, PromConfig()) == 301.0  # 7 d: a point per ~5 min, one request per query
+    assert choose_step(0, 7 * 86400, PromConfig(target_points=11_000)) == 55.0  # finest that fits
     assert choose_step(0, 3600, PromConfig()) == 15.0
     assert rate_range("5m", 708.0) == "708s" and rate_range("5m", 15.0) == "5m"
 
