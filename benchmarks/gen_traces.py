@@ -15,11 +15,11 @@ lognormal with a rare heavy tail, and a few requests fail with a 500 and an exce
 
 Speed: the trees are built by a plain Python walk (a few random draws per span), everything
 per-span afterwards is numpy (ids, timestamps, batching) and the wire bytes are assembled from
-pre-encoded pieces rather than through protobuf objects: building upb messages field by field costs
-~9 us/span and `MessageToDict` ~70 us/span, which would make a 1M-span run take minutes. The
-hand-assembled bytes are canonical (equal to `SerializeToString` of the parsed message) and the
-JSON lines are byte-identical to `collectors.otlp_json.to_otlp_json_line`; both are asserted in
-tests/test_gen_traces.py, and `--json-encoder reference` uses that function directly.
+pre-encoded pieces rather than through protobuf objects (building upb messages field by field costs
+~9 us/span). The hand-assembled bytes are canonical (equal to `SerializeToString` of the parsed
+message, asserted in tests/test_gen_traces.py). JSON lines are the project's own encoder,
+`collectors.otlp_json.to_otlp_json_line`, on the parsed batch; `--json-encoder reference` uses the
+`MessageToDict` path it is byte-identical to (tests/test_otlp_json.py), ~3x slower.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from typing import IO
 
 import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from collectors.otlp_json import reference_json_line, to_otlp_json_line
 
 # Fixed epoch so a seed gives the same bytes on any day: 2026-11-23T00:00:00Z.
 EPOCH_NS = 1_795_392_000 * 1_000_000_000
@@ -88,22 +90,9 @@ def _pb_kv(tag: bytes, key: str, value: AttrValue) -> bytes:
     return _ld(tag, _ld(b"\x0a", key.encode()) + _ld(b"\x12", _pb_any(value)))
 
 
-def _json_kv(key: str, value: AttrValue) -> str:
-    # Same text as MessageToDict + json.dumps(separators=(",", ":")): int64 as a string.
-    if isinstance(value, bool):
-        v = '{"boolValue":' + ("true" if value else "false") + "}"
-    elif isinstance(value, int):
-        v = '{"intValue":"' + str(value) + '"}'
-    else:
-        v = '{"stringValue":' + json.dumps(value) + "}"
-    return '{"key":' + json.dumps(key) + ',"value":' + v + "}"
-
-
 _STATUS_PB = {UNSET: b"\x7a\x00", ERROR: b"\x7a\x02\x18\x02"}
-_STATUS_JSON = {UNSET: "{}", ERROR: '{"code":2}'}
 # SpanFlags as the SDK exporters set them: HAS_IS_REMOTE, plus IS_REMOTE for a remote parent.
 _FLAGS_PB = (b"\x85\x01\x00\x01\x00\x00", b"\x85\x01\x00\x03\x00\x00")
-_FLAGS_JSON = ("256", "768")
 
 
 # --------------------------------------------------------------------------- the simulated system
@@ -706,29 +695,20 @@ class GeneratedTraces:
         self._times = times.tobytes()
         kinds = np.array([t.kind for t in self.topo.templates], np.int8)[self.tpl]
         self._remote = (has_parent & ((kinds == SERVER) | (kinds == CONSUMER))).astype(np.int8)
-        self._sid_hex = sid.tobytes().hex()
-        self._tid_hex = self.trace_ids.hex()
         self._pre_encode()
 
     def _pre_encode(self) -> None:
         topo = self.topo
-        self._t_pb_head, self._t_pb_static, self._t_json_head, self._t_json_static = [], [], [], []
-        self._t_dyn: list[list[tuple[bytes, str, bool, int]]] = []
+        self._t_pb_head, self._t_pb_static = [], []
+        self._t_dyn: list[list[tuple[bytes, bool, int]]] = []
         for t in topo.templates:
             self._t_pb_head.append(_ld(b"\x2a", t.name.encode()) + b"\x30" + _varint(t.kind))
             self._t_pb_static.append(b"".join(_pb_kv(b"\x4a", k, v) for k, v in t.static))
-            self._t_json_head.append('"name":' + json.dumps(t.name) + ',"kind":' + str(t.kind))
-            self._t_json_static.append([_json_kv(k, v) for k, v in t.static])
-            self._t_dyn.append([(_ld(b"\x0a", k.encode()), '{"key":' + json.dumps(k) + ',"value":',
-                                 typ == "s", slot) for k, typ, slot in t.dyn])
+            self._t_dyn.append([(_ld(b"\x0a", k.encode()), typ == "s", slot) for k, typ, slot in t.dyn])
         self._scope_pb = [_ld(b"\x0a", _ld(b"\x0a", n.encode()) + (_ld(b"\x12", v.encode()) if v else b""))
                           for n, v in topo.scopes]
-        self._scope_json = ['{"scope":{"name":' + json.dumps(n) + (',"version":' + json.dumps(v) if v else "")
-                            + '},"spans":[' for n, v in topo.scopes]
         self._res_pb = [_ld(b"\x0a", b"".join(_pb_kv(b"\x0a", k, v) for k, v in attrs))
                         for attrs in topo.resources]
-        self._res_json = ['{"resource":{"attributes":[' + ",".join(_json_kv(k, v) for k, v in attrs)
-                          + ']},"scopeSpans":[' for attrs in topo.resources]
         self._scope_of_tpl = np.array([t.scope for t in topo.templates], np.int32)
 
     def _groups(self, rows: np.ndarray) -> list[tuple[int, list[int]]]:
@@ -752,7 +732,7 @@ class GeneratedTraces:
                 t = tpl[i]
                 parts = [ids[i * 38:i * 38 + id_len[i]], heads[t], times[i * 18:i * 18 + 18], statics[t]]
                 values = dyn[i]
-                for prefix, _, is_str, slot in (dyns[t] if values is not None else ()):
+                for prefix, is_str, slot in (dyns[t] if values is not None else ()):
                     v = values[slot]
                     av = _ld(b"\x0a", v.encode()) if is_str else b"\x18" + _varint(v)
                     parts.append(_ld(b"\x4a", prefix + _ld(b"\x12", av)))
@@ -771,39 +751,8 @@ class GeneratedTraces:
         return _ld(b"\x5a", body)
 
     def json_line(self, b: int) -> str:
-        """Batch `b` as one OTLP/JSON line, the same text `to_otlp_json_line` gives (no newline)."""
-        rows = self.batches[b]
-        tpl, parent, start, end = self.tpl, self.parent, self.start, self.end
-        sid, tidh, trace = self._sid_hex, self._tid_hex, self.trace
-        heads, statics, dyns = self._t_json_head, self._t_json_static, self._t_dyn
-        status, remote, dyn, events = self.status, self._remote, self.dyn, self.events
-        scopes_json = []
-        for scope, srows in self._groups(rows):
-            spans = []
-            for i in srows:
-                t, p, tr = int(tpl[i]), int(parent[i]), int(trace[i])
-                attrs = list(statics[t])
-                values = dyn[i]
-                if values is not None:
-                    for _, key_json, is_str, slot in dyns[t]:
-                        v = values[slot]
-                        attrs.append(key_json + ('{"stringValue":' + json.dumps(v) + "}}" if is_str
-                                                 else '{"intValue":"' + str(v) + '"}}'))
-                s = ('{"traceId":"' + tidh[tr * 32:tr * 32 + 32] + '","spanId":"' + sid[i * 16:i * 16 + 16]
-                     + ('","parentSpanId":"' + sid[p * 16:p * 16 + 16] if p >= 0 else "") + '",' + heads[t]
-                     + ',"startTimeUnixNano":"' + str(int(start[i])) + '","endTimeUnixNano":"'
-                     + str(int(end[i])) + '"')
-                if attrs:
-                    s += ',"attributes":[' + ",".join(attrs) + "]"
-                if i in events:
-                    ts, typ, msg = events[i]
-                    s += (',"events":[{"timeUnixNano":"' + str(ts) + '","name":"exception","attributes":['
-                          + _json_kv("exception.type", typ) + "," + _json_kv("exception.message", msg) + "]}]")
-                s += ',"status":' + _STATUS_JSON[int(status[i])] + ',"flags":' + _FLAGS_JSON[int(remote[i])] + "}"
-                spans.append(s)
-            scopes_json.append(self._scope_json[scope] + ",".join(spans) + "]}")
-        return ('{"resourceSpans":[' + self._res_json[int(self.inst[rows[0]])] + ",".join(scopes_json)
-                + "]}]}")
+        """Batch `b` as one OTLP/JSON line (no newline), by the project's encoder."""
+        return to_otlp_json_line(ExportTraceServiceRequest.FromString(self.protobuf_batch(b)))
 
     def protobuf_batches(self) -> Iterator[bytes]:
         return (self.protobuf_batch(b) for b in range(len(self.batches)))
@@ -915,8 +864,6 @@ def write_files(gen: GeneratedTraces, out_dir: Path, *, formats: Sequence[str] =
     paths = {k: v for k, v in paths_for(out_dir, gen.n_spans).items() if k.split(".")[0] in formats}
     plain: dict[str, IO[bytes]] = {k: open(p, "wb") for k, p in paths.items() if not k.endswith(".gz")}
     gz = {k[:-3]: _GzipSink(p, gzip_level) for k, p in paths.items() if k.endswith(".gz")}
-    if json_encoder == "reference":
-        from collectors.otlp_json import to_otlp_json_line
     try:
         for b in range(len(gen.batches)):
             chunks: dict[str, bytes] = {}
@@ -926,7 +873,7 @@ def write_files(gen: GeneratedTraces, out_dir: Path, *, formats: Sequence[str] =
                 chunks["binpb"] = len(pb).to_bytes(4, "big") + pb
             if "jsonl" in formats:
                 line = (gen.json_line(b) if json_encoder == "fast" else
-                        to_otlp_json_line(ExportTraceServiceRequest.FromString(gen.protobuf_batch(b))))
+                        reference_json_line(ExportTraceServiceRequest.FromString(gen.protobuf_batch(b))))
                 chunks["jsonl"] = line.encode() + b"\n"
             for fmt in formats:
                 plain[fmt].write(chunks[fmt])
@@ -967,7 +914,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--formats", default=",".join(FORMATS), help="comma list of pb,binpb,jsonl")
     ap.add_argument("--gzip-level", type=int, default=6)
     ap.add_argument("--json-encoder", choices=("fast", "reference"), default="fast",
-                    help="reference = collectors.otlp_json.to_otlp_json_line (same text, ~70 us/span)")
+                    help="reference = collectors.otlp_json.reference_json_line (same text, MessageToDict, ~3x slower)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     gen = generate_traces(args.spans, args.seed, args.services, args.window)

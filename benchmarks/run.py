@@ -1,0 +1,126 @@
+"""Every benchmark of the performance targets, as one table (`make bench`).
+
+    python -m benchmarks.run [--quick] [--skip receiver,prometheus] [--no-json]
+
+1. Trace analysis end to end against its parse floor (`bench_analyze`): `.pb`, `.binpb`, `.jsonl` at
+   100k, 300k and 1M spans, the gzip forms at 300k, and the growth 100k -> 1M.
+2. The OTLP/HTTP receiver (`bench_receiver.py`): as fast as a load generator in another process
+   can send for 10 s, then paced at 100,000 spans/s for 10 s with the capture written as OTLP/JSON;
+   both must lose nothing.
+3. The Prometheus collector (`bench_prometheus`): 7 days x 50 services from a real Prometheus; the
+   request count must not grow with the number of services. Skipped with a note when Prometheus or
+   promtool is not installed (`scripts/install-test-servers.sh` installs them).
+
+Generated traces are cached under `.bench/traces/seed-0/` (by size and seed), the Prometheus TSDB
+under `.bench/prom-*`; the figures are also written to `.bench/results.json`. About 5 minutes on
+the 2-core benchmark machine once the inputs are cached (the first run generates them, ~1 min more;
+the first Prometheus build ~2 min more).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import bench_analyze
+from benchmarks.common import REPO
+
+RECEIVER_SECONDS = 10.0
+PACED_RATE = 100_000
+
+
+def _section(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def analysis(sizes: Sequence[int], gz_size: int | None) -> list[dict]:
+    _section("trace analysis: CPU seconds in a fresh process, start-up subtracted; ratio to the parse floor")
+    emit = lambda line: print(line, flush=True)  # noqa: E731
+    rows = bench_analyze.bench(bench_analyze.DEFAULT_INPUT, sizes, ("pb", "binpb", "jsonl"), emit=emit)
+    if gz_size:
+        rows += bench_analyze.bench(bench_analyze.DEFAULT_INPUT, [gz_size], ("binpb.gz", "jsonl.gz"), emit=emit)
+    return [r.to_dict() for r in rows]
+
+
+def _receiver_run(label: str, *args: str) -> dict[str, Any]:
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_receiver.py"), "--seconds", str(RECEIVER_SECONDS), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=RECEIVER_SECONDS + 600)
+    try:
+        # The result is the last JSON document printed (indented over several lines).
+        result = json.loads(proc.stdout[proc.stdout.rindex("\n{") + 1:] if "\n{" in proc.stdout else proc.stdout)
+    except ValueError:
+        print(f"{label}: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", flush=True)
+        return {"label": label, "failed": True, "exit": proc.returncode}
+    gen = result["generator"]
+    line = (f"{label:<34} {gen['acked_spans']:>10,} spans  {result['spans_per_s']:>9,} spans/s  "
+            f"receiver cpu {result['receiver_cpu_s']:5.2f} s  retried {gen['retries']}  "
+            f"{'none lost' if result['none_lost'] else 'SPANS LOST'}")
+    if "write_spans_per_s" in result:
+        line += f"  capture written as OTLP/JSON at {result['write_spans_per_s']:,} spans/s"
+    print(line, flush=True)
+    return {"label": label, **result}
+
+
+def receiver() -> list[dict]:
+    _section(f"OTLP/HTTP receiver: protobuf from a load generator in another process, {RECEIVER_SECONDS:g} s each")
+    return [_receiver_run("receiver, as fast as it can"),
+            _receiver_run(f"receiver, paced at {PACED_RATE:,} spans/s", "--rate", str(PACED_RATE), "--write", "json")]
+
+
+def prometheus() -> dict:
+    _section("Prometheus: 7-day report over 50 services (request count must not grow with services)")
+    from tests.prom import PROMETHEUS, PROMTOOL
+
+    missing = [p for p in (PROMETHEUS, PROMTOOL) if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"not installed: {', '.join(missing)} (scripts/install-test-servers.sh)")
+
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_prometheus"], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        lines.append(line.rstrip("\n"))
+    return {"exit": proc.wait(), "lines": lines}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="100k and 300k spans only, no gzip forms")
+    ap.add_argument("--skip", default="", help="comma list of analysis,receiver,prometheus")
+    ap.add_argument("--no-json", action="store_true", help="do not write .bench/results.json")
+    args = ap.parse_args(argv)
+    skip = {s for s in args.skip.split(",") if s}
+    wall = time.monotonic()
+    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if "analysis" not in skip:
+        sizes = (100_000, 300_000) if args.quick else bench_analyze.DEFAULT_SIZES
+        results["analysis"] = analysis(sizes, None if args.quick else 300_000)
+    if "receiver" not in skip:
+        results["receiver"] = receiver()
+    if "prometheus" not in skip:
+        try:
+            results["prometheus"] = prometheus()
+        except Exception as e:  # no promtool/prometheus here: say so, keep the other figures
+            print(f"skipped: {e}", flush=True)
+            results["prometheus"] = {"skipped": str(e)}
+    results["wall_s"] = round(time.monotonic() - wall, 1)
+    print(f"\nall benchmarks: {results['wall_s']:.0f} s", flush=True)
+    if not args.no_json:
+        out = REPO / ".bench" / "results.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"figures written to {out.relative_to(REPO)}")
+    failed = [r for r in results.get("receiver", []) if r.get("failed") or not r.get("none_lost", True)]
+    return 1 if failed or results.get("prometheus", {}).get("exit", 0) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
