@@ -29,7 +29,7 @@ from functools import cached_property
 
 import numpy as np
 
-from analyzer.arrays import sorted_unique
+from analyzer.arrays import searchsorted_many, sorted_unique
 from analyzer.model import Kind, SpanClass, SpanTable
 
 PARTS = ("self", "database", "cache", "remote_server", "remote_gap", "messaging")
@@ -191,8 +191,8 @@ def _critical_chains(parent: np.ndarray, cs: np.ndarray, ce: np.ndarray) -> np.n
     # Dense ranks of every start/end value, so (parent, time) fits in one int64 sort key.
     times = sorted_unique(np.concatenate((cs[cand], ce[cand])))
     width = np.int64(times.shape[0] + 1)
-    rank_s = np.searchsorted(times, cs[cand])
-    rank_e = np.searchsorted(times, ce[cand])
+    rank_s = searchsorted_many(times, cs[cand])
+    rank_e = searchsorted_many(times, ce[cand])
     p = parent[cand].astype(np.int64)
     order = np.lexsort((rank_s, rank_e, p))  # by parent, then end, then start
     key_end = (p * width + rank_e)[order]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analyzer.arrays import searchsorted_many
 from analyzer.model import SpanTable
 from analyzer.semconv import runtime_of
 
@@ -188,7 +189,7 @@ def _resolve_parents(trace: np.ndarray, key: np.ndarray, parent_id: np.ndarray, 
     """Row of each span's parent within its trace, -1 when absent: the parent's (trace, id) key
     looked up among the rows' keys by a sorted search."""
     n = trace.shape[0]
-    pos = np.searchsorted(ids, parent_id)
+    pos = searchsorted_many(ids, parent_id)
     pos_c = np.minimum(pos, max(ids.shape[0] - 1, 0))
     known = (parent_id != 0) & (pos < ids.shape[0])
     if ids.shape[0]:
@@ -196,7 +197,7 @@ def _resolve_parents(trace: np.ndarray, key: np.ndarray, parent_id: np.ndarray, 
     want = trace.astype(np.int64) * width + pos_c
     order = np.argsort(key, kind="stable")
     sorted_keys = key[order]
-    at = np.minimum(np.searchsorted(sorted_keys, want), max(n - 1, 0))
+    at = np.minimum(searchsorted_many(sorted_keys, want), max(n - 1, 0))
     if n:
         known &= sorted_keys[at] == want
     return np.where(known, order[at], -1).astype(np.int32)

@@ -67,6 +67,8 @@ def _kv_prefix(key: str) -> bytes:
 
 # Serialized-KeyValue prefix -> attribute key, for the keys the analysis reads.
 _PREFIXES = {_kv_prefix(k): k for k in sc.SPAN_KEYS}
+_BASE_PREFIXES = frozenset(p for p, k in _PREFIXES.items() if k not in _VOLATILE)
+_VOLATILE_PREFIXES = {p: k for p, k in _PREFIXES.items() if k in _VOLATILE}
 
 
 def _lean_request_class() -> type:
@@ -113,7 +115,8 @@ class TraceDecoder:
 
     def __init__(self, builder: TableBuilder) -> None:
         self.b = builder
-        self._base: dict[tuple, Base] = {}
+        # (kind, repeating attributes) -> (Base, what it derives to when there is no statement or URL)
+        self._base: dict[tuple, tuple[Base, Derived]] = {}
         self._resources: dict[bytes, int] = {}
         self._status: dict[bytes, int] = {b"": 0}
         self._values: dict[bytes, object] = {}  # serialized KeyValue of a statement or URL -> its value
@@ -206,40 +209,48 @@ class TraceDecoder:
     def _derive_proto(self, kind: int, attributes: Iterable[bytes]) -> Derived:
         """Derived codes from a span's serialized KeyValues: the repeating ones as one memo key,
         statement and URL by value."""
-        prefixes = _PREFIXES
         try:
             # The attributes the analysis reads (a[1] is the key's length when the key comes first,
             # as every encoder writes it), and any that do not start with their key.
-            picked = [a for a in attributes if a[:a[1] + 2] in prefixes or a[0] != 0x0A]
+            picked = [a for a in attributes if a[:a[1] + 2] in _PREFIXES or a[0] != 0x0A]
         except IndexError:  # an empty or one-byte KeyValue holds no key we read
-            picked = [a for a in attributes if len(a) > 1 and (a[:a[1] + 2] in prefixes or a[0] != 0x0A)]
+            picked = [a for a in attributes if len(a) > 1 and (a[:a[1] + 2] in _PREFIXES or a[0] != 0x0A)]
         base: list[bytes] = []
-        values: dict[str, object] = {}
+        volatile: list[tuple[str, bytes]] = []
         for a in picked:
-            key = prefixes.get(a[:a[1] + 2])
+            p = a[:a[1] + 2]
+            if p in _BASE_PREFIXES:
+                base.append(a)
+                continue
+            key = _VOLATILE_PREFIXES.get(p)
             if key is None:  # value before key: decode to know the key
                 kv = _decode_kv(a)
                 if kv is None or kv[0] not in sc.SPAN_KEYS:
                     continue
+                if kv[0] not in _VOLATILE:
+                    base.append(a)
+                    continue
                 key = kv[0]
-            if key in _VOLATILE:
-                value = self._values.get(a, _MISSING)
-                if value is _MISSING:
-                    kv = _decode_kv(a)
-                    if kv is None:
-                        continue
-                    value = kv[1]
-                    if len(self._values) < VOLATILE_MEMO_LIMIT:
-                        self._values[a] = value
-                values[key] = value
-            else:
-                base.append(a)
+            volatile.append((key, a))
         memo_key = (kind, tuple(base))
         hit = self._base.get(memo_key)
         if hit is None:
             attrs = dict(kv for kv in map(_decode_kv, base) if kv is not None)
             hit = self._memo_base(memo_key, derive_base(self.b, kind, attrs))
-        return self._finish(hit, values)
+        if not volatile:
+            return hit[1]
+        values: dict[str, object] = {}
+        for key, a in volatile:
+            value = self._values.get(a, _MISSING)
+            if value is _MISSING:
+                kv = _decode_kv(a)
+                if kv is None:
+                    continue
+                value = kv[1]
+                if len(self._values) < VOLATILE_MEMO_LIMIT:
+                    self._values[a] = value
+            values[key] = value
+        return self._finish(hit[0], values)
 
     # -- OTLP/JSON --------------------------------------------------------------------
     def add_json(self, doc: dict, stats: SourceStats) -> None:
@@ -325,7 +336,7 @@ class TraceDecoder:
             return self._finish(derive_base(self.b, kind, attrs), values)
         if hit is None:
             hit = self._memo_base(key, derive_base(self.b, kind, attrs))
-        return self._finish(hit, values)
+        return self._finish(hit[0], values) if values else hit[1]
 
     # -- shared -----------------------------------------------------------------------
     def _add(self, service: int, tids: list[bytes], sid_b: bytes, pid_b: bytes, *, names: list[str],
@@ -341,7 +352,8 @@ class TraceDecoder:
             peer=d[:, 3].copy(), code_location=d[:, 4].copy(), cache_key=d[:, 5].copy(),
         ))
 
-    def _memo_base(self, key: tuple, value: Base) -> Base:
+    def _memo_base(self, key: tuple, base: Base) -> tuple[Base, Derived]:
+        value = (base, self._finish(base, {}))
         if len(self._base) < MEMO_LIMIT:
             self._base[key] = value
         return value
