@@ -290,6 +290,33 @@ class TraceDecoder:
                     self._json_spans(service, spans, stats)
 
     def _json_spans(self, service: int, spans: list, stats: SourceStats) -> None:
+        """A group of spans, a column at a time; any span that is not plainly valid sends the whole
+        group through `_json_spans_checked`, which skips or repairs span by span."""
+        try:
+            fromhex = bytes.fromhex
+            tids = [fromhex(s["traceId"]) for s in spans]
+            sids = [fromhex(s["spanId"]) for s in spans]
+            pids = [fromhex(s.get("parentSpanId") or "") for s in spans]
+            kinds = [s.get("kind", 0) for s in spans]
+            statuses = [(s.get("status") or {}).get("code", 0) for s in spans]
+            starts = [int(s.get("startTimeUnixNano") or 0) for s in spans]
+            ends = [int(s.get("endTimeUnixNano") or 0) for s in spans]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return self._json_spans_checked(service, spans, stats)
+        # Whole-column checks in C: id lengths, all-zero ids, integer kinds and status codes.
+        if (set(map(len, tids)) != {16} or set(map(len, sids)) != {8} or not set(map(len, pids)) <= {0, 8}
+                or ZERO16 in tids or ZERO8 in sids or set(map(type, kinds)) != {int}
+                or set(map(type, statuses)) != {int}):
+            return self._json_spans_checked(service, spans, stats)
+        entry, derive_attrs = _ENTRY_KINDS, self._derive_json
+        derived = [_NOTHING if k in entry else derive_attrs(k, s.get("attributes")) for s, k in zip(spans, kinds)]
+        self._add(service, tids, b"".join(sids), b"".join([p or ZERO8 for p in pids]),
+                  names=[str(s.get("name") or "") for s in spans], kind=np.array(kinds, np.int8),
+                  start=np.array(starts, np.int64), end=np.array(ends, np.int64),
+                  status=np.array(statuses, np.int8), derived=derived)
+        stats.spans += len(tids)
+
+    def _json_spans_checked(self, service: int, spans: list, stats: SourceStats) -> None:
         tids: list[bytes] = []
         sids: list[bytes] = []
         pids: list[bytes] = []
@@ -348,7 +375,13 @@ class TraceDecoder:
         stats.spans += n
 
     def _derive_json(self, kind: int, raw_attrs: object) -> Derived:
-        attrs = _json_attrs(raw_attrs, sc.SPAN_KEYS)
+        try:
+            # The usual shape, in comprehensions: {"key": k, "value": {"<type>Value": v}}.
+            items = [(kv["key"], kv["value"]) for kv in raw_attrs if kv["key"] in sc.SPAN_KEYS]  # type: ignore[union-attr]
+            attrs = {k: sv if (sv := val.get("stringValue")) is not None and len(val) == 1 else _json_value(val)
+                     for k, val in items}
+        except (KeyError, TypeError, ValueError, AttributeError):  # anything else: checked, attribute by attribute
+            attrs = _json_attrs(raw_attrs, sc.SPAN_KEYS)
         values = {k: attrs.pop(k) for k in _VOLATILE.intersection(attrs)} if attrs else {}
         try:
             key = (kind, tuple(attrs.items()))
@@ -537,6 +570,11 @@ def _json_attrs(attrs: object, wanted: frozenset[str] | None) -> dict[str, objec
     out: dict[str, object] = {}
     if not isinstance(attrs, list):
         return out
+    if wanted is not None:
+        try:  # the few wanted ones first, in C; anything odd goes through the checked loop below
+            attrs = [kv for kv in attrs if kv["key"] in wanted]
+        except (KeyError, TypeError):
+            pass
     for kv in attrs:
         if not isinstance(kv, dict):
             continue
@@ -548,6 +586,12 @@ def _json_attrs(attrs: object, wanted: frozenset[str] | None) -> dict[str, objec
             (vtype, v), = list(value.items())[:1]
             out[key] = int(v) if vtype == "intValue" else v
     return out
+
+
+def _json_value(value: dict) -> object:
+    """An AnyValue's value as `_json_attrs` reads it (its first member; intValue as an int)."""
+    (vtype, v), = list(value.items())[:1]
+    return int(v) if vtype == "intValue" else v
 
 
 def _str_or_none(v: object) -> str | None:
