@@ -29,7 +29,7 @@ from functools import cached_property
 
 import numpy as np
 
-from analyzer.arrays import searchsorted_many, sorted_unique
+from analyzer.arrays import dense_ranks
 from analyzer.model import Kind, SpanClass, SpanTable
 
 PARTS = ("self", "database", "cache", "remote_server", "remote_gap", "messaging")
@@ -189,12 +189,15 @@ def _critical_chains(parent: np.ndarray, cs: np.ndarray, ce: np.ndarray) -> np.n
     if not cand.size:
         return on
     # Dense ranks of every start/end value, so (parent, time) fits in one int64 sort key.
-    times = sorted_unique(np.concatenate((cs[cand], ce[cand])))
-    width = np.int64(times.shape[0] + 1)
-    rank_s = searchsorted_many(times, cs[cand])
-    rank_e = searchsorted_many(times, ce[cand])
+    m = cand.shape[0]
+    ranks, distinct = dense_ranks(np.concatenate((cs[cand], ce[cand])))
+    width = np.int64(distinct + 1)
+    rank_s, rank_e = ranks[:m], ranks[m:]
     p = parent[cand].astype(np.int64)
-    order = np.lexsort((rank_s, rank_e, p))  # by parent, then end, then start
+    if (int(p.max()) + 1) * int(width) * int(width) < 2**62:  # (parent, end, start) in one int64
+        order = np.argsort((p * width + rank_e) * width + rank_s, kind="stable")
+    else:
+        order = np.lexsort((rank_s, rank_e, p))  # by parent, then end, then start
     key_end = (p * width + rank_e)[order]
     sorted_rows = cand[order]
     sorted_parent = p[order]

@@ -148,16 +148,22 @@ class TableBuilder:
         key = trace.astype(np.int64) * width + id_rank
         del id_rank
         # Duplicates: keep the first copy read of each (trace, span id) (a stable sort keeps read order).
-        _, first = np.unique(key, return_index=True)
+        keys, first = np.unique(key, return_index=True)
+        del key
         self.repairs.duplicate_spans += n - int(first.shape[0])
 
         # Final row order: by trace, then start time, so each trace is a contiguous range.
         rows = np.sort(first)
         rows = rows[np.lexsort((cols["start"][rows], trace[rows]))]
-        trace, key = trace[rows], key[rows]
+        # The final row of each distinct key (`keys` is sorted; `first` holds each one's read row).
+        final = np.empty(n, dtype=np.int64)
+        final[rows] = np.arange(rows.shape[0])
+        row_of_key = final[first]
+        del final, first
+        trace = trace[rows]
         cols = {k: v[rows] for k, v in cols.items()}
 
-        parent = _resolve_parents(trace, key, cols["parent_id"], ids, width)
+        parent = _resolve_parents(trace, cols["parent_id"], ids, width, keys, row_of_key)
         has_parent_id = cols["parent_id"] != 0
         self.repairs.orphans += int((has_parent_id & (parent < 0)).sum())
         cut = _cut_cycles(parent, trace)
@@ -184,23 +190,21 @@ _COLUMNS = (("span_id", np.uint64), ("parent_id", np.uint64), ("name", np.int32)
             ("cache_key", np.int32))
 
 
-def _resolve_parents(trace: np.ndarray, key: np.ndarray, parent_id: np.ndarray, ids: np.ndarray,
-                     width: np.int64) -> np.ndarray:
+def _resolve_parents(trace: np.ndarray, parent_id: np.ndarray, ids: np.ndarray, width: np.int64,
+                     keys: np.ndarray, row_of_key: np.ndarray) -> np.ndarray:
     """Row of each span's parent within its trace, -1 when absent: the parent's (trace, id) key
-    looked up among the rows' keys by a sorted search."""
-    n = trace.shape[0]
+    looked up among the sorted distinct keys of the rows."""
+    n = keys.shape[0]
     pos = searchsorted_many(ids, parent_id)
     pos_c = np.minimum(pos, max(ids.shape[0] - 1, 0))
     known = (parent_id != 0) & (pos < ids.shape[0])
     if ids.shape[0]:
         known &= ids[pos_c] == parent_id
     want = trace.astype(np.int64) * width + pos_c
-    order = np.argsort(key, kind="stable")
-    sorted_keys = key[order]
-    at = np.minimum(searchsorted_many(sorted_keys, want), max(n - 1, 0))
+    at = np.minimum(searchsorted_many(keys, want), max(n - 1, 0))
     if n:
-        known &= sorted_keys[at] == want
-    return np.where(known, order[at], -1).astype(np.int32)
+        known &= keys[at] == want
+    return np.where(known, row_of_key[at] if n else -1, -1).astype(np.int32)
 
 
 def _cut_cycles(parent: np.ndarray, trace: np.ndarray) -> int:
