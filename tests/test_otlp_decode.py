@@ -1,0 +1,142 @@
+"""The trace decoder's fast paths read what the full protobuf and JSON decoders would.
+
+The lean schema keeps attributes as raw bytes and picks them by key prefix; a large single
+message is parsed one ResourceSpans at a time; JSON is read a column at a time with a checked
+loop behind it. Each test builds input that takes the unusual branch and compares the table with
+what the plain form of the same spans gives.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1 import trace_pb2 as t
+
+from collectors import otlp_traces
+from collectors.otlp_json import to_otlp_json_line
+from collectors.otlp_traces import load_traces
+
+TID = bytes(range(1, 17))
+
+
+def _kv(key: str, value: str | int) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(string_value=value) if isinstance(value, str) else AnyValue(int_value=value))
+
+
+def _spans(i: int) -> list[t.Span]:
+    """Three spans of one request (trace i + 1)."""
+    tid = TID[:-1] + bytes([i + 1])
+    spans = [
+        t.Span(trace_id=TID, span_id=b"\x00" * 7 + b"\x01", name="GET /orders", kind=2,
+               start_time_unix_nano=1_000, end_time_unix_nano=9_000),
+        t.Span(trace_id=TID, span_id=b"\x00" * 7 + b"\x02", parent_span_id=b"\x00" * 7 + b"\x01", name="SELECT",
+               kind=3, start_time_unix_nano=2_000, end_time_unix_nano=5_000,
+               attributes=[_kv("db.system", "postgresql"), _kv("http.route", "x"),
+                           _kv("db.statement", "SELECT * FROM orders WHERE id = 42"),
+                           _kv("server.address", "db"), _kv("server.port", 5432)],
+               events=[t.Span.Event(name="e", time_unix_nano=3_000)], status=t.Status(code=2, message="boom")),
+        t.Span(trace_id=TID, span_id=b"\x00" * 7 + b"\x03", parent_span_id=b"\x00" * 7 + b"\x01", name="GET",
+               kind=3, start_time_unix_nano=5_000, end_time_unix_nano=8_000,
+               attributes=[_kv("url.full", "http://users:8080/api/users/7?x=1")]),
+    ]
+    for s in spans:
+        s.trace_id = tid
+    return spans
+
+
+def _request(n_resources: int = 1) -> ExportTraceServiceRequest:
+    return ExportTraceServiceRequest(resource_spans=[
+        t.ResourceSpans(resource={"attributes": [_kv("service.name", f"svc{i}")]},
+                        scope_spans=[t.ScopeSpans(scope={"name": "s"}, spans=_spans(i))])
+        for i in range(n_resources)])
+
+
+def _columns(path: Path) -> dict:
+    tab = load_traces([str(path)]).table
+    return {"n": len(tab), "statements": [tab.statements[c] if c >= 0 else None for c in tab.statement],
+            "peers": [tab.peers[c] if c >= 0 else None for c in tab.peer], "class": tab.span_class.tolist(),
+            "status": tab.status.tolist(), "parent": tab.parent.tolist(), "service": tab.service.tolist()}
+
+
+def test_lean_protobuf_reads_what_json_reads(tmp_path):
+    req = _request()
+    pb, js = tmp_path / "a.pb", tmp_path / "a.jsonl"
+    pb.write_bytes(req.SerializeToString())
+    js.write_text(to_otlp_json_line(req) + "\n")
+    got = _columns(pb)
+    assert got == _columns(js)
+    assert got["statements"][1] == "SELECT * FROM orders WHERE id = ?" and got["peers"][1:] == ["db:5432", "users:8080"]
+    assert got["status"] == [0, 2, 0]
+
+
+def test_value_before_key_and_empty_attributes(tmp_path):
+    req = _request()
+    span = req.resource_spans[0].scope_spans[0].spans[1]
+    plain = tmp_path / "plain.pb"
+    plain.write_bytes(req.SerializeToString())
+    # Re-encode the span's attributes with the value field first (legal, if unusual), plus an
+    # empty KeyValue: the lean reader must still find db.system, the statement and the peer.
+    raw = []
+    for kv in span.attributes:
+        key, value = KeyValue(key=kv.key).SerializeToString(), KeyValue(value=kv.value).SerializeToString()
+        raw.append(value + key)
+    del span.attributes[:]
+    body = bytearray(req.SerializeToString())
+    odd = tmp_path / "odd.pb"
+    lean = otlp_traces.LeanRequest.FromString(bytes(body))
+    lean_span = lean.resource_spans[0].scope_spans[0].spans[1]
+    lean_span.attributes.extend(raw + [b""])
+    odd.write_bytes(lean.SerializeToString())
+    assert _columns(odd) == _columns(plain)
+
+
+def test_large_single_message_is_read_per_resource_and_damage_stays_local(tmp_path, monkeypatch):
+    monkeypatch.setattr(otlp_traces, "SPLIT_ABOVE", 0)  # split even a small message
+    req = _request(n_resources=3)
+    whole = tmp_path / "whole.pb"
+    whole.write_bytes(req.SerializeToString())
+    assert _columns(whole)["n"] == 9
+    # Corrupt the second ResourceSpans' content (not its framing): the other two are still read.
+    data = bytearray(req.SerializeToString())
+    second = data.index(b"svc1")
+    data[second - 1] = 0x7F  # the service name's length now runs past its message
+    damaged = tmp_path / "damaged.pb"
+    damaged.write_bytes(bytes(data))
+    loaded = load_traces([str(damaged)])
+    assert len(loaded.table) == 6
+    assert loaded.sources[0].skipped["invalid_messages"] == 1
+    # A truncated file has broken framing: the message is judged whole, as before.
+    truncated = tmp_path / "truncated.pb"
+    truncated.write_bytes(req.SerializeToString()[:-10])
+    loaded = load_traces([str(truncated)])
+    assert len(loaded.table) == 0 and loaded.sources[0].skipped["invalid_messages"] == 1
+
+
+def test_json_columns_fall_back_to_the_checked_loop(tmp_path):
+    req = _request()
+    doc = json.loads(to_otlp_json_line(req))
+    spans = doc["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    spans[2]["kind"] = "SPAN_KIND_CLIENT"  # enum names, as some producers write them
+    spans[1]["status"] = {"code": "STATUS_CODE_ERROR"}
+    spans[1]["attributes"].append({"key": "db.system", "value": {}})  # an empty value: skipped
+    plain, odd = tmp_path / "plain.jsonl", tmp_path / "odd.jsonl"
+    plain.write_text(to_otlp_json_line(req) + "\n")
+    odd.write_text(json.dumps(doc) + "\n")
+    assert _columns(odd) == _columns(plain)
+
+
+def test_table_codes_follow_trace_id_order(tmp_path):
+    req = _request()
+    other = ExportTraceServiceRequest()
+    other.CopyFrom(req)
+    for s in other.resource_spans[0].scope_spans[0].spans:
+        s.trace_id = bytes(15) + b"\x01"  # sorts before TID, but is read second
+    path = tmp_path / "two.pb"
+    path.write_bytes(req.SerializeToString() + other.SerializeToString())
+    tab = load_traces([str(path)]).table
+    assert tab.n_traces == 2 and tab.trace_id_hex(0) == "00" * 15 + "01" and len(tab) == 6
+    assert np.all(np.diff(tab.trace) >= 0)
