@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
 
@@ -12,6 +14,8 @@ from analyzer.classify import ClassifyConfig
 from analyzer.hotspots import Hotspot
 from analyzer.model import SpanTable
 from analyzer.signals import ServiceSignals
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -23,14 +27,18 @@ class HotspotContext:
     # Every hot spot of the run, so a finding can point at a downstream's own hot spot.
     all_hotspots: tuple[Hotspot, ...] = ()
     classify: ClassifyConfig = ClassifyConfig()  # the user's margins, for naming another hot spot's category
+    _derived: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+
+    def once(self, key: str, compute: Callable[[], T]) -> T:
+        """A value several rules derive from this hot spot, computed the first time it is asked for."""
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]  # type: ignore[return-value]
 
     @cached_property
     def spans(self) -> np.ndarray:
         """Rows of the non-entry spans owned by this hot spot's entry spans, by (owner, start)."""
-        b, t = self.breakdown, self.table
-        owned = np.isin(b.owner, self.hotspot.entries) & (b.entry_index < 0)
-        rows = np.flatnonzero(owned)
-        return rows[np.lexsort((t.start[rows], b.owner[rows]))]
+        return self.breakdown.owned_rows(self.hotspot.entries)
 
     @cached_property
     def total_ns(self) -> int:

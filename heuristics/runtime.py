@@ -182,10 +182,7 @@ def _service_entries(ctx: HotspotContext) -> tuple[int, float, float]:
 
 def measure(ctx: HotspotContext) -> RuntimeMeasure:
     """Memoized on the context: every runtime rule of one hot spot reads the same numbers."""
-    cached = ctx.__dict__.get("_runtime_measure")
-    if cached is None:
-        cached = ctx.__dict__["_runtime_measure"] = _measure(ctx)
-    return cached
+    return ctx.once("runtime_measure", lambda: _measure(ctx))
 
 
 def _measure(ctx: HotspotContext) -> RuntimeMeasure:

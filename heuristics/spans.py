@@ -42,6 +42,11 @@ class Waiting:
 
 
 def waiting(ctx: HotspotContext) -> Waiting:
+    """The hot spot's waiting spans; computed once per hot spot, every rule reads them."""
+    return ctx.once("waiting", lambda: _waiting(ctx))
+
+
+def _waiting(ctx: HotspotContext) -> Waiting:
     t, b = ctx.table, ctx.breakdown
     rows = ctx.spans
     rows = rows[t.span_class[rows] != SpanClass.INTERNAL]
