@@ -64,7 +64,7 @@ def test_framed_file_decodes_to_the_same_batches_and_gzip_holds_the_same_bytes(f
     assert manifest["spans"] == N and manifest["batches"] == len(batches)
 
 
-def test_json_lines_are_otlp_json_identical_to_the_reference_encoder(files):
+def test_json_lines_hold_the_framed_batches_as_otlp_json(files):
     lines = files["jsonl"].read_text().splitlines()
     batches = [ExportTraceServiceRequest.FromString(m) for m in iter_framed(files["binpb"].read_bytes())]
     assert len(lines) == len(batches)
