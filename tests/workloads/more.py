@@ -42,7 +42,8 @@ from collectors.otlp_traces import load_traces
 from heuristics.context import HotspotContext
 from heuristics.engine import run_rules
 from tests.workloads.orders import (
-    ITEMS_BY_ORDER, ORDERS, ORDERS_PER_PAGE, TOP_SKUS_BY_CUSTOMER, CUSTOMERS, connect, load_orders_one_by_one, query,
+    ITEMS_BY_ORDER, ORDERS, ORDERS_PER_PAGE, TOP_SKUS_BY_CUSTOMER, CUSTOMERS, connect, load_orders_one_by_one,
+    orders_n_plus_one, query,
 )
 from tests.workloads.recording import Recorder, entry_span, instrumented, leaked_instrumentations, record, write_jsonl
 from tests.workloads.servers import DownstreamService
@@ -83,17 +84,8 @@ def orders_n_plus_one_located(rec: Recorder, *, db_path: Path, requests_n: int =
     Cause a human would name: N+1 queries (database) at the item query's line in
     `orders.load_orders_one_by_one`.
     """
-    tp = rec.provider("orders")
-    tp.add_span_processor(CodeLocationProcessor())
-    rng = random.Random(seed)
-    conn = connect(db_path, tp)
-    try:
-        for _ in range(requests_n):
-            after = rng.randrange(ORDERS - ORDERS_PER_PAGE)
-            with entry_span(tp, "/orders", f"/orders?after={after}"):
-                load_orders_one_by_one(conn, tp, after)
-    finally:
-        conn.close()
+    rec.provider("orders").add_span_processor(CodeLocationProcessor())
+    orders_n_plus_one(rec, db_path=db_path, requests=requests_n, seed=seed)
 
 
 def orders_n_plus_one_orm(rec: Recorder, *, db_path: Path, requests_n: int = 6, seed: int = 7) -> None:
