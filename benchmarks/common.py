@@ -39,7 +39,7 @@ class Figures:
     spans: int
     bytes: int
     seconds: float
-    peak_rss: int  # bytes, the child's ru_maxrss
+    peak_rss: int  # bytes, the child's VmHWM: its own peak, not the parent's inherited through fork
     base_rss: int  # bytes, the child's RSS after imports, before the call
     cpu_seconds: float  # user + system of the child, whole process
     extra: dict[str, Any] = field(default_factory=dict)
@@ -64,12 +64,17 @@ def ratio_line(fig: Figures, floor: Figures) -> str:
             f"peak RSS x{fig.peak_rss / floor.peak_rss:.2f}")
 
 
-def _rss_now() -> int:
+def _status_kib(field: str) -> int:
+    """A `/proc/self/status` figure in bytes (VmRSS: now; VmHWM: this process image's peak)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _rss_now() -> int:
+    return _status_kib("VmRSS")
 
 
 def measure_in_subprocess(fn_path: str, kwargs: dict[str, Any], label: str | None = None,
@@ -99,7 +104,9 @@ def measure_in_subprocess(fn_path: str, kwargs: dict[str, Any], label: str | Non
     res = result["result"]
     return Figures(label=label or fn_path, spans=int(res.pop("spans")), bytes=int(res.pop("bytes")),
                    seconds=float(res.pop("seconds", result["wall_s"])),
-                   peak_rss=usage.ru_maxrss * 1024, base_rss=result["base_rss"],
+                   # Not ru_maxrss: Linux keeps it across fork and exec, so a child would report the
+                   # benchmark runner's own peak whenever that was larger.
+                   peak_rss=result["peak_rss"], base_rss=result["base_rss"],
                    cpu_seconds=usage.ru_utime + usage.ru_stime, extra=res)
 
 
@@ -110,7 +117,8 @@ def _child(fn_path: str, kwargs_json: str) -> None:
     t0 = time.perf_counter()
     result = fn(**json.loads(kwargs_json))
     wall = time.perf_counter() - t0
-    print(_MARK + json.dumps({"result": result, "wall_s": wall, "base_rss": base}), flush=True)
+    print(_MARK + json.dumps({"result": result, "wall_s": wall, "base_rss": base, "peak_rss": _status_kib("VmHWM")}),
+          flush=True)
 
 
 if __name__ == "__main__":
