@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 
-from tests.workloads import cache, cpu, mixed, network, orders
+from tests.workloads import cache, cpu, mixed, more, network, orders
 from tests.workloads.recording import (
     leaked_instrumentations,
     record,
@@ -165,3 +165,37 @@ def mixed_jsonl(orders_db: Path, recordings_dir: Path) -> Path:
 def cpu_render_jsonl(recordings_dir: Path) -> Path:
     """~50 ms of pure-Python work per request, all self time (no child spans)."""
     return write_jsonl(_record(cpu.cpu_render), recordings_dir / "cpu-render.otlp.jsonl")
+
+
+# --- recorded once per session, used by several test modules ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def slow_downstream_jsonl(recordings_dir: Path) -> Path:
+    """A downstream whose own server time (120-160 ms) is nearly all of the caller's request."""
+    return more.recorded("slow-downstream", recordings_dir, more.downstream_call, latency_ms=(120.0, 160.0))
+
+
+@pytest.fixture(scope="session")
+def wire_delay_jsonl(recordings_dir: Path) -> Path:
+    """A fast downstream (1-3 ms) behind a relay adding 20 ms per direction: the wire gap dominates."""
+    return more.recorded("wire-delay", recordings_dir, more.downstream_call, latency_ms=(1.0, 3.0), wire_delay_ms=20.0)
+
+
+@pytest.fixture(scope="session")
+def dashboard_sequential_jsonl(orders_db: Path, recordings_dir: Path) -> Path:
+    """Three independent aggregate scans run one after another."""
+    return more.recorded("dashboard-sequential", recordings_dir, more.dashboard_sequential, db_path=orders_db)
+
+
+@pytest.fixture(scope="session")
+def big_values_jsonl(redis_server: int, recordings_dir: Path) -> Path:
+    """Redis reads of 8 MB values: the cache itself is slow."""
+    return more.recorded("cache-big-values", recordings_dir, more.catalog_big_values, redis_port=redis_server)
+
+
+@pytest.fixture(scope="session")
+def bestsellers_jsonl(orders_db: Path, recordings_dir: Path) -> Path:
+    """The same parameter-free bestseller query in every request."""
+    return more.recorded("bestsellers", recordings_dir, more.bestsellers_per_request, db_path=orders_db)
+

@@ -19,35 +19,10 @@ from analyzer.findings import CATEGORIES
 from analyzer.pipeline import Inputs, analyze
 from analyzer.report_schema import validate_report
 from collectors.otlp_traces import load_traces
-from tests.workloads import more, network
+from tests.workloads import network
 from tests.workloads.more import analyze_hotspots, recorded
 
 MARGIN = ClassifyConfig().margin
-
-
-@pytest.fixture(scope="module")
-def dashboard_sequential_jsonl(orders_db: Path, recordings_dir: Path) -> Path:
-    return recorded("dashboard-sequential", recordings_dir, more.dashboard_sequential, db_path=orders_db)
-
-
-@pytest.fixture(scope="module")
-def slow_downstream_jsonl(recordings_dir: Path) -> Path:
-    return recorded("slow-downstream", recordings_dir, more.downstream_call, latency_ms=(120.0, 160.0))
-
-
-@pytest.fixture(scope="module")
-def wire_delay_jsonl(recordings_dir: Path) -> Path:
-    return recorded("wire-delay", recordings_dir, more.downstream_call, latency_ms=(1.0, 3.0), wire_delay_ms=20.0)
-
-
-@pytest.fixture(scope="module")
-def big_values_jsonl(redis_server: int, recordings_dir: Path) -> Path:
-    return recorded("cache-big-values", recordings_dir, more.catalog_big_values, redis_port=redis_server)
-
-
-@pytest.fixture(scope="module")
-def bestsellers_jsonl(orders_db: Path, recordings_dir: Path) -> Path:
-    return recorded("bestsellers", recordings_dir, more.bestsellers_per_request, db_path=orders_db)
 
 
 def only(path: Path, service: str, operation: str):

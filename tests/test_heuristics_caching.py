@@ -16,21 +16,10 @@ import pytest
 from analyzer.classify import FALL_THROUGH_DATABASE
 from analyzer.signals import Signal
 from heuristics.caching import parameter_free_read
-from tests.workloads import more
-from tests.workloads.more import analyze_hotspots, constant_signal, raw_spans, recorded
+from tests.workloads.more import analyze_hotspots, constant_signal, raw_spans
 
 HIT_RATIO_QUERY = ("rate(redis_keyspace_hits_total[5m]) / "
                    "(rate(redis_keyspace_hits_total[5m]) + rate(redis_keyspace_misses_total[5m]))")
-
-
-@pytest.fixture(scope="module")
-def big_values_jsonl(redis_server: int, recordings_dir: Path) -> Path:
-    return recorded("cache-big-values", recordings_dir, more.catalog_big_values, redis_port=redis_server)
-
-
-@pytest.fixture(scope="module")
-def bestsellers_jsonl(orders_db: Path, recordings_dir: Path) -> Path:
-    return recorded("bestsellers", recordings_dir, more.bestsellers_per_request, db_path=orders_db)
 
 
 def only(path: Path, service: str, operation: str, **kw):

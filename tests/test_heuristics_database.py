@@ -35,11 +35,6 @@ def split_jsonl(orders_db: Path, recordings_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def dashboard_sequential_jsonl(orders_db: Path, recordings_dir: Path) -> Path:
-    return recorded("dashboard-sequential", recordings_dir, more.dashboard_sequential, db_path=orders_db)
-
-
-@pytest.fixture(scope="module")
 def dashboard_parallel_jsonl(orders_db: Path, recordings_dir: Path) -> Path:
     return recorded("dashboard-parallel", recordings_dir, more.dashboard_parallel, db_path=orders_db)
 

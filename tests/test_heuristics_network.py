@@ -19,19 +19,9 @@ CLIENT, SERVER = 3, 2
 
 
 @pytest.fixture(scope="module")
-def slow_downstream_jsonl(recordings_dir: Path) -> Path:
-    return recorded("slow-downstream", recordings_dir, more.downstream_call, latency_ms=(120.0, 160.0))
-
-
-@pytest.fixture(scope="module")
 def untraced_downstream_jsonl(recordings_dir: Path) -> Path:
     return recorded("untraced-downstream", recordings_dir, more.downstream_call, latency_ms=(120.0, 160.0),
                     traced=False)
-
-
-@pytest.fixture(scope="module")
-def wire_delay_jsonl(recordings_dir: Path) -> Path:
-    return recorded("wire-delay", recordings_dir, more.downstream_call, latency_ms=(1.0, 3.0), wire_delay_ms=20.0)
 
 
 @pytest.fixture(scope="module")

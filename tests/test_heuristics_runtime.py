@@ -24,7 +24,7 @@ from analyzer.config import Config, Override
 from analyzer.findings import Finding
 from analyzer.hotspots import find_hotspots
 from analyzer.model import SpanTable
-from analyzer.signals import Missing, Series, ServiceSignals, Signal, Signals
+from analyzer.signals import Missing, Series, Signal, Signals
 from collectors.otlp_traces import load_traces
 from heuristics.context import HotspotContext
 from heuristics.engine import run_rules

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ import pytest
 
 from analyzer.signals import Signal, Signals
 from collectors.prometheus import PromConfig, PrometheusRejected, PrometheusUnreachable, collect
-from tests.prom import FaultProxy, OpenMetrics, Window, create_blocks, free_port, prometheus_with, running
+from tests.prom import FaultProxy, OpenMetrics, Window, free_port, prometheus_with, running
 
 pytestmark = pytest.mark.prometheus
 

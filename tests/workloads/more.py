@@ -42,7 +42,7 @@ from collectors.otlp_traces import load_traces
 from heuristics.context import HotspotContext
 from heuristics.engine import run_rules
 from tests.workloads.orders import (
-    ITEMS_BY_ORDER, ORDERS, ORDERS_PER_PAGE, TOP_SKUS_BY_CUSTOMER, CUSTOMERS, connect, load_orders_one_by_one,
+    ITEMS_BY_ORDER, ORDERS, ORDERS_PER_PAGE, TOP_SKUS_BY_CUSTOMER, CUSTOMERS, connect,
     orders_n_plus_one, query,
 )
 from tests.workloads.recording import Recorder, entry_span, instrumented, leaked_instrumentations, record, write_jsonl
