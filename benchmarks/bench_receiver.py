@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,15 +103,20 @@ def generate(port: int, seconds: float, spans_per_request: int, connections: int
                 return
         conn.close()
 
+    _run_workers(worker, connections, acked, retries, errors, len(bodies[0]))
+
+
+def _run_workers(worker: Callable[[int], None], connections: int, acked: list[int], retries: list[int],
+                 errors: list[str], request_bytes: int) -> None:
+    """Run one worker thread per connection to the end, then print the load's figures as JSON."""
     t0 = time.monotonic()
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(connections)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.monotonic() - t0
     print(json.dumps({"acked_spans": sum(acked), "retries": sum(retries), "errors": errors,
-                      "elapsed_s": elapsed, "request_bytes": len(bodies[0])}))
+                      "elapsed_s": time.monotonic() - t0, "request_bytes": request_bytes}))
 
 
 def generate_grpc(port: int, seconds: float, spans_per_request: int, connections: int, use_gzip: bool,
@@ -141,14 +147,7 @@ def generate_grpc(port: int, seconds: float, spans_per_request: int, connections
                 acked[k] += spans_per_request
                 i += 1
 
-    t0 = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    print(json.dumps({"acked_spans": sum(acked), "retries": sum(retries), "errors": errors,
-                      "elapsed_s": time.monotonic() - t0, "request_bytes": len(bodies[0])}))
+    _run_workers(worker, connections, acked, retries, errors, len(bodies[0]))
 
 
 def _stdlib_server(receiver: OtlpReceiver) -> Any:
