@@ -57,6 +57,7 @@ class Breakdown:
     clip_start: np.ndarray
     clip_end: np.ndarray
     start: np.ndarray  # the table's start column, to order owned spans
+    parent: np.ndarray  # the table's parent column, to find the entry spans a span calls
 
     def owned_rows(self, entries: np.ndarray) -> np.ndarray:
         """Rows of the non-entry spans owned by `entries`, by (owner, start): one sorted index
@@ -72,6 +73,20 @@ class Breakdown:
         # Concatenate the ranges [lo, hi) without a Python loop.
         offsets = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
         return by_owner[offsets + np.arange(total)]
+
+    @cached_property
+    def callees(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per span, the nested entry spans that are its children (a client span's downstream
+        SERVER span): their clipped ns added up (float64), and the row of the last of them (-1
+        when none). One pass over the entries per table, so a rule reads them by row instead of
+        matching every entry's parent against its client spans per hot spot."""
+        n = self.owner.shape[0]
+        ent = self.entries[self.parent[self.entries] >= 0]
+        p = self.parent[ent]
+        ns = np.bincount(p, weights=self.clip_end[ent] - self.clip_start[ent], minlength=n)
+        last = np.full(n, -1, dtype=np.int64)
+        last[p] = ent  # entries ascend: a span with several nested entries keeps the last one
+        return ns, last
 
     @cached_property
     def _by_owner(self) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +193,7 @@ def compute(t: SpanTable) -> Breakdown:
     critical_ns = np.where(is_entry, exclusive, critical_ns)
     return Breakdown(entries=entries, parts=parts, owner=owner, critical_ns=critical_ns,
                      on_path=critical | is_entry, entry_index=entry_index,
-                     clip_start=clip_s, clip_end=clip_e, start=t.start)
+                     clip_start=clip_s, clip_end=clip_e, start=t.start, parent=parent)
 
 
 def _critical_chains(parent: np.ndarray, cs: np.ndarray, ce: np.ndarray) -> np.ndarray:

@@ -33,23 +33,18 @@ class Calls:
 
 
 def calls(ctx: HotspotContext) -> Calls:
-    t, b = ctx.table, ctx.breakdown
+    """The hot spot's remote calls; computed once per hot spot, every network rule reads them."""
+    return ctx.once("calls", lambda: _calls(ctx))
+
+
+def _calls(ctx: HotspotContext) -> Calls:
+    t = ctx.table
     w = waiting(ctx)
     w = w.select(w.cls == SpanClass.REMOTE)
     key = np.where(w.peer >= 0, w.peer.astype(np.int64), -2 - t.name[w.rows].astype(np.int64))
-    # Downstream SERVER spans whose parent is one of these client spans.
-    ent = b.entries
-    parent = t.parent[ent]
-    mine = np.isin(parent, w.rows)
-    server = np.zeros(len(w))
-    child = np.full(len(w), -1, dtype=np.int64)
-    if mine.any():
-        order = np.argsort(w.rows)
-        pos = order[np.searchsorted(w.rows[order], parent[mine])]
-        np.add.at(server, pos, (b.clip_end - b.clip_start)[ent[mine]])
-        child[pos] = ent[mine]
-    server = np.minimum(server, w.dur)
-    return Calls(w, key, server, child)
+    # The downstream SERVER spans whose parent is one of these client spans.
+    server_ns, child = ctx.breakdown.callees
+    return Calls(w, key, np.minimum(server_ns[w.rows], w.dur), child[w.rows])
 
 
 def _name(ctx: HotspotContext, c: Calls, mask: np.ndarray) -> str:
