@@ -1,9 +1,8 @@
 """Building a SpanTable from decoded batches, with every repair counted.
 
-Decoders append one `Batch` per (resource, scope) group, with trace ids already factorized
-(`TableBuilder.trace_codes`: a dict lookup per span is cheaper than sorting 16-byte keys);
-`TableBuilder.finish` concatenates the columns, renumbers traces in trace-id order, sorts rows
-by (trace, start) and resolves parents, all with integer sorts.
+Decoders append `Batch`es of columns, trace ids as two 64-bit halves; `TableBuilder.finish`
+concatenates the columns, numbers traces in trace-id order, sorts rows by (trace, start) and
+resolves parents, all with integer sorts.
 
 Repairs, each counted in `Repairs` and shown under the report's `input`:
 - `negative_duration`: end before start; the end is set to the start (duration 0).
@@ -50,10 +49,11 @@ class Interner:
 
 @dataclass
 class Batch:
-    """Columns of one group of spans sharing a resource."""
+    """Columns of one group of spans."""
 
-    service: int
-    trace: np.ndarray  # int32, TableBuilder.trace_codes (first-seen order)
+    service: np.ndarray  # int32 codes of TableBuilder.services
+    trace_hi: np.ndarray  # uint64: trace id bytes 0-7 read big-endian
+    trace_lo: np.ndarray  # uint64: bytes 8-15
     span_id: np.ndarray  # uint64, the 8 id bytes read big-endian
     parent_id: np.ndarray  # uint64, 0 for none
     name: np.ndarray  # int32
@@ -91,12 +91,6 @@ class TableBuilder:
     runtimes: dict[str, str] = field(default_factory=dict)
     batches: list[Batch] = field(default_factory=list)
     repairs: Repairs = field(default_factory=Repairs)
-    traces: dict[bytes, int] = field(default_factory=dict)  # 16-byte trace id -> first-seen code
-
-    def trace_codes(self, trace_ids: list[bytes]) -> np.ndarray:
-        """First-seen codes of 16-byte trace ids (`finish` renumbers them in id order)."""
-        codes = self.traces
-        return np.fromiter((codes.setdefault(t, len(codes)) for t in trace_ids), dtype=np.int32, count=len(trace_ids))
 
     def service(self, name: str, process_runtime: str | None, sdk_language: str | None) -> int:
         code = self.services.code(name)
@@ -112,7 +106,6 @@ class TableBuilder:
     def finish(self) -> SpanTable:
         b = self.batches
         n = sum(x.kind.shape[0] for x in b)
-        service = np.concatenate([np.full(x.kind.shape[0], x.service, np.int32) for x in b]) if b else np.zeros(0, np.int32)
 
         def cat(name: str, dtype: type) -> np.ndarray:
             """One column of every batch, each batch's part released once copied (a lower peak)."""
@@ -122,19 +115,8 @@ class TableBuilder:
             return out
 
         cols = {name: cat(name, dtype) for name, dtype in _COLUMNS}
-        cols["service"] = service
-        first_seen = cat("trace", np.int32)
+        trace, trace_ids = _trace_codes(cat("trace_hi", np.uint64), cat("trace_lo", np.uint64))
         self.batches = []  # the columns now own the data
-
-        # Trace codes in trace-id order (as sorting the ids would give), from the first-seen ones.
-        trace_ids = np.frombuffer(b"".join(self.traces), dtype=np.uint8).reshape(-1, 16)
-        self.traces = {}
-        by_id = np.lexsort(trace_ids.view(">u8")[:, ::-1].T) if trace_ids.shape[0] else np.zeros(0, np.int64)
-        rank = np.empty(by_id.shape[0], np.int32)
-        rank[by_id] = np.arange(by_id.shape[0], dtype=np.int32)
-        trace = rank[first_seen]
-        trace_ids = trace_ids[by_id]
-        del first_seen, rank
 
         start, end = cols["start"], cols["end"]
         bad = end < start
@@ -184,10 +166,31 @@ class TableBuilder:
         )
 
 
-_COLUMNS = (("span_id", np.uint64), ("parent_id", np.uint64), ("name", np.int32), ("kind", np.int8),
+_COLUMNS = (("service", np.int32), ("span_id", np.uint64), ("parent_id", np.uint64), ("name", np.int32), ("kind", np.int8),
             ("start", np.int64), ("end", np.int64), ("status", np.int8), ("span_class", np.int8),
             ("db_system", np.int32), ("statement", np.int32), ("peer", np.int32), ("code_location", np.int32),
             ("cache_key", np.int32))
+
+
+def _trace_codes(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each span's trace code, numbering the distinct trace ids in id order, and those ids as
+    (n_traces, 16) bytes. Sorted by the high half, then by the low half where high halves tie
+    (random ids almost never tie, ids made by hand often do)."""
+    order = np.argsort(hi, kind="stable")
+    h = hi[order]
+    if h.shape[0] > 1 and (h[1:] == h[:-1]).any():
+        order = np.lexsort((lo, hi))
+        h = hi[order]
+    l = lo[order]
+    new = np.ones(h.shape[0], dtype=bool)
+    if h.shape[0] > 1:
+        new[1:] = (h[1:] != h[:-1]) | (l[1:] != l[:-1])
+    code = np.cumsum(new, dtype=np.int32) - 1
+    trace = np.empty(h.shape[0], np.int32)
+    trace[order] = code
+    ids = np.empty((int(new.sum()), 2), dtype=">u8")
+    ids[:, 0], ids[:, 1] = h[new], l[new]
+    return trace, ids.view(np.uint8).reshape(-1, 16)
 
 
 def _resolve_parents(trace: np.ndarray, parent_id: np.ndarray, ids: np.ndarray, width: np.int64,

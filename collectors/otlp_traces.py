@@ -1,26 +1,20 @@
 """Decoding OTLP trace export requests (protobuf or OTLP/JSON) into SpanTable batches.
 
-Only the fields the analysis needs are read, and per-span Python work is kept to a few list
-comprehensions per batch:
-- Protobuf is parsed with a *lean* schema (`_lean_request_class`): the same field numbers as
-  `ExportTraceServiceRequest`, but events, links, scope, trace state and flags are left
-  undeclared (upb skips them as unknown fields instead of building objects), and each span's
-  attributes, its status and the resource stay raw serialized bytes. Raw attribute bytes let a
-  span's relevant attributes be picked out with one slice and one set lookup each, instead of
-  wrapping every KeyValue and AnyValue in a Python object.
-- Attributes are read only on spans that are not entry spans (SERVER/CONSUMER), and only the
-  keys in `semconv.SPAN_KEYS`.
-- What is derived from them (span class, normalized statement, peer, code location, cache key)
-  goes through `derive_base` + `TraceDecoder._finish`, shared by both encodings and memoized in two levels:
-  the attributes that repeat (db system, host, code location...) as one key, and the two that
-  carry per-request literals (the statement and the URL) on their own, by raw text, so a
-  literal-laden statement costs one normalization instead of a whole re-derivation.
+Protobuf requests are read with numpy, many spans at a time (`proto_traces`). OTLP/JSON is read a
+column at a time with list comprehensions per batch, and span by span (`_json_spans_checked`)
+only for a group that holds something unusual.
 
-Damage is counted per span in the source's stats and the span skipped:
-`bad_trace_id` / `bad_span_id` (wrong length, all zero, or not hex). A parent id of the
-wrong length is dropped and the span kept as a root (`bad_parent_id`, a repair). With the lean
-schema a damaged attribute that the analysis does not read no longer rejects the whole message;
-a damaged one that it reads is ignored, a damaged status skips the span (`invalid_spans`).
+Attributes are read only on spans that are not entry spans (SERVER/CONSUMER), and only the
+keys in `semconv.SPAN_KEYS`. What is derived from them (span class, normalized statement, peer,
+code location, cache key) goes through `derive_base` + `TraceDecoder._finish`, shared by both
+encodings: the attributes that repeat (db system, host, code location...) are derived once per
+distinct combination, and the two that carry per-request literals (the statement and the URL)
+once per distinct text.
+
+Damage is counted in the source's stats and the span skipped: `bad_ids` (trace or span id of
+the wrong length, all zero, or not hex), `invalid_spans` (a span or status that does not
+decode). A parent id of the wrong length is dropped and the span kept as a root
+(`bad_parent_id`, a repair).
 """
 
 from __future__ import annotations
@@ -32,17 +26,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
-
 from analyzer import semconv as sc
 from analyzer.model import Kind, SpanClass, SpanTable, Status as SpanStatus
 from analyzer.statement import normalize_command, normalize_sql
 from analyzer.table import Batch, Repairs, TableBuilder
 from collectors.otlp_files import InputError, SourceStats, expand_paths, iter_messages
+from collectors.proto_traces import NO_PEER as _NO_PEER, ProtoTraces
 
 ZERO8 = bytes(8)
 ZERO16 = bytes(16)
@@ -56,64 +45,11 @@ _VOLATILE = frozenset(sc.DB_STATEMENT + sc.URL)
 # the process's heap through the rest of the run); what repeats is seen early and kept.
 MEMO_LIMIT = 200_000
 VOLATILE_MEMO_LIMIT = 1 << 15
-_MISSING = object()
-
-
-def _kv_prefix(key: str) -> bytes:
-    """How a serialized KeyValue with this key starts: field 1 tag, length, the key."""
-    raw = key.encode()
-    assert len(raw) < 128, key  # one-byte length varint
-    return b"\x0a" + bytes([len(raw)]) + raw
-
-
-# Serialized-KeyValue prefix -> attribute key, for the keys the analysis reads.
-_PREFIXES = {_kv_prefix(k): k for k in sc.SPAN_KEYS}
-_BASE_PREFIXES = frozenset(p for p, k in _PREFIXES.items() if k not in _VOLATILE)
-_VOLATILE_PREFIXES = {p: k for p, k in _PREFIXES.items() if k in _VOLATILE}
-
-
-def _lean_classes() -> tuple[type, type]:
-    """ExportTraceServiceRequest and its ResourceSpans as the analysis reads them (field numbers of
-    opentelemetry-proto)."""
-    T = descriptor_pb2.FieldDescriptorProto
-    f = descriptor_pb2.FileDescriptorProto(name="profile_first/lean_trace.proto",
-                                           package="profile_first.lean", syntax="proto3")
-
-    def message(name: str, *fields: tuple[str, int, int, int, str]) -> None:
-        m = f.message_type.add(name=name)
-        for fname, number, ftype, label, type_name in fields:
-            field = m.field.add(name=fname, number=number, type=ftype, label=label)
-            if type_name:
-                field.type_name = type_name
-
-    one, many = T.LABEL_OPTIONAL, T.LABEL_REPEATED
-    message("Request", ("resource_spans", 1, T.TYPE_MESSAGE, many, ".profile_first.lean.ResourceSpans"))
-    message("ResourceSpans", ("resource", 1, T.TYPE_BYTES, one, ""),  # a serialized Resource
-            ("scope_spans", 2, T.TYPE_MESSAGE, many, ".profile_first.lean.ScopeSpans"))
-    message("ScopeSpans", ("spans", 2, T.TYPE_MESSAGE, many, ".profile_first.lean.Span"))
-    message("Span",
-            ("trace_id", 1, T.TYPE_BYTES, one, ""), ("span_id", 2, T.TYPE_BYTES, one, ""),
-            ("parent_span_id", 4, T.TYPE_BYTES, one, ""), ("name", 5, T.TYPE_STRING, one, ""),
-            ("kind", 6, T.TYPE_INT32, one, ""),  # an open enum on the wire is an int32 varint
-            ("start_time_unix_nano", 7, T.TYPE_FIXED64, one, ""), ("end_time_unix_nano", 8, T.TYPE_FIXED64, one, ""),
-            ("attributes", 9, T.TYPE_BYTES, many, ""),  # serialized KeyValues
-            ("status", 15, T.TYPE_BYTES, one, ""))  # a serialized Status
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(f)
-    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("profile_first.lean.Request")),
-            message_factory.GetMessageClass(pool.FindMessageTypeByName("profile_first.lean.ResourceSpans")))
-
-
-LeanRequest, LeanResourceSpans = _lean_classes()
-# A message larger than this (a single-message file) is parsed one ResourceSpans at a time, so the
-# objects of all its spans never exist at once.
-SPLIT_ABOVE = 8 << 20
 
 Derived = tuple[int, int, int, int, int, int]  # span class, db system, statement, peer, code location, cache key
 # What the repeating attributes decide: span class, db system code, the operation summary
 # (database and cache spans), peer code from host and port (-2: none, look at the URL), the port, code location.
 Base = tuple[int, int, str | None, int, object, int]
-_NO_PEER = -2
 
 
 class TraceDecoder:
@@ -123,155 +59,21 @@ class TraceDecoder:
         self.b = builder
         # (kind, repeating attributes) -> (Base, what it derives to when there is no statement or URL)
         self._base: dict[tuple, tuple[Base, Derived]] = {}
-        self._resources: dict[bytes, int] = {}
-        self._status: dict[bytes, int] = {b"": 0}
-        self._values: dict[bytes, object] = {}  # serialized KeyValue of a statement or URL -> its value
         self._sql: dict[str, int] = {}
         self._command: dict[str, tuple[int, int]] = {}
         self._url_peer: dict[tuple[str, object], int] = {}
+        self._proto = ProtoTraces(self)
 
     # -- protobuf ---------------------------------------------------------------------
     def add_proto(self, data: bytes, stats: SourceStats) -> None:
-        parts = _resource_spans_parts(data) if len(data) > SPLIT_ABOVE else None
-        if parts is not None:
-            for i, part in enumerate(parts):
-                try:
-                    rs = LeanResourceSpans.FromString(part)
-                except DecodeError as e:
-                    stats.skipped["invalid_messages"] += 1
-                    stats.note(f"message {stats.messages}: resource_spans {i} does not decode ({_reason(e)}); "
-                               "its spans skipped")
-                    continue
-                self._add_resource_spans([rs], stats)
-            return
-        req = LeanRequest()
-        try:
-            req.ParseFromString(data)
-        except DecodeError as e:
-            stats.skipped["invalid_messages"] += 1
-            stats.note(f"message {stats.messages}: not a valid ExportTraceServiceRequest ({_reason(e)})")
-            return
-        self._add_resource_spans(req.resource_spans, stats)
+        """Queue one serialized ExportTraceServiceRequest; `flush` decodes what is queued."""
+        self._proto.add(data, stats)
 
-    def _add_resource_spans(self, resource_spans, stats: SourceStats) -> None:
-        for rs in resource_spans:
-            service = self._resource(rs.resource)
-            if service is None:
-                stats.skipped["invalid_messages"] += 1
-                stats.note(f"message {stats.messages}: resource does not decode; its spans skipped")
-                continue
-            for ss in rs.scope_spans:
-                self._proto_spans(service, ss.spans, stats)
+    def flush(self) -> None:
+        self._proto.flush()
 
-    def _resource(self, raw: bytes) -> int | None:
-        code = self._resources.get(raw)
-        if code is None:
-            try:
-                res = Resource.FromString(raw)
-            except DecodeError:
-                return None
-            rattrs = {kv.key: kv.value.string_value for kv in res.attributes
-                      if kv.key in (sc.SERVICE_NAME, sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE)}
-            code = self.b.service(rattrs.get(sc.SERVICE_NAME) or "unknown_service",
-                                  rattrs.get(sc.PROCESS_RUNTIME_NAME), rattrs.get(sc.TELEMETRY_SDK_LANGUAGE))
-            if len(self._resources) < MEMO_LIMIT:
-                self._resources[raw] = code
-        return code
-
-    def _proto_spans(self, service: int, spans, stats: SourceStats) -> None:
-        n = len(spans)
-        if not n:
-            return
-        tids = [s.trace_id for s in spans]
-        sids = [s.span_id for s in spans]
-        pids = [s.parent_span_id or ZERO8 for s in spans]
-        tid_b, sid_b, pid_b = b"".join(tids), b"".join(sids), b"".join(pids)
-        status_memo = self._status
-        statuses = [status_memo.get(s.status) for s in spans]
-        if None in statuses:
-            statuses = [self._status_code(s.status) if c is None else c for s, c in zip(spans, statuses)]
-        if (len(tid_b) != 16 * n or len(sid_b) != 8 * n or len(pid_b) != 8 * n or ZERO16 in tids or ZERO8 in sids
-                or -1 in statuses):
-            keep, pids = _check_ids(tids, sids, pids, stats)
-            for i, c in enumerate(statuses):
-                if c == -1 and keep[i]:
-                    keep[i] = False
-                    stats.skipped["invalid_spans"] += 1
-                    stats.note("span with a status that does not decode; span skipped")
-            tids = [x for x, k in zip(tids, keep) if k]
-            sids = [x for x, k in zip(sids, keep) if k]
-            pids = [x for x, k in zip(pids, keep) if k]
-            statuses = [x for x, k in zip(statuses, keep) if k]
-            spans = [s for s, k in zip(spans, keep) if k]
-            n = len(spans)
-            if not n:
-                return
-            sid_b, pid_b = b"".join(sids), b"".join(pids)
-        kinds = [s.kind for s in spans]
-        entry, derive_attrs = _ENTRY_KINDS, self._derive_proto
-        derived = [_NOTHING if k in entry else derive_attrs(k, s.attributes) for s, k in zip(spans, kinds)]
-        self._add(service, tids, sid_b, pid_b, names=[s.name for s in spans],
-                  kind=np.array(kinds, np.int8),
-                  start=np.fromiter((s.start_time_unix_nano for s in spans), np.int64, n),
-                  end=np.fromiter((s.end_time_unix_nano for s in spans), np.int64, n),
-                  status=np.array(statuses, np.int8), derived=derived)
-        stats.spans += n
-
-    def _status_code(self, raw: bytes) -> int:
-        """Status code of a serialized Status; -1 when it does not decode."""
-        try:
-            code = Status.FromString(raw).code
-        except DecodeError:
-            return -1
-        if len(self._status) < MEMO_LIMIT:
-            self._status[raw] = code
-        return code
-
-    def _derive_proto(self, kind: int, attributes: Iterable[bytes]) -> Derived:
-        """Derived codes from a span's serialized KeyValues: the repeating ones as one memo key,
-        statement and URL by value."""
-        try:
-            # The attributes the analysis reads (a[1] is the key's length when the key comes first,
-            # as every encoder writes it), and any that do not start with their key.
-            picked = [a for a in attributes if a[:a[1] + 2] in _PREFIXES or a[0] != 0x0A]
-        except IndexError:  # an empty or one-byte KeyValue holds no key we read
-            picked = [a for a in attributes if len(a) > 1 and (a[:a[1] + 2] in _PREFIXES or a[0] != 0x0A)]
-        base: list[bytes] = []
-        volatile: list[tuple[str, bytes]] = []
-        for a in picked:
-            p = a[:a[1] + 2]
-            if p in _BASE_PREFIXES:
-                base.append(a)
-                continue
-            key = _VOLATILE_PREFIXES.get(p)
-            if key is None:  # value before key: decode to know the key
-                kv = _decode_kv(a)
-                if kv is None or kv[0] not in sc.SPAN_KEYS:
-                    continue
-                if kv[0] not in _VOLATILE:
-                    base.append(a)
-                    continue
-                key = kv[0]
-            volatile.append((key, a))
-        memo_key = (kind, tuple(base))
-        hit = self._base.get(memo_key)
-        if hit is None:
-            attrs = dict(kv for kv in map(_decode_kv, base) if kv is not None)
-            hit = self._memo_base(memo_key, derive_base(self.b, kind, attrs))
-        if not volatile:
-            return hit[1]
-        values: dict[str, object] = {}
-        for key, a in volatile:
-            value = self._values.get(a, _MISSING)
-            if value is _MISSING:
-                kv = _decode_kv(a)
-                if kv is None:
-                    continue
-                value = kv[1]
-                if len(self._values) < VOLATILE_MEMO_LIMIT:
-                    self._values[a] = value
-            values[key] = value
-        return self._finish(hit[0], values)
+    def base_of(self, kind: int, attrs: dict[str, object]) -> Base:
+        return derive_base(self.b, kind, attrs)
 
     # -- OTLP/JSON --------------------------------------------------------------------
     def add_json(self, doc: dict, stats: SourceStats) -> None:
@@ -397,8 +199,10 @@ class TraceDecoder:
              kind: np.ndarray, start: np.ndarray, end: np.ndarray, status: np.ndarray,
              derived: list[Derived]) -> None:
         d = np.array(derived, dtype=np.int32).reshape(-1, 6)
+        ids = np.frombuffer(b"".join(tids), dtype=">u8").reshape(-1, 2)
         self.b.add(Batch(
-            service=service, trace=self.b.trace_codes(tids),
+            service=np.full(len(tids), service, np.int32), trace_hi=ids[:, 0].astype(np.uint64),
+            trace_lo=ids[:, 1].astype(np.uint64),
             span_id=np.frombuffer(sid_b, dtype=">u8").astype(np.uint64),
             parent_id=np.frombuffer(pid_b, dtype=">u8").astype(np.uint64),
             name=self.b.names.codes_of(names), kind=kind, start=start, end=end, status=status,
@@ -417,26 +221,32 @@ class TraceDecoder:
         cls, db_system, summary, peer, port, location = base
         statement = _str_or_none(_first(values, sc.DB_STATEMENT)) if values else None
         stmt_code = cache_key = -1
-        if statement and cls == SpanClass.CACHE:
-            hit = self._command.get(statement)
-            if hit is None:
-                shape, key = normalize_command(statement)
-                hit = (self.b.statements.code(shape), self.b.strings.code(key))
-                if len(self._command) < VOLATILE_MEMO_LIMIT:
-                    self._command[statement] = hit
-            stmt_code, cache_key = hit
-        elif statement:
-            stmt_code = self._sql.get(statement, -1)
-            if stmt_code < 0:
-                stmt_code = self.b.statements.code(normalize_sql(statement))
-                if len(self._sql) < VOLATILE_MEMO_LIMIT:
-                    self._sql[statement] = stmt_code
+        if statement:
+            stmt_code, cache_key = self.statement_codes(statement, cls == SpanClass.CACHE)
         elif summary:  # no statement: a database or cache span's summary names the operation
             stmt_code = self.b.statements.code(summary)
         if peer == _NO_PEER:
             url = _first(values, sc.URL) if values else None
             peer = self._peer_of_url(url, port) if isinstance(url, str) else -1
         return cls, db_system, stmt_code, peer, location, cache_key
+
+    def statement_codes(self, statement: str, cache: bool) -> tuple[int, int]:
+        """(statement shape code, cache key code or -1) of a statement: a cache command's shape and
+        key, else the normalized SQL."""
+        if cache:
+            hit = self._command.get(statement)
+            if hit is None:
+                shape, key = normalize_command(statement)
+                hit = (self.b.statements.code(shape), self.b.strings.code(key))
+                if len(self._command) < VOLATILE_MEMO_LIMIT:
+                    self._command[statement] = hit
+            return hit
+        code = self._sql.get(statement, -1)
+        if code < 0:
+            code = self.b.statements.code(normalize_sql(statement))
+            if len(self._sql) < VOLATILE_MEMO_LIMIT:
+                self._sql[statement] = code
+        return code, -1
 
     def _peer_of_url(self, url: str, port: object) -> int:
         # Only scheme and authority decide the peer: memoize on them, not on the per-request path.
@@ -454,69 +264,11 @@ class TraceDecoder:
         return code
 
 
-def _reason(e: DecodeError) -> str:
-    """The parser's reason without the lean schema's internal type name."""
-    return str(e).rpartition(": ")[2] or "does not decode"
-
-
-def _resource_spans_parts(data: bytes) -> list[memoryview] | None:
-    """The serialized ResourceSpans of a request, found by walking its top-level fields (a few
-    per thousand spans); None when that framing is damaged: the whole message is then parsed,
-    and judged, at once."""
-    view = memoryview(data)
-    parts: list[memoryview] = []
-    i, n = 0, len(view)
-    try:
-        while i < n:
-            tag, i = _varint(view, i)
-            wire = tag & 7
-            if wire == 2:
-                length, i = _varint(view, i)
-                if i + length > n:
-                    return None
-                if tag >> 3 == 1:
-                    parts.append(view[i:i + length])
-                i += length
-            elif wire == 0:
-                _, i = _varint(view, i)
-            elif wire in (1, 5):
-                i += 8 if wire == 1 else 4
-            else:
-                return None
-    except IndexError:
-        return None
-    return parts if i == n else None
-
-
-def _varint(view: memoryview, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = view[i]
-        value |= (b & 0x7F) << shift
-        i += 1
-        if b < 0x80:
-            return value, i
-        shift += 7
-        if shift > 63:
-            raise IndexError("varint too long")
-
-
 # Scheme and authority of a URL: what urlsplit reads its host and port from. The URL's first
 # colon must be the one of "://" (no ":/?#" or white space before it), and the authority ends
 # where urlsplit ends it, at the first "/", "?" or "#"; anything else takes the full URL.
 _AUTHORITY = re.compile(r"[^:/?#\s]*://[^/?#\s]*")
 _NOTHING: Derived = (int(SpanClass.INTERNAL), -1, -1, -1, -1, -1)
-
-
-def _decode_kv(raw: bytes) -> tuple[str, object] | None:
-    """(key, value) of a serialized KeyValue as `derive` reads it: a non-empty string, a non-zero
-    integer, else None. None for bytes that do not decode."""
-    try:
-        kv = KeyValue.FromString(raw)
-    except DecodeError:
-        return None
-    v = kv.value
-    return kv.key, (v.string_value or v.int_value or None)
 
 
 def _first(attrs: dict[str, object], keys: Iterable[str]) -> object:
@@ -605,22 +357,6 @@ def _enum(v: object, names: dict[str, int]) -> int:
     return int(v)  # type: ignore[arg-type]
 
 
-def _check_ids(tids: list[bytes], sids: list[bytes], pids: list[bytes], stats: SourceStats) -> tuple[list[bool], list[bytes]]:
-    keep: list[bool] = []
-    fixed: list[bytes] = []
-    for t, s, p in zip(tids, sids, pids):
-        ok = len(t) == 16 and t != ZERO16 and len(s) == 8 and s != ZERO8
-        if not ok:
-            stats.skipped["bad_ids"] += 1
-            stats.note("span with a trace id or span id of the wrong length or all zero; span skipped")
-        elif len(p) != 8:
-            stats.repaired["bad_parent_id"] += 1
-            p = ZERO8
-        keep.append(ok)
-        fixed.append(p)
-    return keep, fixed
-
-
 @dataclass
 class LoadedTraces:
     table: SpanTable
@@ -661,7 +397,9 @@ def _load(paths: list[str], decoder: TraceDecoder, sources: list[SourceStats]) -
                     decoder.add_proto(payload, stats)  # type: ignore[arg-type]
                 else:
                     decoder.add_json(payload, stats)  # type: ignore[arg-type]
+            decoder.flush()
         except InputError as e:
+            decoder.flush()  # the messages read before the error are kept
             if not in_directory:
                 raise
             stats.format = "not-otlp"

@@ -1,9 +1,9 @@
 """The trace decoder's fast paths read what the full protobuf and JSON decoders would.
 
-The lean schema keeps attributes as raw bytes and picks them by key prefix; a large single
-message is parsed one ResourceSpans at a time; JSON is read a column at a time with a checked
-loop behind it. Each test builds input that takes the unusual branch and compares the table with
-what the plain form of the same spans gives.
+The protobuf reader finds the fields of spans laid out in field-number order with a few array
+operations and reads any other layout field by field; damage stays local to a ResourceSpans or a
+span. JSON is read a column at a time with a checked loop behind it. Each test builds input that
+takes the unusual branch and compares the table with what the plain form of the same spans gives.
 """
 
 from __future__ import annotations
@@ -73,29 +73,62 @@ def test_lean_protobuf_reads_what_json_reads(tmp_path):
     assert got["status"] == [0, 2, 0]
 
 
-def test_value_before_key_and_empty_attributes(tmp_path):
+def _ld(field: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    n, out = len(payload), bytearray([field << 3 | 2])
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + payload
+
+
+def _with_spans(req: ExportTraceServiceRequest, spans: list[bytes]) -> bytes:
+    """`req` with its first ScopeSpans' spans replaced by these serialized ones."""
+    rs = req.resource_spans[0]
+    scope = _ld(1, rs.scope_spans[0].scope.SerializeToString()) + b"".join(_ld(2, s) for s in spans)
+    return _ld(1, _ld(1, rs.resource.SerializeToString()) + _ld(2, scope))
+
+
+def test_unusual_layouts_read_like_the_plain_encoding(tmp_path):
     req = _request()
-    span = req.resource_spans[0].scope_spans[0].spans[1]
     plain = tmp_path / "plain.pb"
     plain.write_bytes(req.SerializeToString())
-    # Re-encode the span's attributes with the value field first (legal, if unusual), plus an
-    # empty KeyValue: the lean reader must still find db.system, the statement and the peer.
-    raw = []
-    for kv in span.attributes:
-        key, value = KeyValue(key=kv.key).SerializeToString(), KeyValue(value=kv.value).SerializeToString()
-        raw.append(value + key)
-    del span.attributes[:]
-    body = bytearray(req.SerializeToString())
+    spans = req.resource_spans[0].scope_spans[0].spans
+    # Span 1: attributes with the value field before the key (legal, if unusual) plus an empty
+    # KeyValue, written after the status (out of field order), and its name sent twice (the
+    # last one counts).
+    s1 = t.Span()
+    s1.CopyFrom(spans[1])
+    del s1.attributes[:]
+    attrs = b"".join(_ld(9, KeyValue(value=kv.value).SerializeToString() + KeyValue(key=kv.key).SerializeToString())
+                     for kv in spans[1].attributes) + _ld(9, b"")
+    first_name = _ld(5, b"stale name")
+    s1_bytes = first_name + s1.SerializeToString() + attrs
+    # Span 2: a name of 20,000 bytes (a three-byte length), then the real one again.
+    s2 = spans[2].SerializeToString() + _ld(5, b"x" * 20_000) + _ld(5, spans[2].name.encode())
     odd = tmp_path / "odd.pb"
-    lean = otlp_traces.LeanRequest.FromString(bytes(body))
-    lean_span = lean.resource_spans[0].scope_spans[0].spans[1]
-    lean_span.attributes.extend(raw + [b""])
-    odd.write_bytes(lean.SerializeToString())
+    odd.write_bytes(_with_spans(req, [spans[0].SerializeToString(), s1_bytes, s2]))
     assert _columns(odd) == _columns(plain)
 
 
-def test_large_single_message_is_read_per_resource_and_damage_stays_local(tmp_path, monkeypatch):
-    monkeypatch.setattr(otlp_traces, "SPLIT_ABOVE", 0)  # split even a small message
+def test_a_damaged_span_is_skipped_alone(tmp_path):
+    req = _request()
+    spans = [s.SerializeToString() for s in req.resource_spans[0].scope_spans[0].spans]
+    # The length of the middle span's statement attribute now runs past the span: that span
+    # cannot be read.
+    middle = bytearray(spans[1])
+    at = middle.index(b"\x0a\x0cdb.statement")
+    assert len(middle) - at < 0x7F
+    middle[at - 1] = 0x7F
+    path = tmp_path / "damaged.pb"
+    path.write_bytes(_with_spans(req, [spans[0], bytes(middle), spans[2]]))
+    loaded = load_traces([str(path)])
+    assert len(loaded.table) == 2 and loaded.sources[0].skipped["invalid_spans"] == 1
+    assert loaded.table.names == ["GET /orders", "GET"]
+
+
+def test_damage_stays_in_its_resource_spans(tmp_path):
     req = _request(n_resources=3)
     whole = tmp_path / "whole.pb"
     whole.write_bytes(req.SerializeToString())
@@ -109,7 +142,7 @@ def test_large_single_message_is_read_per_resource_and_damage_stays_local(tmp_pa
     loaded = load_traces([str(damaged)])
     assert len(loaded.table) == 6
     assert loaded.sources[0].skipped["invalid_messages"] == 1
-    # A truncated file has broken framing: the message is judged whole, as before.
+    # A truncated file has broken framing: the message is judged whole.
     truncated = tmp_path / "truncated.pb"
     truncated.write_bytes(req.SerializeToString()[:-10])
     loaded = load_traces([str(truncated)])

@@ -1,0 +1,385 @@
+"""OTLP protobuf trace requests into SpanTable batches, without per-span Python work.
+
+Requests are gathered into chunks of about `CHUNK_BYTES` (one numpy buffer each, so the fixed
+cost of an array operation is paid per chunk, not per request). The request, ResourceSpans and
+ScopeSpans framing is walked in Python (one loop turn per span, to find where each starts); the
+spans themselves are read with numpy (`span_wire`), a group of up to `SPAN_GROUP` at a time.
+
+What the attributes decide is derived once per distinct value, never per span:
+- the attributes that repeat (db system, host, port, code location...) are hashed per span into
+  a signature (`_signatures`); `derive_base` runs once per new signature;
+- statements and URLs carry per-request literals: each distinct one is normalized once, and
+  statements that differ only in their numbers are normalized once for all of them
+  (`statement_shapes`).
+- names are hashed and interned once per distinct name.
+
+Damage: a request or ResourceSpans whose framing does not decode is skipped and counted
+(`invalid_messages`); a span that does not decode is skipped alone (`invalid_spans`); ids are
+checked as in the JSON reader (`bad_ids`, `bad_parent_id`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from analyzer import semconv as sc
+from analyzer.arrays import dense_ranks, hash_slices, mix
+from analyzer.model import Kind, SpanClass
+from analyzer.statement import shape_keys
+from analyzer.table import Batch
+from collectors import protowire as pw
+from collectors import span_wire as sw
+from collectors.otlp_files import SourceStats
+
+if TYPE_CHECKING:
+    from collectors.otlp_traces import TraceDecoder
+
+CHUNK_BYTES = 16 << 20
+SPAN_GROUP = 1 << 16
+_RESOURCE_SPANS, _RESOURCE, _SCOPE_SPANS, _SPANS = 1, 1, 2, 2
+_ENTRY = (int(Kind.SERVER), int(Kind.CONSUMER))
+NO_PEER = -2  # derive_base's peer when no host attribute names it: look at the URL
+MEMO_LIMIT = 1 << 20  # distinct names, statements, URLs and signatures remembered across chunks
+
+# The attribute keys the analysis reads, each with an index, and which of them carry per-request
+# values (read by value) rather than repeating ones (hashed into the span's signature).
+KEYS = sorted(sc.SPAN_KEYS)
+_KEY_INDEX = {k: i for i, k in enumerate(KEYS)}
+_STATEMENT_KEYS = [_KEY_INDEX[k] for k in sc.DB_STATEMENT]  # preferred first
+_URL_KEYS = [_KEY_INDEX[k] for k in sc.URL]
+_VOLATILE = np.zeros(len(KEYS), dtype=bool)
+_VOLATILE[_STATEMENT_KEYS + _URL_KEYS] = True
+_KEY_SALT = mix(np.arange(1, len(KEYS) + 1, dtype=np.uint64) * np.uint64(0xD6E8FEB86659FD93))
+
+
+def _key_hashes() -> tuple[np.ndarray, np.ndarray]:
+    """The wanted keys' hashes, sorted, and the key index of each."""
+    raw = [k.encode() for k in KEYS]
+    buf, starts = pw.padded(raw)
+    h = hash_slices(buf, starts, np.array([len(r) for r in raw], dtype=np.int64))
+    order = np.argsort(h)
+    return h[order], order
+
+
+_WANTED_HASH, _WANTED_INDEX = _key_hashes()
+_WANTED_LEN = np.zeros(256, dtype=bool)
+_WANTED_LEN[[len(k.encode()) for k in KEYS]] = True
+
+
+class ProtoTraces:
+    """Gathers requests of one source into chunks and decodes each into the decoder's builder."""
+
+    def __init__(self, decoder: TraceDecoder) -> None:
+        self.d = decoder
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._stats: SourceStats | None = None
+        self._resources: dict[bytes, int] = {}
+        self._names = _Memo(1)
+        self._signatures = _Memo(1)  # -> index in _bases
+        self._bases: list[tuple] = []  # (class, db system, summary code, peer, code location, port)
+        self._statements = _Memo(2)  # -> (statement code, cache key code)
+        self._urls = _Memo(1)  # (URL, signature) -> peer code
+
+    def add(self, data: bytes, stats: SourceStats) -> None:
+        if stats is not self._stats:
+            self.flush()
+            self._stats = stats
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= CHUNK_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Decode what has been gathered (call at the end of each source)."""
+        if not self._pending:
+            return
+        messages, stats = self._pending, self._stats
+        self._pending, self._pending_bytes = [], 0
+        assert stats is not None
+        buf, offsets = pw.padded(messages)
+        starts, lengths, services = self._frame(messages, offsets.tolist(), stats)
+        del messages
+        for a in range(0, starts.shape[0], SPAN_GROUP):
+            s = starts[a:a + SPAN_GROUP]
+            self._spans(buf, s, s + lengths[a:a + SPAN_GROUP], services[a:a + SPAN_GROUP], stats)
+
+    # -- framing ----------------------------------------------------------------------
+    def _frame(self, messages: list[bytes], offsets: list[int], stats: SourceStats
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where each span starts in the chunk, its length, and its service code."""
+        starts: list[int] = []  # relative to the span's message
+        lengths: list[int] = []
+        per_message: list[int] = []
+        per_resource: list[int] = []
+        codes: list[int] = []
+        for i, m in enumerate(messages):
+            before_message = len(starts)
+            top = pw.walk(m, 0, len(m))
+            if top is None:
+                stats.skipped["invalid_messages"] += 1
+                stats.note(f"message {stats.messages - len(messages) + i + 1}: not a valid ExportTraceServiceRequest "
+                           "(its framing does not decode)")
+                top = []
+            for number, wire, at, length in top:
+                if number != _RESOURCE_SPANS or wire != pw.LEN:
+                    continue
+                before = len(starts)
+                service = self._resource_spans(m, at, at + length, starts, lengths)
+                if service is None:
+                    del starts[before:], lengths[before:]
+                    stats.skipped["invalid_messages"] += 1
+                    stats.note(f"message {stats.messages - len(messages) + i + 1}: a resource_spans does not decode; "
+                               "its spans skipped")
+                    continue
+                per_resource.append(len(starts) - before)
+                codes.append(service)
+            per_message.append(len(starts) - before_message)
+        base = np.repeat(np.array(offsets, dtype=np.int64), per_message)
+        return (np.array(starts, dtype=np.int64) + base, np.array(lengths, dtype=np.int64),
+                np.repeat(np.array(codes, dtype=np.int32), per_resource))
+
+    def _resource_spans(self, m: bytes, a: int, b: int, starts: list[int], lengths: list[int]) -> int | None:
+        """Append the spans of one ResourceSpans; its service code, or None when it does not decode."""
+        fields = pw.walk(m, a, b)
+        if fields is None:
+            return None
+        resource = b""
+        for number, wire, at, length in fields:
+            if wire != pw.LEN:
+                continue
+            if number == _RESOURCE:
+                resource = m[at:at + length]
+            elif number == _SCOPE_SPANS and not pw.len_fields(m, at, at + length, _SPANS, starts, lengths):
+                return None
+        return self._service(resource)
+
+    def _service(self, raw: bytes) -> int | None:
+        code = self._resources.get(raw)
+        if code is None:
+            try:
+                res = Resource.FromString(raw)
+            except DecodeError:
+                return None
+            attrs = {kv.key: kv.value.string_value for kv in res.attributes
+                     if kv.key in (sc.SERVICE_NAME, sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE)}
+            code = self.d.b.service(attrs.get(sc.SERVICE_NAME) or "unknown_service",
+                                    attrs.get(sc.PROCESS_RUNTIME_NAME), attrs.get(sc.TELEMETRY_SDK_LANGUAGE))
+            if len(self._resources) < MEMO_LIMIT:
+                self._resources[raw] = code
+        return code
+
+    # -- spans ------------------------------------------------------------------------
+    def _spans(self, buf: np.ndarray, s: np.ndarray, e: np.ndarray, service: np.ndarray,
+               stats: SourceStats) -> None:
+        sp = sw.read_spans(buf, s, e)
+        unreadable = int((~sp.readable).sum())
+        if unreadable:
+            stats.skipped["invalid_spans"] += unreadable
+            stats.note(f"{unreadable} span(s) whose bytes or status do not decode; skipped")
+        bad_ids = int((sp.readable & ~sp.ids_ok).sum())
+        if bad_ids:
+            stats.skipped["bad_ids"] += bad_ids
+            stats.note(f"{bad_ids} span(s) with a trace id or span id of the wrong length or all zero; skipped")
+        keep = sp.readable & sp.ids_ok
+        bad_parents = int((keep & ~sp.parent_ok).sum())
+        if bad_parents:
+            stats.repaired["bad_parent_id"] += bad_parents
+        rows = np.flatnonzero(keep)
+        n = rows.shape[0]
+        if not n:
+            return
+        kind = sp.kind[rows]
+        derived = self._derive(buf, sp, rows, kind)
+        self.d.b.add(Batch(
+            service=service[rows], trace_hi=sp.trace_hi[rows], trace_lo=sp.trace_lo[rows],
+            span_id=sp.span_id[rows], parent_id=sp.parent_id[rows],
+            name=self._name_codes(buf, sp.name_start[rows], sp.name_len[rows]), kind=kind.astype(np.int8),
+            start=sp.start[rows], end=sp.end[rows], status=sp.status[rows].astype(np.int8), **derived))
+        stats.spans += n
+
+    def _name_codes(self, buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+        names = self.d.b.names
+        return self._names.resolve(hash_slices(buf, start, length),
+                                   lambda rows: [names.code(_text(buf, start[i], length[i])) for i in rows])[:, 0]
+
+    # -- what the attributes decide ------------------------------------------------------
+    def _derive(self, buf: np.ndarray, sp: sw.Spans, rows: np.ndarray, kind: np.ndarray) -> dict[str, np.ndarray]:
+        """The derived columns (span class, db system, statement, peer, code location, cache key)
+        of the spans `rows`; entry spans (SERVER, CONSUMER) are not looked into."""
+        n = rows.shape[0]
+        out = {"span_class": np.full(n, int(SpanClass.INTERNAL), np.int8)}
+        for name in ("db_system", "statement", "peer", "code_location", "cache_key"):
+            out[name] = np.full(n, -1, np.int32)
+        entry = np.isin(kind, _ENTRY)
+        inner = np.flatnonzero(~entry)
+        if not inner.shape[0]:
+            return out
+        attrs = self._attributes(buf, sp, rows, entry)
+        sig = self._signatures_of(buf, attrs, n, kind)
+        base = self._signatures.resolve(sig[inner], lambda reps: self._new_bases(buf, attrs, inner[reps], kind))[:, 0]
+        table = np.array([b[:5] for b in self._bases], dtype=np.int32).reshape(-1, 5)
+        out["span_class"][inner] = table[base, 0]
+        out["db_system"][inner] = table[base, 1]
+        out["statement"][inner] = table[base, 2]  # the summary; a statement attribute replaces it below
+        out["peer"][inner] = table[base, 3]
+        out["code_location"][inner] = table[base, 4]
+
+        a_row, key, vkind, vs, vl, vint = attrs
+        stmt = _chosen(a_row, key, _STATEMENT_KEYS, n, vkind != sw.NONE)
+        has = np.flatnonzero(stmt >= 0)
+        if has.shape[0]:
+            r = stmt[has]
+            is_cache = out["span_class"][has] == int(SpanClass.CACHE)
+            # Cache commands by their exact text (the key is part of what is derived); SQL by
+            # its shape key, so statements differing only in numbers are normalized once.
+            h = _value_hashes(buf, vkind[r], vs[r], vl[r], vint[r])
+            sql = np.flatnonzero(~is_cache & (vkind[r] == sw.STRING))
+            h[sql] = shape_keys(buf, vs[r[sql]], vl[r[sql]]) ^ _SQL_SALT
+
+            def statements(firsts: np.ndarray) -> list[tuple[int, int]]:
+                return [self.d.statement_codes(_value_text(buf, attrs, r[i]), bool(is_cache[i])) for i in firsts]
+
+            codes = self._statements.resolve(h, statements)
+            out["statement"][has] = codes[:, 0]
+            out["cache_key"][has] = codes[:, 1]
+
+        no_peer = inner[out["peer"][inner] == NO_PEER]
+        out["peer"][no_peer] = -1
+        url = _chosen(a_row, key, _URL_KEYS, n, vkind == sw.STRING)
+        has = no_peer[url[no_peer] >= 0]
+        if has.shape[0]:
+            r = url[has]
+            sig_of = base[np.searchsorted(inner, has)]  # each span's base, for its port
+            pairs = mix(hash_slices(buf, vs[r], vl[r]) ^ mix(sig_of.astype(np.uint64) + np.uint64(1)))
+
+            def peers(firsts: np.ndarray) -> list[int]:
+                return [self.d._peer_of_url(_text(buf, vs[r[i]], vl[r[i]]), self._bases[sig_of[i]][5]) for i in firsts]
+
+            out["peer"][has] = self._urls.resolve(pairs, peers)[:, 0]
+        return out
+
+    def _attributes(self, buf: np.ndarray, sp: sw.Spans, rows: np.ndarray, entry: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The attributes the analysis reads, of the non-entry spans among `rows`: per attribute
+        (row, key index, value kind, string start, string length, integer)."""
+        pos = np.full(sp.kind.shape[0], -1, np.int64)
+        pos[rows] = np.arange(rows.shape[0])
+        a_row = pos[sp.attr_span]
+        sel = np.flatnonzero(a_row >= 0)
+        sel = sel[~entry[a_row[sel]]]
+        kv = sw.read_key_values(buf, sp.attr_start[sel], sp.attr_len[sel])
+        cand = np.flatnonzero(kv.readable & (kv.key_len < 256))
+        cand = cand[_WANTED_LEN[kv.key_len[cand]]]
+        kh = hash_slices(buf, kv.key_start[cand], kv.key_len[cand])
+        at = np.minimum(np.searchsorted(_WANTED_HASH, kh), _WANTED_HASH.shape[0] - 1)
+        hit = _WANTED_HASH[at] == kh
+        cand, key = cand[hit], _WANTED_INDEX[at[hit]]
+        vkind, vs, vl, vint = sw.read_values(buf, kv.value_start[cand], kv.value_len[cand])
+        return a_row[sel[cand]], key, vkind, vs, vl, vint
+
+    @staticmethod
+    def _signatures_of(buf: np.ndarray, attrs: tuple[np.ndarray, ...], n: int, kind: np.ndarray) -> np.ndarray:
+        """Per span, a hash of its kind and of its repeating attributes (key and value), whatever
+        their order: spans with equal signatures derive the same class, system, peer and location."""
+        a_row, key, vkind, vs, vl, vint = attrs
+        b = np.flatnonzero(~_VOLATILE[key] & (vkind != sw.NONE))
+        kvh = mix(_value_hashes(buf, vkind[b], vs[b], vl[b], vint[b]) ^ _KEY_SALT[key[b]])
+        sig = np.zeros(n, np.uint64)
+        np.add.at(sig, a_row[b], kvh)
+        return mix(sig ^ mix(kind.astype(np.uint64) + np.uint64(_KIND_SALT)))
+
+    def _new_bases(self, buf: np.ndarray, attrs: tuple[np.ndarray, ...], reps: np.ndarray,
+                   kind: np.ndarray) -> list[int]:
+        """Derive the base of each span in `reps` (one per signature not seen before) from its
+        repeating attributes; their indices in `_bases`."""
+        a_row, key, vkind, vs, vl, vint = attrs
+        found: dict[int, dict[str, object]] = {int(r): {} for r in reps.tolist()}
+        is_rep = np.zeros(kind.shape[0], dtype=bool)
+        is_rep[reps] = True
+        for i in np.flatnonzero(is_rep[a_row] & ~_VOLATILE[key] & (vkind != sw.NONE)).tolist():
+            found[int(a_row[i])][KEYS[key[i]]] = _value_text(buf, attrs, i) if vkind[i] == sw.STRING else int(vint[i])
+        out = []
+        for rep in reps.tolist():
+            cls, db_system, summary, peer, port, location = self.d.base_of(int(kind[rep]), found[rep])
+            out.append(len(self._bases))
+            self._bases.append((cls, db_system, self.d.b.statements.code(summary) if summary else -1, peer, location,
+                                port))
+        return out
+
+
+class _Memo:
+    """What was derived for a hash before, as sorted arrays: a batch of hashes is looked up with one
+    searchsorted, and `make` runs once per distinct hash not seen before."""
+
+    def __init__(self, width: int) -> None:
+        self.keys = np.zeros(0, np.uint64)
+        self.codes = np.zeros((0, width), np.int64)
+
+    def resolve(self, h: np.ndarray, make) -> np.ndarray:
+        """Codes (n, width) of hashes `h`. `make(rows)` gets the first row of each new distinct
+        hash, in order of appearance, and returns their codes."""
+        out = np.empty((h.shape[0], self.codes.shape[1]), np.int64)
+        found = np.zeros(h.shape[0], dtype=bool)
+        if self.keys.shape[0]:
+            at = np.minimum(np.searchsorted(self.keys, h), self.keys.shape[0] - 1)
+            found = self.keys[at] == h
+            out[found] = self.codes[at[found]]
+        miss = np.flatnonzero(~found)
+        if miss.shape[0]:
+            rank, first = _distinct(h[miss])
+            new = np.array(make(miss[first]), dtype=np.int64).reshape(first.shape[0], -1)
+            out[miss] = new[rank]
+            if self.keys.shape[0] < MEMO_LIMIT:
+                keys = np.concatenate([self.keys, h[miss[first]]])
+                order = np.argsort(keys, kind="stable")
+                self.keys, self.codes = keys[order], np.concatenate([self.codes, new])[order]
+        return out
+
+
+_SQL_SALT = np.uint64(0x8CB92BA72F3D8DD7)  # keeps shape keys apart from exact-text hashes
+_KIND_SALT = 0x5851F42D4C957F2D
+_INT_SALT = np.uint64(0x2545F4914F6CDD1D)
+
+
+def _value_hashes(buf: np.ndarray, vkind: np.ndarray, vs: np.ndarray, vl: np.ndarray, vint: np.ndarray) -> np.ndarray:
+    """A hash per attribute value: of the string's bytes, or of the integer."""
+    h = mix(vint.view(np.uint64) ^ _INT_SALT)
+    s = np.flatnonzero(vkind == sw.STRING)
+    h[s] = hash_slices(buf, vs[s], vl[s])
+    return h
+
+
+def _distinct(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's distinct value, numbered in order of first appearance, and the row where each
+    first appears."""
+    rank, k = dense_ranks(h)
+    first = np.full(k, -1, np.int64)
+    first[rank[::-1]] = np.arange(rank.shape[0] - 1, -1, -1)
+    order = np.argsort(first)
+    renumber = np.empty(k, np.int64)
+    renumber[order] = np.arange(k)
+    return renumber[rank], first[order]
+
+
+def _chosen(a_row: np.ndarray, key: np.ndarray, keys: list[int], n: int, usable: np.ndarray) -> np.ndarray:
+    """Per span, the attribute (index) holding the first of `keys` it has, -1 if none; of a key
+    given twice, the later one (as a dict built from the attributes would keep)."""
+    out = np.full(n, -1, np.int64)
+    for k in reversed(keys):
+        r = np.flatnonzero((key == k) & usable)
+        out[a_row[r]] = r
+    return out
+
+
+def _text(buf: np.ndarray, start: int, length: int) -> str:
+    return buf[start:start + length].tobytes().decode("utf-8", "replace")
+
+
+def _value_text(buf: np.ndarray, attrs: tuple[np.ndarray, ...], i: int) -> str:
+    """Attribute `i`'s value as the text a statement is read from (an integer in decimal)."""
+    _, _, vkind, vs, vl, vint = attrs
+    return _text(buf, vs[i], vl[i]) if vkind[i] == sw.STRING else str(int(vint[i]))

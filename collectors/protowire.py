@@ -1,0 +1,213 @@
+"""Protobuf wire format, read for many messages at once with numpy.
+
+A message is a run of fields, each a tag varint (field number << 3 | wire type) and a value; a
+field's position depends on the length of the one before it, so one message cannot be read in
+parallel. Many messages can: `scan` reads the k-th field of every message in one set of array
+operations and repeats until every message is read. A step costs the same few operations
+whatever the number of messages, so a batch of thousands of spans is read in as many steps as
+its longest span has fields.
+
+Buffers are `uint8` arrays with `PAD` zero bytes after the data, so reading a varint or a word
+near the end never indexes out of bounds; a field that runs past its message is reported as
+damage, not read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analyzer.arrays import PAD
+
+
+VARINT, I64, LEN, I32 = 0, 1, 2, 5
+_MAX_STEPS_VARINT = 10
+
+
+def padded(data: bytes | list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """One buffer holding `data` (or each part of it, back to back) and the offset each part starts at."""
+    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+    sizes = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    buf = np.empty(int(sizes.sum()) + PAD, dtype=np.uint8)
+    buf[-PAD:] = 0
+    starts = np.zeros(len(parts), dtype=np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    at = 0
+    for part, size in zip(parts, sizes.tolist()):
+        buf[at:at + size] = np.frombuffer(part, dtype=np.uint8)
+        at += size
+    return buf, starts
+
+
+def varints(buf: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(value, position after it, well-formed) of the varint at each position.
+
+    Nearly every varint in a span (tags, lengths, kinds) is one byte, so that case is read for
+    all at once and only the longer ones go through the byte-by-byte loop."""
+    b = buf[pos]
+    value = b.astype(np.uint64)
+    after = pos + 1
+    ok = np.ones(pos.shape[0], dtype=bool)
+    more = np.flatnonzero(b >= 0x80)
+    if more.shape[0]:
+        p = pos[more]
+        acc = value[more] & np.uint64(0x7F)
+        idx = more
+        for shift in range(7, 7 * _MAX_STEPS_VARINT, 7):
+            p = p + 1
+            byte = buf[p]
+            acc |= (byte.astype(np.uint64) & np.uint64(0x7F)) << np.uint64(shift)
+            done = byte < 0x80
+            if done.any():
+                value[idx[done]] = acc[done]
+                after[idx[done]] = p[done] + 1
+            keep = ~done
+            idx, p, acc = idx[keep], p[keep], acc[keep]
+            if not idx.shape[0]:
+                break
+        ok[idx] = False  # longer than 10 bytes
+    return value, after, ok
+
+
+@dataclass
+class Fields:
+    """Every field of a set of messages, one row per field, in reading order per message
+    (rows of a message's k-th field come after those of its (k-1)-th)."""
+
+    owner: np.ndarray  # int64: index of the message the field belongs to
+    number: np.ndarray  # int64: field number
+    wire: np.ndarray  # uint8: wire type
+    start: np.ndarray  # int64: where the value starts (a LEN field's payload, a fixed value's bytes)
+    value: np.ndarray  # uint64: a VARINT's value, a LEN field's length
+    bad: np.ndarray  # bool per message: malformed (bad wire type, varint, or a field past its end)
+
+    def select(self, number: int, wire: int) -> np.ndarray:
+        """Rows of the fields with this number and wire type (a field sent with another wire
+        type than its schema's is ignored, as protobuf parsers treat it as unknown)."""
+        return np.flatnonzero((self.number == number) & (self.wire == wire))
+
+
+def scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Fields:
+    """Read every field of the messages `buf[starts[i]:ends[i]]`."""
+    n = starts.shape[0]
+    bad = np.zeros(n, dtype=bool)
+    pos = starts.astype(np.int64)
+    own = np.flatnonzero(pos < ends)
+    pos = pos[own]
+    rows: list[tuple[np.ndarray, ...]] = []
+    while own.shape[0]:
+        tag, at, ok1 = varints(buf, pos)
+        wire = (tag & np.uint64(7)).astype(np.uint8)
+        value, after, ok2 = varints(buf, at)
+        lim = ends[own]
+        # Where the next field starts, per wire type; LEN payloads start after their length.
+        nxt = np.where(wire == VARINT, after, at + np.where(wire == I64, 8, 4))
+        is_len = wire == LEN
+        room = lim - after
+        long_ok = value <= np.maximum(room, 0).astype(np.uint64)
+        nxt = np.where(is_len, after + np.where(long_ok, value, 0).astype(np.int64), nxt)
+        good = ok1 & ok2 & ((wire <= LEN) | (wire == I32)) & (~is_len | long_ok) & (nxt <= lim)
+        if not good.all():
+            bad[own[~good]] = True
+            own, pos, tag, wire, at, value, after, nxt, lim, is_len = (
+                x[good] for x in (own, pos, tag, wire, at, value, after, nxt, lim, is_len))
+        rows.append((own, (tag >> np.uint64(3)).astype(np.int64), wire, np.where(is_len, after, at), value))
+        more = nxt < lim
+        own, pos = own[more], nxt[more]
+    if rows:
+        cols = [np.concatenate(c) for c in zip(*rows)]
+    else:
+        cols = [np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.int64),
+                np.zeros(0, np.uint64)]
+    f = Fields(*cols, bad=bad)
+    if bad.any():  # a damaged message's fields are dropped with it
+        keep = ~bad[f.owner]
+        f = Fields(f.owner[keep], f.number[keep], f.wire[keep], f.start[keep], f.value[keep], bad)
+    return f
+
+
+def walk(data: bytes, i: int, end: int) -> list[tuple[int, int, int, int]] | None:
+    """(field number, wire type, value start, value or length) of each field of the message in
+    `data[i:end]`, read in Python: for the few large messages above the spans (a request, its
+    ResourceSpans and ScopeSpans). None when the message is malformed."""
+    out = []
+    try:
+        while i < end:
+            tag, i = _varint(data, i)
+            wire = tag & 7
+            if wire == VARINT:
+                value, j = _varint(data, i)
+            elif wire == LEN:
+                value, i = _varint(data, i)
+                j = i + value
+            elif wire == I64 or wire == I32:
+                value, j = 0, i + (8 if wire == I64 else 4)
+            else:
+                return None
+            if j > end:
+                return None
+            out.append((tag >> 3, wire, i, value))
+            i = j
+    except IndexError:
+        return None
+    return out
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = data[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            return value, i
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint longer than 10 bytes")
+
+
+def len_fields(data: bytes, i: int, end: int, number: int, starts: list[int], lengths: list[int]) -> bool:
+    """Append the payload start and length of every LEN field `number` of the message in
+    `data[i:end]` (the spans of a ScopeSpans: one loop turn per span, so the common one-byte tag
+    and two-byte length are read inline). False when the message is malformed."""
+    tag_byte = (number << 3) | LEN
+    add_start, add_length = starts.append, lengths.append
+    try:
+        while i < end:
+            if data[i] == tag_byte:
+                n = data[i + 1]
+                if n < 0x80:
+                    i += 2
+                else:
+                    m = data[i + 2]
+                    if m < 0x80:
+                        n = (n & 0x7F) | (m << 7)
+                        i += 3
+                    else:
+                        n, i = _varint(data, i + 1)
+                if i + n > end:
+                    return False
+                add_start(i)
+                add_length(n)
+                i += n
+                continue
+            tag, i = _varint(data, i)
+            wire = tag & 7
+            if wire == VARINT:
+                _, i = _varint(data, i)
+            elif wire == LEN:
+                n, i = _varint(data, i)
+                if (tag >> 3) == number:
+                    add_start(i)
+                    add_length(n)
+                i += n
+            elif wire == I64 or wire == I32:
+                i += 8 if wire == I64 else 4
+            else:
+                return False
+            if i > end:
+                return False
+    except IndexError:
+        return False
+    return True
