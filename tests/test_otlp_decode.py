@@ -16,8 +16,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2 as t
 
-from collectors import otlp_traces
+from collectors import proto_traces
 from collectors.otlp_json import to_otlp_json_line
+from benchmarks.gen_traces import main
 from collectors.otlp_traces import load_traces
 
 TID = bytes(range(1, 17))
@@ -173,3 +174,29 @@ def test_table_codes_follow_trace_id_order(tmp_path):
     tab = load_traces([str(path)]).table
     assert tab.n_traces == 2 and tab.trace_id_hex(0) == "00" * 15 + "01" and len(tab) == 6
     assert np.all(np.diff(tab.trace) >= 0)
+
+
+def _decoded(tab) -> dict:
+    """Every column of a table, codes replaced by the strings they stand for."""
+    cols = {c: getattr(tab, c).tolist() for c in ("trace", "span_id", "parent_id", "parent", "kind", "start", "end",
+                                                   "status", "span_class", "service")}
+    for c, names in (("name", "names"), ("statement", "statements"), ("peer", "peers"),
+                     ("code_location", "code_locations"), ("db_system", "strings"), ("cache_key", "strings")):
+        lut = getattr(tab, names)
+        cols[c] = [lut[x] if x >= 0 else None for x in getattr(tab, c).tolist()]
+    return cols
+
+
+def test_a_generated_fleet_reads_the_same_from_protobuf_and_json(tmp_path, monkeypatch):
+    # 30,000 spans of the benchmark fleet: every span class, old, new and duplicated
+    # semantic-convention names, N+1 loops with literal ids in the statements; small chunks and
+    # span groups, so that memos carry across many of them.
+    monkeypatch.setattr(proto_traces, "CHUNK_BYTES", 1 << 20)
+    monkeypatch.setattr(proto_traces, "SPAN_GROUP", 4096)
+    main(["--spans", "30000", "--out", str(tmp_path), "--seed", "3"])
+    tables = {form: load_traces([str(tmp_path / f"traces-30000.{form}")]).table for form in ("pb", "binpb", "jsonl")}
+    want = _decoded(tables["jsonl"])
+    assert len(want["span_id"]) == 30000
+    assert sum(s is not None for s in want["statement"]) > 5000
+    assert _decoded(tables["pb"]) == want
+    assert _decoded(tables["binpb"]) == want
