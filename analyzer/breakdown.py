@@ -109,9 +109,12 @@ def levels(parent: np.ndarray) -> list[np.ndarray]:
     """Rows grouped by depth, roots first (breadth-first over a CSR child index)."""
     n = parent.shape[0]
     order = np.argsort(parent, kind="stable")
-    sorted_parent = parent[order]
-    first_child = np.searchsorted(sorted_parent, np.arange(n), side="left")
-    last_child = np.searchsorted(sorted_parent, np.arange(n), side="right")
+    # Row i's children are order[first_child[i]:last_child[i]]: rows without a parent (-1) sort
+    # first, then the children of row 0, 1, ...; the bounds are running sums of the child counts.
+    has_parent = parent >= 0
+    counts = np.bincount(parent[has_parent], minlength=n)
+    last_child = (n - int(np.count_nonzero(has_parent))) + np.cumsum(counts)
+    first_child = last_child - counts
     out = []
     frontier = np.flatnonzero(parent < 0)
     while frontier.size:

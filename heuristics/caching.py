@@ -45,7 +45,12 @@ class CacheAside:
 
 
 def cache_aside(ctx: HotspotContext) -> CacheAside:
-    """Cache-aside sequences (read -> fetch -> write) within each request, in one pass over the sorted spans."""
+    """Cache-aside sequences (read -> fetch -> write) within each request, in one pass over the sorted spans;
+    computed once per hot spot, the caching rules share it."""
+    return ctx.once("cache_aside", lambda: _cache_aside(ctx))
+
+
+def _cache_aside(ctx: HotspotContext) -> CacheAside:
     w = waiting(ctx)
     n = len(w)
     if not n:
