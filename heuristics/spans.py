@@ -48,8 +48,8 @@ def waiting(ctx: HotspotContext) -> Waiting:
 
 def _waiting(ctx: HotspotContext) -> Waiting:
     t, b = ctx.table, ctx.breakdown
-    rows = ctx.spans
-    rows = rows[t.span_class[rows] != SpanClass.INTERNAL]
+    keep = t.span_class[ctx.spans] != SpanClass.INTERNAL
+    rows, req = ctx.spans[keep], ctx.span_requests[keep]
     # Drop spans below another waiting span at any depth (ORM span > internal > driver span);
     # the walk stops at the owning entry span, so it takes at most the trace's depth in steps.
     nested = np.zeros(rows.shape[0], dtype=bool)
@@ -60,16 +60,13 @@ def _waiting(ctx: HotspotContext) -> Waiting:
         nested |= live & (t.span_class[c] != SpanClass.INTERNAL)
         cur = np.where(live, t.parent[c], -1)
         live &= ~nested & (cur >= 0) & (b.entry_index[np.maximum(cur, 0)] < 0)
-    rows = rows[~nested]
-    entries = ctx.hotspot.entries
-    order = np.argsort(entries)
-    req = order[np.searchsorted(entries[order], b.owner[rows])]
+    rows, req = rows[~nested], req[~nested]
     s, e = b.clip_start[rows], b.clip_end[rows]
     dur = e - s
     # A critical span's whole clipped interval is on the path: its exclusive time plus its
     # critical children's (for a client span, that includes the downstream's server span).
     crit = np.where(b.on_path[rows], dur, 0)
-    return Waiting(rows, req.astype(np.int64), s, e, dur, crit, t.span_class[rows], t.statement[rows],
+    return Waiting(rows, req, s, e, dur, crit, t.span_class[rows], t.statement[rows],
                    t.peer[rows], ctx.hotspot.count)
 
 
