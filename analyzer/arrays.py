@@ -37,20 +37,25 @@ def searchsorted_many(a: np.ndarray, v: np.ndarray, side: str = "left") -> np.nd
     return out
 
 
-def dense_ranks(v: np.ndarray) -> tuple[np.ndarray, int]:
-    """Each value's index among the sorted distinct values of `v`, and how many distinct values
-    there are: `searchsorted(unique(v), v)` with one sort instead of three."""
-    if not v.shape[0]:
-        return np.zeros(0, dtype=np.int64), 0
+def unique_inverse(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(v, return_inverse=True)` for a 1-d array, with one unstable sort: the sorted
+    distinct values and each value's index among them."""
     order = np.argsort(v)
     s = v[order]
     new = np.empty(s.shape[0], dtype=bool)
-    new[0] = True
+    new[:1] = True
     np.not_equal(s[1:], s[:-1], out=new[1:])
     rank = np.cumsum(new, dtype=np.int64) - 1
     out = np.empty(s.shape[0], dtype=np.int64)
     out[order] = rank
-    return out, int(rank[-1]) + 1
+    return s[new], out
+
+
+def dense_ranks(v: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each value's index among the sorted distinct values of `v`, and how many distinct values
+    there are: `searchsorted(unique(v), v)` with one sort instead of three."""
+    values, rank = unique_inverse(v)
+    return rank, values.shape[0]
 
 
 def words(buf: np.ndarray, dtype: str = "<u8") -> np.ndarray:
@@ -75,43 +80,48 @@ def mix(x: np.ndarray) -> np.ndarray:
 def hash_slices(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each byte string `buf[start:start+length]` (`buf` padded by `PAD`).
 
-    The k-th 8-byte word of every slice long enough to have one is read in one step (the last
-    word masked to the slice) and folded into its slice's hash with an xor, a multiplication by
-    an odd constant and a shift (a bijection of the word for a given running hash, so slices that
-    differ in one word always differ); the length and a final mix come last. For telemetry
-    (names, keys, statements) two different strings collide with probability about 2^-64: a
-    million distinct values have about one chance in 10^7 of any collision."""
+    The k-th 8-byte word of every slice is read in one step (the last word masked to the slice)
+    and folded into its slice's hash with an xor, a multiplication by an odd constant and a shift
+    (a bijection of the word for a given running hash, so slices that differ in one word always
+    differ); the length and a final mix come last. While most slices still have a k-th word,
+    the step runs over all of them; after that, over those that do. For telemetry (names, keys,
+    statements) two different strings collide with probability about 2^-64: a million distinct
+    values have about one chance in 10^7 of any collision."""
     n = start.shape[0]
     length = length.astype(np.int64)
-    if not n:
-        return np.zeros(0, np.uint64)
-    w = words(buf)
     at = start.astype(np.int64)
-    h = _fold(np.full(n, _SEED), _masked(w[at], length))
-    rows = np.flatnonzero(length > 8)
-    k = 1
-    while rows.shape[0]:
-        left = length[rows] - 8 * k
-        h[rows] = _fold(h[rows], _masked(w[at[rows] + 8 * k], left))
-        rows = rows[left > 8]
+    w = words(buf)
+    h = np.full(n, _SEED, dtype=np.uint64)
+    rows = None  # None: every slice
+    k = 0
+    while n:
+        if rows is None:
+            left = length - 8 * k
+            folded = _fold(h ^ (w[at + 8 * k] & _MASKS[np.clip(left, 0, 8)]))
+            h = folded if k == 0 else np.where(left > 0, folded, h)
+            more = length > 8 * (k + 1)
+            alive = int(np.count_nonzero(more))
+            if not alive:
+                break
+            if alive < n // 2:
+                rows = np.flatnonzero(more)
+        else:
+            left = length[rows] - 8 * k
+            h[rows] = _fold(h[rows] ^ (w[at[rows] + 8 * k] & _MASKS[np.minimum(left, 8)]))
+            rows = rows[left > 8]
+            if not rows.shape[0]:
+                break
         k += 1
     return mix(h ^ length.astype(np.uint64))
 
 
 _SEED = np.uint64(0x9E3779B97F4A7C15)
+# The low `i` bytes of a word.
+_MASKS = np.array([(1 << (8 * i)) - 1 for i in range(9)], dtype=np.uint64)
 
 
-def _masked(word: np.ndarray, left: np.ndarray) -> np.ndarray:
-    """`word` with the bytes past a slice's end (`left` bytes of it remain) cleared."""
-    short = left < 8
-    if short.any():
-        bits = np.maximum(left, 0).astype(np.uint64) << np.uint64(3)
-        word &= np.where(short, (np.uint64(1) << (bits & np.uint64(63))) - np.uint64(1), ~np.uint64(0))
-    return word
-
-
-def _fold(h: np.ndarray, word: np.ndarray) -> np.ndarray:
-    h ^= word
+def _fold(h: np.ndarray) -> np.ndarray:
+    """One mixing step of `hash_slices`, in place."""
     h *= _M1
     h ^= h >> np.uint64(29)
     return h

@@ -66,6 +66,14 @@ def _key_hashes() -> tuple[np.ndarray, np.ndarray]:
 
 
 _WANTED_HASH, _WANTED_INDEX = _key_hashes()
+
+
+def _wanted(h: np.ndarray) -> np.ndarray:
+    """The key index of each key hash, -1 for keys the analysis does not read."""
+    at = np.minimum(np.searchsorted(_WANTED_HASH, h), _WANTED_HASH.shape[0] - 1)
+    return np.where(_WANTED_HASH[at] == h, _WANTED_INDEX[at], -1)
+
+
 _WANTED_LEN = np.zeros(256, dtype=bool)
 _WANTED_LEN[[len(k.encode()) for k in KEYS]] = True
 
@@ -271,15 +279,32 @@ class ProtoTraces:
         a_row = pos[sp.attr_span]
         sel = np.flatnonzero(a_row >= 0)
         sel = sel[~entry[a_row[sel]]]
-        kv = sw.read_key_values(buf, sp.attr_start[sel], sp.attr_len[sel])
-        cand = np.flatnonzero(kv.readable & (kv.key_len < 256))
-        cand = cand[_WANTED_LEN[kv.key_len[cand]]]
-        kh = hash_slices(buf, kv.key_start[cand], kv.key_len[cand])
-        at = np.minimum(np.searchsorted(_WANTED_HASH, kh), _WANTED_HASH.shape[0] - 1)
-        hit = _WANTED_HASH[at] == kh
-        cand, key = cand[hit], _WANTED_INDEX[at[hit]]
-        vkind, vs, vl, vint = sw.read_values(buf, kv.value_start[cand], kv.value_len[cand])
-        return a_row[sel[cand]], key, vkind, vs, vl, vint
+        s, length = sp.attr_start[sel], sp.attr_len[sel]
+        # A KeyValue as encoders write it: `0A <key length> key 12 <value length> value`. Keys
+        # are matched first, so that only the values of the keys we read are looked at.
+        key_len = buf[s + 1]
+        plain_key = (buf[s] == 0x0A) & (key_len < 0x80) & (length >= key_len + 2)
+        cand = np.flatnonzero(plain_key & _WANTED_LEN[key_len])
+        key = _wanted(hash_slices(buf, s[cand] + 2, key_len[cand]))
+        cand, key = cand[key >= 0], key[key >= 0]
+        v = s[cand] + 2 + key_len[cand]
+        vlen, vstart, short = sw.length_at(buf, v)
+        plain = (buf[v] == 0x12) & short & (vstart + vlen == s[cand] + length[cand])
+        which, key, vstart, vlen = cand[plain], key[plain], vstart[plain], vlen[plain]
+        odd = np.flatnonzero(~plain_key)
+        odd = np.concatenate([odd, cand[~plain]]) if not plain.all() else odd
+        if odd.shape[0]:  # any other layout (value first, long keys, extra fields): field by field
+            kv = sw.read_key_values(buf, s[odd], length[odd])
+            k = np.where(kv.readable, _wanted(hash_slices(buf, kv.key_start, kv.key_len)), -1)
+            found = k >= 0
+            which = np.concatenate([which, odd[found]])
+            key = np.concatenate([key, k[found]])
+            vstart = np.concatenate([vstart, kv.value_start[found]])
+            vlen = np.concatenate([vlen, kv.value_len[found]])
+            order = np.argsort(which, kind="stable")  # reading order: of a key given twice, the last counts
+            which, key, vstart, vlen = which[order], key[order], vstart[order], vlen[order]
+        vkind, vs, vl, vint = sw.read_values(buf, vstart, vlen)
+        return a_row[sel[which]], key, vkind, vs, vl, vint
 
     @staticmethod
     def _signatures_of(buf: np.ndarray, attrs: tuple[np.ndarray, ...], n: int, kind: np.ndarray) -> np.ndarray:

@@ -78,7 +78,7 @@ def read_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> Spans:
     parent_id = np.where(has, WB[p + 2], np.uint64(0))
     p = p + has * 10
     has = B[p] == _TAG_NAME
-    length, after, short = _length(B, p)
+    length, after, short = length_at(B, p)
     ok &= ~has | short
     name_start = np.where(has, after, p)
     name_len = np.where(has, length, 0)
@@ -103,7 +103,7 @@ def read_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> Spans:
     rows = np.flatnonzero(ok & (B[p] == _TAG_ATTR) & (p < e))
     q = p[rows]
     while rows.shape[0]:
-        length, after, short = _length(B, q)
+        length, after, short = length_at(B, q)
         if not short.all():  # a KeyValue of 16 KiB or more: read this span field by field
             ok[rows[~short]] = False
             rows, q, length, after = rows[short], q[short], length[short], after[short]
@@ -178,7 +178,7 @@ def read_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> Spans:
                  start, end, status, attr_span, attr_start, attr_len)
 
 
-def _length(B: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def length_at(B: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The one- or two-byte length varint after the tag at each `p`: (length, where the payload
     starts, whether it fits in two bytes)."""
     b1 = B[p + 1].astype(np.int64)
@@ -253,7 +253,7 @@ def read_key_values(buf: np.ndarray, s: np.ndarray, length: np.ndarray) -> KeyVa
     key_len = B[s + 1].astype(np.int64)
     key_start = s + 2
     v = key_start + key_len
-    value_len, value_start, short = _length(B, v)
+    value_len, value_start, short = length_at(B, v)
     ok = (B[s] == 0x0A) & (key_len < 0x80) & (B[v] == 0x12) & short & (value_start + value_len == e)
     ok &= length >= 2
     readable = np.ones(s.shape[0], dtype=bool)
@@ -282,7 +282,7 @@ def read_values(buf: np.ndarray, s: np.ndarray, length: np.ndarray) -> tuple[np.
     integer = np.zeros(n, np.int64)
     tag = B[s]
     is_str = (tag == 0x0A) & (length > 0)
-    slen, sat, short = _length(B, s)
+    slen, sat, short = length_at(B, s)
     fast_str = is_str & short & (sat + slen == e)
     str_start[fast_str], str_len[fast_str] = sat[fast_str], slen[fast_str]
     is_int = (tag == 0x18) & (length > 0)
