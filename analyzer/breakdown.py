@@ -176,7 +176,7 @@ def compute(t: SpanTable) -> Breakdown:
         eff[rows] = np.where(ent, cls[rows], np.where(inherit, peff, cls[rows]))
         owner[rows] = np.where(ent, rows, owner[p])
 
-    on_path = _critical_chains(parent, clip_s, clip_e)
+    on_path = _critical_chains(parent, clip_s, clip_e, frame_s)
 
     critical = np.zeros(n, dtype=bool)
     for rows in lv:
@@ -213,32 +213,26 @@ def compute(t: SpanTable) -> Breakdown:
                      clip_start=clip_s, clip_end=clip_e, start=t.start, parent=parent)
 
 
-def _critical_chains(parent: np.ndarray, cs: np.ndarray, ce: np.ndarray) -> np.ndarray:
-    """Mark the children on each parent's critical chain (see the module docstring, step 2)."""
+def _critical_chains(parent: np.ndarray, cs: np.ndarray, ce: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Mark the children on each parent's critical chain (see the module docstring, step 2).
+
+    `base[p]` is where parent p's frame starts: its children's clipped times are offsets from it."""
     n = parent.shape[0]
     on = np.zeros(n, dtype=bool)
     cand = np.flatnonzero((parent >= 0) & (ce > cs))
     if not cand.size:
         return on
-    # Dense ranks of every start/end value, so (parent, time) fits in one int64 sort key.
-    m = cand.shape[0]
-    ranks, distinct = dense_ranks(np.concatenate((cs[cand], ce[cand])))
-    width = np.int64(distinct + 1)
-    rank_s, rank_e = ranks[:m], ranks[m:]
     p = parent[cand].astype(np.int64)
-    if (int(p.max()) + 1) * int(width) * int(width) < 2**62:  # (parent, end, start) in one int64
-        order = np.argsort((p * width + rank_e) * width + rank_s, kind="stable")
-    else:
-        order = np.lexsort((rank_s, rank_e, p))  # by parent, then end, then start
-    key_end = (p * width + rank_e)[order]
+    key_s, key_e = _sibling_keys(p, cs[cand], ce[cand], base[p])
+    order = _by_end_then_start(key_e, key_s)
+    key_end = key_e[order]
     sorted_rows = cand[order]
     sorted_parent = p[order]
     # Heads: the last child (latest end) of each parent.
     last = np.ones(order.shape[0], dtype=bool)
     last[:-1] = sorted_parent[1:] != sorted_parent[:-1]
     # next(c): the sibling with the latest end at or before c's start.
-    query = (p * width + rank_s)[order]
-    j = np.searchsorted(key_end, query, side="right") - 1
+    j = np.searchsorted(key_end, key_s[order], side="right") - 1
     valid = (j >= 0) & (sorted_parent[np.maximum(j, 0)] == sorted_parent)
     nxt = np.where(valid, j, -1)
     frontier = np.flatnonzero(last)
@@ -247,3 +241,35 @@ def _critical_chains(parent: np.ndarray, cs: np.ndarray, ce: np.ndarray) -> np.n
         frontier = nxt[frontier]
         frontier = frontier[frontier >= 0]
     return on
+
+
+def _sibling_keys(p: np.ndarray, s: np.ndarray, e: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One int64 key each for (parent, start) and (parent, end) that sorts like the pair.
+
+    The time is the offset into the parent's frame when every offset is non-negative and parent x
+    offset fits in 63 bits (a sort of the times is then not needed), else its dense rank among
+    all the times."""
+    off_s, off_e = s - base, e - base
+    width = int(off_e.max()) + 1 if off_e.size else 1
+    if off_s.size and (int(off_s.min()) < 0 or (int(p.max()) + 1) * width >= 2**63):
+        m = s.shape[0]
+        ranks, width = dense_ranks(np.concatenate((s, e)))
+        off_s, off_e = ranks[:m], ranks[m:]
+    w = np.int64(width)
+    return p * w + off_s, p * w + off_e
+
+
+def _by_end_then_start(key_e: np.ndarray, key_s: np.ndarray) -> np.ndarray:
+    """The order by (parent, end, start), ties kept in input order.
+
+    A stable sort by the end key alone, then the rare runs of siblings ending at the same time
+    re-sorted by start, instead of a sort over a three-part key."""
+    order = np.argsort(key_e, kind="stable")
+    ke = key_e[order]
+    tie = np.flatnonzero(ke[1:] == ke[:-1])
+    if tie.size:
+        in_run = np.zeros(order.shape[0], dtype=bool)
+        in_run[tie] = in_run[tie + 1] = True
+        pos = np.flatnonzero(in_run)
+        order[pos] = order[pos[np.lexsort((key_s[order[pos]], ke[pos]))]]
+    return order

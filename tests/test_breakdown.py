@@ -9,7 +9,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from analyzer.breakdown import PARTS, compute
+from analyzer.breakdown import PARTS, _critical_chains, compute
 from analyzer.hotspots import find_hotspots
 from collectors.otlp_traces import load_traces
 from tests.workloads.recording import Recorder, write_proto_single
@@ -127,3 +127,31 @@ def test_parts_always_add_up_to_the_entry_duration(svc, tmp_path):
     durations = table.end[b.entries] - table.start[b.entries]
     np.testing.assert_array_equal(b.parts.sum(axis=1), durations)
     assert (b.parts >= 0).all()
+
+
+def _chains_by_walking(parent, cs, ce):
+    """The critical chains child by child: per parent, the child ending last (the later start, then
+    the later row, on a tie), then the latest-ending sibling that ends at or before it starts, ..."""
+    on = np.zeros(parent.shape[0], dtype=bool)
+    for p in set(parent.tolist()) - {-1}:
+        kids = sorted((int(ce[c]), int(cs[c]), int(c)) for c in np.flatnonzero((parent == p) & (ce > cs)))
+        while kids:
+            end, start, row = kids[-1]
+            on[row] = True
+            kids = [k for k in kids if k[0] <= start]
+    return on
+
+
+@pytest.mark.parametrize("frame_offsets", [True, False])
+def test_critical_chains_match_a_walk_with_equal_ends(frame_offsets):
+    # Times on a coarse grid, so siblings often end (and start) together. With frame offsets the
+    # times are keyed as offsets into the parent's frame; without, an offset is negative and the
+    # keys are ranks of the times.
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(2, 40))
+        parent = np.array([-1] + [int(rng.integers(-1, i)) for i in range(1, n)], dtype=np.int32)
+        cs = T0 + rng.integers(0, 4, n) * MS
+        ce = cs + rng.integers(0, 4, n) * MS
+        base = np.full(n, T0 if frame_offsets else T0 + 10 * MS)
+        assert np.array_equal(_critical_chains(parent, cs, ce, base), _chains_by_walking(parent, cs, ce))
