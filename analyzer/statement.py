@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from analyzer.arrays import PAD, hash_slices
+from analyzer.arrays import hash_slices, mix
 
 # One pass for every literal and placeholder form: 'strings', 0x1F, -1.5e3, $1, :name, %s, %(name)s.
 # The lookahead on the characters a literal can start with lets the engine skip every other
@@ -65,56 +65,53 @@ def shape_keys(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.nda
     """A 64-bit key per statement `buf[start:start+length]` (UTF-8 bytes, `buf` padded as
     `hash_slices` needs) such that statements with equal keys have equal `normalize_sql` shapes.
 
-    The key hashes the statement with every standalone number (a run of ASCII digits not preceded
-    by a word character, `$` or `.`, nor followed by a word character) collapsed to one marker
-    byte. `_LITERAL` turns each such run into `?` on its own or as part of a larger literal
-    ('...', :name, %(name)s) whose content it ignores, so numbers that differ there cannot change
-    the shape; everything else is kept byte for byte. Non-ASCII bytes count as word characters,
-    which keeps a digit after a non-ASCII letter as it is. A statement holding a NUL byte (the
-    marker) is keyed by its exact bytes. An N+1 loop's thousands of statements then share a
-    handful of keys and are normalized a handful of times."""
+    The key hashes the pieces of text between the statement's standalone numbers (runs of ASCII
+    digits not preceded by a word character, `$` or `.`, nor followed by a word character), in
+    order: as if each such number were one marker. `_LITERAL` turns each such number into `?`
+    on its own or as part of a larger literal ('...', :name, %(name)s) whose content it
+    ignores, so numbers that differ there cannot change the shape; every other byte is kept.
+    Non-ASCII bytes count as word characters, which keeps a digit after a non-ASCII letter as it
+    is. An N+1 loop's thousands of statements then share a handful of keys (one per number of
+    digits) and are normalized a handful of times."""
     n = start.shape[0]
-    length = length.astype(np.int64)
-    nonempty = length > 0
-    first = np.zeros(n, dtype=np.int64)
+    start, length = start.astype(np.int64), length.astype(np.int64)
+    first = np.zeros(n, dtype=np.int64)  # where each statement starts in `s`, their concatenation
     if n:
         np.cumsum(length[:-1], out=first[1:])
     total = int(length.sum())
-    s = buf[np.repeat(start.astype(np.int64) - first, length) + np.arange(total)]
-    head = np.zeros(total + 1, dtype=bool)  # first byte of a statement (and one past the end)
-    head[first[nonempty]] = True
+    base = start - first  # buf position of s[i] is i + base[its statement]
+    s = buf[np.repeat(base, length) + np.arange(total)]
+    head = np.zeros(total + 1, dtype=bool)  # a statement's first byte (and one past the last)
+    head[first[length > 0]] = True
     head[total] = True
     d = _DIGIT[s]
     run_start = d.copy()
     run_start[1:] &= ~d[:-1] | head[1:total]
     run_end = d.copy()
     run_end[:-1] &= ~d[1:] | head[1:total]
-    run = np.cumsum(run_start) - 1  # the run of each digit
     at_start, at_end = np.flatnonzero(run_start), np.flatnonzero(run_end)
-    joined = np.zeros(at_start.shape[0], dtype=bool)  # the run follows \w, $ or .
-    inner = at_start[~head[at_start]]
-    joined[run[inner]] = _JOINS[s[inner - 1]]
-    glued = np.zeros(at_start.shape[0], dtype=bool)  # a \w follows the run
-    inner = at_end[~head[at_end + 1]]
-    glued[run[inner]] = _WORD[s[inner + 1]]
-    masked = d & ~(joined | glued)[np.maximum(run, 0)]
-    nul = s == 0
-    s[masked & run_start] = 0
-    keep = ~masked | run_start
-    kept_len = np.zeros(n, dtype=np.int64)
-    kept_len[nonempty] = np.add.reduceat(keep, first[nonempty]) if total else 0
-    kept = np.zeros(total + PAD, dtype=np.uint8)
-    body = s[keep]
-    kept[:body.shape[0]] = body
-    kept_first = np.zeros(n, dtype=np.int64)
+    joined = ~head[at_start] & _JOINS[s[np.maximum(at_start - 1, 0)]]
+    glued = ~head[at_end + 1] & _WORD[s[np.minimum(at_end + 1, max(total - 1, 0))]]
+    standalone = ~(joined | glued)
+    run_start, run_end = at_start[standalone], at_end[standalone]
+
+    # Pieces: per statement, the text before its first number, between numbers, after the last.
+    owner = np.searchsorted(first, run_start, side="right") - 1
+    runs = np.bincount(owner, minlength=n)
+    pieces = runs + 1
+    piece_first = np.zeros(n, dtype=np.int64)
     if n:
-        np.cumsum(kept_len[:-1], out=kept_first[1:])
-    keys = hash_slices(kept, kept_first, kept_len)
-    if nul.any():
-        has_nul = np.zeros(n, dtype=bool)
-        has_nul[nonempty] = np.add.reduceat(nul, first[nonempty]) > 0
-        keys[has_nul] = hash_slices(buf, start[has_nul], length[has_nul]) ^ _EXACT
-    return keys
-
-
-_EXACT = np.uint64(0x6A09E667F3BCC908)  # keeps exact-bytes keys apart from collapsed ones
+        np.cumsum(pieces[:-1], out=piece_first[1:])
+    slot = piece_first[owner] + np.arange(run_start.shape[0]) - (np.cumsum(runs) - runs)[owner]
+    piece_start = np.empty(int(pieces.sum()), dtype=np.int64)
+    piece_end = np.empty_like(piece_start)
+    piece_start[piece_first] = first
+    piece_end[piece_first + runs] = first + length
+    piece_end[slot] = run_start
+    piece_start[slot + 1] = run_end + 1
+    piece_owner = np.repeat(np.arange(n), pieces)
+    h = hash_slices(buf, piece_start + base[piece_owner], piece_end - piece_start)
+    index = (np.arange(piece_start.shape[0]) - piece_first[piece_owner]).astype(np.uint64)
+    h = mix(h ^ mix(index + np.uint64(1)))
+    keys = np.add.reduceat(h, piece_first) if n else h
+    return mix(keys ^ pieces.astype(np.uint64))

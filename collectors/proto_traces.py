@@ -245,9 +245,11 @@ class ProtoTraces:
             is_cache = out["span_class"][has] == int(SpanClass.CACHE)
             # Cache commands by their exact text (the key is part of what is derived); SQL by
             # its shape key, so statements differing only in numbers are normalized once.
-            h = _value_hashes(buf, vkind[r], vs[r], vl[r], vint[r])
-            sql = np.flatnonzero(~is_cache & (vkind[r] == sw.STRING))
+            is_sql = ~is_cache & (vkind[r] == sw.STRING)
+            h = np.empty(r.shape[0], np.uint64)
+            sql, other = np.flatnonzero(is_sql), np.flatnonzero(~is_sql)
             h[sql] = shape_keys(buf, vs[r[sql]], vl[r[sql]]) ^ _SQL_SALT
+            h[other] = _value_hashes(buf, vkind[r[other]], vs[r[other]], vl[r[other]], vint[r[other]])
 
             def statements(firsts: np.ndarray) -> list[tuple[int, int]]:
                 return [self.d.statement_codes(_value_text(buf, attrs, r[i]), bool(is_cache[i])) for i in firsts]

@@ -98,23 +98,28 @@ def read_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> Spans:
     ok &= p <= e
     p = np.minimum(p, e)
 
-    # Attributes: the k-th KeyValue of every span that has one, per step.
-    attr = ([], [], [])
+    # Attributes: the k-th KeyValue of every span that has one, per step. Lengths are one byte,
+    # or two for a KeyValue of 128 bytes or more (a long statement or URL).
+    attr: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
     rows = np.flatnonzero(ok & (B[p] == _TAG_ATTR) & (p < e))
-    q = p[rows]
+    q, lim = p[rows], e[rows]
     while rows.shape[0]:
-        length, after, short = length_at(B, q)
-        if not short.all():  # a KeyValue of 16 KiB or more: read this span field by field
-            ok[rows[~short]] = False
-            rows, q, length, after = rows[short], q[short], length[short], after[short]
+        length = B[q + 1].astype(i64)
+        after = q + 2
+        two = np.flatnonzero(length >= 0x80)
+        if two.shape[0]:
+            second = B[q[two] + 2].astype(i64)
+            length[two] = (length[two] & 0x7F) | (second << 7)
+            after[two] += 1
+            ok[rows[two[second >= 0x80]]] = False  # 16 KiB or more: read this span field by field
         attr[0].append(rows)
         attr[1].append(after)
         attr[2].append(length)
-        lim = e[rows]
-        q = np.minimum(after + length, lim + 1)  # past the end: judged below
-        more = (q < lim) & (B[q] == _TAG_ATTR)
-        p[rows[~more]] = q[~more]
-        rows, q = rows[more], q[more]
+        q = after + length
+        more = (q < lim) & (B[np.minimum(q, lim)] == _TAG_ATTR)
+        rows, q, lim = rows[more], q[more], lim[more]
+    attr_span, attr_start, attr_len = (np.concatenate(c) if c else np.zeros(0, i64) for c in attr)
+    p[attr_span] = attr_start + attr_len  # after each span's last attribute (the last step's assignment wins)
     ok &= p <= e
     p = np.minimum(p, e)
 
@@ -143,7 +148,6 @@ def read_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> Spans:
     readable = np.ones(n, dtype=bool)
     ids_ok = np.ones(n, dtype=bool)
     parent_ok = np.ones(n, dtype=bool)
-    attr_span, attr_start, attr_len = (np.concatenate(c) if c else np.zeros(0, i64) for c in attr)
     if not ok.all():  # drop what the fast path read of the other spans; read them field by field
         keep = ok[attr_span]
         attr_span, attr_start, attr_len = attr_span[keep], attr_start[keep], attr_len[keep]
