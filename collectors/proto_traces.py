@@ -237,7 +237,13 @@ class ProtoTraces:
         out["peer"][inner] = table[base, 3]
         out["code_location"][inner] = table[base, 4]
 
-        a_row, key, vkind, vs, vl, vint = attrs
+        a_row, key, kv_start, kv_len = attrs
+        # Values are read only where they are used by value: statements and URLs.
+        vkind = np.zeros(key.shape[0], np.int8)
+        vs, vl, vint = (np.zeros(key.shape[0], np.int64) for _ in range(3))
+        vol = np.flatnonzero(_VOLATILE[key])
+        vkind[vol], vs[vol], vl[vol], vint[vol] = _values(buf, kv_start[vol], kv_len[vol])
+        values = (vkind, vs, vl, vint)
         stmt = _chosen(a_row, key, _STATEMENT_KEYS, n, vkind != sw.NONE)
         has = np.flatnonzero(stmt >= 0)
         if has.shape[0]:
@@ -252,7 +258,7 @@ class ProtoTraces:
             h[other] = _value_hashes(buf, vkind[r[other]], vs[r[other]], vl[r[other]], vint[r[other]])
 
             def statements(firsts: np.ndarray) -> list[tuple[int, int]]:
-                return [self.d.statement_codes(_value_text(buf, attrs, r[i]), bool(is_cache[i])) for i in firsts]
+                return [self.d.statement_codes(_value_text(buf, values, r[i]), bool(is_cache[i])) for i in firsts]
 
             codes = self._statements.resolve(h, statements)
             out["statement"][has] = codes[:, 0]
@@ -282,53 +288,49 @@ class ProtoTraces:
         sel = np.flatnonzero(a_row >= 0)
         sel = sel[~entry[a_row[sel]]]
         s, length = sp.attr_start[sel], sp.attr_len[sel]
-        # A KeyValue as encoders write it: `0A <key length> key 12 <value length> value`. Keys
-        # are matched first, so that only the values of the keys we read are looked at.
+        # A KeyValue as encoders write it starts `0A <key length> key`.
         key_len = buf[s + 1]
-        plain_key = (buf[s] == 0x0A) & (key_len < 0x80) & (length >= key_len + 2)
-        cand = np.flatnonzero(plain_key & _WANTED_LEN[key_len])
+        plain = (buf[s] == 0x0A) & (key_len < 0x80) & (length >= key_len + 2)
+        cand = np.flatnonzero(plain & _WANTED_LEN[key_len])
         key = _wanted(hash_slices(buf, s[cand] + 2, key_len[cand]))
-        cand, key = cand[key >= 0], key[key >= 0]
-        v = s[cand] + 2 + key_len[cand]
-        vlen, vstart, short = sw.length_at(buf, v)
-        plain = (buf[v] == 0x12) & short & (vstart + vlen == s[cand] + length[cand])
-        which, key, vstart, vlen = cand[plain], key[plain], vstart[plain], vlen[plain]
-        odd = np.flatnonzero(~plain_key)
-        odd = np.concatenate([odd, cand[~plain]]) if not plain.all() else odd
-        if odd.shape[0]:  # any other layout (value first, long keys, extra fields): field by field
+        which, key = cand[key >= 0], key[key >= 0]
+        odd = np.flatnonzero(~plain)
+        if odd.shape[0]:  # any other layout (value first, keys of 128 bytes or more): field by field
             kv = sw.read_key_values(buf, s[odd], length[odd])
             k = np.where(kv.readable, _wanted(hash_slices(buf, kv.key_start, kv.key_len)), -1)
-            found = k >= 0
-            which = np.concatenate([which, odd[found]])
-            key = np.concatenate([key, k[found]])
-            vstart = np.concatenate([vstart, kv.value_start[found]])
-            vlen = np.concatenate([vlen, kv.value_len[found]])
+            which = np.concatenate([which, odd[k >= 0]])
+            key = np.concatenate([key, k[k >= 0]])
             order = np.argsort(which, kind="stable")  # reading order: of a key given twice, the last counts
-            which, key, vstart, vlen = which[order], key[order], vstart[order], vlen[order]
-        vkind, vs, vl, vint = sw.read_values(buf, vstart, vlen)
-        return a_row[sel[which]], key, vkind, vs, vl, vint
+            which, key = which[order], key[order]
+        return a_row[sel[which]], key, s[which], length[which]
 
     @staticmethod
     def _signatures_of(buf: np.ndarray, attrs: tuple[np.ndarray, ...], n: int, kind: np.ndarray) -> np.ndarray:
-        """Per span, a hash of its kind and of its repeating attributes (key and value), whatever
-        their order: spans with equal signatures derive the same class, system, peer and location."""
-        a_row, key, vkind, vs, vl, vint = attrs
-        b = np.flatnonzero(~_VOLATILE[key] & (vkind != sw.NONE))
-        kvh = mix(_value_hashes(buf, vkind[b], vs[b], vl[b], vint[b]) ^ _KEY_SALT[key[b]])
+        """Per span, a hash of its kind and of the bytes of its repeating attributes, whatever their
+        order: spans with equal signatures derive the same class, system, peer and location."""
+        a_row, key, kv_start, kv_len = attrs
+        b = np.flatnonzero(~_VOLATILE[key])
+        s, length = kv_start[b], kv_len[b]
+        # Usually the key comes first (`0A <key length> key`): hash the rest, salted by the key.
+        skip = np.where((buf[s] == 0x0A) & (buf[s + 1] < 0x80), buf[s + 1].astype(np.int64) + 2, 0)
+        h = hash_slices(buf, s + skip, length - skip) ^ np.where(skip > 0, _KEY_SALT[key[b]], np.uint64(0))
         sig = np.zeros(n, np.uint64)
-        np.add.at(sig, a_row[b], kvh)
+        np.add.at(sig, a_row[b], mix(h))
         return mix(sig ^ mix(kind.astype(np.uint64) + np.uint64(_KIND_SALT)))
 
     def _new_bases(self, buf: np.ndarray, attrs: tuple[np.ndarray, ...], reps: np.ndarray,
                    kind: np.ndarray) -> list[int]:
         """Derive the base of each span in `reps` (one per signature not seen before) from its
         repeating attributes; their indices in `_bases`."""
-        a_row, key, vkind, vs, vl, vint = attrs
+        a_row, key, kv_start, kv_len = attrs
         found: dict[int, dict[str, object]] = {int(r): {} for r in reps.tolist()}
         is_rep = np.zeros(kind.shape[0], dtype=bool)
         is_rep[reps] = True
-        for i in np.flatnonzero(is_rep[a_row] & ~_VOLATILE[key] & (vkind != sw.NONE)).tolist():
-            found[int(a_row[i])][KEYS[key[i]]] = _value_text(buf, attrs, i) if vkind[i] == sw.STRING else int(vint[i])
+        b = np.flatnonzero(is_rep[a_row] & ~_VOLATILE[key])
+        vkind, vs, vl, vint = _values(buf, kv_start[b], kv_len[b])
+        for i, row, k, vk in zip(range(b.shape[0]), a_row[b].tolist(), key[b].tolist(), vkind.tolist()):
+            if vk != sw.NONE:
+                found[row][KEYS[k]] = _text(buf, vs[i], vl[i]) if vk == sw.STRING else int(vint[i])
         out = []
         for rep in reps.tolist():
             cls, db_system, summary, peer, port, location = self.d.base_of(int(kind[rep]), found[rep])
@@ -406,7 +408,22 @@ def _text(buf: np.ndarray, start: int, length: int) -> str:
     return buf[start:start + length].tobytes().decode("utf-8", "replace")
 
 
-def _value_text(buf: np.ndarray, attrs: tuple[np.ndarray, ...], i: int) -> str:
+def _values(buf: np.ndarray, s: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(kind, string start, string length, integer) of the values of KeyValues at `buf[s:s+length]`
+    (`span_wire.read_values`), usually laid out `0A <key length> key 12 <value length> value`."""
+    key_len = buf[s + 1]
+    v = s + 2 + key_len
+    vlen, vstart, short = sw.length_at(buf, v)
+    plain = (buf[s] == 0x0A) & (key_len < 0x80) & (buf[v] == 0x12) & short & (vstart + vlen == s + length)
+    odd = np.flatnonzero(~plain)
+    if odd.shape[0]:
+        kv = sw.read_key_values(buf, s[odd], length[odd])
+        vstart[odd] = np.where(kv.readable, kv.value_start, 0)
+        vlen[odd] = np.where(kv.readable, kv.value_len, 0)
+    return sw.read_values(buf, vstart, vlen)
+
+
+def _value_text(buf: np.ndarray, values: tuple[np.ndarray, ...], i: int) -> str:
     """Attribute `i`'s value as the text a statement is read from (an integer in decimal)."""
-    _, _, vkind, vs, vl, vint = attrs
+    vkind, vs, vl, vint = values
     return _text(buf, vs[i], vl[i]) if vkind[i] == sw.STRING else str(int(vint[i]))
