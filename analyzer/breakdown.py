@@ -156,15 +156,14 @@ def compute(t: SpanTable) -> Breakdown:
     eff = cls.copy()  # effective class, inherited from database/cache/remote/messaging ancestors
     owner = np.arange(n, dtype=np.int64)
     lv = levels(parent)
+    # SERVER entry spans called by a CLIENT span: the ones a clock offset may have moved.
+    may_skew = is_entry & (t.kind == Kind.SERVER) & (parent >= 0) & (t.kind[np.maximum(parent, 0)] == Kind.CLIENT)
     for rows in lv[1:]:
         p = parent[rows]
         ps, pe = frame_s[p], frame_e[p]
         s, e = start[rows], end[rows]
-        # Clock skew: a downstream SERVER span outside its CLIENT parent is moved inside it.
-        skewed = (is_entry[rows] & (t.kind[rows] == Kind.SERVER) & (t.kind[p] == Kind.CLIENT)
-                  & ((s < ps) | (e > pe)) & ((e - s) <= (pe - ps)))
-        shift = np.where(skewed, ps + ((pe - ps) - (e - s)) // 2 - s, 0)
-        s, e = s + shift, e + shift
+        k = np.flatnonzero(may_skew[rows])
+        s[k], e[k] = _unskew(s[k], e[k], ps[k], pe[k])
         cs = np.clip(s, ps, pe)
         ce = np.clip(e, cs, pe)
         clip_s[rows], clip_e[rows] = cs, ce
@@ -172,8 +171,8 @@ def compute(t: SpanTable) -> Breakdown:
         frame_s[rows] = np.where(ent, start[rows], cs)
         frame_e[rows] = np.where(ent, end[rows], ce)
         peff = eff[p]
-        inherit = (peff != SpanClass.INTERNAL) & ~is_entry[p]
-        eff[rows] = np.where(ent, cls[rows], np.where(inherit, peff, cls[rows]))
+        inherit = (peff != SpanClass.INTERNAL) & ~is_entry[p] & ~ent
+        eff[rows] = np.where(inherit, peff, cls[rows])
         owner[rows] = np.where(ent, rows, owner[p])
 
     on_path = _critical_chains(parent, clip_s, clip_e, frame_s)
@@ -193,24 +192,34 @@ def compute(t: SpanTable) -> Breakdown:
     entry_index = np.full(n, -1, dtype=np.int64)
     entry_index[entries] = np.arange(entries.shape[0])
     parts = np.zeros((entries.shape[0], len(PARTS)), dtype=np.int64)
+    # Added up through the flat view: ufunc.at is several times faster on one index than on two.
+    flat_parts = parts.reshape(-1)
 
     # Exclusive time of each owned span (entries included) goes to its owner.
     own = (critical & ~is_entry) | is_entry
     rows = np.flatnonzero(own)
     part = _PART_OF_CLASS[eff[rows]]
-    np.add.at(parts, (entry_index[owner[rows]], part), exclusive[rows])
+    np.add.at(flat_parts, entry_index[owner[rows]] * len(PARTS) + part, exclusive[rows])
     # A critical nested entry span counts whole for the owner of its parent.
     nested = np.flatnonzero(is_entry & critical)
     if nested.size:
         p = parent[nested]
         npart = _NESTED_PART_OF_CLASS[eff[p]]
-        np.add.at(parts, (entry_index[owner[p]], npart), clip_e[nested] - clip_s[nested])
+        np.add.at(flat_parts, entry_index[owner[p]] * len(PARTS) + npart, clip_e[nested] - clip_s[nested])
 
     critical_ns = np.where(critical & ~is_entry, exclusive, 0)
     critical_ns = np.where(is_entry, exclusive, critical_ns)
     return Breakdown(entries=entries, parts=parts, owner=owner, critical_ns=critical_ns,
                      on_path=critical | is_entry, entry_index=entry_index,
                      clip_start=clip_s, clip_end=clip_e, start=t.start, parent=parent)
+
+
+def _unskew(s: np.ndarray, e: np.ndarray, ps: np.ndarray, pe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clock skew: a downstream SERVER span [s, e] outside its CLIENT parent's frame [ps, pe] that
+    would fit in it is moved to the middle of it."""
+    skewed = ((s < ps) | (e > pe)) & ((e - s) <= (pe - ps))
+    shift = np.where(skewed, ps + ((pe - ps) - (e - s)) // 2 - s, 0)
+    return s + shift, e + shift
 
 
 def _critical_chains(parent: np.ndarray, cs: np.ndarray, ce: np.ndarray, base: np.ndarray) -> np.ndarray:
