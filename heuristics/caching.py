@@ -56,7 +56,9 @@ def _cache_aside(ctx: HotspotContext) -> CacheAside:
     if not n:
         empty = np.zeros(0, dtype=bool)
         return CacheAside(w, empty, empty, empty, empty)
-    kind = np.where(w.cls == SpanClass.CACHE, command_kind(ctx, w.rows, COMMANDS), 0)
+    cache = w.cls == SpanClass.CACHE
+    kind = np.zeros(n, dtype=np.int8)
+    kind[cache] = command_kind(ctx, w.rows[cache], COMMANDS)
     reads, writes = kind == READ, kind == WRITE
     fetch = (w.cls == SpanClass.DATABASE) | (w.cls == SpanClass.REMOTE)
     idx = np.arange(n)
