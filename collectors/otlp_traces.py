@@ -59,7 +59,7 @@ class TraceDecoder:
         self.b = builder
         # (kind, repeating attributes) -> (Base, what it derives to when there is no statement or URL)
         self._base: dict[tuple, tuple[Base, Derived]] = {}
-        self._sql: dict[str, int] = {}
+        self._sql: dict[str, tuple[int, int]] = {}
         self._command: dict[str, tuple[int, int]] = {}
         self._url_peer: dict[tuple[str, object], int] = {}
         self._proto = ProtoTraces(self)
@@ -232,21 +232,21 @@ class TraceDecoder:
 
     def statement_codes(self, statement: str, cache: bool) -> tuple[int, int]:
         """(statement shape code, cache key code or -1) of a statement: a cache command's shape and
-        key, else the normalized SQL."""
+        key, else the normalized SQL; memoized by text."""
+        memo = self._command if cache else self._sql
+        hit = memo.get(statement)
+        if hit is None:
+            hit = self.new_statement_codes(statement, cache)
+            if len(memo) < VOLATILE_MEMO_LIMIT:
+                memo[statement] = hit
+        return hit
+
+    def new_statement_codes(self, statement: str, cache: bool) -> tuple[int, int]:
+        """`statement_codes` without the memo, for callers that memoize on their own."""
         if cache:
-            hit = self._command.get(statement)
-            if hit is None:
-                shape, key = normalize_command(statement)
-                hit = (self.b.statements.code(shape), self.b.strings.code(key))
-                if len(self._command) < VOLATILE_MEMO_LIMIT:
-                    self._command[statement] = hit
-            return hit
-        code = self._sql.get(statement, -1)
-        if code < 0:
-            code = self.b.statements.code(normalize_sql(statement))
-            if len(self._sql) < VOLATILE_MEMO_LIMIT:
-                self._sql[statement] = code
-        return code, -1
+            shape, key = normalize_command(statement)
+            return self.b.statements.code(shape), self.b.strings.code(key)
+        return self.b.statements.code(normalize_sql(statement)), -1
 
     def _peer_of_url(self, url: str, port: object) -> int:
         # Only scheme and authority decide the peer: memoize on them, not on the per-request path.

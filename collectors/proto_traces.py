@@ -213,7 +213,7 @@ class ProtoTraces:
     def _name_codes(self, buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
         names = self.d.b.names
         return self._names.resolve(hash_slices(buf, start, length),
-                                   lambda rows: [names.code(_text(buf, start[i], length[i])) for i in rows])[:, 0]
+                                   lambda rows: [names.code(t) for t in _texts(buf, start[rows], length[rows])])[:, 0]
 
     # -- what the attributes decide ------------------------------------------------------
     def _derive(self, buf: np.ndarray, sp: sw.Spans, rows: np.ndarray, kind: np.ndarray) -> dict[str, np.ndarray]:
@@ -258,7 +258,8 @@ class ProtoTraces:
             h[other] = _value_hashes(buf, vkind[r[other]], vs[r[other]], vl[r[other]], vint[r[other]])
 
             def statements(firsts: np.ndarray) -> list[tuple[int, int]]:
-                return [self.d.statement_codes(_value_text(buf, values, r[i]), bool(is_cache[i])) for i in firsts]
+                new = self.d.new_statement_codes
+                return [new(text, cache) for text, cache in zip(_value_texts(buf, values, r[firsts]), is_cache[firsts].tolist())]
 
             codes = self._statements.resolve(h, statements)
             out["statement"][has] = codes[:, 0]
@@ -274,7 +275,8 @@ class ProtoTraces:
             pairs = mix(hash_slices(buf, vs[r], vl[r]) ^ mix(sig_of.astype(np.uint64) + np.uint64(1)))
 
             def peers(firsts: np.ndarray) -> list[int]:
-                return [self.d._peer_of_url(_text(buf, vs[r[i]], vl[r[i]]), self._bases[sig_of[i]][5]) for i in firsts]
+                ports = [self._bases[b][5] for b in sig_of[firsts].tolist()]
+                return [self.d._peer_of_url(url, port) for url, port in zip(_texts(buf, vs[r[firsts]], vl[r[firsts]]), ports)]
 
             out["peer"][has] = self._urls.resolve(pairs, peers)[:, 0]
         return out
@@ -328,9 +330,10 @@ class ProtoTraces:
         is_rep[reps] = True
         b = np.flatnonzero(is_rep[a_row] & ~_VOLATILE[key])
         vkind, vs, vl, vint = _values(buf, kv_start[b], kv_len[b])
-        for i, row, k, vk in zip(range(b.shape[0]), a_row[b].tolist(), key[b].tolist(), vkind.tolist()):
+        for row, k, vk, text, number in zip(a_row[b].tolist(), key[b].tolist(), vkind.tolist(), _texts(buf, vs, vl),
+                                            vint.tolist()):
             if vk != sw.NONE:
-                found[row][KEYS[k]] = _text(buf, vs[i], vl[i]) if vk == sw.STRING else int(vint[i])
+                found[row][KEYS[k]] = text if vk == sw.STRING else number
         out = []
         for rep in reps.tolist():
             cls, db_system, summary, peer, port, location = self.d.base_of(int(kind[rep]), found[rep])
@@ -404,8 +407,10 @@ def _chosen(a_row: np.ndarray, key: np.ndarray, keys: list[int], n: int, usable:
     return out
 
 
-def _text(buf: np.ndarray, start: int, length: int) -> str:
-    return buf[start:start + length].tobytes().decode("utf-8", "replace")
+def _texts(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> list[str]:
+    """The UTF-8 strings at `buf[start:start+length]` (undecodable bytes replaced)."""
+    view = memoryview(buf)
+    return [str(view[a:a + n], "utf-8", "replace") for a, n in zip(start.tolist(), length.tolist())]
 
 
 def _values(buf: np.ndarray, s: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -423,7 +428,8 @@ def _values(buf: np.ndarray, s: np.ndarray, length: np.ndarray) -> tuple[np.ndar
     return sw.read_values(buf, vstart, vlen)
 
 
-def _value_text(buf: np.ndarray, values: tuple[np.ndarray, ...], i: int) -> str:
-    """Attribute `i`'s value as the text a statement is read from (an integer in decimal)."""
+def _value_texts(buf: np.ndarray, values: tuple[np.ndarray, ...], rows: np.ndarray) -> list[str]:
+    """The values of attributes `rows` as the text a statement is read from (an integer in decimal)."""
     vkind, vs, vl, vint = values
-    return _text(buf, vs[i], vl[i]) if vkind[i] == sw.STRING else str(int(vint[i]))
+    texts = _texts(buf, vs[rows], vl[rows])
+    return [t if k == sw.STRING else str(i) for t, k, i in zip(texts, vkind[rows].tolist(), vint[rows].tolist())]
