@@ -184,7 +184,7 @@ class ProtoTraces:
     # -- spans ------------------------------------------------------------------------
     def _spans(self, buf: np.ndarray, s: np.ndarray, e: np.ndarray, service: np.ndarray,
                stats: SourceStats) -> None:
-        sp = sw.read_spans(buf, s, e)
+        sp = sw.read_spans(buf, s, e, skip_kinds=_ENTRY)
         unreadable = int((~sp.readable).sum())
         if unreadable:
             stats.skipped["invalid_spans"] += unreadable
@@ -227,7 +227,7 @@ class ProtoTraces:
         inner = np.flatnonzero(~entry)
         if not inner.shape[0]:
             return out
-        attrs = self._attributes(buf, sp, rows, entry)
+        attrs = self._attributes(buf, sp, rows)
         sig = self._signatures_of(buf, attrs, n, kind)
         base = self._signatures.resolve(sig[inner], lambda reps: self._new_bases(buf, attrs, inner[reps], kind))[:, 0]
         table = np.array([b[:5] for b in self._bases], dtype=np.int32).reshape(-1, 5)
@@ -281,14 +281,13 @@ class ProtoTraces:
             out["peer"][has] = self._urls.resolve(pairs, peers)[:, 0]
         return out
 
-    def _attributes(self, buf: np.ndarray, sp: sw.Spans, rows: np.ndarray, entry: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _attributes(self, buf: np.ndarray, sp: sw.Spans, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """The attributes the analysis reads, of the non-entry spans among `rows`: per attribute
         (row, key index, value kind, string start, string length, integer)."""
         pos = np.full(sp.kind.shape[0], -1, np.int64)
         pos[rows] = np.arange(rows.shape[0])
-        a_row = pos[sp.attr_span]
+        a_row = pos[sp.attr_span]  # read_spans reports no attributes of entry spans
         sel = np.flatnonzero(a_row >= 0)
-        sel = sel[~entry[a_row[sel]]]
         s, length = sp.attr_start[sel], sp.attr_len[sel]
         # A KeyValue as encoders write it starts `0A <key length> key`.
         key_len = buf[s + 1]

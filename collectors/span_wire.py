@@ -55,8 +55,9 @@ class Spans:
     attr_len: np.ndarray  # int64
 
 
-def read_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> Spans:
-    """The spans serialized at `buf[s[i]:e[i]]`."""
+def read_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, skip_kinds: tuple[int, ...] = ()) -> Spans:
+    """The spans serialized at `buf[s[i]:e[i]]`; the attributes of spans of `skip_kinds` are not
+    reported (`attr_*` only hold the others')."""
     n = s.shape[0]
     B, W, WB = buf, words(buf), words(buf, ">u8")
     i64 = np.int64
@@ -98,28 +99,11 @@ def read_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> Spans:
     ok &= p <= e
     p = np.minimum(p, e)
 
-    # Attributes: the k-th KeyValue of every span that has one, per step. Lengths are one byte,
-    # or two for a KeyValue of 128 bytes or more (a long statement or URL).
-    attr: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
-    rows = np.flatnonzero(ok & (B[p] == _TAG_ATTR) & (p < e))
-    q, lim = p[rows], e[rows]
-    while rows.shape[0]:
-        length = B[q + 1].astype(i64)
-        after = q + 2
-        two = np.flatnonzero(length >= 0x80)
-        if two.shape[0]:
-            second = B[q[two] + 2].astype(i64)
-            length[two] = (length[two] & 0x7F) | (second << 7)
-            after[two] += 1
-            ok[rows[two[second >= 0x80]]] = False  # 16 KiB or more: read this span field by field
-        attr[0].append(rows)
-        attr[1].append(after)
-        attr[2].append(length)
-        q = after + length
-        more = (q < lim) & (B[np.minimum(q, lim)] == _TAG_ATTR)
-        rows, q, lim = rows[more], q[more], lim[more]
-    attr_span, attr_start, attr_len = (np.concatenate(c) if c else np.zeros(0, i64) for c in attr)
-    p[attr_span] = attr_start + attr_len  # after each span's last attribute (the last step's assignment wins)
+    # Attributes: recorded for the spans whose kind is not skipped, stepped over for the others.
+    has = ok & (B[p] == _TAG_ATTR) & (p < e)
+    skip = np.isin(kind, skip_kinds)
+    _step_over_attributes(B, p, e, np.flatnonzero(has & skip), ok, record=False)
+    attr_span, attr_start, attr_len = _step_over_attributes(B, p, e, np.flatnonzero(has & ~skip), ok, record=True)
     ok &= p <= e
     p = np.minimum(p, e)
 
@@ -165,7 +149,7 @@ def read_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> Spans:
         start[slow], end[slow] = cols.fixed64(START), cols.fixed64(END)
         status_start[slow], status_len[slow] = cols.at(STATUS), cols.length(STATUS)
         a = f.select(ATTRIBUTES, LEN)
-        a = a[~f.bad[f.owner[a]]]
+        a = a[~f.bad[f.owner[a]] & ~np.isin(kind[slow[f.owner[a]]], skip_kinds)]
         attr_span = np.concatenate([attr_span, slow[f.owner[a]]])
         attr_start = np.concatenate([attr_start, f.start[a]])
         attr_len = np.concatenate([attr_len, f.value[a].astype(i64)])
@@ -180,6 +164,38 @@ def read_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> Spans:
         status[rows[f.owner[c]]] = f.value[c].astype(i64)
     return Spans(readable, ids_ok, parent_ok, trace_hi, trace_lo, span_id, parent_id, name_start, name_len, kind,
                  start, end, status, attr_span, attr_start, attr_len)
+
+
+def _step_over_attributes(B: np.ndarray, p: np.ndarray, e: np.ndarray, rows: np.ndarray, ok: np.ndarray,
+                          record: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step over the attributes of spans `rows`, the k-th KeyValue of each in the k-th step;
+    `p[rows]` ends past them. Lengths are one byte, or two for a KeyValue of 128 bytes or more (a
+    long statement or URL); longer ones clear `ok`. With `record`, (span, start, length) of each
+    KeyValue, in reading order per span."""
+    out: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+    q, lim = p[rows], e[rows]
+    while rows.shape[0]:
+        length = B[q + 1].astype(np.int64)
+        after = q + 2
+        two = np.flatnonzero(length >= 0x80)
+        if two.shape[0]:
+            second = B[q[two] + 2].astype(np.int64)
+            length[two] = (length[two] & 0x7F) | (second << 7)
+            after[two] += 1
+            ok[rows[two[second >= 0x80]]] = False  # 16 KiB or more: read this span field by field
+        q = after + length
+        if record:
+            out[0].append(rows)
+            out[1].append(after)
+            out[2].append(length)
+        else:
+            p[rows] = q
+        more = (q < lim) & (B[np.minimum(q, lim)] == _TAG_ATTR)
+        rows, q, lim = rows[more], q[more], lim[more]
+    span, start, length = (np.concatenate(c) if c else np.zeros(0, np.int64) for c in out)
+    if record:
+        p[span] = start + length  # after each span's last KeyValue (the last step's assignment wins)
+    return span, start, length
 
 
 def length_at(B: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
