@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analyzer.arrays import searchsorted_many, unique_inverse
+from analyzer.arrays import mix, searchsorted_many, unique_inverse
 from analyzer.model import SpanTable
 from analyzer.semconv import runtime_of
 
@@ -123,29 +123,22 @@ class TableBuilder:
         self.repairs.negative_duration += int(bad.sum())
         cols["end"] = np.where(bad, start, end)
 
-        # One int64 key per (trace, span id): the span id's rank among all ids, offset by trace.
-        span_id = cols["span_id"]
-        ids, id_rank = unique_inverse(span_id)
-        width = np.int64(max(1, ids.shape[0]))
-        key = trace.astype(np.int64) * width + id_rank
-        del id_rank
         # Duplicates: keep the first copy read of each (trace, span id).
-        keys, first = _first_of_each(key)
-        del key
-        self.repairs.duplicate_spans += n - int(first.shape[0])
+        first, parent_read = _links(trace, cols["span_id"], cols["parent_id"])
+        rows = np.flatnonzero(first)
+        del first
+        self.repairs.duplicate_spans += n - int(rows.shape[0])
 
         # Final row order: by trace, then start time, so each trace is a contiguous range.
-        rows = np.sort(first)
-        rows = rows[np.lexsort((cols["start"][rows], trace[rows]))]
-        # The final row of each distinct key (`keys` is sorted; `first` holds each one's read row).
-        final = np.empty(n, dtype=np.int64)
-        final[rows] = np.arange(rows.shape[0])
-        row_of_key = final[first]
-        del final, first
+        rows = rows[_sort_order(trace[rows], cols["start"][rows])]
+        final = np.empty(n, dtype=np.int32)
+        final[rows] = np.arange(rows.shape[0], dtype=np.int32)
+        parent_read = parent_read[rows]
+        parent = np.where(parent_read >= 0, final[parent_read], -1).astype(np.int32)
+        del final, parent_read
         trace = trace[rows]
         cols = {k: v[rows] for k, v in cols.items()}
 
-        parent = _resolve_parents(trace, cols["parent_id"], ids, width, keys, row_of_key)
         has_parent_id = cols["parent_id"] != 0
         self.repairs.orphans += int((has_parent_id & (parent < 0)).sum())
         cut = _cut_cycles(parent, trace)
@@ -172,16 +165,28 @@ _COLUMNS = (("service", np.int32), ("span_id", np.uint64), ("parent_id", np.uint
             ("cache_key", np.int32))
 
 
-def _first_of_each(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct keys, sorted, and the lowest row holding each (`np.unique(key,
-    return_index=True)` without its stable sort, which is twice as slow)."""
+def _sort_order(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """`np.lexsort((minor, major))` for `major` >= 0: one argsort of a single int64 key when
+    `major` and the range of `minor` fit in its 63 bits (lexsort is several times slower)."""
+    if not major.shape[0]:
+        return np.zeros(0, dtype=np.intp)
+    low = int(minor.min())
+    shift = (int(minor.max()) - low).bit_length()
+    if int(major.max()).bit_length() + shift > 63:
+        return np.lexsort((minor, major))
+    key = (major.astype(np.int64) << shift) | (minor - low)
     order = np.argsort(key)
-    k = key[order]
-    new = np.ones(k.shape[0], dtype=bool)
-    new[1:] = k[1:] != k[:-1]
-    starts = np.flatnonzero(new)
-    first = np.minimum.reduceat(order, starts) if k.shape[0] else order
-    return k[starts], first
+    return _ties_in_order(order, key[order])
+
+
+def _ties_in_order(order: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """`order`, an unstable sort giving the sorted keys `k`, made stable: each run of equal keys
+    reordered by position (runs are few, so this touches few elements)."""
+    tie = k[1:] == k[:-1]
+    if tie.any():
+        at = np.flatnonzero(np.concatenate(([False], tie)) | np.concatenate((tie, [False])))
+        order[at] = order[at][np.lexsort((order[at], k[at]))]
+    return order
 
 
 def _trace_codes(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -204,21 +209,50 @@ def _trace_codes(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return trace, ids.view(np.uint8).reshape(-1, 16)
 
 
-def _resolve_parents(trace: np.ndarray, parent_id: np.ndarray, ids: np.ndarray, width: np.int64,
-                     keys: np.ndarray, row_of_key: np.ndarray) -> np.ndarray:
-    """Row of each span's parent within its trace, -1 when absent: the parent's (trace, id) key
-    looked up among the sorted distinct keys of the rows."""
-    n = keys.shape[0]
-    pos = searchsorted_many(ids, parent_id)
-    pos_c = np.minimum(pos, max(ids.shape[0] - 1, 0))
-    known = (parent_id != 0) & (pos < ids.shape[0])
-    if ids.shape[0]:
-        known &= ids[pos_c] == parent_id
-    want = trace.astype(np.int64) * width + pos_c
-    at = np.minimum(searchsorted_many(keys, want), max(n - 1, 0))
-    if n:
-        known &= keys[at] == want
-    return np.where(known, row_of_key[at] if n else -1, -1).astype(np.int32)
+def _links(trace: np.ndarray, span_id: np.ndarray, parent_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each row is the first copy read of its (trace, span id), and the read row of its
+    parent's first copy (-1 when the parent id is 0 or not in the trace).
+
+    A (trace, id) pair is keyed by the id xor a mix of the trace code: one uint64 sort then
+    serves both duplicates and parent lookups. Different pairs share a key with probability
+    about n^2 / 2^65; that is checked, and then exact keys are used instead."""
+    salt = mix(trace.astype(np.uint64))
+    found = _match(trace, span_id ^ salt, parent_id ^ salt, parent_id != 0)
+    if found is None:
+        found = _match(trace, *_exact_keys(trace, span_id, parent_id), parent_id != 0)
+    return found
+
+
+def _exact_keys(trace: np.ndarray, span_id: np.ndarray, parent_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The keys of `_links` for each span and each parent without collisions: the trace code and
+    the id's rank among all span ids in one int64; -1 for a parent id no span has."""
+    ids, rank = unique_inverse(span_id)
+    width = max(1, ids.shape[0])
+    key = trace.astype(np.int64) * width + rank
+    pos = np.minimum(np.searchsorted(ids, parent_id), width - 1)
+    known = ids[pos] == parent_id if ids.shape[0] else np.zeros(0, dtype=bool)
+    return key, np.where(known, trace.astype(np.int64) * width + pos, -1)
+
+
+def _match(trace: np.ndarray, key: np.ndarray, want: np.ndarray, has_parent: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """`_links` from a key per span and the key of each span's parent; None if two spans of
+    different traces share a key (equal keys within a trace are copies of one span)."""
+    order = np.argsort(key)
+    k, t = key[order], trace[order]
+    same = k[1:] == k[:-1]
+    if (same & (t[1:] != t[:-1])).any():
+        return None
+    order = _ties_in_order(order, k)  # each run of copies in read order: its first is the first read
+    new = np.empty(k.shape[0], dtype=bool)
+    new[:1] = True
+    new[1:] = ~same
+    first = np.empty_like(new)
+    first[order] = new
+    at = np.minimum(searchsorted_many(k, want), max(k.shape[0] - 1, 0))
+    # A key of another trace matches only if the parent is absent: else the parent's key would
+    # be shared by two traces, which was ruled out above.
+    found = has_parent & (k[at] == want) & (t[at] == trace)
+    return first, np.where(found, order[at], -1)
 
 
 def _cut_cycles(parent: np.ndarray, trace: np.ndarray) -> int:
