@@ -78,19 +78,11 @@ def typical_duration(ctx: HotspotContext, w: Waiting) -> np.ndarray:
     key = np.where(w.stmt >= 0, w.stmt.astype(np.int64),
                    np.where(w.peer >= 0, n_stmt + w.peer.astype(np.int64), n_stmt + n_peer + t.name[w.rows]))
     key = key * 8 + w.cls  # a statement text used by two classes stays two kinds
-    _, inverse = np.unique(key, return_inverse=True)
-    return group_medians(inverse, w.dur)[inverse]
-
-
-def group_medians(group: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """`np.median` of the integer `values` of each group 0..k-1 (each non-empty), as float64: one
-    sort for all groups instead of a median call per group. The median is the middle value, or
-    the mean of the two middle values as np.median computes it: their float64 sum halved."""
-    order = np.lexsort((values, group))
-    counts = np.bincount(group)
-    first = np.cumsum(counts) - counts
-    v = values[order].astype(np.float64)
-    return (v[first + (counts - 1) // 2] + v[first + counts // 2]) / 2
+    uniq, inverse = np.unique(key, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
+    medians = np.array([np.median(g) for g in np.split(w.dur[order], bounds)]) if len(w) else np.zeros(0)
+    return medians[inverse] if len(w) else np.zeros(0)
 
 
 def run_ids(boundary: np.ndarray) -> np.ndarray:
