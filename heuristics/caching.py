@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analyzer.arrays import sorted_unique
 from analyzer.classify import CACHEABLE_DATABASE, FALL_THROUGH_DATABASE, FALL_THROUGH_NETWORK
 from analyzer.findings import Evidence, Finding
 from analyzer.model import SpanClass
@@ -101,7 +102,7 @@ def _fetch_statements(ctx: HotspotContext, ca: CacheAside) -> list[str]:
     out = [statement_text(ctx, int(c)) for c in codes[np.argsort(-counts)][:3]]
     remote = ca.fall & (w.cls == SpanClass.REMOTE)
     if remote.any():
-        out += sorted({ctx.table.peers[p] for p in np.unique(w.peer[remote]).tolist() if p >= 0})[:2]
+        out += sorted({ctx.table.peers[p] for p in sorted_unique(w.peer[remote]).tolist() if p >= 0})[:2]
     return out
 
 
@@ -276,7 +277,7 @@ def slow_cache(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     key = np.where(c.stmt >= 0, c.stmt.astype(np.int64), -2 - ctx.table.name[c.rows].astype(np.int64))
     n = ctx.hotspot.count
     out = []
-    for k in np.unique(key).tolist():
+    for k in sorted_unique(key).tolist():
         mask = key == k
         dur = c.dur[mask]
         p50, p95 = (float(x) for x in np.quantile(dur, [0.5, 0.95]))
@@ -355,12 +356,12 @@ def repeated_fetch(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding
     cand = (w.cls == SpanClass.DATABASE) & (w.stmt >= 0) & ~ca.fall
     n = ctx.hotspot.count
     out = []
-    for s in np.unique(w.stmt[cand]).tolist():
+    for s in sorted_unique(w.stmt[cand]).tolist():
         text = statement_text(ctx, s)
         if not parameter_free_read(text):
             continue
         mask = cand & (w.stmt == s)
-        requests = int(np.unique(w.req[mask]).shape[0])
+        requests = int(sorted_unique(w.req[mask]).shape[0])
         crit = float(w.crit[mask].sum())
         share = crit / ctx.total_ns
         if requests < th["min_requests"] or requests < th["min_request_fraction"] * n or share < th["min_share"]:

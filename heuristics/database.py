@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from analyzer.arrays import sorted_unique
 from analyzer.findings import Evidence, Finding
 from analyzer.model import SpanClass
 from analyzer.signals import Signal
@@ -63,7 +64,7 @@ def n_plus_one(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     new_request = np.ones(len(w), dtype=bool)
     new_request[1:] = w.req[1:] != w.req[:-1]
     typical = typical_duration(ctx, w)
-    for s in np.unique(w.stmt[db]).tolist():
+    for s in sorted_unique(w.stmt[db]).tolist():
         mine = db & (w.stmt == s)
         if int(mine.sum()) < th["min_repetitions"]:
             continue
@@ -79,7 +80,7 @@ def n_plus_one(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
         if not hit.any():
             continue
         rows = w.rows[mine][hit[inverse]]
-        requests = np.unique(w.req[mine][hit[inverse]]).shape[0]
+        requests = sorted_unique(w.req[mine][hit[inverse]]).shape[0]
         reps = float(counts[hit].sum()) / requests
         per_request_ms = ms(run_dur[hit].sum()) / requests
         crit = float(run_crit[hit].sum())
@@ -239,13 +240,13 @@ def sequential_queries(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
         return []
     multi = run_units[run_of_unit] >= 2  # units inside a sequence with at least two statements
     in_runs = multi[inverse]
-    stmts = np.unique(d.stmt[in_runs])
+    stmts = sorted_unique(d.stmt[in_runs])
     per_stmt = [(statement_text(ctx, s), ms(d.crit[in_runs & (d.stmt == s)].sum()) / ctx.hotspot.count)
                 for s in stmts.tolist()]
     per_stmt.sort(key=lambda x: -x[1])
     seq_ms = sum(x[1] for x in per_stmt)
     rows = d.rows[in_runs]
-    requests = np.unique(d.req[in_runs]).shape[0]
+    requests = sorted_unique(d.req[in_runs]).shape[0]
     return [Finding(
         rule="PF-DB003", category="database",
         message=(f"Sequential queries: {len(per_stmt)} different statements run one after another "
@@ -302,7 +303,7 @@ def pool_wait(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     db = w.cls == SpanClass.DATABASE
     if not db.any():
         return []
-    db_requests = np.unique(w.req[db]).shape[0]
+    db_requests = sorted_unique(w.req[db]).shape[0]
     db_ms = ms(w.dur[db].sum()) / db_requests
     mean_ms = ms(ctx.total_ns) / ctx.hotspot.count
     if sig.has(Signal.POOL_WAIT_SECONDS):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analyzer.arrays import sorted_unique
 from analyzer.classify import ClassifyConfig, pick, trace_shares
 from analyzer.findings import Evidence, Finding
 from analyzer.hotspots import Hotspot
@@ -123,7 +124,7 @@ def slow_downstream(ctx: HotspotContext, th: Mapping[str, float]) -> list[Findin
         return []
     n = ctx.hotspot.count
     out = []
-    for k in np.unique(c.key).tolist():
+    for k in sorted_unique(c.key).tolist():
         mask = c.key == k
         crit = float(w.crit[mask].sum())
         share = crit / ctx.total_ns
@@ -227,7 +228,7 @@ def sequential_fan_out(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
     keys = [k for k in dict.fromkeys(c.key[in_runs].tolist())]  # first-call order
     names = [_name(ctx, c, in_runs & (c.key == k)) for k in keys]
     per_down = [ms(w.crit[in_runs & (c.key == k)].sum()) / n for k in keys]
-    requests = np.unique(w.req[in_runs]).shape[0]
+    requests = sorted_unique(w.req[in_runs]).shape[0]
     seq_ms = sum(per_down)
     rows = w.rows[in_runs]
     return [Finding(
@@ -277,7 +278,7 @@ def chatty_calls(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
         return []
     n = ctx.hotspot.count
     out = []
-    for k in np.unique(c.key).tolist():
+    for k in sorted_unique(c.key).tolist():
         mask = c.key == k
         median = float(np.median(w.dur[mask]))
         if median > th["max_median_ms"] * NS_PER_MS:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analyzer.arrays import sorted_unique
 from analyzer.findings import Evidence
 from analyzer.model import NO_CODE, SpanClass
 from heuristics.context import HotspotContext
@@ -110,7 +111,7 @@ def sample_trace(ctx: HotspotContext, rows: np.ndarray) -> str:
 
 def sample(ctx: HotspotContext, w: Waiting, mask: np.ndarray, weights: np.ndarray) -> tuple[float, str]:
     """(sum of `weights` over the `mask` spans of the slowest such request, "trace <id>" of that request)."""
-    reqs = np.unique(w.req[mask])
+    reqs = sorted_unique(w.req[mask])
     if not reqs.size:
         return 0.0, ""
     r = int(reqs[np.argmax(ctx.hotspot.durations[reqs])])
