@@ -29,6 +29,8 @@ from typing import BinaryIO
 
 import zstandard
 
+from collectors.protowire import walk
+
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # The largest frame we accept: the Collector's default gRPC limit is 4 MiB, 64 MiB is generous.
@@ -134,7 +136,7 @@ def iter_messages(path: Path, stats: SourceStats) -> Iterator[tuple[str, object]
 
 def _detect(head: bytes) -> str:
     first = head.lstrip()[:1]
-    if first in (b"{", b"["):
+    if first in (b"{", b"[") and (head[:1] != b"\n" or _json_object_start(head)):
         return "json"
     if len(head) >= 5:
         (length,) = struct.unpack(">I", head[:4])
@@ -231,7 +233,7 @@ def _framed(reader: BinaryIO, path: Path, stats: SourceStats) -> Iterator[tuple[
                 stats.skipped["invalid_messages"] += 1
                 stats.note(f"offset {offset - length - 4}: zstd frame does not decompress ({e})")
                 continue
-        if payload.lstrip()[:1] == b"{":
+        if _is_json(payload):
             try:
                 doc = json.loads(payload)
             except ValueError as e:
@@ -243,6 +245,24 @@ def _framed(reader: BinaryIO, path: Path, stats: SourceStats) -> Iterator[tuple[
         else:
             stats.messages += 1
             yield "proto", payload
+
+
+def _json_object_start(head: bytes) -> bool:
+    """Whether bytes that start with a newline then `{` go on as JSON does (a quoted key or the
+    end of the object), not as a protobuf request whose first ResourceSpans is 123 bytes long
+    (`0A 7B 0A ...`)."""
+    rest = head.lstrip()[1:].lstrip()
+    return rest[:1] in (b'"', b"}", b"{", b"")
+
+
+def _is_json(payload: bytes) -> bool:
+    """Whether a frame holds OTLP/JSON rather than protobuf. A protobuf request starts with 0x0A,
+    which is also a newline: a newline then `{` is JSON only if the bytes do not frame as
+    protobuf fields (a first ResourceSpans of 123 bytes starts `0A 7B`)."""
+    first = payload[:1]
+    if first == b"{" or first in (b" ", b"\t", b"\r"):
+        return True
+    return first == b"\n" and payload[:64].lstrip()[:1] == b"{" and walk(payload, 0, len(payload)) is None
 
 
 def file_size(path: Path) -> int:

@@ -234,3 +234,32 @@ def test_shared_sample_is_not_modified_by_reading(tmp_path):
     shutil.copy(src, copy)
     load_traces([str(src)])
     assert src.read_bytes() == copy.read_bytes()
+
+
+def _request_starting_like_json() -> bytes:
+    """A valid request whose first ResourceSpans is 123 bytes long: its bytes start `0A 7B`,
+    a newline then `{` when read as text."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1 import trace_pb2 as t
+
+    for pad in range(120):
+        rs = t.ResourceSpans(
+            resource={"attributes": [KeyValue(key="service.name", value=AnyValue(string_value="svc" + "x" * pad))]},
+            scope_spans=[t.ScopeSpans(spans=[t.Span(trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)),
+                                                    name="GET", kind=2, start_time_unix_nano=1, end_time_unix_nano=5)])])
+        if rs.ByteSize() == 123:
+            data = ExportTraceServiceRequest(resource_spans=[rs]).SerializeToString()
+            assert data[:2] == b"\n{"
+            return data
+    raise AssertionError("no padding gives a 123-byte ResourceSpans")
+
+
+def test_protobuf_that_starts_like_json_is_read_as_protobuf(tmp_path):
+    data = _request_starting_like_json()
+    framed, single = tmp_path / "framed.binpb", tmp_path / "single.pb"
+    framed.write_bytes(struct.pack(">I", len(data)) + data)
+    single.write_bytes(data)
+    for path in (framed, single):
+        loaded = load_traces([str(path)])
+        assert len(loaded.table) == 1 and not loaded.sources[0].skipped, path.name
