@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,6 +19,7 @@ class Hotspot:
     entries: np.ndarray  # rows of the entry spans in the SpanTable, by start time
     durations: np.ndarray  # ns, per entry
     parts: np.ndarray  # (count, len(PARTS)) ns, per entry; rows add up to durations
+    _quantiles: dict[float, float] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def count(self) -> int:
@@ -28,8 +29,14 @@ class Hotspot:
     def total_ms(self) -> float:
         return float(self.durations.sum()) / NS_PER_MS
 
+    def quantile_ns(self, q: float) -> float:
+        """A quantile of the durations, memoized: the ranking, the report and the rules ask for the same few."""
+        if q not in self._quantiles:
+            self._quantiles[q] = float(np.quantile(self.durations, q))
+        return self._quantiles[q]
+
     def quantile_ms(self, q: float) -> float:
-        return float(np.quantile(self.durations, q)) / NS_PER_MS if self.count else 0.0
+        return self.quantile_ns(q) / NS_PER_MS if self.count else 0.0
 
     def mean_parts_ms(self) -> dict[str, float]:
         means = self.parts.mean(axis=0) / NS_PER_MS if self.count else np.zeros(len(PARTS))

@@ -147,7 +147,7 @@ def slow_statement(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding
         return []
     stmts, inverse = np.unique(w.stmt[db], return_inverse=True)
     crit = np.bincount(inverse, weights=w.crit[db])
-    hot_p95 = float(np.quantile(ctx.hotspot.durations, 0.95))
+    hot_p95 = ctx.hotspot.quantile_ns(0.95)
     out = []
     for i, s in enumerate(stmts.tolist()):
         mask = inverse == i
