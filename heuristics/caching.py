@@ -61,6 +61,8 @@ def _cache_aside(ctx: HotspotContext) -> CacheAside:
     kind = np.zeros(n, dtype=np.int8)
     kind[cache] = command_kind(ctx, w.rows[cache], COMMANDS)
     reads, writes = kind == READ, kind == WRITE
+    if not (reads.any() and writes.any()):  # a fall-through fetch sits between a read and a write
+        return CacheAside(w, reads, writes, np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
     fetch = (w.cls == SpanClass.DATABASE) | (w.cls == SpanClass.REMOTE)
     idx = np.arange(n)
     first = np.ones(n, dtype=bool)
@@ -77,9 +79,9 @@ def _cache_aside(ctx: HotspotContext) -> CacheAside:
     next_read = np.minimum.accumulate(np.where(reads, idx, n)[::-1])[::-1]
     fall = (fetch & (last_read >= req_first) & (last_read > last_write)
             & (next_write <= req_last) & (next_write < next_read))
-    keys = ctx.table.cache_key[w.rows]
     if fall.any():
         # Where both ends carry a key, the write must fill the key that was read.
+        keys = ctx.table.cache_key[w.rows]
         kr, kw = keys[np.maximum(last_read, 0)], keys[np.minimum(next_write, n - 1)]
         fall &= (kr < 0) | (kw < 0) | (kr == kw)
     missed = np.zeros(n, dtype=bool)
