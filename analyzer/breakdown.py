@@ -114,7 +114,8 @@ def entry_mask(t: SpanTable) -> np.ndarray:
     has_parent = parent >= 0
     p = np.where(has_parent, parent, 0)
     entry_kind = (t.kind == Kind.SERVER) | (t.kind == Kind.CONSUMER)
-    parent_is_call = (t.kind[p] == Kind.CLIENT) | (t.kind[p] == Kind.PRODUCER)
+    parent_kind = t.kind[p]
+    parent_is_call = (parent_kind == Kind.CLIENT) | (parent_kind == Kind.PRODUCER)
     crosses = t.service[p] != t.service
     return ~has_parent | (entry_kind & (crosses | parent_is_call))
 
@@ -123,22 +124,20 @@ def levels(parent: np.ndarray) -> list[np.ndarray]:
     """Rows grouped by depth, roots first (breadth-first over a CSR child index)."""
     n = parent.shape[0]
     order = np.argsort(parent, kind="stable")
-    # Row i's children are order[first_child[i]:last_child[i]]: rows without a parent (-1) sort
-    # first, then the children of row 0, 1, ...; the bounds are running sums of the child counts.
+    # Row i's children are the child_counts[i] rows from order[first_child[i]]: rows without a
+    # parent (-1) sort first, then the children of row 0, 1, ...; so the starts are running sums.
     has_parent = parent >= 0
-    counts = np.bincount(parent[has_parent], minlength=n)
-    last_child = (n - int(np.count_nonzero(has_parent))) + np.cumsum(counts)
-    first_child = last_child - counts
+    child_counts = np.bincount(parent[has_parent], minlength=n)
+    first_child = (n - int(np.count_nonzero(has_parent))) + np.cumsum(child_counts) - child_counts
     out = []
     frontier = np.flatnonzero(parent < 0)
     while frontier.size:
         out.append(frontier)
-        lo, hi = first_child[frontier], last_child[frontier]
-        counts = hi - lo
+        lo, counts = first_child[frontier], child_counts[frontier]
         total = int(counts.sum())
         if not total:
             break
-        # Concatenate the ranges [lo, hi) without a Python loop.
+        # Concatenate the ranges [lo, lo + counts) without a Python loop.
         offsets = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
         frontier = order[offsets + np.arange(total)]
     return out
