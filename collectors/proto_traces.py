@@ -110,18 +110,17 @@ class ProtoTraces:
         self._pending, self._pending_bytes = [], 0
         assert stats is not None
         buf, offsets = pw.padded(messages)
-        starts, lengths, services = self._frame(messages, offsets.tolist(), stats)
+        starts, services = self._frame(messages, offsets.tolist(), stats)
+        lengths = pw.lengths_before(buf, starts)
         del messages
         for a in range(0, starts.shape[0], SPAN_GROUP):
             s = starts[a:a + SPAN_GROUP]
             self._spans(buf, s, s + lengths[a:a + SPAN_GROUP], services[a:a + SPAN_GROUP], stats)
 
     # -- framing ----------------------------------------------------------------------
-    def _frame(self, messages: list[bytes], offsets: list[int], stats: SourceStats
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Where each span starts in the chunk, its length, and its service code."""
+    def _frame(self, messages: list[bytes], offsets: list[int], stats: SourceStats) -> tuple[np.ndarray, np.ndarray]:
+        """Where each span starts in the chunk, and its service code."""
         starts: list[int] = []  # relative to the span's message
-        lengths: list[int] = []
         per_message: list[int] = []
         per_resource: list[int] = []
         codes: list[int] = []
@@ -137,9 +136,9 @@ class ProtoTraces:
                 if number != _RESOURCE_SPANS or wire != pw.LEN:
                     continue
                 before = len(starts)
-                service = self._resource_spans(m, at, at + length, starts, lengths)
+                service = self._resource_spans(m, at, at + length, starts)
                 if service is None:
-                    del starts[before:], lengths[before:]
+                    del starts[before:]
                     stats.skipped["invalid_messages"] += 1
                     stats.note(f"message {stats.messages - len(messages) + i + 1}: a resource_spans does not decode; "
                                "its spans skipped")
@@ -148,10 +147,9 @@ class ProtoTraces:
                 codes.append(service)
             per_message.append(len(starts) - before_message)
         base = np.repeat(np.array(offsets, dtype=np.int64), per_message)
-        return (np.array(starts, dtype=np.int64) + base, np.array(lengths, dtype=np.int64),
-                np.repeat(np.array(codes, dtype=np.int32), per_resource))
+        return np.array(starts, dtype=np.int64) + base, np.repeat(np.array(codes, dtype=np.int32), per_resource)
 
-    def _resource_spans(self, m: bytes, a: int, b: int, starts: list[int], lengths: list[int]) -> int | None:
+    def _resource_spans(self, m: bytes, a: int, b: int, starts: list[int]) -> int | None:
         """Append the spans of one ResourceSpans; its service code, or None when it does not decode."""
         fields = pw.walk(m, a, b)
         if fields is None:
@@ -162,7 +160,7 @@ class ProtoTraces:
                 continue
             if number == _RESOURCE:
                 resource = m[at:at + length]
-            elif number == _SCOPE_SPANS and not pw.len_fields(m, at, at + length, _SPANS, starts, lengths):
+            elif number == _SCOPE_SPANS and not pw.len_fields(m, at, at + length, _SPANS, starts):
                 return None
         return self._service(resource)
 

@@ -167,30 +167,33 @@ def _varint(data: bytes, i: int) -> tuple[int, int]:
             raise IndexError("varint longer than 10 bytes")
 
 
-def len_fields(data: bytes, i: int, end: int, number: int, starts: list[int], lengths: list[int]) -> bool:
-    """Append the payload start and length of every LEN field `number` of the message in
-    `data[i:end]` (the spans of a ScopeSpans: one loop turn per span, so the common one-byte tag
-    and two-byte length are read inline). False when the message is malformed."""
+def len_fields(data: bytes, i: int, end: int, number: int, starts: list[int]) -> bool:
+    """Append where the payload of every LEN field `number` of the message in `data[i:end]`
+    starts (the spans of a ScopeSpans: one loop turn per span, the usual one-byte tag and
+    one- or two-byte length read inline; `lengths_before` reads the lengths afterwards, for all
+    at once). False when the message is malformed."""
     tag_byte = (number << 3) | LEN
-    add_start, add_length = starts.append, lengths.append
+    add = starts.append
     try:
         while i < end:
             if data[i] == tag_byte:
-                n = data[i + 1]
-                if n < 0x80:
-                    i += 2
-                else:
-                    m = data[i + 2]
-                    if m < 0x80:
-                        n = (n & 0x7F) | (m << 7)
-                        i += 3
+                while True:  # a run of them, as encoders write repeated fields
+                    n = data[i + 1]
+                    if n < 0x80:
+                        i += 2
                     else:
-                        n, i = _varint(data, i + 1)
-                if i + n > end:
+                        m = data[i + 2]
+                        if m < 0x80:
+                            n = (n & 0x7F) | (m << 7)
+                            i += 3
+                        else:
+                            n, i = _varint(data, i + 1)
+                    add(i)
+                    i += n
+                    if i >= end or data[i] != tag_byte:
+                        break
+                if i > end:
                     return False
-                add_start(i)
-                add_length(n)
-                i += n
                 continue
             tag, i = _varint(data, i)
             wire = tag & 7
@@ -199,8 +202,7 @@ def len_fields(data: bytes, i: int, end: int, number: int, starts: list[int], le
             elif wire == LEN:
                 n, i = _varint(data, i)
                 if (tag >> 3) == number:
-                    add_start(i)
-                    add_length(n)
+                    add(i)
                 i += n
             elif wire == I64 or wire == I32:
                 i += 8 if wire == I64 else 4
@@ -211,3 +213,19 @@ def len_fields(data: bytes, i: int, end: int, number: int, starts: list[int], le
     except IndexError:
         return False
     return True
+
+
+def lengths_before(buf: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The length of each LEN field whose payload starts at `starts`, read backwards from the
+    varint that ends right before it: its earlier bytes are >= 0x80, the byte before it ends the
+    field's tag (< 0x80)."""
+    length = buf[starts - 1].astype(np.int64)
+    rows, at = np.arange(starts.shape[0]), starts - 2
+    for _ in range(_MAX_STEPS_VARINT - 1):
+        more = buf[at] >= 0x80
+        rows, at = rows[more], at[more]
+        if not rows.shape[0]:
+            break
+        length[rows] = (length[rows] << 7) | (buf[at] & 0x7F)
+        at = at - 1
+    return length
