@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from analyzer.arrays import mix
-from analyzer.table import Batch, TableBuilder
+from analyzer.table import Batch, TableBuilder, _stable_argsort
 
 U64 = (1 << 64) - 1
 A, B, C = (7 << 64) | 1, (7 << 64) | 2, 3 << 64  # A and B share their high 8 bytes; C < A < B
@@ -184,3 +184,20 @@ def test_random_spans_match_the_reference(seed):
         batches.append([tuple(int(v) for v in s) for s in zip(tid, sid, pid, start, end)])
     _, repairs = check(batches)
     assert all(repairs.values())
+
+
+@pytest.mark.parametrize("case", ["empty", "one", "random with copies", "small ints", "shared high bits"])
+def test_stable_argsort_is_numpys_stable_argsort(case):
+    # Small ints and keys differing only in their low bits tie on the high bits the value sort uses.
+    rng = np.random.default_rng(3)
+    key = {
+        "empty": np.zeros(0, dtype=np.uint64),
+        "one": np.array([5], dtype=np.uint64),
+        "random with copies": rng.integers(0, 1 << 64, 5000, dtype=np.uint64)[rng.integers(0, 5000, 20000)],
+        "small ints": rng.integers(0, 50, 20000).astype(np.uint64),
+        "shared high bits": (rng.integers(0, 30, 20000).astype(np.uint64) << np.uint64(40))
+        | rng.integers(0, 1 << 20, 20000).astype(np.uint64),
+    }[case]
+    order, k = _stable_argsort(key)
+    assert order.tolist() == np.argsort(key, kind="stable").tolist()
+    assert k.tolist() == np.sort(key).tolist()
