@@ -63,7 +63,7 @@ def _columns(path: Path) -> dict:
             "status": tab.status.tolist(), "parent": tab.parent.tolist(), "service": tab.service.tolist()}
 
 
-def test_lean_protobuf_reads_what_json_reads(tmp_path):
+def test_protobuf_reads_what_json_reads(tmp_path):
     req = _request()
     pb, js = tmp_path / "a.pb", tmp_path / "a.jsonl"
     pb.write_bytes(req.SerializeToString())
