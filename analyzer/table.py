@@ -115,7 +115,7 @@ class TableBuilder:
             return out
 
         cols = {name: cat(name, dtype) for name, dtype in _COLUMNS}
-        trace, trace_ids = _trace_codes(cat("trace_hi", np.uint64), cat("trace_lo", np.uint64))
+        trace, trace_ids, by_trace = _trace_codes(cat("trace_hi", np.uint64), cat("trace_lo", np.uint64))
         self.batches = []  # the columns now own the data
 
         start, end = cols["start"], cols["end"]
@@ -129,12 +129,9 @@ class TableBuilder:
         self.repairs.duplicate_spans += n - kept
 
         # Final row order: by trace, then start time, so each trace is a contiguous range.
-        if kept == n:
-            rows = _sort_order(trace, cols["start"])
-        else:
-            rows = np.flatnonzero(first)
-            rows = rows[_sort_order(trace[rows], cols["start"][rows])]
-        del first
+        rows = by_trace if kept == n else by_trace[first[by_trace]]
+        del first, by_trace
+        rows = rows[_stable_order(trace[rows], cols["start"][rows])]
         final = np.empty(n, dtype=np.int32)
         final[rows] = np.arange(rows.shape[0], dtype=np.int32)
         parent_read = parent_read[rows]
@@ -169,28 +166,17 @@ _COLUMNS = (("service", np.int32), ("span_id", np.uint64), ("parent_id", np.uint
             ("cache_key", np.int32))
 
 
-def _sort_order(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
-    """`np.lexsort((minor, major))` for `major` >= 0: one argsort of a single int64 key when
-    `major` and the range of `minor` fit in its 63 bits (lexsort is several times slower)."""
+def _stable_order(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """`np.lexsort((minor, major))` for `major` >= 0: one stable sort of a single int64 key when
+    `major` and the range of `minor` fit in its 63 bits. Timsort there: the rows come grouped by
+    `major` and mostly in `minor` order, which it exploits (a lexsort is several times slower)."""
     if not major.shape[0]:
         return np.zeros(0, dtype=np.intp)
     low = int(minor.min())
     shift = (int(minor.max()) - low).bit_length()
     if int(major.max()).bit_length() + shift > 63:
         return np.lexsort((minor, major))
-    key = (major.astype(np.int64) << shift) | (minor - low)
-    order = np.argsort(key)
-    return _ties_in_order(order, key[order])
-
-
-def _ties_in_order(order: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """`order`, an unstable sort giving the sorted keys `k`, made stable: each run of equal keys
-    reordered by position (runs are few, so this touches few elements)."""
-    tie = k[1:] == k[:-1]
-    if tie.any():
-        at = np.flatnonzero(np.concatenate(([False], tie)) | np.concatenate((tie, [False])))
-        order[at] = order[at][np.lexsort((order[at], k[at]))]
-    return order
+    return np.argsort((major.astype(np.int64) << shift) | (minor - low), kind="stable")
 
 
 def _stable_argsort(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -219,10 +205,11 @@ def _stable_argsort(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, k
 
 
-def _trace_codes(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each span's trace code, numbering the distinct trace ids in id order, and those ids as
-    (n_traces, 16) bytes. Sorted by the high half, then by both halves if different ids share
-    a high half (random ids almost never do, ids made by hand often do)."""
+def _trace_codes(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each span's trace code, numbering the distinct trace ids in id order; those ids as
+    (n_traces, 16) bytes; and the rows by trace code, in read order within a trace. Sorted by
+    the high half, then by both halves if different ids share a high half (random ids almost
+    never do, ids made by hand often do)."""
     order, h = _stable_argsort(hi)
     l = lo[order]
     # Spans of one trace always tie on the high half; only different ids sharing it need the low half.
@@ -236,7 +223,7 @@ def _trace_codes(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray
     trace[order] = code
     ids = np.empty((int(new.sum()), 2), dtype=">u8")
     ids[:, 0], ids[:, 1] = h[new], l[new]
-    return trace, ids.view(np.uint8).reshape(-1, 16)
+    return trace, ids.view(np.uint8).reshape(-1, 16), order
 
 
 def _links(trace: np.ndarray, span_id: np.ndarray, parent_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -296,6 +283,9 @@ def _cut_cycles(parent: np.ndarray, trace: np.ndarray) -> int:
     ended after log2(n)+1 rounds lead into a loop, and where they land is on the loop. Per
     trace, the lowest such landing row is made a root; repeat until no loop is left."""
     n = parent.shape[0]
+    # A loop has a span whose parent is not an earlier row; by start order parents come first.
+    if (parent < np.arange(n, dtype=np.int32)).all():
+        return 0
     cut = 0
     while True:
         jump = parent.copy()
