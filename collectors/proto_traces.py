@@ -38,8 +38,8 @@ from collectors.otlp_files import SourceStats
 if TYPE_CHECKING:
     from collectors.otlp_traces import TraceDecoder
 
-CHUNK_BYTES = 16 << 20
-SPAN_GROUP = 1 << 16
+CHUNK_BYTES = 4 << 20
+SPAN_GROUP = 1 << 14
 _RESOURCE_SPANS, _RESOURCE, _SCOPE_SPANS, _SPANS = 1, 1, 2, 2
 _ENTRY = (int(Kind.SERVER), int(Kind.CONSUMER))
 NO_PEER = -2  # derive_base's peer when no host attribute names it: look at the URL
