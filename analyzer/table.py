@@ -209,12 +209,14 @@ def _trace_codes(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """Each span's trace code, numbering the distinct trace ids in id order; those ids as
     (n_traces, 16) bytes; and the rows by trace code, in read order within a trace. Sorted by
     the high half, then by both halves if different ids share a high half (random ids almost
-    never do, ids made by hand often do)."""
+    never do; 64-bit trace ids, with the high half zero, and ids made by hand do)."""
     order, h = _stable_argsort(hi)
     l = lo[order]
-    # Spans of one trace always tie on the high half; only different ids sharing it need the low half.
+    # Spans of one trace always tie on the high half; only different ids sharing it need the low
+    # half: then sort by it first (both sorts are stable, so read order stays within a trace).
     if ((h[1:] == h[:-1]) & (l[1:] != l[:-1])).any():
-        order = np.lexsort((lo, hi))
+        by_lo, _ = _stable_argsort(lo)
+        order = by_lo[_stable_argsort(hi[by_lo])[0]]
         h, l = hi[order], lo[order]
     new = np.ones(h.shape[0], dtype=bool)
     new[1:] = (h[1:] != h[:-1]) | (l[1:] != l[:-1])
