@@ -83,7 +83,8 @@ class ProtoTraces:
 
     def __init__(self, decoder: TraceDecoder) -> None:
         self.d = decoder
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] = []  # requests, or pieces of a large one
+        self._numbers: list[int] = []  # the number of the message each came from, for notes
         self._pending_bytes = 0
         self._stats: SourceStats | None = None
         self._resources: dict[bytes, int] = {}
@@ -97,20 +98,28 @@ class ProtoTraces:
         if stats is not self._stats:
             self.flush()
             self._stats = stats
-        self._pending.append(data)
-        self._pending_bytes += len(data)
-        if self._pending_bytes >= CHUNK_BYTES:
-            self.flush()
+        bounds = _resource_spans_pieces(data) if len(data) > CHUNK_BYTES else [(0, len(data))]
+        if bounds is None:
+            stats.skipped["invalid_messages"] += 1
+            stats.note(f"message {stats.messages}: not a valid ExportTraceServiceRequest (its framing does not decode)")
+            return
+        for begin, end in bounds:
+            piece = data if end - begin == len(data) else data[begin:end]  # copied a chunk at a time
+            self._pending.append(piece)
+            self._numbers.append(stats.messages)
+            self._pending_bytes += len(piece)
+            if self._pending_bytes >= CHUNK_BYTES:
+                self.flush()
 
     def flush(self) -> None:
         """Decode what has been gathered (call at the end of each source)."""
         if not self._pending:
             return
-        messages, stats = self._pending, self._stats
-        self._pending, self._pending_bytes = [], 0
+        messages, numbers, stats = self._pending, self._numbers, self._stats
+        self._pending, self._numbers, self._pending_bytes = [], [], 0
         assert stats is not None
         buf, offsets = pw.padded(messages)
-        starts, services = self._frame(messages, offsets.tolist(), stats)
+        starts, services = self._frame(messages, numbers, offsets.tolist(), stats)
         lengths = pw.lengths_before(buf, starts)
         del messages
         for a in range(0, starts.shape[0], SPAN_GROUP):
@@ -118,19 +127,19 @@ class ProtoTraces:
             self._spans(buf, s, s + lengths[a:a + SPAN_GROUP], services[a:a + SPAN_GROUP], stats)
 
     # -- framing ----------------------------------------------------------------------
-    def _frame(self, messages: list[bytes], offsets: list[int], stats: SourceStats) -> tuple[np.ndarray, np.ndarray]:
+    def _frame(self, messages: list[bytes], numbers: list[int], offsets: list[int], stats: SourceStats
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Where each span starts in the chunk, and its service code."""
         starts: list[int] = []  # relative to the span's message
         per_message: list[int] = []
         per_resource: list[int] = []
         codes: list[int] = []
-        for i, m in enumerate(messages):
+        for m, number in zip(messages, numbers):
             before_message = len(starts)
             top = pw.walk(m, 0, len(m))
             if top is None:
                 stats.skipped["invalid_messages"] += 1
-                stats.note(f"message {stats.messages - len(messages) + i + 1}: not a valid ExportTraceServiceRequest "
-                           "(its framing does not decode)")
+                stats.note(f"message {number}: not a valid ExportTraceServiceRequest (its framing does not decode)")
                 top = []
             for number, wire, at, length in top:
                 if number != _RESOURCE_SPANS or wire != pw.LEN:
@@ -140,8 +149,7 @@ class ProtoTraces:
                 if service is None:
                     del starts[before:]
                     stats.skipped["invalid_messages"] += 1
-                    stats.note(f"message {stats.messages - len(messages) + i + 1}: a resource_spans does not decode; "
-                               "its spans skipped")
+                    stats.note(f"message {number}: a resource_spans does not decode; its spans skipped")
                     continue
                 per_resource.append(len(starts) - before)
                 codes.append(service)
@@ -338,6 +346,23 @@ class ProtoTraces:
             self._bases.append((cls, db_system, self.d.b.statements.code(summary) if summary else -1, peer, location,
                                 port))
         return out
+
+
+def _resource_spans_pieces(data: bytes) -> list[tuple[int, int]] | None:
+    """Where to cut a large request into requests of one ResourceSpans each (a run of whole
+    fields is a request too), so that it is decoded in chunks like many small ones. None when its
+    framing does not decode."""
+    fields = pw.walk(data, 0, len(data))
+    if fields is None:
+        return None
+    bounds, begin = [], 0
+    for number, wire, at, length in fields:
+        if number == _RESOURCE_SPANS and wire == pw.LEN:
+            bounds.append((begin, at + length))
+            begin = at + length
+    if begin < len(data):
+        bounds.append((begin, len(data)))
+    return bounds
 
 
 class _Memo:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2 as t
@@ -129,7 +130,10 @@ def test_a_damaged_span_is_skipped_alone(tmp_path):
     assert loaded.table.names == ["GET /orders", "GET"]
 
 
-def test_damage_stays_in_its_resource_spans(tmp_path):
+@pytest.mark.parametrize("chunk_bytes", [proto_traces.CHUNK_BYTES, 64], ids=["small-message", "large-message"])
+def test_damage_stays_in_its_resource_spans(tmp_path, monkeypatch, chunk_bytes):
+    # A message larger than a chunk is cut into its ResourceSpans first: the same outcome.
+    monkeypatch.setattr(proto_traces, "CHUNK_BYTES", chunk_bytes)
     req = _request(n_resources=3)
     whole = tmp_path / "whole.pb"
     whole.write_bytes(req.SerializeToString())
