@@ -1,16 +1,18 @@
 """OTLP protobuf trace requests into SpanTable batches, without per-span Python work.
 
-Requests are gathered into chunks of about `CHUNK_BYTES` (one numpy buffer each, so the fixed
-cost of an array operation is paid per chunk, not per request). The request, ResourceSpans and
-ScopeSpans framing is walked in Python (one loop turn per span, to find where each starts); the
-spans themselves are read with numpy (`span_wire`), a group of up to `SPAN_GROUP` at a time.
+Requests are gathered into chunks of about `CHUNK_BYTES`, one numpy buffer each: large enough
+that the fixed cost of an array operation is paid per thousands of spans, small enough that a
+chunk's arrays stay in the CPU's L2 cache. A request larger than a chunk is cut into its
+ResourceSpans first. The request, ResourceSpans and ScopeSpans framing is walked in Python (one
+loop turn per span, to find where each starts); the spans themselves are read with numpy
+(`span_wire`), up to `SPAN_GROUP` at a time.
 
 What the attributes decide is derived once per distinct value, never per span:
 - the attributes that repeat (db system, host, port, code location...) are hashed per span into
-  a signature (`_signatures`); `derive_base` runs once per new signature;
+  a signature (`_signatures_of`); `derive_base` runs once per new signature;
 - statements and URLs carry per-request literals: each distinct one is normalized once, and
-  statements that differ only in their numbers are normalized once for all of them
-  (`statement_shapes`).
+  SQL statements that differ only in their numbers are normalized once for all of them
+  (`analyzer.statement.shape_keys`);
 - names are hashed and interned once per distinct name.
 
 Damage: a request or ResourceSpans whose framing does not decode is skipped and counted

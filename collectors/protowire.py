@@ -7,6 +7,9 @@ operations and repeats until every message is read. A step costs the same few op
 whatever the number of messages, so a batch of thousands of spans is read in as many steps as
 its longest span has fields.
 
+The messages above the spans (a request, its ResourceSpans and ScopeSpans) are few and long:
+`walk` and `len_fields` read them in Python, one loop turn per field.
+
 Buffers are `uint8` arrays with `PAD` zero bytes after the data, so reading a varint or a word
 near the end never indexes out of bounds; a field that runs past its message is reported as
 damage, not read.
@@ -19,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from analyzer.arrays import PAD
-
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 _MAX_STEPS_VARINT = 10
