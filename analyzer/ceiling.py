@@ -73,9 +73,10 @@ def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotRes
         d = np.concatenate(durations).astype(np.float64)
         after = d - np.concatenate(saved)
         total_ms = float(d.sum()) / MS
-        for name, q in (("p50", 0.50), ("p99", 0.99)):
-            before = float(np.quantile(d, q)) / MS
-            cut = before - float(np.quantile(after, q)) / MS
+        qs = (0.50, 0.99)  # both from one selection pass per array
+        for name, q_before, q_after in zip(("p50", "p99"), np.quantile(d, qs), np.quantile(after, qs)):
+            before = float(q_before) / MS
+            cut = before - float(q_after) / MS
             out[f"{name}_ms"] = _r(cut)
             out[f"{name}_pct"] = _r(100 * cut / before if before > 0 else 0.0)
         mean_cut = float(np.concatenate(saved).sum()) / MS / d.size
