@@ -136,24 +136,30 @@ def walk(data: bytes, i: int, end: int) -> list[tuple[int, int, int, int]] | Non
     out = []
     try:
         while i < end:
-            tag, i = _varint(data, i)
-            wire = tag & 7
-            if wire == VARINT:
-                value, j = _varint(data, i)
-            elif wire == LEN:
-                value, i = _varint(data, i)
-                j = i + value
-            elif wire == I64 or wire == I32:
-                value, j = 0, i + (8 if wire == I64 else 4)
-            else:
+            number, wire, start, value, i = _field(data, i)
+            if i > end:
                 return None
-            if j > end:
-                return None
-            out.append((tag >> 3, wire, i, value))
-            i = j
-    except IndexError:
+            out.append((number, wire, start, value))
+    except (IndexError, ValueError):
         return None
     return out
+
+
+def _field(data: bytes, i: int) -> tuple[int, int, int, int, int]:
+    """The field at `data[i]`: (number, wire type, value start, value or length, where the next
+    field starts). IndexError past the data, ValueError for a wire type that does not exist."""
+    tag, i = _varint(data, i)
+    wire = tag & 7
+    if wire == VARINT:
+        value, end = _varint(data, i)
+    elif wire == LEN:
+        value, i = _varint(data, i)
+        end = i + value
+    elif wire == I64 or wire == I32:
+        value, end = 0, i + (8 if wire == I64 else 4)
+    else:
+        raise ValueError(f"wire type {wire}")
+    return tag >> 3, wire, i, value, end
 
 
 def _varint(data: bytes, i: int) -> tuple[int, int]:
@@ -197,22 +203,12 @@ def len_fields(data: bytes, i: int, end: int, number: int, starts: list[int]) ->
                 if i > end:
                     return False
                 continue
-            tag, i = _varint(data, i)
-            wire = tag & 7
-            if wire == VARINT:
-                _, i = _varint(data, i)
-            elif wire == LEN:
-                n, i = _varint(data, i)
-                if (tag >> 3) == number:
-                    add(i)
-                i += n
-            elif wire == I64 or wire == I32:
-                i += 8 if wire == I64 else 4
-            else:
-                return False
+            field, wire, start, _, i = _field(data, i)
+            if field == number and wire == LEN:
+                add(start)
             if i > end:
                 return False
-    except IndexError:
+    except (IndexError, ValueError):
         return False
     return True
 
