@@ -72,18 +72,18 @@ def find_hotspots(t: SpanTable, b: Breakdown, start_ns: int | None = None, end_n
     rows = entries[idx]
     key = t.service[rows].astype(np.int64) * max(len(t.names), 1) + t.name[rows]
     order = np.lexsort((t.start[rows], key))
-    key_sorted = key[order]
-    bounds = np.flatnonzero(np.diff(key_sorted)) + 1
-    groups = np.split(order, bounds)
+    # Gathered once in group order; each hot spot gets its slice.
+    rows, parts = rows[order], b.parts[idx[order]]
+    durations = t.end[rows] - t.start[rows]
+    bounds = (np.flatnonzero(np.diff(key[order])) + 1).tolist()
     out = []
-    for g in groups:
-        r = rows[g]
+    for lo, hi in zip([0, *bounds], [*bounds, rows.shape[0]]):
         out.append(Hotspot(
-            service=t.services[t.service[r[0]]],
-            operation=t.names[t.name[r[0]]],
-            entries=r,
-            durations=(t.end[r] - t.start[r]),
-            parts=b.parts[idx[g]],
+            service=t.services[t.service[rows[lo]]],
+            operation=t.names[t.name[rows[lo]]],
+            entries=rows[lo:hi],
+            durations=durations[lo:hi],
+            parts=parts[lo:hi],
         ))
     out.sort(key=lambda h: (-h.total_ms, -h.quantile_ms(0.99), h.service, h.operation))
     return out
