@@ -74,16 +74,20 @@ def _waiting(ctx: HotspotContext) -> Waiting:
 def typical_duration(ctx: HotspotContext, w: Waiting) -> np.ndarray:
     """Per span, the median duration of its kind of call in the hot spot: same statement, else same
     peer, else same span name. One hiccup of a usually short call does not make it look long."""
+    if not len(w):
+        return np.zeros(0)
     t = ctx.table
     n_stmt, n_peer = len(t.statements), len(t.peers)
     key = np.where(w.stmt >= 0, w.stmt.astype(np.int64),
                    np.where(w.peer >= 0, n_stmt + w.peer.astype(np.int64), n_stmt + n_peer + t.name[w.rows]))
     key = key * 8 + w.cls  # a statement text used by two classes stays two kinds
-    uniq, inverse = np.unique(key, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
-    medians = np.array([np.median(g) for g in np.split(w.dur[order], bounds)]) if len(w) else np.zeros(0)
-    return medians[inverse] if len(w) else np.zeros(0)
+    # One sort groups the spans by kind; each kind's median goes back to its spans' places.
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
+    medians = [np.median(g) for g in np.split(w.dur[order], bounds)]
+    out = np.empty(len(w))
+    out[order] = np.repeat(medians, np.diff(np.concatenate(([0], bounds, [len(w)]))))
+    return out
 
 
 def run_ids(boundary: np.ndarray) -> np.ndarray:
