@@ -46,7 +46,8 @@ class Breakdown:
 
     Per span: `owner` (row of its entry span; itself for an entry span), `critical_ns`
     (its exclusive time on its owner's critical path), `on_path` (critical for its owner),
-    `entry_index` (index into `entries` for entry rows, -1 otherwise)."""
+    `entry_index` (index into `entries` for entry rows, -1 otherwise), `effective_class`
+    (its SpanClass, or the class of the database/cache/remote/messaging span it is inside)."""
 
     entries: np.ndarray
     parts: np.ndarray
@@ -56,14 +57,16 @@ class Breakdown:
     entry_index: np.ndarray
     clip_start: np.ndarray
     clip_end: np.ndarray
+    effective_class: np.ndarray
     start: np.ndarray  # the table's start column, to order owned spans
     parent: np.ndarray  # the table's parent column, to find the entry spans a span calls
 
-    def owned_rows(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the non-entry spans owned by `entries`, by (owner, start), and for each row the
-        index in `entries` of its owner: ranges cut from one index built per table, instead of a
-        pass over every span per hot spot."""
-        by_owner, first, stop = self._by_owner
+    def waiting_rows(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the waiting spans (database, cache, remote, messaging) owned by `entries` that are
+        not inside another waiting span, by (owner, start), and for each row the index in `entries`
+        of its owner: ranges cut from one index built per table, instead of a pass over every span
+        per hot spot."""
+        by_owner, first, stop = self._waiting_by_owner
         order = np.argsort(entries)
         lo, hi = first[entries[order]], stop[entries[order]]
         counts = hi - lo
@@ -89,10 +92,16 @@ class Breakdown:
         return ns, last
 
     @cached_property
-    def _by_owner(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The non-entry rows by (owner, start); the rows owned by entry row e are
-        `by_owner[first[e]:stop[e]]`."""
-        rows = np.flatnonzero(self.entry_index < 0)
+    def _waiting_by_owner(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The outermost waiting spans of `waiting_rows` by (owner, start); those owned by entry row e
+        are `by_owner[first[e]:stop[e]]`."""
+        waits = self.effective_class != SpanClass.INTERNAL
+        is_entry = self.entry_index >= 0
+        # Inside another waiting span: below a non-entry span whose effective class waits (an ORM
+        # span > internal span > driver span; the class is inherited down to the next entry span).
+        p = np.maximum(self.parent, 0)
+        inside = (self.parent >= 0) & ~is_entry[p] & waits[p]
+        rows = np.flatnonzero(waits & ~is_entry & ~inside)
         owner = self.owner[rows]
         # Table rows are sorted by (trace, start), so a stable sort by owner alone usually leaves
         # each owner's rows by start already: checked, as that is ten times cheaper than lexsort.
@@ -210,7 +219,7 @@ def compute(t: SpanTable) -> Breakdown:
     critical_ns = np.where(is_entry, exclusive, critical_ns)
     return Breakdown(entries=entries, parts=parts, owner=owner, critical_ns=critical_ns,
                      on_path=critical | is_entry, entry_index=entry_index,
-                     clip_start=clip_s, clip_end=clip_e, start=t.start, parent=parent)
+                     clip_start=clip_s, clip_end=clip_e, effective_class=eff, start=t.start, parent=parent)
 
 
 def _unskew(s: np.ndarray, e: np.ndarray, ps: np.ndarray, pe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -36,20 +36,6 @@ class HotspotContext:
         return self._derived[key]  # type: ignore[return-value]
 
     @cached_property
-    def spans(self) -> np.ndarray:
-        """Rows of the non-entry spans owned by this hot spot's entry spans, by (owner, start)."""
-        return self._owned[0]
-
-    @cached_property
-    def span_requests(self) -> np.ndarray:
-        """Per row of `spans`, its request: the index of its owner in the hot spot's entries."""
-        return self._owned[1]
-
-    @cached_property
-    def _owned(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.breakdown.owned_rows(self.hotspot.entries)
-
-    @cached_property
     def total_ns(self) -> int:
         return int(self.hotspot.durations.sum())
 

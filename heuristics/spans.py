@@ -15,7 +15,7 @@ import numpy as np
 
 from analyzer.arrays import sorted_unique
 from analyzer.findings import Evidence
-from analyzer.model import NO_CODE, SpanClass
+from analyzer.model import NO_CODE
 from heuristics.context import HotspotContext
 
 NS_PER_MS = 1e6
@@ -49,19 +49,7 @@ def waiting(ctx: HotspotContext) -> Waiting:
 
 def _waiting(ctx: HotspotContext) -> Waiting:
     t, b = ctx.table, ctx.breakdown
-    keep = t.span_class[ctx.spans] != SpanClass.INTERNAL
-    rows, req = ctx.spans[keep], ctx.span_requests[keep]
-    # Drop spans below another waiting span at any depth (ORM span > internal > driver span);
-    # the walk stops at the owning entry span, so it takes at most the trace's depth in steps.
-    nested = np.zeros(rows.shape[0], dtype=bool)
-    cur = t.parent[rows]
-    live = (cur >= 0) & (b.entry_index[np.maximum(cur, 0)] < 0)
-    while live.any():
-        c = np.maximum(cur, 0)
-        nested |= live & (t.span_class[c] != SpanClass.INTERNAL)
-        cur = np.where(live, t.parent[c], -1)
-        live &= ~nested & (cur >= 0) & (b.entry_index[np.maximum(cur, 0)] < 0)
-    rows, req = rows[~nested], req[~nested]
+    rows, req = b.waiting_rows(ctx.hotspot.entries)
     s, e = b.clip_start[rows], b.clip_end[rows]
     dur = e - s
     # A critical span's whole clipped interval is on the path: its exclusive time plus its
