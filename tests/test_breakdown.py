@@ -109,6 +109,36 @@ def test_async_child_is_clipped_and_orphans_become_roots(svc, tmp_path):
         {"self": 20, "database": 30, "cache": 0, "remote_server": 0, "remote_gap": 0, "messaging": 0})
 
 
+def test_waiting_rows_are_the_outermost_waiting_spans_of_each_entry(svc, tmp_path):
+    # gateway GET /x [0, 100]:
+    #   orm.query (sqlite)            [0, 30] -> hydrate (internal) [1, 29] -> SELECT (sqlite) [2, 28]
+    #   GET user (redis)              [30, 32]
+    #   GET stock (http client)       [40, 80] -> stock GET /stock [45, 75] -> SELECT (sqlite) [50, 70]
+    db = {"db.system": "sqlite", "db.statement": "SELECT 1"}
+    root = svc.span("gateway", "GET /x", 0, 100, kind=SpanKind.SERVER)
+    orm = svc.span("gateway", "orm.query", 0, 30, parent=root, kind=SpanKind.CLIENT, attributes=db)
+    hydrate = svc.span("gateway", "hydrate", 1, 29, parent=orm)
+    svc.span("gateway", "SELECT", 2, 28, parent=hydrate, kind=SpanKind.CLIENT, attributes=db)
+    svc.span("gateway", "GET", 30, 32, parent=root, kind=SpanKind.CLIENT,
+             attributes={"db.system": "redis", "db.statement": "GET user"})
+    call = svc.span("gateway", "GET", 40, 80, parent=root, kind=SpanKind.CLIENT,
+                    attributes={"http.request.method": "GET", "server.address": "stock", "server.port": 80})
+    stock = svc.span("stock", "GET /stock", 45, 75, parent=call, kind=SpanKind.SERVER)
+    svc.span("stock", "SELECT", 50, 70, parent=stock, kind=SpanKind.CLIENT, attributes=db)
+    table = load_traces([svc.write(tmp_path / "t.pb")]).table
+    b = compute(table)
+
+    def names(entry_names):
+        entries = np.array([r for r in b.entries if table.names[table.name[r]] in entry_names])
+        rows, request = b.waiting_rows(entries)
+        return [(table.names[table.name[r]], table.names[table.name[entries[i]]]) for r, i in zip(rows, request)]
+
+    # The driver span under the ORM span (through an internal span) is not counted again.
+    assert names({"GET /x"}) == [("orm.query", "GET /x"), ("GET", "GET /x"), ("GET", "GET /x")]
+    assert names({"GET /x", "GET /stock"}) == [("orm.query", "GET /x"), ("GET", "GET /x"), ("GET", "GET /x"),
+                                              ("SELECT", "GET /stock")]
+
+
 def test_parts_always_add_up_to_the_entry_duration(svc, tmp_path):
     # Overlapping, nested and out-of-bounds children in many shapes: the parts must still
     # partition each entry span's duration exactly.
