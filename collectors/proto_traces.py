@@ -214,7 +214,7 @@ class ProtoTraces:
         self.d.b.add(Batch(
             service=service[rows], trace_hi=sp.trace_hi[rows], trace_lo=sp.trace_lo[rows],
             span_id=sp.span_id[rows], parent_id=sp.parent_id[rows],
-            name=self._name_codes(buf, sp.name_start[rows], sp.name_len[rows]), kind=kind.astype(np.int8),
+            name=self._name_codes(buf, sp.name_start[rows], sp.name_len[rows]).astype(np.int32), kind=kind.astype(np.int8),
             start=sp.start[rows], end=sp.end[rows], status=sp.status[rows].astype(np.int8), **derived))
         stats.spans += n
 

@@ -64,10 +64,10 @@ def read_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, skip_kinds: tuple[
 
     # The fields before the attributes, in order. `ok` stays True while the layout is the usual one.
     ok = (B[s] == _TAG_TRACE_ID) & (B[s + 1] == 16)
-    trace_hi, trace_lo = WB[s + 2], WB[s + 10]
+    trace_hi, trace_lo = WB[s + 2].astype(np.uint64), WB[s + 10].astype(np.uint64)  # ids read big-endian
     p = s + 18
     ok &= (B[p] == _TAG_SPAN_ID) & (B[p + 1] == 8)
-    span_id = WB[p + 2]
+    span_id = WB[p + 2].astype(np.uint64)
     p = p + 10
     has = B[p] == _TAG_TRACE_STATE
     if has.any():  # not read, only stepped over
