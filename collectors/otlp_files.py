@@ -172,7 +172,7 @@ def _json_lines(reader: BinaryIO, path: Path, stats: SourceStats) -> Iterator[tu
 
 
 def _json_line(line: bytes, lineno: int, stats: SourceStats) -> Iterator[tuple[str, object]]:
-    if not line.strip():
+    if not line or line.isspace():  # (not strip: it would copy every line)
         return
     try:
         doc = json.loads(line)

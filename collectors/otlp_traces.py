@@ -22,7 +22,7 @@ from __future__ import annotations
 import gc
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -44,6 +44,10 @@ _VOLATILE = frozenset(sc.DB_STATEMENT + sc.URL)
 # memos hold values that are mostly seen once, so they stay small (their memory would stay in
 # the process's heap through the rest of the run); what repeats is seen early and kept.
 MEMO_LIMIT = 200_000
+JSON_BATCH = 1 << 14  # spans per Batch from OTLP/JSON
+_MAX_NS = (1 << 63) - 1  # timestamps are stored as int64 nanoseconds
+_KINDS = frozenset(range(-128, 128))  # what the int8 kind and status columns hold
+_STATUSES = _KINDS
 VOLATILE_MEMO_LIMIT = 1 << 15
 
 Derived = tuple[int, int, int, int, int, int]  # span class, db system, statement, peer, code location, cache key
@@ -63,6 +67,7 @@ class TraceDecoder:
         self._command: dict[str, tuple[int, int]] = {}
         self._url_peer: dict[tuple[str, object], int] = {}
         self._proto = ProtoTraces(self)
+        self._json = _JsonColumns()
 
     # -- protobuf ---------------------------------------------------------------------
     def add_proto(self, data: bytes, stats: SourceStats) -> None:
@@ -70,7 +75,9 @@ class TraceDecoder:
         self._proto.add(data, stats)
 
     def flush(self) -> None:
+        """Decode or store what is queued (at the end of each source)."""
         self._proto.flush()
+        self._flush_json()
 
     def base_of(self, kind: int, attrs: dict[str, object]) -> Base:
         return derive_base(self.b, kind, attrs)
@@ -108,14 +115,14 @@ class TraceDecoder:
         # Whole-column checks in C: id lengths, all-zero ids, integer kinds and status codes.
         if (set(map(len, tids)) != {16} or set(map(len, sids)) != {8} or not set(map(len, pids)) <= {0, 8}
                 or ZERO16 in tids or ZERO8 in sids or set(map(type, kinds)) != {int}
-                or set(map(type, statuses)) != {int}):
+                or set(map(type, statuses)) != {int} or min(starts) < 0 or max(ends) > _MAX_NS
+                or min(ends) < 0 or max(starts) > _MAX_NS or not set(kinds) <= _KINDS or not set(statuses) <= _STATUSES):
             return self._json_spans_checked(service, spans, stats)
         entry, derive_attrs = _ENTRY_KINDS, self._derive_json
         derived = [_NOTHING if k in entry else derive_attrs(k, s.get("attributes")) for s, k in zip(spans, kinds)]
         self._add(service, tids, b"".join(sids), b"".join([p or ZERO8 for p in pids]),
-                  names=[str(s.get("name") or "") for s in spans], kind=np.array(kinds, np.int8),
-                  start=np.array(starts, np.int64), end=np.array(ends, np.int64),
-                  status=np.array(statuses, np.int8), derived=derived)
+                  names=[str(s.get("name") or "") for s in spans], kind=kinds, start=starts, end=ends,
+                  status=statuses, derived=derived)
         stats.spans += len(tids)
 
     def _json_spans_checked(self, service: int, spans: list, stats: SourceStats) -> None:
@@ -155,9 +162,11 @@ class TraceDecoder:
                 end = int(s.get("endTimeUnixNano") or 0)
                 status = (s.get("status") or {}).get("code", 0)
                 status = status if type(status) is int else _enum(status, _STATUS_NAMES)
+                if not (0 <= start <= _MAX_NS and 0 <= end <= _MAX_NS and kind in _KINDS and status in _STATUSES):
+                    raise ValueError("out of range")
             except (ValueError, TypeError, AttributeError, KeyError):
                 stats.skipped["invalid_spans"] += 1
-                stats.note(f"span {s.get('name')!r}: kind, status or timestamps are not integers; span skipped")
+                stats.note(f"span {s.get('name')!r}: kind, status or timestamps are not integers in range; span skipped")
                 continue
             tids.append(tid)
             sids.append(sid)
@@ -171,9 +180,8 @@ class TraceDecoder:
         if not tids:
             return
         n = len(tids)
-        self._add(service, tids, b"".join(sids), b"".join(pids), names=names,
-                  kind=np.array(kinds, np.int8), start=np.array(starts, np.int64), end=np.array(ends, np.int64),
-                  status=np.array(statuses, np.int8), derived=derived)
+        self._add(service, tids, b"".join(sids), b"".join(pids), names=names, kind=kinds, start=starts, end=ends,
+                  status=statuses, derived=derived)
         stats.spans += n
 
     def _derive_json(self, kind: int, raw_attrs: object) -> Derived:
@@ -196,16 +204,38 @@ class TraceDecoder:
 
     # -- shared -----------------------------------------------------------------------
     def _add(self, service: int, tids: list[bytes], sid_b: bytes, pid_b: bytes, *, names: list[str],
-             kind: np.ndarray, start: np.ndarray, end: np.ndarray, status: np.ndarray,
-             derived: list[Derived]) -> None:
-        d = np.array(derived, dtype=np.int32).reshape(-1, 6)
-        ids = np.frombuffer(b"".join(tids), dtype=">u8").reshape(-1, 2)
+             kind: list[int], start: list[int], end: list[int], status: list[int], derived: list[Derived]) -> None:
+        """Queue the columns of a group of spans; they become one Batch per `JSON_BATCH` spans (a
+        group is a ScopeSpans, ~100 spans: a Batch each would cost more in numpy calls and in
+        the table's concatenation than the spans themselves)."""
+        p = self._json
+        p.services.append((service, len(tids)))
+        p.tids += tids
+        p.sids.append(sid_b)
+        p.pids.append(pid_b)
+        p.names += names
+        p.kinds += kind
+        p.starts += start
+        p.ends += end
+        p.statuses += status
+        p.derived += derived
+        if len(p.tids) >= JSON_BATCH:
+            self._flush_json()
+
+    def _flush_json(self) -> None:
+        p, self._json = self._json, _JsonColumns()
+        if not p.tids:
+            return
+        d = np.array(p.derived, dtype=np.int32).reshape(-1, 6)
+        ids = np.frombuffer(b"".join(p.tids), dtype=">u8").reshape(-1, 2)
+        codes, counts = zip(*p.services)
         self.b.add(Batch(
-            service=np.full(len(tids), service, np.int32), trace_hi=ids[:, 0].astype(np.uint64),
+            service=np.repeat(np.array(codes, np.int32), counts), trace_hi=ids[:, 0].astype(np.uint64),
             trace_lo=ids[:, 1].astype(np.uint64),
-            span_id=np.frombuffer(sid_b, dtype=">u8").astype(np.uint64),
-            parent_id=np.frombuffer(pid_b, dtype=">u8").astype(np.uint64),
-            name=self.b.names.codes_of(names), kind=kind, start=start, end=end, status=status,
+            span_id=np.frombuffer(b"".join(p.sids), dtype=">u8").astype(np.uint64),
+            parent_id=np.frombuffer(b"".join(p.pids), dtype=">u8").astype(np.uint64),
+            name=self.b.names.codes_of(p.names), kind=np.array(p.kinds, np.int8),
+            start=np.array(p.starts, np.int64), end=np.array(p.ends, np.int64), status=np.array(p.statuses, np.int8),
             span_class=d[:, 0].astype(np.int8), db_system=d[:, 1].copy(), statement=d[:, 2].copy(),
             peer=d[:, 3].copy(), code_location=d[:, 4].copy(), cache_key=d[:, 5].copy(),
         ))
@@ -355,6 +385,22 @@ def _enum(v: object, names: dict[str, int]) -> int:
     if isinstance(v, str) and not v.isdigit():
         return names[v]
     return int(v)  # type: ignore[arg-type]
+
+
+@dataclass
+class _JsonColumns:
+    """Span columns from OTLP/JSON waiting to become a Batch."""
+
+    services: list[tuple[int, int]] = field(default_factory=list)  # (service code, spans), per group
+    tids: list[bytes] = field(default_factory=list)
+    sids: list[bytes] = field(default_factory=list)  # each group's span ids, joined
+    pids: list[bytes] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    kinds: list[int] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    derived: list[Derived] = field(default_factory=list)
 
 
 @dataclass

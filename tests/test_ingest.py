@@ -189,6 +189,8 @@ def test_damage_is_counted_skipped_or_repaired_never_fatal(spans, tmp_path):
               _span(T2, "00000000000000b2", parent="00000000000000b1"),
               _span(T3, "00000000000000c1", parent="00000000000000ff"),  # orphan
               _span(T3, "00000000000000c2", parent="0102")),  # parent id of the wrong length
+        _line(_span(T3, "00000000000000d1", start=2**64 - 1),  # a time past what int64 nanoseconds hold
+              _span(T3, "00000000000000d2", kind=300)),  # a kind that is no SpanKind
         good,  # a retry that delivers the same 8 spans again
     ]
     path = tmp_path / "damaged.jsonl"
@@ -197,6 +199,7 @@ def test_damage_is_counted_skipped_or_repaired_never_fatal(spans, tmp_path):
     src = loaded.sources[0]
     assert src.skipped["invalid_lines"] == 2
     assert src.skipped["bad_ids"] == 2
+    assert src.skipped["invalid_spans"] == 2
     assert src.repaired["bad_parent_id"] == 1
     r = loaded.repairs
     assert (r.negative_duration, r.duplicate_spans, r.parent_cycles, r.orphans) == (1, 1 + 8, 1, 1)
