@@ -41,14 +41,15 @@ _STATUS_NAMES = {f"STATUS_CODE_{s.name}": int(s) for s in SpanStatus}
 # Attributes whose values carry per-request literals: memoized on their own, by raw text.
 _VOLATILE = frozenset(sc.DB_STATEMENT + sc.URL)
 # Entries per memo: bounded, since literal-laden values make keys endless. The statement and URL
-# memos hold values that are mostly seen once, so they stay small (their memory would stay in
-# the process's heap through the rest of the run); what repeats is seen early and kept.
+# memos hold values that are mostly seen once, so they stay small: what repeats is seen early and
+# kept, and 32k long-lived strings scattered through the heap made every later JSON line ~10%
+# slower to parse and decode (1M spans: 4,096 entries cost 11% more normalizations, 8% less time).
 MEMO_LIMIT = 200_000
 JSON_BATCH = 1 << 14  # spans per Batch from OTLP/JSON
 _MAX_NS = (1 << 63) - 1  # timestamps are stored as int64 nanoseconds
 _KINDS = frozenset(range(-128, 128))  # what the int8 kind and status columns hold
 _STATUSES = _KINDS
-VOLATILE_MEMO_LIMIT = 1 << 15
+VOLATILE_MEMO_LIMIT = 1 << 12
 
 Derived = tuple[int, int, int, int, int, int]  # span class, db system, statement, peer, code location, cache key
 # What the repeating attributes decide: span class, db system code, the operation summary
@@ -443,6 +444,9 @@ def _load(paths: list[str], decoder: TraceDecoder, sources: list[SourceStats]) -
                     decoder.add_proto(payload, stats)  # type: ignore[arg-type]
                 else:
                     decoder.add_json(payload, stats)  # type: ignore[arg-type]
+                # Freed before the next message is parsed, which then reuses its memory while it
+                # is still in cache (a JSON line is ~100k objects).
+                del payload
             decoder.flush()
         except InputError as e:
             decoder.flush()  # the messages read before the error are kept
