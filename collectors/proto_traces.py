@@ -441,7 +441,7 @@ def _values(buf: np.ndarray, s: np.ndarray, length: np.ndarray) -> tuple[np.ndar
     """(kind, string start, string length, integer) of the values of KeyValues at `buf[s:s+length]`
     (`span_wire.read_values`), usually laid out `0A <key length> key 12 <value length> value`."""
     key_len = buf[s + 1]
-    v = s + 2 + key_len
+    v = np.minimum(s + 2 + key_len, s + length)  # (a key length byte of another layout can point past it)
     vlen, vstart, short = sw.length_at(buf, v)
     plain = (buf[s] == 0x0A) & (key_len < 0x80) & (buf[v] == 0x12) & short & (vstart + vlen == s + length)
     odd = np.flatnonzero(~plain)

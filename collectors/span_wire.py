@@ -272,7 +272,7 @@ def read_key_values(buf: np.ndarray, s: np.ndarray, length: np.ndarray) -> KeyVa
     e = s + length
     key_len = B[s + 1].astype(np.int64)
     key_start = s + 2
-    v = key_start + key_len
+    v = np.minimum(key_start + key_len, e)  # (a key length byte of another layout can point past it)
     value_len, value_start, short = length_at(B, v)
     ok = (B[s] == 0x0A) & (key_len < 0x80) & (B[v] == 0x12) & short & (value_start + value_len == e)
     ok &= length >= 2
