@@ -37,12 +37,12 @@ NONE, STRING, INT = 0, 1, 2
 class Spans:
     """Columns of n spans, in input order."""
 
-    readable: np.ndarray  # bool: False for a span whose bytes or status do not decode
+    readable: np.ndarray  # bool: False for a span whose bytes or status do not decode, or out of range
     ids_ok: np.ndarray  # bool: trace id of 16 bytes and span id of 8, neither all zero
     parent_ok: np.ndarray  # bool: parent id absent or of 8 bytes (else it is dropped: a repair)
     trace_hi: np.ndarray  # uint64: trace id bytes 0-7, big-endian
     trace_lo: np.ndarray  # uint64: bytes 8-15
-    span_id: np.ndarray  # uint64, big-endian
+    span_id: np.ndarray  # uint64: the 8 id bytes read big-endian
     parent_id: np.ndarray  # uint64, 0 for none
     name_start: np.ndarray  # int64 into the buffer
     name_len: np.ndarray  # int64
@@ -162,6 +162,8 @@ def read_spans(buf: np.ndarray, s: np.ndarray, e: np.ndarray, skip_kinds: tuple[
         readable[rows[f.bad]] = False
         c = f.select(STATUS_CODE, VARINT)
         status[rows[f.owner[c]]] = f.value[c].astype(i64)
+    # The table keeps kind and status code in int8: a value beyond it is no SpanKind or status.
+    readable &= (kind >= -128) & (kind <= 127) & (status >= -128) & (status <= 127)
     return Spans(readable, ids_ok, parent_ok, trace_hi, trace_lo, span_id, parent_id, name_start, name_len, kind,
                  start, end, status, attr_span, attr_start, attr_len)
 

@@ -240,3 +240,15 @@ def test_random_damage_never_stops_a_run(orders_n_plus_one_proto_framed, tmp_pat
             continue
         assert (t.span_id != 0).all() and (t.end >= t.start).all()
         assert ((t.parent >= -1) & (t.parent < len(t))).all()
+
+
+def test_a_kind_or_status_beyond_the_enums_skips_the_span(tmp_path):
+    # Open enums let any int32 through; the table keeps kind and status in int8.
+    req = _request()
+    spans = req.resource_spans[0].scope_spans[0].spans
+    spans[1].kind = 300
+    spans[2].status.code = 1000
+    path = tmp_path / "kinds.pb"
+    path.write_bytes(req.SerializeToString())
+    loaded = load_traces([str(path)])
+    assert len(loaded.table) == 1 and loaded.sources[0].skipped["invalid_spans"] == 2
