@@ -258,7 +258,7 @@ class TraceDecoder:
             stmt_code = self.b.statements.code(summary)
         if peer == _NO_PEER:
             url = _first(values, sc.URL) if values else None
-            peer = self._peer_of_url(url, port) if isinstance(url, str) else -1
+            peer = self.peer_of_url(url, port) if isinstance(url, str) else -1
         return cls, db_system, stmt_code, peer, location, cache_key
 
     def statement_codes(self, statement: str, cache: bool) -> tuple[int, int]:
@@ -279,7 +279,7 @@ class TraceDecoder:
             return self.b.statements.code(shape), self.b.strings.code(key)
         return self.b.statements.code(normalize_sql(statement)), -1
 
-    def _peer_of_url(self, url: str, port: object) -> int:
+    def peer_of_url(self, url: str, port: object) -> int:
         # Only scheme and authority decide the peer: memoize on them, not on the per-request path.
         m = _AUTHORITY.match(url)
         head = m.group(0) if m and (m.end() == len(url) or url[m.end()] in "/?#") else url

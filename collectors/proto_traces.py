@@ -245,53 +245,62 @@ class ProtoTraces:
         out["peer"][inner] = table[base, 3]
         out["code_location"][inner] = table[base, 4]
 
-        a_row, key, kv_start, kv_len = attrs
-        # Values are read only where they are used by value: statements and URLs.
-        vkind = np.zeros(key.shape[0], np.int8)
-        vs, vl, vint = (np.zeros(key.shape[0], np.int64) for _ in range(3))
-        vol = np.flatnonzero(_VOLATILE[key])
-        vkind[vol], vs[vol], vl[vol], vint[vol] = _values(buf, kv_start[vol], kv_len[vol])
-        values = (vkind, vs, vl, vint)
-        stmt = _chosen(a_row, key, _STATEMENT_KEYS, n, vkind != sw.NONE)
-        has = np.flatnonzero(stmt >= 0)
-        if has.shape[0]:
-            r = stmt[has]
-            is_cache = out["span_class"][has] == int(SpanClass.CACHE)
-            # Cache commands by their exact text (the key is part of what is derived); SQL by
-            # its shape key, so statements differing only in numbers are normalized once.
-            is_sql = ~is_cache & (vkind[r] == sw.STRING)
-            h = np.empty(r.shape[0], np.uint64)
-            sql, other = np.flatnonzero(is_sql), np.flatnonzero(~is_sql)
-            h[sql] = shape_keys(buf, vs[r[sql]], vl[r[sql]]) ^ _SQL_SALT
-            h[other] = _value_hashes(buf, vkind[r[other]], vs[r[other]], vl[r[other]], vint[r[other]])
-
-            def statements(firsts: np.ndarray) -> list[tuple[int, int]]:
-                new = self.d.new_statement_codes
-                return [new(text, cache) for text, cache in zip(_value_texts(buf, values, r[firsts]), is_cache[firsts].tolist())]
-
-            codes = self._statements.resolve(h, statements)
-            out["statement"][has] = codes[:, 0]
-            out["cache_key"][has] = codes[:, 1]
-
-        no_peer = inner[out["peer"][inner] == NO_PEER]
-        out["peer"][no_peer] = -1
-        url = _chosen(a_row, key, _URL_KEYS, n, vkind == sw.STRING)
-        has = no_peer[url[no_peer] >= 0]
-        if has.shape[0]:
-            r = url[has]
-            sig_of = base[np.searchsorted(inner, has)]  # each span's base, for its port
-            pairs = mix(hash_slices(buf, vs[r], vl[r]) ^ mix(sig_of.astype(np.uint64) + np.uint64(1)))
-
-            def peers(firsts: np.ndarray) -> list[int]:
-                ports = [self._bases[b][5] for b in sig_of[firsts].tolist()]
-                return [self.d._peer_of_url(url, port) for url, port in zip(_texts(buf, vs[r[firsts]], vl[r[firsts]]), ports)]
-
-            out["peer"][has] = self._urls.resolve(pairs, peers)[:, 0]
+        values = _volatile_values(buf, attrs)
+        self._statements_into(out, buf, attrs, values)
+        self._url_peers_into(out, buf, attrs, values, inner, base)
         return out
 
+    def _statements_into(self, out: dict[str, np.ndarray], buf: np.ndarray, attrs: tuple[np.ndarray, ...],
+                         values: tuple[np.ndarray, ...]) -> None:
+        """Statement and cache key codes of the spans with a statement attribute (over their summary)."""
+        a_row, key, _, _ = attrs
+        vkind, vs, vl, vint = values
+        stmt = _chosen(a_row, key, _STATEMENT_KEYS, out["statement"].shape[0], vkind != sw.NONE)
+        has = np.flatnonzero(stmt >= 0)
+        if not has.shape[0]:
+            return
+        r = stmt[has]
+        is_cache = out["span_class"][has] == int(SpanClass.CACHE)
+        # Cache commands by their exact text (the key is part of what is derived); SQL by its
+        # shape key, so statements differing only in numbers are normalized once.
+        is_sql = ~is_cache & (vkind[r] == sw.STRING)
+        h = np.empty(r.shape[0], np.uint64)
+        sql, other = np.flatnonzero(is_sql), np.flatnonzero(~is_sql)
+        h[sql] = shape_keys(buf, vs[r[sql]], vl[r[sql]]) ^ _SQL_SALT
+        h[other] = _value_hashes(buf, vkind[r[other]], vs[r[other]], vl[r[other]], vint[r[other]])
+
+        def derive(firsts: np.ndarray) -> list[tuple[int, int]]:
+            texts = _value_texts(buf, values, r[firsts])
+            return [self.d.new_statement_codes(t, c) for t, c in zip(texts, is_cache[firsts].tolist())]
+
+        codes = self._statements.resolve(h, derive)
+        out["statement"][has] = codes[:, 0]
+        out["cache_key"][has] = codes[:, 1]
+
+    def _url_peers_into(self, out: dict[str, np.ndarray], buf: np.ndarray, attrs: tuple[np.ndarray, ...],
+                        values: tuple[np.ndarray, ...], inner: np.ndarray, base: np.ndarray) -> None:
+        """Peers from the URL, for the spans whose attributes name no host (`NO_PEER`)."""
+        a_row, key, _, _ = attrs
+        vkind, vs, vl, _ = values
+        no_peer = inner[out["peer"][inner] == NO_PEER]
+        out["peer"][no_peer] = -1
+        url = _chosen(a_row, key, _URL_KEYS, out["peer"].shape[0], vkind == sw.STRING)
+        has = no_peer[url[no_peer] >= 0]
+        if not has.shape[0]:
+            return
+        r = url[has]
+        base_of = base[np.searchsorted(inner, has)]  # each span's base, for its port
+        pairs = mix(hash_slices(buf, vs[r], vl[r]) ^ mix(base_of.astype(np.uint64) + np.uint64(1)))
+
+        def derive(firsts: np.ndarray) -> list[int]:
+            urls = _texts(buf, vs[r[firsts]], vl[r[firsts]])
+            return [self.d.peer_of_url(u, self._bases[b][5]) for u, b in zip(urls, base_of[firsts].tolist())]
+
+        out["peer"][has] = self._urls.resolve(pairs, derive)[:, 0]
+
     def _attributes(self, buf: np.ndarray, sp: sw.Spans, rows: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The attributes the analysis reads, of the non-entry spans among `rows`: per attribute
-        (row, key index, value kind, string start, string length, integer)."""
+        """The attributes the analysis reads, of the non-entry spans among `rows`, in reading order:
+        per attribute (row, key index, where its KeyValue starts, its length)."""
         pos = np.full(sp.kind.shape[0], -1, np.int64)
         pos[rows] = np.arange(rows.shape[0])
         a_row = pos[sp.attr_span]  # read_spans reports no attributes of entry spans
@@ -435,6 +444,17 @@ def _texts(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> list[str]:
     """The UTF-8 strings at `buf[start:start+length]` (undecodable bytes replaced)."""
     view = memoryview(buf)
     return [str(view[a:a + n], "utf-8", "replace") for a, n in zip(start.tolist(), length.tolist())]
+
+
+def _volatile_values(buf: np.ndarray, attrs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """(kind, string start, string length, integer) per attribute, read for statements and URLs
+    only (`NONE` elsewhere): the values used by value."""
+    _, key, kv_start, kv_len = attrs
+    vkind = np.zeros(key.shape[0], np.int8)
+    vs, vl, vint = (np.zeros(key.shape[0], np.int64) for _ in range(3))
+    vol = np.flatnonzero(_VOLATILE[key])
+    vkind[vol], vs[vol], vl[vol], vint[vol] = _values(buf, kv_start[vol], kv_len[vol])
+    return vkind, vs, vl, vint
 
 
 def _values(buf: np.ndarray, s: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, ...]:
