@@ -330,7 +330,8 @@ class ProtoTraces:
         b = np.flatnonzero(~_VOLATILE[key])
         s, length = kv_start[b], kv_len[b]
         # Usually the key comes first (`0A <key length> key`): hash the rest, salted by the key.
-        skip = np.where((buf[s] == 0x0A) & (buf[s + 1] < 0x80), buf[s + 1].astype(np.int64) + 2, 0)
+        key_end = buf[s + 1].astype(np.int64) + 2
+        skip = np.where((buf[s] == 0x0A) & (key_end < 0x82) & (key_end <= length), key_end, 0)
         h = hash_slices(buf, s + skip, length - skip) ^ np.where(skip > 0, _KEY_SALT[key[b]], np.uint64(0))
         sig = np.zeros(n, np.uint64)
         np.add.at(sig, a_row[b], mix(h))
