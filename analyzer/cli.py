@@ -20,7 +20,7 @@ from analyzer.commands.capture import capture, receiver_config, run_capture, sum
 from analyzer.commands.demo import demo
 from analyzer.config import Config, ConfigError, load_config
 from analyzer.pipeline import Inputs, analyze
-from analyzer.render import to_json, to_markdown, to_text
+from analyzer.renderers import formats, render
 from analyzer.signals import Signals
 from analyzer.table import TableBuilder
 from collectors.capture import CaptureResult
@@ -29,15 +29,6 @@ from collectors.otlp_files import InputError
 from collectors.otlp_metrics import signals_from_file
 from collectors.otlp_traces import load_traces
 from collectors.prometheus import PromConfig, PrometheusError, collect
-
-FORMATS = ("text", "json", "md")
-
-def render(report: dict, fmt: str, to_terminal: bool) -> str:
-    if fmt == "json":
-        return to_json(report)
-    if fmt == "md":
-        return to_markdown(report)
-    return to_text(report, color=to_terminal)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,7 +50,7 @@ def main() -> None:
 @click.option("--end", metavar="T", help="Window end: RFC 3339 or unix seconds.")
 @click.option("--window", metavar="DURATION", help="Window length ending at --end or now, e.g. 7d.")
 @click.option("--service", "services", multiple=True, metavar="NAME", help="Only these services. Repeatable.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+@click.option("--format", "fmt", type=click.Choice(formats()), default=None,
               help="Output format (default: from --output's extension, else text).")
 @click.option("--output", metavar="FILE", help="Write the report here (atomically) instead of stdout.")
 @click.option("--config", "config_path", metavar="FILE", help="TOML config: thresholds, overrides, [prometheus].")
@@ -114,9 +105,9 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
     if fmt is None:
         fmt = {".json": "json", ".md": "md"}.get(Path(output).suffix, "text") if output else "text"
     if output:
-        write_atomically(output, render(report, fmt, to_terminal=False))
+        write_atomically(output, render(report, fmt))
     else:
-        click.echo(render(report, fmt, to_terminal=sys.stdout.isatty()), nl=False)
+        click.echo(render(report, fmt, color=sys.stdout.isatty()), nl=False)
 
 
 def read_inputs(traces: list[str], metrics: list[str]) -> Inputs:

@@ -27,7 +27,7 @@ from pathlib import Path
 # Imported here, not in run_analysis, so that their memory is part of the child's baseline RSS.
 from analyzer.config import Config
 from analyzer.pipeline import Inputs, analyze
-from analyzer.render import to_json
+from analyzer.renderers.json import to_json
 from benchmarks.bench_floor import FLOORS, Floor, ensure_inputs
 from benchmarks.common import REPO, Figures, measure_in_subprocess
 from collectors.otlp_traces import load_traces

@@ -20,7 +20,7 @@ import pytest
 
 from analyzer.config import Config
 from analyzer.pipeline import Inputs, analyze
-from analyzer.render import to_markdown
+from analyzer.renderers.markdown import to_markdown
 from analyzer.report_schema import validate_report
 from analyzer.signals import Signal, Signals
 from collectors.otlp_traces import load_traces

@@ -17,6 +17,7 @@ import click
 
 from analyzer.cliutil import UserError, parse_duration
 from analyzer.demo.run import DEFAULT_DURATION_S, MIN_DURATION_S, DemoError, run_demo
+from analyzer.renderers import formats
 
 __all__ = ["demo"]
 
@@ -33,7 +34,7 @@ def _duration(value: str) -> float:
 @click.command("demo")
 @click.option("--duration", default=f"{DEFAULT_DURATION_S:.0f}s", show_default=True, metavar="DURATION",
               help="How long to load the demo services, e.g. 20s or 1m (startup and analysis come on top).")
-@click.option("--format", "fmt", type=click.Choice(("text", "json", "md")), default=None,
+@click.option("--format", "fmt", type=click.Choice(formats()), default=None,
               help="Report format (default: from --output's extension, else text).")
 @click.option("--output", metavar="FILE", help="Write the report here (atomically) instead of stdout.")
 @click.option("--save-capture", metavar="FILE", type=click.Path(dir_okay=False),

@@ -37,7 +37,7 @@ from analyzer.cliutil import write_atomically
 from analyzer.config import Config
 from analyzer.demo import data
 from analyzer.pipeline import Inputs, analyze
-from analyzer.render import to_json, to_markdown, to_text
+from analyzer.renderers import render
 from collectors.capture import Capture, CaptureStats
 from collectors.otlp_metrics import signals_from_file
 from collectors.otlp_traces import load_traces
@@ -441,19 +441,13 @@ def run_demo(duration_s: float = DEFAULT_DURATION_S, fmt: str | None = None, out
         fmt = {".json": "json", ".md": "md"}.get(Path(output).suffix, "text") if output else "text"
     out = out or sys.stdout
     if output:
-        write_atomically(output, _render(res.report, fmt, color=False))
+        write_atomically(output, render(res.report, fmt))
     else:
-        out.write(_render(res.report, fmt, color=out.isatty()))
+        out.write(render(res.report, fmt, color=out.isatty()))
         out.flush()
     if progress:  # last, so it is what stays on screen under the report
         console.print(summary(res) + (f"\ndemo: report written to {output}" if output else ""), highlight=False)
     return res.report
-
-
-def _render(report: dict, fmt: str, color: bool) -> str:
-    if fmt == "json":
-        return to_json(report)
-    return to_markdown(report) if fmt == "md" else to_text(report, color=color)
 
 
 def summary(res: DemoResult) -> str:

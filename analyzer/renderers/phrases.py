@@ -1,0 +1,35 @@
+"""Sentences the text and Markdown reports both say, worded once."""
+
+from __future__ import annotations
+
+VERDICT_LABEL = {
+    "recommended": "Rust rewrite: RECOMMENDED",
+    "not_recommended": "Rust rewrite: not recommended",
+    "insufficient_evidence": "Rust rewrite: insufficient evidence",
+}
+PARTS = ("self", "database", "cache", "remote", "messaging")
+
+
+def input_notes(inp: dict) -> str:
+    skipped = sum(inp.get("skipped", {}).values())
+    repaired = sum(inp.get("repaired", {}).values())
+    notes = []
+    if skipped:
+        notes.append(f"{skipped:,} skipped ({', '.join(f'{k} {v}' for k, v in inp['skipped'].items() if v)})")
+    if repaired:
+        notes.append(f"{repaired:,} repaired ({', '.join(f'{k} {v}' for k, v in inp['repaired'].items() if v)})")
+    return (" · " + "; ".join(notes)) if notes else ""
+
+
+def ceiling_text(c: dict) -> str:
+    """`rewrite_ceiling` as one sentence: what a rewrite could cut at most, beside the fix-first saving."""
+    cuts = [f"{q} {c[q + '_ms']:.1f} ms ({c[q + '_pct']:.0f}%)" for q in ("p50", "p99", "mean") if q + "_ms" in c]
+    text = "a rewrite could cut at most " + (", ".join(cuts) if cuts else "nothing measurable")
+    if "cpu_cost_pct" in c:
+        text += f" and {c['cpu_cost_pct']:.0f}% of CPU cost"
+    assumes = (c.get("basis") or {}).get("assumes")
+    if assumes:
+        text += f" ({assumes})"
+    if "fix_first_ms" in c:
+        text += f"; fixing the top cause first saves {c['fix_first_ms']:.1f} ms ({c['fix_first_pct']:.0f}%) per request"
+    return text + "."
