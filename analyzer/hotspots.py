@@ -1,4 +1,10 @@
-"""Hot spots: entry spans grouped by (service, operation), ranked by impact."""
+"""Hot spots: entry spans grouped by (service, operation), ranked by impact.
+
+When the table is a weighted sample (`SpanTable.trace_weight`), each entry counts as many
+requests as its trace's weight: totals, the estimated request count, mean parts, shares and
+quantiles are all weighted, so a sample that keeps the whole tail and thins the rest still
+estimates the population's figures without bias. `count` stays the number of entries read.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ class Hotspot:
     entries: np.ndarray  # rows of the entry spans in the SpanTable, by start time
     durations: np.ndarray  # ns, per entry
     parts: np.ndarray  # (count, len(PARTS)) ns, per entry; rows add up to durations
+    weights: np.ndarray | None = None  # float64 per entry (its trace's sample weight); None = all 1
     _quantiles: dict[float, float] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -26,29 +33,61 @@ class Hotspot:
         return int(self.entries.shape[0])
 
     @property
+    def estimated_count(self) -> float:
+        """Requests the entries stand for: their weights' sum (the count itself when not sampled)."""
+        return float(self.weights.sum()) if self.weights is not None else float(self.count)
+
+    @property
     def total_ms(self) -> float:
-        return float(self.durations.sum()) / NS_PER_MS
+        return self._weighted_sum(self.durations) / NS_PER_MS
 
     def quantile_ns(self, q: float) -> float:
         """A quantile of the durations, memoized: the ranking, the report and the rules ask for the same few."""
         if q not in self._quantiles:
-            self._quantiles[q] = float(np.quantile(self.durations, q))
+            self._quantiles[q] = weighted_quantile(self.durations, q, self.weights)
         return self._quantiles[q]
 
     def quantile_ms(self, q: float) -> float:
         return self.quantile_ns(q) / NS_PER_MS if self.count else 0.0
 
     def mean_parts_ms(self) -> dict[str, float]:
-        means = self.parts.mean(axis=0) / NS_PER_MS if self.count else np.zeros(len(PARTS))
+        if not self.count:
+            return dict(zip(PARTS, (0.0,) * len(PARTS)))
+        means = np.average(self.parts, axis=0, weights=self.weights) / NS_PER_MS
         return dict(zip(PARTS, (float(x) for x in means)))
 
     def part_share(self, *names: str) -> float:
         """Fraction of the hot spot's total time in the named parts."""
-        total = float(self.durations.sum())
+        total = self._weighted_sum(self.durations)
         if total <= 0:
             return 0.0
         idx = [PARTS.index(n) for n in names]
-        return float(self.parts[:, idx].sum()) / total
+        return self._weighted_sum(self.parts[:, idx].sum(axis=1)) / total
+
+    def _weighted_sum(self, values: np.ndarray) -> float:
+        if self.weights is None:
+            return float(values.sum())
+        return float(values.astype(np.float64) @ self.weights)
+
+
+def weighted_quantile(values: np.ndarray, q: float, weights: np.ndarray | None = None) -> float:
+    """The q-quantile of `values`, each counted `weights` times (sample weights, usually >= 1).
+
+    Without weights this is `np.quantile` (linear interpolation). With them it is the same rule
+    applied as if each value were repeated: value i holds the positions from S(i-1) to S(i) - 1
+    (S the cumulative weights) out of S(n) - 1, and q is interpolated between them. With whole
+    weights that is exactly `np.quantile` of the repeated values."""
+    if weights is None:
+        return float(np.quantile(values, q))
+    order = np.argsort(values, kind="stable")
+    v, w = values[order].astype(np.float64), weights[order].astype(np.float64)
+    cum = np.cumsum(w)
+    lo = cum - w
+    hi = np.maximum(lo, cum - 1.0)
+    last = cum[-1] - 1.0
+    if last <= 0:
+        return float(np.average(v, weights=w)) if cum[-1] > 0 else float(v[-1])
+    return float(np.interp(q * last, np.column_stack((lo, hi)).ravel(), np.repeat(v, 2)))
 
 
 def find_hotspots(t: SpanTable, b: Breakdown, start_ns: int | None = None, end_ns: int | None = None,
@@ -75,6 +114,7 @@ def find_hotspots(t: SpanTable, b: Breakdown, start_ns: int | None = None, end_n
     # Gathered once in group order; each hot spot gets its slice.
     rows, parts = rows[order], b.parts[idx[order]]
     durations = t.end[rows] - t.start[rows]
+    weights = t.row_weights(rows)
     bounds = (np.flatnonzero(np.diff(key[order])) + 1).tolist()
     out = []
     for lo, hi in zip([0, *bounds], [*bounds, rows.shape[0]]):
@@ -84,6 +124,7 @@ def find_hotspots(t: SpanTable, b: Breakdown, start_ns: int | None = None, end_n
             entries=rows[lo:hi],
             durations=durations[lo:hi],
             parts=parts[lo:hi],
+            weights=None if weights is None else weights[lo:hi],
         ))
     out.sort(key=lambda h: (-h.total_ms, -h.quantile_ms(0.99), h.service, h.operation))
     return out

@@ -4,6 +4,11 @@ A `SpanTable` holds one row per span in numpy arrays. Strings (services, span
 names, statements, peers, code locations) are stored once in a lookup list and
 referenced by an int32 code, with -1 meaning "absent". Rows are sorted by
 (trace, start), so each trace is one contiguous index range.
+
+A table pulled as a sample (`collectors/sampling.py`) carries a weight per trace: how many
+traces of the store each sampled one stands for. Totals, shares and quantiles of hot spots
+use it, so a stratified sample that keeps the whole tail still gives unbiased figures.
+Without a sample every trace weighs 1.
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ class SpanTable:
     code_locations: list[str]
     strings: list[str]  # db systems and cache keys
     runtimes: dict[str, str] = field(default_factory=dict)  # service -> runtime name
+    # float64 per trace code: traces of the population each sampled trace stands for; None = all 1
+    trace_weight: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.start.shape[0])
@@ -91,6 +98,14 @@ class SpanTable:
 
     def span_id_hex(self, row: int) -> str:
         return f"{int(self.span_id[row]):016x}"
+
+    @property
+    def sampled(self) -> bool:
+        return self.trace_weight is not None
+
+    def row_weights(self, rows: np.ndarray) -> np.ndarray | None:
+        """The weight of each of `rows` (its trace's), or None when the table is not a sample."""
+        return None if self.trace_weight is None else self.trace_weight[self.trace[rows]]
 
     def service_code(self, name: str) -> int:
         try:
@@ -122,5 +137,6 @@ class SpanTable:
             code_locations=self.code_locations,
             strings=self.strings,
             runtimes=self.runtimes,
+            trace_weight=self.trace_weight,
             **cols,
         )

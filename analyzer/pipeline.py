@@ -114,6 +114,7 @@ def _hotspot_dict(h: Hotspot, category: str, share: float, shares: dict[str, flo
         "share": _r(share),
         "category_shares": {k: _r(v) for k, v in shares.items()},
         "count": h.count,
+        **({"estimated_count": _r(h.estimated_count)} if h.weights is not None else {}),
         "p50_ms": _r(h.quantile_ms(0.50)),
         "p95_ms": _r(h.quantile_ms(0.95)),
         "p99_ms": _r(h.quantile_ms(0.99)),
@@ -153,7 +154,7 @@ def _fix_first(results: list[HotspotResult], hs: list[Hotspot]) -> list[dict]:
                 "operation": r.operation,
                 "message": f.message,
                 "saving_ms_per_request": _r(f.saving_ms),
-                "saving_total_ms": _r(f.saving_ms * h.count),
+                "saving_total_ms": _r(f.saving_ms * h.estimated_count),
                 "remedy": f.remedy,
             })
     items.sort(key=lambda i: -i["saving_total_ms"])

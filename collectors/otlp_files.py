@@ -54,6 +54,7 @@ class SourceStats:
     skipped: Counter = field(default_factory=Counter)  # reason -> spans or messages skipped
     repaired: Counter = field(default_factory=Counter)  # reason -> spans repaired
     errors: list[str] = field(default_factory=list)  # first few messages about damage
+    sampling: dict | None = None  # how the traces were sampled (collectors/sampling.py `Sample.report`)
 
     def note(self, message: str) -> None:
         if len(self.errors) < 5:
@@ -68,6 +69,7 @@ class SourceStats:
             "skipped": dict(self.skipped),
             "repaired": dict(self.repaired),
             "errors": list(self.errors),
+            **({"sampling": self.sampling} if self.sampling is not None else {}),
         }
 
 
