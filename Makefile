@@ -25,3 +25,4 @@ bench: install
 
 docs: install
 	$(PY) -m heuristics.docs
+	$(PY) -m analyzer.config_docs

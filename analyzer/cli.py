@@ -17,6 +17,7 @@ from rich.console import Console
 from analyzer import __version__
 from analyzer.cliutil import UserError, parse_duration, resolve_window, write_atomically
 from analyzer.commands.capture import capture, receiver_config, run_capture, summary
+from analyzer.commands.config import config
 from analyzer.commands.demo import demo
 from analyzer.config import Config, ConfigError, load_config
 from analyzer.pipeline import Inputs, analyze
@@ -218,6 +219,7 @@ def rules_cmd() -> None:
 
 main.add_command(capture)
 main.add_command(demo)
+main.add_command(config)
 
 if __name__ == "__main__":
     main()

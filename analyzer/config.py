@@ -1,10 +1,13 @@
-"""The configuration file (TOML): classification margins, rule thresholds, per-operation overrides.
+"""The configuration file (TOML): classification margins, rule thresholds, per-operation overrides,
+and the settings of scheduled `report` runs. docs/config.md is the reference (generated from
+analyzer/config_schema.py, which `load_config` validates against: an unknown name or a bad value
+is a ConfigError naming the key, the value and what is allowed).
+
+    ignore = ["PF-NET003"]    # rules never reported (top-level keys come before the first table)
 
     [classify]
     min_share = 0.30          # a category must explain at least this share of a hot spot
     margin = 0.10             # ... and lead the next category by this much
-
-    ignore = ["PF-NET003"]    # rules never reported
 
     [rules."PF-DB001"]        # global thresholds of one rule
     min_repetitions = 5
@@ -31,13 +34,23 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from analyzer.classify import ClassifyConfig
+from analyzer.config_schema import validate
+from heuristics.registry import all_rules
 
 
 class ConfigError(Exception):
-    """The config file is unreadable or has a wrong value. One line, user-facing."""
+    """The config file is unreadable or has wrong values. `problems` lists each, one line apiece."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        more = f" (and {len(problems) - 1} more: `profile-first config check {path}` lists them)" \
+            if len(problems) > 1 else ""
+        super().__init__(f"{path}: {problems[0]}{more}")
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,12 @@ class Config:
     ignore: frozenset[str] = frozenset()
     rules: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     overrides: tuple[Override, ...] = ()
+    ignore_operations: tuple[str, ...] = ()  # exact names or globs of operations never reported
     sections: Mapping[str, object] = field(default_factory=dict)  # other tables, e.g. [prometheus]
+    path: str | None = None
+
+    def ignores_operation(self, operation: str) -> bool:
+        return any(fnmatchcase(operation, pattern) for pattern in self.ignore_operations)
 
     def enabled(self, code: str, service: str, operation: str) -> bool:
         if code in self.ignore:
@@ -77,33 +95,50 @@ class Config:
 def load_config(path: str | None) -> Config:
     if path is None:
         return Config()
+    return build(path, read_config(path))
+
+
+def read_config(path: str) -> dict:
+    """The parsed and validated document; ConfigError on anything else."""
     try:
-        data = tomllib.loads(Path(path).read_text())
+        raw = Path(path).read_bytes()
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from e
+        raise ConfigError(path, [f"cannot read config: {e.strerror or e}"]) from e
     try:
-        cls = data.pop("classify", {})
-        classify = ClassifyConfig(**{k: float(v) for k, v in cls.items()})
-        overrides = tuple(
-            Override(
-                service=str(o["service"]),
-                operation=o.get("operation"),
-                ignore=frozenset(o.get("ignore", ())),
-                rules=_rules(o.get("rules", {})),
-            )
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, [f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                                 "TOML files are UTF-8"]) from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, [f"invalid TOML: {e}"]) from e
+    except RecursionError as e:
+        raise ConfigError(path, ["invalid TOML: arrays or tables nested too deeply"]) from e
+    problems = validate(data, {code: r.defaults for code, r in all_rules().items()})
+    if problems:
+        raise ConfigError(path, problems)
+    return data
+
+
+def build(path: str, data: dict) -> Config:
+    """A Config from a validated document (`read_config`)."""
+    data = dict(data)
+    cls = data.pop("classify", {})
+    scope = data.get("scope", {})
+    return Config(
+        classify=ClassifyConfig(**{k: float(v) for k, v in cls.items()}),
+        ignore=frozenset(data.pop("ignore", ())),
+        rules=_rules(data.pop("rules", {})),
+        overrides=tuple(
+            Override(service=o["service"], operation=o.get("operation"), ignore=frozenset(o.get("ignore", ())),
+                     rules=_rules(o.get("rules", {})))
             for o in data.pop("override", [])
-        )
-        return Config(
-            classify=classify,
-            ignore=frozenset(data.pop("ignore", ())),
-            rules=_rules(data.pop("rules", {})),
-            overrides=overrides,
-            sections=data,
-        )
-    except (TypeError, ValueError, KeyError) as e:
-        raise ConfigError(f"{path}: invalid config: {e}") from e
+        ),
+        ignore_operations=tuple(scope.get("ignore_operations", ())),
+        sections=data,
+        path=path,
+    )
 
 
 def _rules(table: Mapping[str, Mapping[str, object]]) -> dict[str, dict[str, float]]:

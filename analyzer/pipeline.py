@@ -40,6 +40,8 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
     t = inputs.table
     b = compute(t)
     hotspots = find_hotspots(t, b, start_ns, end_ns, services)
+    ignored = [h for h in hotspots if config.ignores_operation(h.operation)]
+    hotspots = [h for h in hotspots if not config.ignores_operation(h.operation)]
     signals = inputs.signals or Signals()
     all_hotspots = tuple(hotspots)
 
@@ -90,7 +92,7 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
         "tool": {"name": "profile-first", "version": __version__},
         "generated_at": _rfc3339(datetime.now(timezone.utc).timestamp()),
         "window": _window(t, b.entries, start_ns, end_ns),
-        "input": _input(inputs, t),
+        "input": _input(inputs, t, ignored),
         "services": service_reports,
     }
 
@@ -161,7 +163,7 @@ def _fix_first(results: list[HotspotResult], hs: list[Hotspot]) -> list[dict]:
     return items[:10]
 
 
-def _input(inputs: Inputs, t: SpanTable) -> dict:
+def _input(inputs: Inputs, t: SpanTable, ignored: list[Hotspot]) -> dict:
     skipped: dict[str, int] = {}
     repaired: dict[str, int] = dict(inputs.repairs.to_dict())
     for s in inputs.sources:
@@ -181,6 +183,8 @@ def _input(inputs: Inputs, t: SpanTable) -> dict:
             for m in (signals.failures if signals else [])
         ],
         "metric_queries": signals.queries if signals else 0,
+        # hot spots left out by the config's scope.ignore_operations, so none disappears unseen
+        "ignored_operations": [{"service": h.service, "operation": h.operation, "count": h.count} for h in ignored],
     }
 
 

@@ -1,0 +1,26 @@
+"""`profile-first config check FILE`: every problem of a config file, one per line (exit 2), or ok."""
+
+from __future__ import annotations
+
+import click
+
+from analyzer.cliutil import EXIT_USAGE
+from analyzer.config import ConfigError, read_config
+
+
+@click.group("config")
+def config() -> None:
+    """Check config files (the reference is docs/config.md)."""
+
+
+@config.command("check")
+@click.argument("path", metavar="FILE")
+def check(path: str) -> None:
+    """Validate FILE against the config schema: unknown names (with a did-you-mean) and bad values."""
+    try:
+        data = read_config(path)
+    except ConfigError as err:
+        for problem in err.problems:
+            click.echo(f"{path!s}: {problem}", err=True)
+        raise SystemExit(EXIT_USAGE) from None
+    click.echo(f"{path}: ok ({', '.join(sorted(data)) or 'empty'})")
