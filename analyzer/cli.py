@@ -60,7 +60,7 @@ def main() -> None:
 @click.option("--ca-bundle", metavar="PEM", help="CA certificates to trust for Prometheus.")
 @click.option("--insecure-skip-verify", is_flag=True, default=None, help="Do not check Prometheus's TLS certificate.")
 @click.option("--token-file", metavar="FILE", help="File holding the Prometheus bearer token.")
-@click.option("--timeout", type=float, metavar="SECONDS", help="Per-request timeout for Prometheus (default 30).")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Deadline per Prometheus request, connect to last byte (default 30).")
 @click.option("--retries", type=int, metavar="N", help="Retries on 5xx and timeouts (default 3).")
 @click.option("--step", type=float, metavar="SECONDS", help="Range-query step (default: finest under 11,000 points).")
 @click.option("--rate-window", metavar="DURATION", help="Range of rate() in PromQL (default 5m).")

@@ -19,22 +19,18 @@ that selector. Both are done server-side with label_replace, so only aggregates 
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-import requests
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError, SSLError
 
 from analyzer.signals import Missing, Series, Signal, Signals
 from collectors.http_auth import Transport, connect
+from collectors.http_client import HttpClient, Response, TransportError
 from collectors.promql import (
     CATALOG,
     INFRA_PREFIXES,
@@ -45,6 +41,7 @@ from collectors.promql import (
     all_names,
     constant_map,
     label_map,
+    label_select,
     quote,
     re_escape,
     runtime_of,
@@ -72,6 +69,7 @@ class PromConfig(Transport):
     # work of the finest step that fits under max_points.
     target_points: int = 2016
     discovery_points: int = 24  # instants sampled by the discovery query
+    max_requests: int = 1000  # per run; a plan that needs more is refused before the first query
 
 
 class PrometheusError(Exception):
@@ -221,41 +219,70 @@ def _selector_body(selector: str) -> str:
     return body
 
 
-def _transport_reason(exc: requests.exceptions.RequestException) -> str:
-    """What went wrong on the wire, without the URL-encoded query requests puts in the text."""
-    inner: object = exc.args[0] if exc.args else None
-    if isinstance(inner, MaxRetryError):
-        inner = inner.reason
-    if isinstance(inner, NewConnectionError):  # checked first: urllib3 derives it from ConnectTimeoutError
-        return "connection failed: " + str(inner).split("Failed to establish a new connection:", 1)[-1].strip()
-    if isinstance(exc, requests.exceptions.Timeout) or isinstance(inner, (ReadTimeoutError, ConnectTimeoutError)):
-        return "timed out waiting for an answer"
-    if isinstance(exc, requests.exceptions.SSLError) or isinstance(inner, SSLError):
-        return f"TLS error: {inner or exc}"
-    text = str(inner or exc)
-    return re.sub(r"with url: \S+", "", text)
+class QueryFailed(Exception):
+    """One query got no usable answer; the message is one redacted line."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.status = reason, status
 
 
-def _api_error(exc: Exception) -> str:
-    """A one-line reason from prometheus-api-client's exception or a requests error."""
-    if isinstance(exc, requests.exceptions.RequestException):
-        return " ".join(_transport_reason(exc).split())[:300]
-    text = str(exc)
-    m = re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.S)
-    if not m:
-        return " ".join(text.split())[:300]
-    status, body = m.group(1), m.group(2)
+_LIMIT_HINT = {
+    "deadline": " (raise it with --timeout)",
+    "too_large": " (raise it with max_response_mb in the config's [prometheus] table, or narrow the window)",
+}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return " ".join(_CONTROL.sub(" ", text).split())[:limit]
+
+
+def _http_reason(resp: Response, redact: Callable[[str], str]) -> str:
+    """'HTTP 400 bad_data: ...' from a Prometheus error body, or its first bytes."""
+    text = resp.body[:4096].decode("utf-8", "replace")
+    detail = text[:200]
     try:
-        payload = json.loads(ast.literal_eval(body))
-        detail = f"{payload.get('errorType', '')}: {payload.get('error', '')}".strip(": ")
-    except (ValueError, SyntaxError, TypeError, AttributeError):
-        detail = body[:200]
-    return " ".join(f"HTTP {status} {detail}".split())
+        doc = json.loads(text)
+        if isinstance(doc, dict):
+            detail = f"{doc.get('errorType', '')}: {doc.get('error', '')}".strip(": ")
+    except (ValueError, RecursionError):
+        pass
+    return _one_line(redact(f"HTTP {resp.status} {detail}"))
 
 
-def _status(exc: Exception) -> int | None:
-    m = re.match(r"HTTP Status Code (\d+)", str(exc))
-    return int(m.group(1)) if m else None
+def _matrix(body: bytes) -> list[tuple[dict, object]]:
+    """(metric, values) per row of a query_range answer; QueryFailed when it is not one."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # not JSON (wrong path, an HTML login page), or nested too deep
+        raise QueryFailed(f"the answer is not a Prometheus API response ({_one_line(str(exc), 120)})") from None
+    data = doc.get("data") if isinstance(doc, dict) else None
+    rows = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(doc, dict) or doc.get("status") != "success" or not isinstance(rows, list):
+        raise QueryFailed("the answer is not a Prometheus query_range response (no data.result list)")
+    out = []
+    for row in rows:
+        metric = row.get("metric") if isinstance(row, dict) else None
+        if not isinstance(metric, dict):
+            raise QueryFailed(f"malformed answer: a result row is {type(row).__name__}, not a {{metric, values}} object")
+        out.append((metric, row.get("values")))
+    return out
+
+
+def _points(values: object) -> tuple[np.ndarray, np.ndarray]:
+    """[[t, "v"], ...] -> (t, v) float arrays, converted by numpy in C, not per point in Python."""
+    if not isinstance(values, list):
+        raise QueryFailed("malformed answer: a row's values are not a list")
+    if not values:
+        return np.empty(0), np.empty(0)
+    try:
+        a = np.array(values, dtype=object)
+        if a.ndim != 2 or a.shape[1] != 2:
+            raise ValueError(f"shape {a.shape}")
+        return a[:, 0].astype(np.float64), a[:, 1].astype(np.float64)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise QueryFailed(f"malformed answer: values are not [time, \"value\"] pairs ({_one_line(str(exc), 80)})") from None
 
 
 @dataclass
@@ -266,7 +293,7 @@ class _Plan:
 
 
 class _Collector:
-    def __init__(self, url: str, client: PrometheusConnect, config: PromConfig, progress: Progress | None):
+    def __init__(self, url: str, client: HttpClient, config: PromConfig, progress: Progress | None):
         self.url, self.client, self.config, self.progress = url, client, config, progress
         self.sent = 0
         self.total = 1
@@ -276,26 +303,31 @@ class _Collector:
         if self.progress:
             self.progress(self.sent, max(self.total, self.sent), label)
 
-    def range_query(self, query: str, t0: float, t1: float, step: float, label: str) -> dict[str, list]:
-        """rows per pf_service value: [t array, v array], stitched across chunks."""
-        out: dict[str, list[list[float]]] = {}
+    def _post(self, query: str, t0: float, t1: float, step: float, label: str) -> list[tuple[dict, object]]:
+        """One query_range request, sent as a form body (a long query in a GET URL hits the 8 KB
+        limit of proxies in front of Thanos and Mimir, which answer 414)."""
+        form = {"query": query, "start": repr(t0), "end": repr(t1), "step": f"{step:g}",
+                "timeout": f"{self.config.timeout:g}"}
+        try:
+            resp = self.client.request("POST", "/api/v1/query_range", form=form)
+        except TransportError as exc:
+            raise QueryFailed(exc.message + _LIMIT_HINT.get(exc.kind, "")) from None
+        finally:
+            self._tick(label)
+        if resp.status != 200:
+            raise QueryFailed(_http_reason(resp, self.client.redact), resp.status)
+        return _matrix(resp.body)
+
+    def range_query(self, query: str, t0: float, t1: float, step: float, label: str) -> dict[str, tuple]:
+        """(t, v) arrays per pf_service value, stitched across chunks."""
+        parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         for cs, ce in chunks(t0, t1, step, self.config.max_points):
-            params = {"start": repr(cs), "end": repr(ce), "step": f"{step:g}", "timeout": f"{self.config.timeout:g}"}
-            try:
-                rows = self.client.custom_query_range(
-                    query, datetime.fromtimestamp(cs, timezone.utc), datetime.fromtimestamp(ce, timezone.utc),
-                    step=f"{step:g}", params=params)
-            finally:
-                self._tick(label)
-            for row in rows:
-                svc = row.get("metric", {}).get(SERVICE_LABEL, "")
-                if not svc:
-                    continue
-                acc = out.setdefault(svc, [[], []])
-                for ts, val in row.get("values", []):
-                    acc[0].append(float(ts))
-                    acc[1].append(float(val))
-        return out
+            for metric, values in self._post(query, cs, ce, step, label):
+                svc = metric.get(SERVICE_LABEL)
+                if isinstance(svc, str) and svc:
+                    parts.setdefault(svc, []).append(_points(values))
+        return {svc: (np.concatenate([t for t, _ in p]), np.concatenate([v for _, v in p])) if len(p) > 1 else p[0]
+                for svc, p in parts.items()}
 
     def scopes(self, default_services: list[str] | None, selectors: dict[str, str], step: float) -> list[Scope]:
         extra = self.config.extra_matchers.strip().strip("{}").strip()
@@ -304,7 +336,9 @@ class _Collector:
         parts = [Scope(constant_map(svc), ", ".join(p for p in (body, extra) if p), rate)
                  for svc, body in sorted(selectors.items())]
         if default_services is None or default_services:
-            parts.append(Scope(label_map(self.config.service_labels, default_services), extra, rate))
+            labels = self.config.service_labels
+            parts.append(Scope(label_map(labels, default_services), extra, rate,
+                               select=label_select(labels, default_services)))
         return parts
 
     def discover(self, scopes: list[Scope], start: float, end: float) -> dict[str, set[str]]:
@@ -314,28 +348,59 @@ class _Collector:
         step = max(self.config.min_step, math.ceil((end - start) / max(1, self.config.discovery_points)))
         t0 = end - math.floor((end - start) / step) * step  # include `end`: the newest series count most
         try:
-            rows = self.client.custom_query_range(
-                query, datetime.fromtimestamp(t0, timezone.utc), datetime.fromtimestamp(end, timezone.utc),
-                step=f"{step:g}", params={"start": repr(t0), "end": repr(end), "step": f"{step:g}",
-                                          "timeout": f"{self.config.timeout:g}"})
-        except requests.exceptions.JSONDecodeError as exc:  # a 200 that is not JSON: wrong path or not an API
-            raise PrometheusRejected(self.url, f"the answer is not a Prometheus API response ({exc})") from None
-        except requests.exceptions.RequestException as exc:
-            raise PrometheusUnreachable(self.url, _api_error(exc)) from None
-        except PrometheusApiClientException as exc:
-            status = _status(exc) or 0
-            cls = PrometheusUnreachable if status >= 500 else PrometheusRejected
-            raise cls(self.url, _api_error(exc)) from None
-        except (ValueError, KeyError, TypeError) as exc:  # JSON, but not the shape of a query_range answer
-            raise PrometheusRejected(self.url, f"the answer is not a Prometheus API response ({exc!r})") from None
-        finally:
-            self._tick("discovery")
+            rows = self._post(query, t0, end, step, "discovery")
+        except QueryFailed as exc:
+            server_side = (exc.status or 0) >= 500
+            no_answer = exc.status is None and not _is_shape(exc)
+            cls = PrometheusUnreachable if server_side or no_answer else PrometheusRejected
+            raise cls(self.url, exc.reason) from None
         found: dict[str, set[str]] = {}
-        for row in rows:
-            metric = row.get("metric", {})
-            if metric.get(SERVICE_LABEL) and metric.get("__name__"):
-                found.setdefault(metric[SERVICE_LABEL], set()).add(metric["__name__"])
+        for metric, _ in rows:
+            svc, name = metric.get(SERVICE_LABEL), metric.get("__name__")
+            if isinstance(svc, str) and svc and isinstance(name, str) and name:
+                found.setdefault(svc, set()).add(name)
         return found
+
+
+def _is_shape(exc: QueryFailed) -> bool:
+    """A 200 whose body is not a query_range answer: the URL is not a Prometheus API."""
+    return exc.reason.startswith(("the answer is not", "malformed answer"))
+
+
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check(config: PromConfig) -> None:
+    """Refuse settings that cannot give a sensible plan; ValueError names the setting."""
+    step = config.step
+    if step is not None and not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
+        raise ValueError(f"--step must be a positive number of seconds, not {step!r}")
+    if not (isinstance(config.timeout, (int, float)) and math.isfinite(config.timeout) and config.timeout > 0):
+        raise ValueError(f"--timeout must be a positive number of seconds, not {config.timeout!r}")
+    if not isinstance(config.retries, int) or isinstance(config.retries, bool) or not 0 <= config.retries <= 20:
+        raise ValueError(f"--retries must be a whole number from 0 to 20, not {config.retries!r}")
+    if not isinstance(config.max_requests, int) or config.max_requests < 2:
+        raise ValueError(f"max_requests must be a whole number of at least 2, not {config.max_requests!r}")
+    bad = [label for label in config.service_labels if not _LABEL_NAME.match(str(label))]
+    if bad:
+        raise ValueError(f"service_labels: {bad[0]!r} is not a Prometheus label name")
+
+
+def _requests_per_query(start: float, end: float, step: float, max_points: int) -> int:
+    """How many requests one query takes over the window (`chunks` without building them)."""
+    t0, t1 = math.ceil(start / step) * step, math.floor(end / step) * step
+    points = max(1, math.floor((t1 - t0) / step + 1e-9) + 1)
+    return math.ceil(points / max_points)
+
+
+def _check_plan(total: int, per_query: int, start: float, end: float, step: float, config: PromConfig) -> None:
+    if total <= config.max_requests:
+        return
+    raise ValueError(
+        f"the plan needs {total:,} requests ({per_query:,} per query: step {step:g} s over {end - start:,.0f} s is "
+        f"more than {config.max_points:,} points per request), over the cap of {config.max_requests:,} "
+        f"requests per run; use a coarser --step or a shorter window, or raise max_requests in the config's "
+        f"[prometheus] table")
 
 
 def _first_applicable(spec: SignalSpec, names: set[str]) -> Variant | None:
@@ -353,6 +418,10 @@ def collect(url: str, services: list[str] | None, start: float, end: float,
     config = config or PromConfig()
     if end <= start:
         raise ValueError("end must be after start")
+    check(config)
+    step = choose_step(start, end, config)
+    per_query = _requests_per_query(start, end, step, config.max_points)
+    _check_plan(1 + per_query, per_query, start, end, step, config)
     selectors = {svc: _selector_body(sel) for svc, sel in config.selectors.items()}
     if services is not None:
         selectors = {s: b for s, b in selectors.items() if s in services}
@@ -376,7 +445,6 @@ def collect(url: str, services: list[str] | None, start: float, end: float,
     # Plan: per signal, each service asks for its best applicable variant; one query per variant,
     # covering only the services that need it (so the server never evaluates, say, every
     # cAdvisor series in the cluster for services that expose their own process metrics).
-    step = choose_step(start, end, config)
     t0, t1 = math.ceil(start / step) * step, math.floor(end / step) * step
     if t1 < t0:
         t0 = t1 = end
@@ -392,15 +460,15 @@ def collect(url: str, services: list[str] | None, start: float, end: float,
         scope_default = None if (default is None and by_label) else by_label
         scopes = run.scopes(scope_default, {s: selectors[s] for s in svcs if s in selectors}, step)
         plans[key] = _Plan(spec, v, " or ".join(f"({v.build(s)})" for s in scopes))
-    run.total = run.sent + len(plans) * len(chunks(t0, t1, step, config.max_points))
+    _check_plan(run.sent + len(plans) * per_query, per_query, start, end, step, config)
+    run.total = run.sent + len(plans) * per_query
 
-    results: dict[tuple[str, str], dict[str, list] | str] = {}
+    results: dict[tuple[str, str], dict[str, tuple] | str] = {}
     for key, plan in plans.items():
         try:
             results[key] = run.range_query(plan.query, t0, t1, step, plan.spec.name)
-        except (requests.exceptions.RequestException, PrometheusApiClientException, ValueError, KeyError,
-                TypeError) as exc:
-            reason = f"query failed: {_api_error(exc)}"
+        except QueryFailed as exc:
+            reason = f"query failed: {exc.reason}"
             results[key] = reason
             signals.failures.append(Missing(plan.spec.name, reason, query=plan.query))
     signals.queries = run.sent
@@ -433,8 +501,8 @@ def _assign(ss, spec: SignalSpec, names: set[str], plans: dict, results: dict) -
                 failed = Missing(spec.name, res, query=query)
             continue
         data = res.get(ss.service)
-        if data:
-            t, val = np.asarray(data[0], dtype=np.float64), np.asarray(data[1], dtype=np.float64)
+        if data is not None and data[0].size:
+            t, val = data
             order = np.argsort(t, kind="stable")
             ss.series[spec.name] = Series(t=t[order], v=val[order], source=query, unit=spec.unit)
             return
@@ -455,5 +523,5 @@ def _assign(ss, spec: SignalSpec, names: set[str], plans: dict, results: dict) -
         enable=enable_hint(spec.name, ss.runtime))
 
 
-__all__ = ["PromConfig", "PrometheusError", "PrometheusUnreachable", "PrometheusRejected", "collect",
+__all__ = ["PromConfig", "PrometheusError", "PrometheusUnreachable", "PrometheusRejected", "collect", "check",
            "choose_step", "chunks", "MAX_POINTS"]

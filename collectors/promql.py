@@ -39,14 +39,25 @@ class Scope:
     relabel: Callable[[str], str]  # wraps an instant-vector expression, adds pf_service
     matchers: str = ""  # e.g. 'namespace="shop", container="cart"' (no braces)
     rate: str = "5m"
+    # Alternative service matchers, one per service label (see `label_select`): a selector is
+    # asked once per alternative, joined with `or`, so the server only touches the series of
+    # the services asked for, not every series of the metric name.
+    select: tuple[str, ...] = ()
+
+    def _one(self, name: str, extra: tuple[str, ...], alt: str) -> str:
+        parts = [p for p in (*extra, alt, self.matchers) if p]
+        return f"{name}{{{', '.join(parts)}}}" if parts else name
+
+    def _each(self, fmt: Callable[[str], str], name: str, extra: tuple[str, ...]) -> str:
+        alts = [fmt(self._one(name, extra, a)) for a in self.select or ("",)]
+        return alts[0] if len(alts) == 1 else "(" + " or ".join(alts) + ")"
 
     def m(self, name: str, *extra: str) -> str:
         """A selector for `name` with the variant's own matchers plus the scope's."""
-        parts = [p for p in (*extra, self.matchers) if p]
-        return f"{name}{{{', '.join(parts)}}}" if parts else name
+        return self._each(lambda sel: sel, name, extra)
 
     def r(self, name: str, *extra: str) -> str:
-        return f"rate({self.m(name, *extra)}[{self.rate}])"
+        return self._each(lambda sel: f"rate({sel}[{self.rate}])", name, extra)
 
     def agg(self, op: str, inner: str, *by: str) -> str:
         labels = ", ".join((SERVICE_LABEL, *by))
@@ -74,6 +85,14 @@ def label_map(labels: Iterable[str], services: Iterable[str] | None) -> Callable
         return expr
 
     return wrap
+
+
+def label_select(labels: Iterable[str], services: Iterable[str] | None) -> tuple[str, ...]:
+    """One matcher per label selecting the series of `services` (any service if None); together
+    with `label_map` on the same arguments. Names are regex-escaped: they are untrusted input."""
+    names = sorted(set(services)) if services is not None else None
+    regex = ".+" if names is None else "|".join(re_escape(s) for s in names)
+    return tuple(f"{label}=~{quote(regex)}" for label in labels)
 
 
 def constant_map(service: str) -> Callable[[str], str]:

@@ -521,6 +521,8 @@ def test_not_a_prometheus_api(span, tmp_path: Path) -> None:
             self.end_headers()
             self.wfile.write(body)
 
+        do_POST = do_GET  # queries are sent as POST forms
+
         def log_message(self, *args: object) -> None:
             pass
 
