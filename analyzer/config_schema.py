@@ -184,7 +184,13 @@ REWRITE = Table({
 }, "The rewrite ceiling (Amdahl bound) shown beside the fix-first saving.")
 
 PROMETHEUS = Table({
-    "timeout": Key(Number(0, 3600, above=True), "Seconds per request, also sent as the query timeout.", default=30.0),
+    "timeout": Key(Number(0, 3600, above=True), "Seconds per request, from connecting to the last byte; also sent "
+                                                "as the query timeout.", default=30.0),
+    "max_response_mb": Key(Number(0, 65536, above=True), "Largest decoded answer to one request, in MiB; a larger "
+                                                         "one is cut and becomes missing evidence.", default=128.0),
+    "max_requests": Key(Number(2, 1_000_000, integer=True), "Requests one run may send; a plan that needs more (a "
+                                                            "very fine step over a long window) is refused before "
+                                                            "the first.", default=1000),
     "retries": Key(RETRIES, "Extra attempts after a 429/5xx, a reset connection or a read timeout.", default=3),
     "backoff": Key(Number(0, 60), "Seconds; waits backoff × 2^(attempt-1) between attempts.", default=0.5),
     "ca_bundle": Key(Text(form="a path"), "PEM file of CAs to trust instead of the system store."),

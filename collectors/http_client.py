@@ -362,7 +362,7 @@ class HttpClient:
 
 
 def _too_large(cap: int, how: str) -> str:
-    return f"the answer exceeds the {cap / 2**20:,.0f} MiB response limit and {how}"
+    return f"the answer exceeds the {cap / 2**20:,.6g} MiB response limit and {how}"
 
 
 def _innermost(exc: BaseException) -> str:

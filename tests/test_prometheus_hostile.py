@@ -184,3 +184,20 @@ def test_bad_settings_are_refused_before_any_request(tmp_path: Path) -> None:
         assert srv.seen == []
     p = run_cli("analyze", "--prometheus", "http://127.0.0.1:9", "--step", "0.001", "--window", "7d")
     assert "the plan needs 54,98" in p.stderr and "max_requests" in p.stderr and "coarser --step" in p.stderr
+
+
+def test_answer_over_the_size_limit_is_missing_evidence_naming_the_limit(prom, span) -> None:
+    big = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"pf_service": "a.b"}, "values": [[1.0, "0.5"]] * 200_000}]}}).encode()
+
+    def huge(req, sock):
+        if "count by (__name__" in req.form.get("query", ""):
+            forward(prom.url, req, sock)
+        else:
+            reply(sock, 200, big)
+
+    with Misbehaving(huge) as srv:
+        sig = collect(srv.url, ["a.b"], *span, PromConfig(retries=2, max_response_mb=1))
+    reason = sig.services["a.b"].missing[Signal.CPU_CORES_USED].reason
+    assert "exceeds the 1 MiB response limit" in reason and "max_response_mb" in reason
+    assert len(srv.seen) == 1 + len(sig.failures)  # not retried: it would be as large again
