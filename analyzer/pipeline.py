@@ -17,6 +17,7 @@ from analyzer.hotspots import Hotspot, find_hotspots
 from analyzer.model import SpanTable
 from analyzer.signals import Signal, Signals
 from analyzer.table import Repairs
+from analyzer.timeseries import sample_traces, service_timeseries
 from analyzer.verdict import HotspotResult, decide
 from collectors.otlp_files import SourceStats
 from heuristics.context import HotspotContext
@@ -73,11 +74,12 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
             category, share = pick(shares, config.classify)
             results.append(HotspotResult(h.operation, h.total_ms, h.part_share("self"), category, shares, findings))
             hot_reports.append(_hotspot_dict(h, category, share, shares, findings))
+            hot_reports[-1]["sample_traces"] = sample_traces(t, h)
         fix_first = _fix_first(results, hs)
         verdict = decide(service, runtime, results, config.classify,
                          has_runtime_metrics=bool(svc_signals and svc_signals.series),
                          signals=svc_signals, fix_first=fix_first)
-        service_reports.append({
+        service_report = {
             "service": service,
             "runtime": runtime,
             "verdict": verdict.to_dict(),
@@ -85,7 +87,11 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
             "fix_first": fix_first,
             "rewrite_ceiling": _ceiling(ctxs, results, svc_signals, config),
             "hotspots": hot_reports[:MAX_HOTSPOTS_PER_SERVICE],
-        })
+        }
+        series = service_timeseries(t, hs, svc_signals, _seconds(start_ns), _seconds(end_ns))
+        if series is not None:
+            service_report["timeseries"] = series
+        service_reports.append(service_report)
     service_reports.sort(key=lambda s: (-s["total_ms"], s["service"]))
     return {
         "schema": SCHEMA,
@@ -194,6 +200,10 @@ def _window(t: SpanTable, entries: np.ndarray, start_ns: int | None, end_ns: int
     if end_ns is None:
         end_ns = int(t.end[entries].max()) if entries.size else 0
     return {"start": _rfc3339(start_ns / 1e9), "end": _rfc3339(end_ns / 1e9)}
+
+
+def _seconds(ns: int | None) -> float | None:
+    return None if ns is None else ns / 1e9
 
 
 def _rfc3339(seconds: float) -> str:
