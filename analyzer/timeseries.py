@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from analyzer.hotspots import NS_PER_MS, Hotspot
+from analyzer.hotspots import NS_PER_MS, Hotspot, weighted_quantile
 from analyzer.model import SpanTable
 from analyzer.signals import ServiceSignals, Signal
 
@@ -54,10 +54,11 @@ def service_timeseries(t: SpanTable, hotspots: Sequence[Hotspot], signals: Servi
     if hotspots:
         rows = np.concatenate([h.entries for h in hotspots])
         durations = np.concatenate([h.durations for h in hotspots]).astype(np.float64) / NS_PER_MS
+        weights = np.concatenate([h.weights if h.weights is not None else np.ones(h.count) for h in hotspots])
         bins = ((t.start[rows] / 1e9 - start) // step).astype(np.int64)
         keep = (bins >= 0) & (bins < n)
-        counts, quantiles = _binned_quantiles(bins[keep], durations[keep], n, tuple(QUANTILES.values()))
-        out["requests"] = counts.tolist()
+        counts, quantiles = _binned_quantiles(bins[keep], durations[keep], weights[keep], n)
+        out["requests"] = [int(round(c)) for c in counts]
         for key, values in zip(QUANTILES, quantiles):
             out[key] = _nullable(values)
         has_data = bool(counts.any())
@@ -111,24 +112,22 @@ def _own_range(t: SpanTable, hotspots: Sequence[Hotspot],
     return float(min(x.min() for x in times)), float(max(x.max() for x in times)) + 1.0
 
 
-def _binned_quantiles(bins: np.ndarray, values: np.ndarray, n: int,
-                      qs: tuple[float, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Per bin: the count, and each quantile of `values` (linear interpolation, NaN when empty)."""
-    counts = np.bincount(bins, minlength=n)
-    order = np.lexsort((values, bins))
-    ordered = values[order]
-    lo = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    out = []
-    for q in qs:
-        pos = lo + q * np.maximum(counts - 1, 0)
-        below = np.floor(pos).astype(np.int64)
-        above = np.minimum(below + 1, lo + np.maximum(counts - 1, 0))
-        res = np.full(n, np.nan)
-        has = counts > 0
-        if has.any():
-            frac = pos[has] - below[has]
-            res[has] = ordered[below[has]] * (1 - frac) + ordered[above[has]] * frac
-        out.append(res)
+def _binned_quantiles(bins: np.ndarray, values: np.ndarray, weights: np.ndarray,
+                      n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per bin: the (weighted) request count, and each of QUANTILES (NaN where the bin is empty).
+
+    Quantiles follow the hot spots' rule (`weighted_quantile`: sample weights count each request
+    as many times as it stands for), one sorted slice per bin that has requests."""
+    counts = np.bincount(bins, weights=weights, minlength=n)
+    out = [np.full(n, np.nan) for _ in QUANTILES]
+    order = np.argsort(bins, kind="stable")
+    bins, values, weights = bins[order], values[order], weights[order]
+    bounds = np.flatnonzero(np.diff(bins)) + 1
+    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), bins.shape[0]]):
+        if hi > lo:
+            w = weights[lo:hi] if not np.all(weights[lo:hi] == 1.0) else None
+            for res, q in zip(out, QUANTILES.values()):
+                res[bins[lo]] = weighted_quantile(values[lo:hi], q, w)
     return counts, out
 
 
