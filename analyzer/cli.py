@@ -104,7 +104,7 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
                      end_ns=int(e * 1e9) if e is not None else None,
                      services=list(services) or None)
     if fmt is None:
-        fmt = {".json": "json", ".md": "md"}.get(Path(output).suffix, "text") if output else "text"
+        fmt = {".json": "json", ".md": "md", ".html": "html", ".htm": "html"}.get(Path(output).suffix, "text") if output else "text"
     if output:
         write_atomically(output, render(report, fmt))
     else:

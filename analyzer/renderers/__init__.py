@@ -47,3 +47,10 @@ def render(report: dict, fmt: str, *, color: bool = False) -> str:
 register(Format("text", (), lambda r, o: _text.to_text(r, color=o.color)))
 register(Format("json", (".json",), lambda r, o: _json.to_json(r)))
 register(Format("md", (".md",), lambda r, o: _markdown.to_markdown(r)))
+register(Format("html", (".html", ".htm"), lambda r, o: _html(r)))
+
+
+def _html(report: dict) -> str:
+    from analyzer.renderers.html import render_html  # imported on use: it brings matplotlib
+
+    return render_html(report)
