@@ -15,11 +15,12 @@ import click
 from rich.console import Console
 
 from analyzer import __version__
-from analyzer.cliutil import UserError, parse_duration, resolve_window, write_atomically
+from analyzer.cliutil import UserError, parse_duration, resolve_window
 from analyzer.commands.capture import capture, receiver_config, run_capture, summary
 from analyzer.commands.config import config
 from analyzer.commands.demo import demo
 from analyzer.config import Config, ConfigError, load_config
+from analyzer.output import check_output, write_output
 from analyzer.pipeline import Inputs, analyze
 from analyzer.renderers import formats, render
 from analyzer.signals import Signals
@@ -81,6 +82,9 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
     if not (traces or prometheus or metrics or listen):
         raise UserError("nothing to analyze: give --traces PATH, --metrics PATH, --prometheus URL or --listen")
     s, e = resolve_window(start, end, window)
+    for path in (output, capture_output):
+        if path is not None:
+            check_output(path)
     try:
         config = load_config(config_path)
     except ConfigError as err:
@@ -105,8 +109,8 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
                      services=list(services) or None)
     if fmt is None:
         fmt = {".json": "json", ".md": "md", ".html": "html", ".htm": "html"}.get(Path(output).suffix, "text") if output else "text"
-    if output:
-        write_atomically(output, render(report, fmt))
+    if output is not None:
+        write_output(output, render(report, fmt))
     else:
         click.echo(render(report, fmt, color=sys.stdout.isatty()), nl=False)
 

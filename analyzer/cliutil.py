@@ -1,12 +1,9 @@
-"""Pieces every command shares: the user-error contract, time and duration parsing, atomic writes."""
+"""Pieces every command shares: the user-error contract, time and duration parsing."""
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from datetime import datetime, timezone
-from pathlib import Path
 
 import click
 
@@ -58,16 +55,3 @@ def resolve_window(start: str | None, end: str | None, window: str | None) -> tu
     if s is not None and e is not None and s >= e:
         raise UserError("the window is empty: --start must be before --end")
     return s, e
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a report."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -18,6 +18,7 @@ skips the conversion entirely and is what a capture that is only analyzed should
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import struct
@@ -34,6 +35,7 @@ from typing import IO, Any
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from analyzer.output import open_output
 from collectors.otlp_ingest import METRICS, TRACES
 from collectors.otlp_json import to_otlp_json_line
 from collectors.receiver import OtlpReceiver, ReceiverConfig
@@ -175,9 +177,9 @@ class Capture:
         metrics_path = metrics_path_for(self.output) if stats.metric_requests else None
         # Framed protobuf is a copy of the spool; OTLP/JSON needs the (slow) conversion.
         blocks = _framed_blocks if is_proto_output(self.output.name) else _json_blocks
-        _write_atomic(self.output, blocks(self._spool_path, TRACES))
+        _write_output(self.output, blocks(self._spool_path, TRACES))
         if metrics_path is not None:
-            _write_atomic(metrics_path, blocks(self._spool_path, METRICS))
+            _write_output(metrics_path, blocks(self._spool_path, METRICS))
         self._spool_path.unlink(missing_ok=True)
         if on_progress is not None:
             on_progress(replace(stats, phase="done"))
@@ -306,30 +308,26 @@ def is_proto_output(name: str) -> bool:
     return base.endswith((".binpb", ".pb"))
 
 
-def open_writer(path: Path, name: str | None = None) -> IO[bytes]:
-    """A binary writer compressing by the suffix of `name` (default: the path's): .gz, .zst or none."""
-    name = name or path.name
+@contextlib.contextmanager
+def compressing(raw: IO[bytes], name: str) -> Iterator[IO[bytes]]:
+    """A writer into `raw` compressing by the suffix of `name`: .gz, .zst or none; `raw` stays open."""
     if name.endswith(".gz"):
-        return gzip.open(path, "wb", compresslevel=5)  # type: ignore[return-value]
-    if name.endswith(".zst"):
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=5) as f:
+            yield f  # type: ignore[misc]
+    elif name.endswith(".zst"):
         import zstandard
 
-        return zstandard.ZstdCompressor(level=3).stream_writer(open(path, "wb"))  # type: ignore[return-value]
-    return open(path, "wb")
+        with zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False) as f:
+            yield f  # type: ignore[misc]
+    else:
+        yield raw
 
 
-def _write_atomic(path: Path, blocks: Iterator[bytes]) -> None:
-    """Write `blocks` to `path` atomically: a temporary file, fsync, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open_writer(tmp, path.name) as f:
-            for block in blocks:
-                f.write(block)
-        with open(tmp, "rb") as raw:
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_output(path: Path, blocks: Iterator[bytes]) -> None:
+    """Write `blocks` to `path` as analyzer.output does: atomically for a file, else directly."""
+    with open_output(path) as raw, compressing(raw, path.name) as f:
+        for block in blocks:
+            f.write(block)
 
 
 # -- a capture window for the CLI and `analyze --listen` --------------------------------------

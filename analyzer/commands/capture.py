@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from analyzer.cliutil import UserError, parse_duration
+from analyzer.output import check_output
 from collectors.capture import DEFAULT_BUFFER_SPANS, CaptureResult, ProgressLine, capture_window
 from collectors.receiver import (
     DEFAULT_GRPC_PORT,
@@ -86,6 +87,7 @@ def capture(duration: str, output: Path, http_port: int, grpc_port: int, no_grpc
             token_file: Path | None, max_request_bytes: int, buffer_spans: int) -> None:
     """Receive OTLP traces and metrics for a window and write them as OTLP JSON lines."""
     seconds = parse_duration(duration)
+    check_output(output)
     token = read_token(token_file)
     config = receiver_config(bind, http_port, None if no_grpc else grpc_port, allow_remote, token, max_request_bytes)
     if not is_loopback(bind) and token is None:

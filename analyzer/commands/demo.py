@@ -11,12 +11,11 @@ and five services (plus three downstreams and a cache server) as child processes
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from analyzer.cliutil import UserError, parse_duration
 from analyzer.demo.run import DEFAULT_DURATION_S, MIN_DURATION_S, DemoError, run_demo
+from analyzer.output import check_output
 from analyzer.renderers import formats
 
 __all__ = ["demo"]
@@ -45,8 +44,8 @@ def demo(duration: str, fmt: str | None, output: str | None, save_capture: str |
     """Run a demo system (database, network, cache, CPU and GC causes) and analyze it."""
     seconds = _duration(duration)
     for path in (output, save_capture):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise UserError(f"cannot write {path}: its directory does not exist")
+        if path is not None:
+            check_output(path)
     try:
         run_demo(seconds, fmt=fmt, output=output, progress=not quiet, save_capture=save_capture)
     except DemoError as e:

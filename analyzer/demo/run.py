@@ -33,9 +33,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 import analyzer
-from analyzer.cliutil import write_atomically
 from analyzer.config import Config
 from analyzer.demo import data
+from analyzer.output import write_output
 from analyzer.pipeline import Inputs, analyze
 from analyzer.renderers import render
 from collectors.capture import Capture, CaptureStats
@@ -441,7 +441,7 @@ def run_demo(duration_s: float = DEFAULT_DURATION_S, fmt: str | None = None, out
         fmt = {".json": "json", ".md": "md"}.get(Path(output).suffix, "text") if output else "text"
     out = out or sys.stdout
     if output:
-        write_atomically(output, render(res.report, fmt))
+        write_output(output, render(res.report, fmt))
     else:
         out.write(render(res.report, fmt, color=out.isatty()))
         out.flush()
