@@ -109,6 +109,13 @@ def _bounded_inflate(d: Any, body: bytes, max_bytes: int) -> bytes:
 
 def accept(signal: str, media: str, data: bytes) -> Accepted:
     """Validate one decoded request body of `signal` encoded as `media`."""
+    try:
+        return _accept(signal, media, data)
+    except RecursionError:  # JSON (or an AnyValue tree) nested deeper than Python's stack: the sender's fault
+        raise IngestError(400, "malformed request: nested too deeply") from None
+
+
+def _accept(signal: str, media: str, data: bytes) -> Accepted:
     if signal == TRACES:
         if media == PROTOBUF:
             return accept_trace_request(_parse(ExportTraceServiceRequest, data), data)

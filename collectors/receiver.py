@@ -22,6 +22,9 @@ import functools
 import hmac
 import ipaddress
 import logging
+import os
+import resource
+import socket
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +55,7 @@ DEFAULT_GRPC_PORT = 4317
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024
+_ACCEPT_BATCH = 16
 _MAX_DISCARD_FACTOR = 4  # read off at most 4x the limit after an early 413, else close
 _PATHS = {"/v1/traces": TRACES, "/v1/metrics": METRICS}
 _log = logging.getLogger(__name__)
@@ -83,6 +87,14 @@ class ReceiverConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # body as sent (maybe compressed)
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
     grpc_workers: int = 4
+    # A request's head and body must arrive within this from its first byte (408 otherwise), so
+    # a header or chunked body that never ends cannot hold a connection.
+    request_timeout_s: float = 30.0
+    idle_timeout_s: float = 60.0  # a keep-alive connection with no request in flight is closed after this
+    # Open HTTP connections; never more than the descriptor limit allows (see `connection_cap`).
+    # At the cap the longest-idle connection is closed to admit a new one, so idle clients
+    # cannot starve exporters.
+    max_connections: int = 1024
 
     def check(self) -> None:
         if not self.allow_remote and not is_loopback(self.host):
@@ -93,6 +105,17 @@ class ReceiverConfig:
             )
         if self.max_request_bytes <= 0 or self.max_decompressed_bytes <= 0:
             raise ValueError("max_request_bytes and max_decompressed_bytes must be positive")
+        if not (self.request_timeout_s > 0 and self.idle_timeout_s > 0 and self.max_connections > 0):
+            raise ValueError("request_timeout_s, idle_timeout_s and max_connections must be positive")
+
+    def connection_cap(self) -> int:
+        """max_connections, lowered to leave descriptors for the files, gRPC and the process itself:
+        past the descriptor limit accept() fails and nobody gets an answer."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        reserve = 64 + (self.grpc_workers * 4 if self.grpc_port is not None else 0)
+        return max(4, min(self.max_connections, soft - reserve))
 
 
 def is_loopback(host: str) -> bool:
@@ -118,7 +141,11 @@ class OtlpReceiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http_thread: threading.Thread | None = None
         self._http_server: asyncio.AbstractServer | None = None
-        self._connections: set[_HttpProtocol] = set()  # touched only on the event-loop thread
+        # Touched only on the event-loop thread. Both keep insertion order: `_idle` is oldest first.
+        self._connections: dict[_HttpProtocol, None] = {}
+        self._idle: dict[_HttpProtocol, None] = {}
+        self._max_connections = self.config.connection_cap()
+        self.evicted = 0  # idle connections closed to admit new ones
         self._grpc: grpc.Server | None = None
         self._auth = f"Bearer {self.config.token}".encode() if self.config.token else None
 
@@ -209,9 +236,16 @@ class OtlpReceiver:
         def run() -> None:
             asyncio.set_event_loop(loop)
             try:
+                # asyncio accepts up to `backlog` connections per wake-up, before the closes of the
+                # idle ones evicted for them run; a small batch keeps that inside the descriptors
+                # `connection_cap` holds in reserve. The kernel's queue is then raised to 1024.
                 server = loop.run_until_complete(
-                    loop.create_server(lambda: _HttpProtocol(self), host, port, backlog=1024, reuse_address=True)
+                    loop.create_server(lambda: _HttpProtocol(self), host, port, backlog=_ACCEPT_BATCH,
+                                       reuse_address=True)
                 )
+                for listening in server.sockets:
+                    with socket.socket(fileno=os.dup(listening.fileno())) as dup:
+                        dup.listen(1024)
             except BaseException as e:  # surfaced to start() below
                 error.append(e)
                 started.set()
@@ -409,10 +443,13 @@ class _HttpProtocol(asyncio.Protocol):
     kernel send RST, and the client would see "connection reset" instead of our status.
     """
 
-    __slots__ = ("_r", "_t", "_buf", "_head", "_need", "_chunked", "_body", "_discard", "_close_after", "_early")
+    __slots__ = ("_r", "_t", "_buf", "_head", "_need", "_chunked", "_body", "_discard", "_close_after", "_early",
+                 "_timer", "_busy")
 
     def __init__(self, receiver: OtlpReceiver) -> None:
         self._r = receiver
+        self._timer: asyncio.TimerHandle | None = None
+        self._busy = False  # a request has started arriving and is not answered yet
         self._t: asyncio.Transport | None = None
         self._buf = bytearray()
         self._head: tuple[str, bytes, dict[bytes, bytes], bool] | None = None
@@ -425,13 +462,50 @@ class _HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._t = transport  # type: ignore[assignment]
-        self._r._connections.add(self)
+        r = self._r
+        if len(r._connections) >= r._max_connections:
+            if not r._idle:  # every connection is mid-request, each bounded by the request timeout
+                r._count("503")
+                transport.write(_http_bytes(503, "text/plain; charset=utf-8", b"too many connections; retry later",
+                                            [("Retry-After", "1")], keep_alive=False))
+                transport.close()
+                self._t = None
+                return
+            oldest = next(iter(r._idle))
+            oldest.close()
+            oldest.connection_lost(None)  # bookkeeping now; the transport's own call is then a no-op
+            r.evicted += 1
+        r._connections[self] = None
+        self._idle_phase()
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def _idle_phase(self) -> None:
+        self._busy = False
+        self._r._idle[self] = None
+        self._arm(self._r.config.idle_timeout_s)
+
+    def _request_phase(self) -> None:
+        self._busy = True
+        self._r._idle.pop(self, None)
+        self._arm(self._r.config.request_timeout_s)
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._busy:
+            self._send(408, f"request not complete within {self._r.config.request_timeout_s:g} s", keep_alive=False)
+        self.close()
 
     def close(self) -> None:
         if self._t is not None:
             self._t.close()
 
     def data_received(self, data: bytes) -> None:
+        if not self._busy:
+            self._request_phase()
         self._buf += data
         try:
             while self._t is not None and not self._t.is_closing():
@@ -484,12 +558,14 @@ class _HttpProtocol(asyncio.Protocol):
             self._chunked, self._need = True, 0
         else:
             self._chunked = False
-            try:
-                self._need = int(headers.get(b"content-length", b"0" if method in (b"GET", b"HEAD") else b"-1"))
-            except ValueError:
-                raise _Abort(400, "malformed Content-Length") from None
-            if self._need < 0:
-                raise _Abort(411, "Content-Length required")
+            length = headers.get(b"content-length")
+            if length is None:
+                if method not in (b"GET", b"HEAD"):
+                    raise _Abort(411, "Content-Length required")
+                length = b"0"
+            if not length.isdigit():  # int() would take "-5", "+5", " 5" and "5_0"
+                raise _Abort(400, "malformed Content-Length")
+            self._need = int(length)
         # Answer early when the headers alone decide, then swallow the body (see class doc).
         pre = self._r.http_precheck(path, method, headers)
         if pre is None and not self._chunked and self._need > max_bytes:
@@ -564,6 +640,10 @@ class _HttpProtocol(asyncio.Protocol):
         self._t.write(response)
         if self._close_after:
             self._t.close()
+        elif self._buf:  # a pipelined request has already started
+            self._request_phase()
+        else:
+            self._idle_phase()
 
     def _send(self, status: int, message: str, keep_alive: bool) -> None:
         if self._t is None or self._t.is_closing():
@@ -575,7 +655,11 @@ class _HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._t = None
-        self._r._connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._r._connections.pop(self, None)
+        self._r._idle.pop(self, None)
 
 
 class _Abort(Exception):
