@@ -78,7 +78,8 @@ def breakdown_bar(hotspot: dict) -> str:
 def timeseries_chart(ts: dict) -> str | None:
     """Latency percentiles, GC time and CPU use over the window, one panel each, shared time axis.
 
-    `ts` is a service's `timeseries` (analyzer/timeseries.py); panels without data are left out."""
+    `ts` is a service's `timeseries` (analyzer/timeseries.py); panels with fewer than two points
+    are left out, and with them the chart when none is left."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
 
@@ -137,7 +138,8 @@ def trend_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[floa
 
 
 def _has(values: Sequence[float | None] | None) -> bool:
-    return bool(values) and any(v is not None for v in values)  # type: ignore[union-attr]
+    """At least two points: one point over a window is a number, not a line to look at."""
+    return sum(v is not None for v in values or ()) >= 2
 
 
 def _shorten(text: str, width: int = 48) -> str:

@@ -48,8 +48,9 @@ h3 { font-size: 15px; margin: 18px 0 6px; } h4 { font-size: 14px; margin: 12px 0
 .meta, .muted { color: var(--muted); } code, pre, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12.5px; }
 code { background: var(--soft); padding: 0 3px; border-radius: 3px; overflow-wrap: anywhere; }
 table { border-collapse: collapse; width: 100%; margin: 6px 0 12px; }
-th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { background: var(--soft); font-weight: 600; } td.num, th.num { text-align: right; white-space: nowrap; }
+th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: anywhere; }
+th { background: var(--soft); font-weight: 600; } td.num, th.num { text-align: right; } td.num { white-space: nowrap; }
+h2, h3, h4, p, li { overflow-wrap: anywhere; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 600; font-size: 12px; color: #fff; white-space: nowrap; }
 .recommended { background: var(--rec); } .not_recommended { background: var(--not); } .insufficient_evidence { background: var(--ins); }
 .notice { border-left: 4px solid var(--ins); background: #fff8c5; padding: 6px 10px; margin: 8px 0; }
