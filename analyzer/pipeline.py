@@ -96,7 +96,7 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
     return {
         "schema": SCHEMA,
         "tool": {"name": "profile-first", "version": __version__},
-        "generated_at": _rfc3339(datetime.now(timezone.utc).timestamp()),
+        "generated_at": rfc3339(datetime.now(timezone.utc).timestamp()),
         "window": _window(t, b.entries, start_ns, end_ns),
         "input": _input(inputs, t, ignored),
         "services": service_reports,
@@ -199,14 +199,14 @@ def _window(t: SpanTable, entries: np.ndarray, start_ns: int | None, end_ns: int
         start_ns = int(t.start[entries].min()) if entries.size else 0
     if end_ns is None:
         end_ns = int(t.end[entries].max()) if entries.size else 0
-    return {"start": _rfc3339(start_ns / 1e9), "end": _rfc3339(end_ns / 1e9)}
+    return {"start": rfc3339(start_ns / 1e9), "end": rfc3339(end_ns / 1e9)}
 
 
 def _seconds(ns: int | None) -> float | None:
     return None if ns is None else ns / 1e9
 
 
-def _rfc3339(seconds: float) -> str:
+def rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -4,6 +4,7 @@ the hot spots with their breakdown and findings."""
 from __future__ import annotations
 
 from analyzer.renderers.phrases import PARTS, VERDICT_LABEL, ceiling_text, input_notes
+from analyzer.renderers.run_notes import incomplete_lines, week_over_week_lines
 
 
 def to_markdown(report: dict) -> str:
@@ -16,6 +17,9 @@ def to_markdown(report: dict) -> str:
         + input_notes(inp),
         "",
     ]
+    incomplete = incomplete_lines(report)
+    if incomplete:
+        out += ["> **Incomplete report:**", ">"] + [f"> - {_md(line)}" for line in incomplete] + [""]
     for s in report["services"]:
         v = s["verdict"]
         out += [f"## {s['service']} ({s['runtime']})", "",
@@ -48,6 +52,11 @@ def to_markdown(report: dict) -> str:
                         out.append(f"  - {e['signal']} = {e['value']:g} {e['unit']} — `{_md(e['source'])}`")
                     out.append(f"  - Remedy: {f['remedy']}")
             out.append("")
+    changes = week_over_week_lines(report)
+    if changes:
+        since = report["week_over_week"]["previous"]
+        out += ["## Since the previous run", "", f"Compared with run {since['run']} ({since['window_end']}).", ""]
+        out += [f"- {_md(line)}" for line in changes] + [""]
     missing = inp.get("missing_evidence") or []
     if missing:
         out += ["## Missing evidence", ""]

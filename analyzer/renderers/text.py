@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analyzer.renderers.phrases import PARTS, VERDICT_LABEL, ceiling_text, input_notes
+from analyzer.renderers.run_notes import incomplete_lines, week_over_week_lines
 
 
 def to_text(report: dict, width: int = 120, color: bool = False) -> str:
@@ -17,6 +18,9 @@ def to_text(report: dict, width: int = 120, color: bool = False) -> str:
     w, inp = report["window"], report["input"]
     con.print(f"[bold]profile-first[/] {w['start']} → {w['end']} · {inp['spans']:,} spans, "
               f"{inp['traces']:,} traces{input_notes(inp)}")
+    for line in incomplete_lines(report):
+        con.print("INCOMPLETE: ", style="bold yellow", end="")
+        con.print(line, markup=False)
     style = {"recommended": "bold red", "not_recommended": "bold green", "insufficient_evidence": "bold yellow"}
     for s in report["services"]:
         v = s["verdict"]
@@ -48,6 +52,12 @@ def to_text(report: dict, width: int = 120, color: bool = False) -> str:
                 loc = f" at {f['location']}" if f.get("location") else ""
                 con.print(f"  [cyan]{f['rule']}[/] {h['operation']}: {f['message']}{loc}")
                 con.print(f"    fix: {f['remedy']}")
+    changes = week_over_week_lines(report)
+    if changes:
+        con.print()
+        con.print(f"[bold]Since the previous run[/] ({report['week_over_week']['previous']['window_end']})")
+        for line in changes:
+            con.print("  " + line, markup=False)
     for m in inp.get("missing_evidence") or []:
         con.print(f"[yellow]missing evidence[/] {m['signal']}: {m['reason']}")
     return buf.getvalue()

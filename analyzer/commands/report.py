@@ -1,0 +1,103 @@
+"""`profile-first report`: the scheduled report — dated folder, history, delivery, and an exit code
+cron and CI can act on.
+
+Exit codes: 0 complete · 3 written but incomplete (a service matched nothing, no spans in the
+window, no series from Prometheus, a verdict that could not be measured) · 4 a `--fail-on`
+condition holds · 5 written, but a delivery failed · 2 unusable input or settings · 1 a bug.
+When several hold, the first in the order 4, 5, 3 is returned.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from analyzer.cliutil import UserError
+from analyzer.commands.capture import receiver_config
+from analyzer.config import ConfigError, load_config
+from analyzer.gather import listen_for, query_prometheus, read_inputs
+from analyzer.publish import publish
+from analyzer.renderers import formats, render
+from analyzer.weekly import Plan, export_credentials, make_plan, prometheus_settings, team_reports
+
+EXIT_INCOMPLETE = 3
+EXIT_GATE = 4
+EXIT_DELIVERY = 5
+FAIL_ON = ("recommended", "regression", "incomplete")
+EXTENSIONS = {"text": "txt"}  # file extension per format, when it is not the format's name
+
+
+@click.command("report")
+@click.option("--config", "config_path", metavar="FILE", help="TOML config (docs/config.md); flags override it.")
+@click.option("--traces", multiple=True, metavar="PATH", help="OTLP trace file or directory. Repeatable.")
+@click.option("--metrics", multiple=True, metavar="PATH", help="OTLP metrics file. Repeatable.")
+@click.option("--prometheus", metavar="URL", help="Prometheus-compatible API (credentials: see [credentials]).")
+@click.option("--start", metavar="T", help="Window start: RFC 3339 or unix seconds.")
+@click.option("--end", metavar="T", help='Window end: RFC 3339, unix seconds, "now" or "last_full_day" (default).')
+@click.option("--window", metavar="DURATION", help="Window length (default 7d).")
+@click.option("--service", "services", multiple=True, metavar="NAME",
+              help="Only these services, in one report (instead of the config's teams). Repeatable.")
+@click.option("--team", multiple=True, metavar="NAME", help="Only this [[team]] of the config. Repeatable.")
+@click.option("--environment", "environments", multiple=True, metavar="ENV",
+              help="deployment.environment to report on (default: production). Repeatable.")
+@click.option("--output-dir", metavar="DIR", help="Reports go to DIR/<ISO week>/ (default: reports).")
+@click.option("--format", "formats_", multiple=True, type=click.Choice(formats()),
+              help="A file per format. Repeatable (default: json and md).")
+@click.option("--history", metavar="FILE", help="SQLite history file (default: reports/history.sqlite).")
+@click.option("--no-history", is_flag=True, help="Neither read nor record history.")
+@click.option("--regression-pct", type=click.FloatRange(0, min_open=True), metavar="PCT",
+              help="p99 or impact up by more than this is a regression (default 10).")
+@click.option("--no-delivery", is_flag=True, help="Write the files only; skip [delivery].")
+@click.option("--fail-on", "fail_on", multiple=True, type=click.Choice(FAIL_ON),
+              help=f"Exit {EXIT_GATE} when a verdict is recommended, a regression appeared or the report is "
+                   "incomplete. Repeatable.")
+def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[str, ...], **flags: object) -> None:
+    """Write the scheduled report into a dated folder, compare it with the last run, deliver it."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        raise UserError(str(err)) from err
+    plan = make_plan(config, {**flags, "formats": formats_})
+    export_credentials(plan)
+    reports = build_reports(plan)
+    files = {f"{team}.{EXTENSIONS.get(fmt, fmt)}": render(r, fmt) for team, r in reports.items() for fmt in plan.formats}
+    try:
+        folder = publish(files, plan.folder)
+    except OSError as err:
+        raise UserError(f"cannot write the reports to {plan.folder}: {err.strerror or err}") from err
+    click.echo(f"{folder}/: {', '.join(files)}")
+    incomplete = [p for r in reports.values() for p in r["completeness"]["problems"]]
+    for p in incomplete:
+        click.echo(f"profile-first: incomplete: {p['message']}", err=True)
+    sys.exit(exit_code(reports, fail_on, delivery_failed=False))
+
+
+def build_reports(plan: Plan) -> dict[str, dict]:
+    with tempfile.TemporaryDirectory(prefix="profile-first-") as tmp:
+        traces = list(plan.traces)
+        metrics = list(plan.metrics)
+        if plan.listen:
+            captured = listen_for(plan.listen, str(Path(tmp) / "capture.binpb.gz"), receiver_config())
+            traces.append(str(captured.traces_path))
+            if captured.metrics_path is not None:
+                metrics.append(str(captured.metrics_path))
+        inputs = read_inputs(traces, metrics)
+    if plan.prometheus:
+        inputs.signals = query_prometheus(plan.prometheus, plan.services, plan.start, plan.end, plan.config,
+                                          prometheus_settings(plan), inputs.signals)
+    return team_reports(plan, inputs)
+
+
+def exit_code(reports: dict[str, dict], fail_on: tuple[str, ...], delivery_failed: bool) -> int:
+    incomplete = any(not r["completeness"]["complete"] for r in reports.values())
+    recommended = any(s["verdict"]["rust_rewrite"] == "recommended" for r in reports.values() for s in r["services"])
+    regression = any((r.get("week_over_week") or {}).get("regressions") for r in reports.values())
+    gate = {"recommended": recommended, "regression": regression, "incomplete": incomplete}
+    if any(gate[c] for c in fail_on):
+        return EXIT_GATE
+    if delivery_failed:
+        return EXIT_DELIVERY
+    return EXIT_INCOMPLETE if incomplete else 0

@@ -1,0 +1,106 @@
+"""Gathering a run's inputs: trace and metrics files, an OTLP capture, a Prometheus query.
+
+Shared by `analyze` and `report`; every failure a user can fix is a UserError (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from analyzer.cliutil import UserError
+from analyzer.commands.capture import run_capture, summary
+from analyzer.config import Config
+from analyzer.pipeline import Inputs
+from analyzer.signals import Signals
+from analyzer.table import TableBuilder
+from collectors.capture import CaptureResult
+from collectors.otlp_files import InputError
+from collectors.otlp_metrics import signals_from_file
+from collectors.otlp_traces import load_traces
+from collectors.prometheus import PromConfig, PrometheusError, collect
+from collectors.receiver import ReceiverConfig
+
+
+def read_inputs(traces: list[str], metrics: list[str]) -> Inputs:
+    try:
+        loaded = load_traces(traces) if traces else None
+        signals = None
+        for path in metrics:
+            signals = signals_from_file(path, signals)
+    except InputError as err:
+        raise UserError(str(err)) from err
+    if loaded is not None and len(loaded.table) == 0 and not metrics:
+        raise UserError(f"no spans could be read from {', '.join(traces)}")
+    if loaded is None:
+        return Inputs(table=TableBuilder().finish(), signals=signals)
+    return Inputs(loaded.table, loaded.sources, loaded.repairs, signals)
+
+
+def listen_for(duration_s: float, output: str, config: ReceiverConfig) -> CaptureResult:
+    result = run_capture(duration_s, Path(output), config)
+    click.echo(summary(result), err=True)
+    return result
+
+
+def prometheus_window(inputs: Inputs, s: float | None, e: float | None) -> tuple[float, float]:
+    """The explicit window, else the traces' span of time; metrics alone need an explicit one."""
+    t = inputs.table
+    if s is None and len(t):
+        s = float(t.start.min()) / 1e9
+    if e is None and len(t):
+        e = float(t.end.max()) / 1e9
+    if s is None or e is None:
+        raise UserError("--prometheus without traces needs a window: give --window 7d or --start/--end")
+    return s, e
+
+
+def query_prometheus(url: str, services: list[str] | None, s: float, e: float, config: Config,
+                     flags: dict[str, object], signals: Signals | None) -> Signals:
+    section = dict(config.sections.get("prometheus", {}))  # type: ignore[arg-type]
+    for key, value in flags.items():
+        if value is not None and value != ():
+            section[key] = value
+    headers = dict(section.pop("headers", {}) or {})
+    for h in section.pop("header", ()) or ():
+        name, sep, value = str(h).partition("=")
+        if not sep:
+            raise UserError(f"--header {h!r} is not NAME=VALUE")
+        headers[name.strip()] = value.strip()
+    try:
+        prom_config = PromConfig(headers=headers, **section)  # type: ignore[arg-type]
+    except TypeError as err:
+        raise UserError(f"[prometheus] config: {err}") from err
+    with prometheus_progress() as progress:
+        try:
+            got = collect(url, services, s, e, prom_config, progress=progress)
+        except PrometheusError as err:
+            raise UserError(str(err)) from err
+        except ValueError as err:
+            raise UserError(f"Prometheus settings: {err}") from err
+    if signals is not None:
+        for name, svc in signals.services.items():
+            got.services.setdefault(name, svc)
+        got.failures.extend(signals.failures)
+    return got
+
+
+@contextlib.contextmanager
+def prometheus_progress():
+    """A rich progress bar on stderr while queries run; nothing when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("Prometheus", total=1)
+
+        def update(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=max(total, 1), description=f"Prometheus: {label}")
+
+        yield update

@@ -1,0 +1,201 @@
+"""`profile-first report`: the scheduled run — config and flags, dated folders written all or nothing,
+and exit codes that never let a run that answered nothing pass as success."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from analyzer.publish import publish
+from analyzer.report_schema import validate_report
+from analyzer.signals import Signal
+from collectors.prometheus import PromConfig, collect
+from tests.prom import OpenMetrics, Window, prometheus_with, require_binaries
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "analyzer", "report", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def this_week() -> str:
+    y, w, _ = datetime.now(timezone.utc).isocalendar()
+    return f"{y}-W{w:02d}"
+
+
+def config(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "weekly.toml"
+    p.write_text(textwrap.dedent(text), encoding="utf-8")
+    return str(p)
+
+
+def test_a_team_run_writes_every_format_into_the_dated_folder(tmp_path, orders_n_plus_one_jsonl):
+    cfg = config(tmp_path, f"""
+        [sources]
+        traces = ["{orders_n_plus_one_jsonl}"]
+        [[team]]
+        name = "checkout"
+        services = ["orders"]
+        [window]
+        length = "1d"
+        end = "now"
+        [outputs]
+        formats = ["json", "md", "text"]
+    """)
+    p = run("--config", cfg, "--no-history", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    folder = tmp_path / "reports" / this_week()
+    assert sorted(f.name for f in folder.iterdir()) == ["checkout.json", "checkout.md", "checkout.txt"]
+    assert [f.name for f in (tmp_path / "reports").iterdir()] == [this_week()]  # no temp folder left
+    report = json.loads((folder / "checkout.json").read_text())
+    validate_report(report)
+    assert report["team"] == "checkout" and report["completeness"] == {"complete": True, "problems": []}
+    (orders,) = report["services"]
+    assert orders["service"] == "orders" and orders["verdict"]["cause"] == "database"
+    assert "Incomplete" not in (folder / "checkout.md").read_text()
+
+
+def test_flags_override_the_file(tmp_path, orders_n_plus_one_jsonl):
+    cfg = config(tmp_path, f"""
+        [sources]
+        traces = ["{orders_n_plus_one_jsonl}"]
+        [outputs]
+        dir = "from-config"
+        formats = ["json"]
+    """)
+    p = run("--config", cfg, "--no-history", "--format", "md", "--output-dir", "from-flag", "--end", "now",
+            "--window", "1d", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert not (tmp_path / "from-config").exists()
+    assert [f.name for f in (tmp_path / "from-flag" / this_week()).iterdir()] == ["report.md"]
+
+
+def test_a_service_filter_that_matches_nothing_is_said_first_and_exits_3(tmp_path, orders_n_plus_one_jsonl):
+    p = run("--traces", str(orders_n_plus_one_jsonl), "--service", "order", "--end", "now", "--window", "1d",
+            "--no-history", "--format", "md", "--format", "json", cwd=tmp_path)
+    assert p.returncode == 3, p.stderr
+    folder = tmp_path / "reports" / this_week()
+    md = (folder / "report.md").read_text().splitlines()
+    assert md[4].startswith("> **Incomplete report:**")
+    assert "service 'order' is in no trace or metric of the window (did you mean 'orders'?)" in md[6]
+    report = json.loads((folder / "report.json").read_text())
+    validate_report(report)
+    assert [p["kind"] for p in report["completeness"]["problems"]] == ["service_not_found"]
+    assert "incomplete: service 'order'" in p.stderr
+
+
+def test_a_window_without_spans_is_said_and_exits_3_and_fail_on_incomplete_exits_4(tmp_path,
+                                                                                    orders_n_plus_one_jsonl):
+    args = ("--traces", str(orders_n_plus_one_jsonl), "--end", "2020-01-06T00:00:00Z", "--no-history",
+            "--format", "text")
+    p = run(*args, cwd=tmp_path)
+    assert p.returncode == 3, p.stderr
+    text = (tmp_path / "reports" / "2020-W01" / "report.txt").read_text().splitlines()
+    assert " ".join(" ".join(text[1:3]).split()).startswith("INCOMPLETE: no spans start in the window 2019-12-30T00:00:00.000Z → "
+                              "2020-01-06T00:00:00.000Z (the traces read cover 20")
+    gated = run(*args, "--fail-on", "incomplete", cwd=tmp_path)
+    assert gated.returncode == 4
+    assert run(*args, "--fail-on", "recommended", cwd=tmp_path).returncode == 3  # nothing recommended
+
+
+def test_the_default_window_is_the_seven_full_days_before_today(tmp_path, orders_n_plus_one_jsonl):
+    p = run("--traces", str(orders_n_plus_one_jsonl), "--no-history", "--format", "json", cwd=tmp_path)
+    (folder,) = (tmp_path / "reports").iterdir()
+    report = json.loads((folder / "report.json").read_text())
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert report["window"]["end"] == f"{today}T00:00:00.000Z"
+    end = datetime.fromisoformat(report["window"]["end"])
+    start = datetime.fromisoformat(report["window"]["start"])
+    assert (end - start).days == 7
+    y, w, _ = datetime.fromtimestamp(end.timestamp() - 1, timezone.utc).isocalendar()
+    assert folder.name == f"{y}-W{w:02d}"
+    # The recording was made today, after the window: a scheduled run says so.
+    assert p.returncode == 3 and "no spans start in the window" in p.stderr
+
+
+def test_bad_settings_fail_before_reading_and_leave_the_last_report_alone(tmp_path, orders_n_plus_one_jsonl):
+    week = tmp_path / "reports" / "2020-W01"
+    week.mkdir(parents=True)
+    (week / "report.json").write_text("last week's report")
+    cases = [
+        ("--traces", str(tmp_path / "missing.jsonl"), "--end", "2020-01-08T00:00:00Z"),
+        ("--config", config(tmp_path, "[outputs]\nformats = [\"pdf\"]\n"), "--traces", str(orders_n_plus_one_jsonl)),
+        ("--config", config(tmp_path, '[credentials]\nprometheus_token = "NOT_SET_ANYWHERE"\n'),
+         "--traces", str(orders_n_plus_one_jsonl)),
+        ("--end", "2020-01-08T00:00:00Z"),
+    ]
+    for args in cases:
+        p = run(*args, cwd=tmp_path, env={"NOT_SET_ANYWHERE": ""})
+        assert p.returncode == 2, (args, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+        assert (week / "report.json").read_text() == "last week's report"
+        assert [f.name for f in (tmp_path / "reports").iterdir()] == ["2020-W01"]
+
+
+def test_publish_is_all_or_nothing(tmp_path):
+    target = tmp_path / "reports" / "2026-W48"
+    publish({"a.json": "1", "a.md": "one"}, target)
+    assert {f.name: f.read_text() for f in target.iterdir()} == {"a.json": "1", "a.md": "one"}
+
+    with pytest.raises(TypeError):
+        publish({"a.json": "2", "a.md": 3}, target)  # type: ignore[dict-item]  # fails half-way through
+    assert {f.name: f.read_text() for f in target.iterdir()} == {"a.json": "1", "a.md": "one"}
+    assert [p.name for p in target.parent.iterdir()] == ["2026-W48"]
+    publish({"b.json": "3"}, target)  # a successful rerun replaces the folder
+    assert [f.name for f in target.iterdir()] == ["b.json"]
+    assert [p.name for p in target.parent.iterdir()] == ["2026-W48"]
+
+
+@pytest.fixture(scope="module")
+def prom_env():
+    """A real Prometheus holding CPU series for `shop-env` in production, in staging and unlabelled, and
+    nothing for the `orders` service of the recorded traces."""
+    require_binaries()
+    window = Window.recent(hours=1.0, lead=600.0)
+    om = OpenMetrics(window)
+    om.counter("process_cpu_seconds_total", {"job": "shop-env", "deployment_environment": "production"}, 0.25)
+    om.counter("process_cpu_seconds_total", {"job": "shop-env", "deployment_environment": "staging"}, 4.0)
+    om.counter("process_cpu_seconds_total", {"job": "shop-env", "instance": "unlabelled"}, 0.5)
+    with prometheus_with(om.text()) as server:
+        yield server, window
+
+
+@pytest.mark.prometheus
+def test_staging_is_excluded_unless_asked(prom_env):
+    from analyzer.config import Config
+    from analyzer.weekly import Plan, prometheus_settings
+
+    server, window = prom_env
+    span = (window.start + 600, window.end)
+
+    def cores(environments: tuple[str, ...]) -> float:
+        plan = Plan(config=Config(), traces=[], metrics=[], prometheus=server.url, listen=None, start=span[0],
+                    end=span[1], teams=[], environments=environments, out_dir=Path("."), formats=("json",),
+                    url=None, history=None, regression_pct=10)
+        settings = prometheus_settings(plan)
+        signals = collect(server.url, ["shop-env"], *span, PromConfig(extra_matchers=settings["extra_matchers"]))
+        return signals.services["shop-env"].get(Signal.CPU_CORES_USED).mean()
+
+    assert cores(("production",)) == pytest.approx(0.75, rel=1e-3)  # production + the unlabelled series
+    assert cores(("production", "staging")) == pytest.approx(4.75, rel=1e-3)
+
+
+@pytest.mark.prometheus
+def test_no_series_from_prometheus_is_an_incomplete_report(tmp_path, prom_env, orders_n_plus_one_jsonl):
+    server, _ = prom_env
+    p = run("--traces", str(orders_n_plus_one_jsonl), "--prometheus", server.url, "--end", "now", "--window", "1d",
+            "--no-history", "--format", "json", cwd=tmp_path)
+    assert p.returncode == 3, p.stderr
+    report = json.loads((tmp_path / "reports" / this_week() / "report.json").read_text())
+    kinds = {(x["kind"], x.get("service")) for x in report["completeness"]["problems"]}
+    assert ("no_series", "orders") in kinds
+    assert f"Prometheus at {server.url} returned no series for 'orders'" in p.stderr
