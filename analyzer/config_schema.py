@@ -213,6 +213,10 @@ PROMETHEUS = Table({
     "target_points": Key(Number(2, 11_000, integer=True), "Points per series the automatic step aims for.",
                          default=2016),
     "discovery_points": Key(Number(1, 1000, integer=True), "Instants sampled by the discovery query.", default=24),
+    "max_requests": Key(Number(1, 1_000_000, integer=True), "Requests per run; a plan that needs more is refused "
+                                                            "before the first query.", default=1000),
+    "max_response_mb": Key(Number(0, 100_000, above=True), "Largest decoded answer to one request, in MB; a larger "
+                                                           "one becomes missing evidence.", default=128.0),
 }, "How to query a Prometheus-compatible API. No secrets here: see [credentials].")
 
 SOURCES = Table({

@@ -266,3 +266,11 @@ def test_every_table_and_choice_in_the_schema_is_reachable():
             "delivery.email", "team", "override"} <= tables
     fmt = next(k for p, k in walk() if p == "outputs.formats")
     assert isinstance(fmt.type.item, Text) and set(fmt.type.item.choices) >= {"json", "md", "text"}
+
+
+def test_the_prometheus_table_declares_exactly_the_collector_settings():
+    from dataclasses import fields
+
+    from collectors.prometheus import PromConfig
+
+    assert set(ROOT.keys["prometheus"].type.keys) == {f.name for f in fields(PromConfig)}
