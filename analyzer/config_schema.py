@@ -37,10 +37,10 @@ class Number:
 
     def allowed(self) -> str:
         what = "an integer" if self.integer else "a number"
-        low = None if self.minimum is None else f"{'above' if self.above else 'at least'} {self.minimum:g}"
+        low = None if self.minimum is None else f"{'above' if self.above else 'at least'} {_number(self.minimum)}"
         if low and self.maximum is not None:
-            return f"{what} from {self.minimum:g} to {self.maximum:g}" if not self.above \
-                else f"{what} {low} and at most {self.maximum:g}"
+            return f"{what} from {_number(self.minimum)} to {_number(self.maximum)}" if not self.above \
+                else f"{what} {low} and at most {_number(self.maximum)}"
         return f"{what} {low}" if low else f"a finite {what[2:]}" if not self.integer else what
 
     def check(self, value: object) -> bool:
@@ -213,10 +213,6 @@ PROMETHEUS = Table({
     "target_points": Key(Number(2, 11_000, integer=True), "Points per series the automatic step aims for.",
                          default=2016),
     "discovery_points": Key(Number(1, 1000, integer=True), "Instants sampled by the discovery query.", default=24),
-    "max_requests": Key(Number(1, 1_000_000, integer=True), "Requests per run; a plan that needs more is refused "
-                                                            "before the first query.", default=1000),
-    "max_response_mb": Key(Number(0, 100_000, above=True), "Largest decoded answer to one request, in MB; a larger "
-                                                           "one becomes missing evidence.", default=128.0),
 }, "How to query a Prometheus-compatible API. No secrets here: see [credentials].")
 
 SOURCES = Table({
@@ -457,6 +453,10 @@ def _suggest(name: str, known: Mapping[str, object]) -> str:
 def _quote(name: str) -> str:
     """A key as TOML spells it in a dotted path: bare when it can be, else quoted and escaped."""
     return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else _show(name)
+
+
+def _number(x: float) -> str:
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:g}"
 
 
 def _kind(value: object) -> str:
