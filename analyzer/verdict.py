@@ -171,7 +171,7 @@ def _first_fix(fix_first: list[dict] | None) -> str:
     if not fix_first:
         return ""
     f = fix_first[0]
-    return f" — {f['rule']} on {f['operation']} saves {f.get('saving_ms_per_request', 0):.1f} ms per request"
+    return f" — {f['rule']} on {f['operation']} saves {f.get('saving_ms_per_request', 0):.1f} ms per {f['operation']} request"
 
 
 def _backing(top: list[HotspotResult]) -> str:

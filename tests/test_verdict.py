@@ -51,7 +51,7 @@ def test_database_dominated_is_not_recommended_with_the_first_fix():
     fix = [{"rule": "PF-DB001", "operation": "GET /orders", "saving_ms_per_request": 42.0}]
     v = decide("orders", "jvm", hs, CFG, True, signals("jvm", Signal.GC_SECONDS_PER_SECOND), fix)
     assert (v.rust_rewrite, v.cause) == (NOT_RECOMMENDED, "database")
-    assert "PF-DB001 on GET /orders saves 42.0 ms per request" in v.reason
+    assert "PF-DB001 on GET /orders saves 42.0 ms per GET /orders request" in v.reason
 
 
 def test_gc_dominated_and_backed_is_recommended():

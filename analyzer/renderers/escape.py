@@ -24,10 +24,11 @@ _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u206
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 # CommonMark lets a backslash escape any ASCII punctuation. Escaped everywhere: what opens or
-# closes inline markup (emphasis, code, links, images, table cells, strikethrough, math), `#`
-# (a heading's closing sequence), and the `:` of `https://` and `.` of `www.` that GFM would turn
-# into a link; at the start, what opens a block (list item, setext line, indented code).
-_MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]|~#$:]|(?<=www)\.)", re.IGNORECASE)
+# closes inline markup (emphasis, code, links, images, table cells, strikethrough, math; `_`
+# only where it is not inside a word, as in `order_items`), `#` (a heading's closing sequence),
+# and the `:` of `https://` and `.` of `www.` that GFM would turn into a link; at the start,
+# what opens a block (list item, setext line, indented code).
+_MARKDOWN_INLINE = re.compile(r"([\\`*\[\]|~#$]|(?<![^\W_])_|_(?![^\W_])|:(?=//)|(?<=www)\.)", re.IGNORECASE)
 _MARKDOWN_BLOCK_START = re.compile(r"^( *)([-+=]|\d+(?=[.)])|)")
 _HTML_IN_MARKDOWN = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 

@@ -21,7 +21,12 @@ def input_notes(inp: dict) -> str:
     return (" · " + "; ".join(notes)) if notes else ""
 
 
-def ceiling_text(c: dict) -> str:
+def per_request(operation: str) -> str:
+    """The base of a hot spot's saving: "per GET /orders request"."""
+    return f"per {operation} request"
+
+
+def ceiling_text(c: dict, service: str | None = None) -> str:
     """`rewrite_ceiling` as one sentence: what a rewrite could cut at most, beside the fix-first saving."""
     cuts = [f"{q} {c[q + '_ms']:.1f} ms ({c[q + '_pct']:.0f}%)" for q in ("p50", "p99", "mean") if q + "_ms" in c]
     text = "a rewrite could cut at most " + (", ".join(cuts) if cuts else "nothing measurable")
@@ -31,5 +36,6 @@ def ceiling_text(c: dict) -> str:
     if assumes:
         text += f" ({assumes})"
     if "fix_first_ms" in c:
-        text += f"; fixing the top cause first saves {c['fix_first_ms']:.1f} ms ({c['fix_first_pct']:.0f}%) per request"
+        text += (f"; fixing the top cause first saves {c['fix_first_ms']:.1f} ms ({c['fix_first_pct']:.0f}%) "
+                 f"per request to {service or 'the service'}")
     return text + "."
