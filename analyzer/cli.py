@@ -15,6 +15,7 @@ import click
 from analyzer import __version__
 from analyzer.cliutil import UserError, parse_duration, resolve_window
 from analyzer.commands.capture import capture, receiver_config
+from analyzer.commands.clickhouse import FLAG_PREFIX, clickhouse_options, read_clickhouse
 from analyzer.commands.config import config
 from analyzer.commands.demo import demo
 from analyzer.commands.report import report
@@ -67,13 +68,19 @@ def main() -> None:
               help="With --listen: OTLP/HTTP port on 127.0.0.1 (0: any free port).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
               help="With --listen: OTLP/gRPC port on 127.0.0.1 (0: any free port).")
+@clickhouse_options
 def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: str | None, start: str | None,
                 end: str | None, window: str | None, services: tuple[str, ...], fmt: str | None,
                 output: str | None, config_path: str | None, listen: bool, duration: str,
-                capture_output: str | None, http_port: int, grpc_port: int, **prom_flags: object) -> None:
+                capture_output: str | None, http_port: int, grpc_port: int, clickhouse: str | None,
+                **prom_flags: object) -> None:
     """Analyze traces and metrics and print the verdict per service."""
-    if not (traces or prometheus or metrics or listen):
-        raise UserError("nothing to analyze: give --traces PATH, --metrics PATH, --prometheus URL or --listen")
+    ch_flags = {k: prom_flags.pop(k) for k in list(prom_flags) if k.startswith(FLAG_PREFIX)}
+    if not (traces or prometheus or metrics or listen or clickhouse):
+        raise UserError("nothing to analyze: give --traces PATH, --metrics PATH, --prometheus URL, --clickhouse URL "
+                        "or --listen")
+    if clickhouse and (traces or listen):
+        raise UserError("--clickhouse reads the traces from the store: give it without --traces or --listen")
     s, e = resolve_window(start, end, window)
     for path in (output, capture_output):
         if path is not None:
@@ -92,6 +99,11 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
             if captured.metrics_path is not None:
                 metrics.append(str(captured.metrics_path))
         inputs = read_inputs(traces, metrics)
+    if clickhouse:
+        store = read_clickhouse(clickhouse, ch_flags, config, int(s * 1e9) if s is not None else None,
+                                int(e * 1e9) if e is not None else None, list(services))
+        store.signals = inputs.signals
+        inputs = store
     if prometheus:
         s, e = prometheus_window(inputs, s, e)
         want = list(services) or (list(inputs.table.services) if len(inputs.table) else None)

@@ -22,6 +22,7 @@ from analyzer.config_schema import (
     threshold_type,
 )
 from heuristics.registry import all_rules
+import collectors.clickhouse_traces  # noqa: F401,E402  registers [sources.clickhouse], documented here
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "config.md"

@@ -16,6 +16,7 @@ from analyzer.findings import Finding
 from analyzer.hotspots import Hotspot, find_hotspots
 from analyzer.model import SpanTable
 from analyzer.signals import Signal, Signals
+from analyzer.store_figures import OperationFigures, StoreFigures
 from analyzer.table import Repairs
 from analyzer.timeseries import sample_traces, service_timeseries
 from analyzer.verdict import HotspotResult, decide
@@ -33,6 +34,7 @@ class Inputs:
     sources: list[SourceStats] = field(default_factory=list)
     repairs: Repairs = field(default_factory=Repairs)
     signals: Signals | None = None
+    store: StoreFigures | None = None  # whole-window figures a trace store computed (ClickHouse)
 
 
 def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns: int | None = None,
@@ -41,6 +43,8 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
     t = inputs.table
     b = compute(t)
     hotspots = find_hotspots(t, b, start_ns, end_ns, services)
+    if inputs.store is not None:  # a sample: rank by the store's exact whole-window totals
+        hotspots.sort(key=lambda h: -_exact_total_ms(h, inputs.store))
     ignored = [h for h in hotspots if config.ignores_operation(h.operation)]
     hotspots = [h for h in hotspots if not config.ignores_operation(h.operation)]
     signals = inputs.signals or Signals()
@@ -67,13 +71,13 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
         hot_reports, results, ctxs = [], [], []
         for h in hs:
             ctx = HotspotContext(table=t, breakdown=b, hotspot=h, signals=svc_signals,
-                                 all_hotspots=all_hotspots, classify=config.classify)
+                                 all_hotspots=all_hotspots, classify=config.classify, store=inputs.store)
             ctxs.append(ctx)
             findings = run_rules(ctx, config)
             shares = category_shares(h, findings)
             category, share = pick(shares, config.classify)
             results.append(HotspotResult(h.operation, h.total_ms, h.part_share("self"), category, shares, findings))
-            hot_reports.append(_hotspot_dict(h, category, share, shares, findings))
+            hot_reports.append(_hotspot_dict(h, category, share, shares, findings, inputs.store))
             hot_reports[-1]["sample_traces"] = sample_traces(t, h)
         fix_first = _fix_first(results, hs)
         verdict = decide(service, runtime, results, config.classify,
@@ -114,8 +118,10 @@ def _ceiling(ctxs: list[HotspotContext], results: list[HotspotResult], svc_signa
     return rewrite_ceiling(ctxs, results, cpu_speedup=speedup, signals_cores=cores, gc_cpu_fraction=gc_frac)
 
 
-def _hotspot_dict(h: Hotspot, category: str, share: float, shares: dict[str, float], findings) -> dict:
+def _hotspot_dict(h: Hotspot, category: str, share: float, shares: dict[str, float], findings,
+                  store: StoreFigures | None = None) -> dict:
     m = h.mean_parts_ms()
+    whole = store.operation(h.service, h.operation) if store is not None else None
     return {
         "operation": h.operation,
         "category": category,
@@ -136,7 +142,20 @@ def _hotspot_dict(h: Hotspot, category: str, share: float, shares: dict[str, flo
         },
         "remote_detail": {"server": _r(m["remote_server"]), "gap": _r(m["remote_gap"])},
         "findings": [f.to_dict() for f in findings],
+        **({"window_figures": _window_figures(h, whole, store.engine)} if whole is not None else {}),
     }
+
+
+def _exact_total_ms(h: Hotspot, store: StoreFigures) -> float:
+    whole = store.operation(h.service, h.operation)
+    return whole.total_ns / 1e6 if whole is not None else h.total_ms
+
+
+def _window_figures(h: Hotspot, whole: OperationFigures, engine: str) -> dict:
+    """The store's exact figures, and how far the sample's weighted total is from its total."""
+    exact_ms = whole.total_ns / 1e6
+    error = (h.total_ms - exact_ms) / exact_ms if exact_ms > 0 else 0.0
+    return {**whole.to_dict(), "computed_in": engine, "sample_total_error": _r(error)}
 
 
 def _fix_first(results: list[HotspotResult], hs: list[Hotspot]) -> list[dict]:

@@ -55,6 +55,7 @@ class SourceStats:
     repaired: Counter = field(default_factory=Counter)  # reason -> spans repaired
     errors: list[str] = field(default_factory=list)  # first few messages about damage
     sampling: dict | None = None  # how the traces were sampled (collectors/sampling.py `Sample.report`)
+    pushdown: dict | None = None  # what a store computed over the whole window (collectors/clickhouse_traces.py)
 
     def note(self, message: str) -> None:
         if len(self.errors) < 5:
@@ -70,6 +71,7 @@ class SourceStats:
             "repaired": dict(self.repaired),
             "errors": list(self.errors),
             **({"sampling": self.sampling} if self.sampling is not None else {}),
+            **({"pushdown": self.pushdown} if self.pushdown is not None else {}),
         }
 
 

@@ -193,6 +193,14 @@ class TraceDecoder:
                      for k, val in items}
         except (KeyError, TypeError, ValueError, AttributeError):  # anything else: checked, attribute by attribute
             attrs = _json_attrs(raw_attrs, sc.SPAN_KEYS)
+        return self.derive(kind, attrs)
+
+    def derive(self, kind: int, attrs: dict[str, object]) -> Derived:
+        """What a span's attributes (only `semconv.SPAN_KEYS` matter; `attrs` is consumed) derive
+        to: the repeating ones memoized together, the statement and URL on their own. Entry spans
+        (SERVER, CONSUMER) derive nothing: their own time is the request's."""
+        if kind in _ENTRY_KINDS:
+            return _NOTHING
         values = {k: attrs.pop(k) for k in _VOLATILE.intersection(attrs)} if attrs else {}
         try:
             key = (kind, tuple(attrs.items()))

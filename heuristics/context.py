@@ -14,6 +14,7 @@ from analyzer.classify import ClassifyConfig
 from analyzer.hotspots import Hotspot
 from analyzer.model import SpanTable
 from analyzer.signals import ServiceSignals
+from analyzer.store_figures import StoreFigures
 
 T = TypeVar("T")
 
@@ -27,6 +28,8 @@ class HotspotContext:
     # Every hot spot of the run, so a finding can point at a downstream's own hot spot.
     all_hotspots: tuple[Hotspot, ...] = ()
     classify: ClassifyConfig = ClassifyConfig()  # the user's margins, for naming another hot spot's category
+    # Whole-window figures from the trace store when the table is a sample of it (ClickHouse).
+    store: StoreFigures | None = None
     _derived: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     def once(self, key: str, compute: Callable[[], T]) -> T:

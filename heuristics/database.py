@@ -45,6 +45,10 @@ def n_plus_one(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     (https://docs.sentry.io/product/issues/performance-issues/n-one-queries/). `share` is the
     repetitions' time on the request's critical path over the hot spot's time; `saving_ms`
     assumes one batched query costs about one repetition, so batching saves the rest.
+    When the traces are a sample of a store that counted repetitions itself over the whole
+    window (ClickHouse), the evidence adds how many of the window's traces ran the statement
+    at least `min_repetitions` times (the store's own count, every trace rather than the sample's),
+    and how often on average.
 
     ## False positives
     A loop that must be sequential (each query needs the previous result, e.g. walking a
@@ -107,10 +111,24 @@ def n_plus_one(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
                 Evidence("query_p50", ms(median), "ms", text),
                 Evidence("affected_requests", requests, "requests", text),
                 sample_evidence("repetitions_in_sample", "queries", ctx, w, in_runs, np.ones(len(w))),
+                *_window_repetitions(ctx, text),
             ],
             location=location(ctx, rows),
         ))
     return out
+
+
+def _window_repetitions(ctx: HotspotContext, statement: str) -> list[Evidence]:
+    """The store's whole-window count of traces repeating `statement`, when the table is its sample."""
+    store = ctx.store
+    r = store.repetition(ctx.hotspot.service, ctx.hotspot.operation, statement) if store is not None else None
+    if r is None or not r.repeating_traces:
+        return []
+    # The statement is the source, as for the sample's evidence (fix-first groups findings by it);
+    # the report's input says the figure was computed in the store.
+    return [Evidence("repeating_traces_in_window", r.repeating_traces, "traces", statement),
+            Evidence("repetitions_per_repeating_trace_in_window", r.repeated_executions / r.repeating_traces,
+                     "queries", statement)]
 
 
 @rule("PF-DB002", "slow-statement", "database",

@@ -1,0 +1,196 @@
+"""The SQL run against `otel_traces`: text built from constants and validated identifiers only;
+every value (window, services, attribute keys, trace ids) is a bound `{name:Type}` parameter.
+
+Each query ends in a SETTINGS clause that bounds it on the server: `max_execution_time`,
+`max_result_rows` with `result_overflow_mode = 'throw'` (a result larger than planned is an
+error, never a silent cut), and Arrow strings as strings.
+
+The whole-window queries read only the columns they need and attribute values by key
+(`SpanAttributes[{k:String}]`), never whole maps. What they compute:
+- `operations`: entry spans per (service, operation): count, total time, exact p50/p95/p99,
+  errors. The hot-spot ranking.
+- `statements`: database spans per (service, normalized statement): executions, time, an example.
+- `repetitions`: per trace and service, how often each normalized statement ran, aggregated per
+  (service, entry operation, statement): the whole-window figure behind the N+1 rule.
+- `candidates`: a hash-uniform listing of root spans per root operation for the sampler.
+- `spans`: every span of the sampled traces, with the attributes the SpanTable derives from.
+
+An entry span here is a root or a SERVER/CONSUMER span: the table has no parent's service or
+kind without a join, so a SERVER span called from inside its own service (rare) counts as an
+entry here while the local breakdown nests it; the sample's breakdown is unaffected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from analyzer import semconv as sc
+from collectors.clickhouse_schema import ENTRY_KINDS, ERROR_STATUSES, KIND_NAMES, TableRef, TableShape
+from analyzer.model import Kind
+
+QUANTILES = (0.5, 0.95, 0.99)
+HASH_RANGE = 1 << 20  # candidates are listed where cityHash64(TraceId) % HASH_RANGE < the group's limit
+_PRODUCER_KINDS = tuple(n for n, k in KIND_NAMES.items() if k == Kind.PRODUCER)
+# Span attributes fetched for the sample: what `derive_base` and the statement/URL readers use.
+SPAN_KEYS = tuple(sorted(sc.SPAN_KEYS))
+RESOURCE_KEYS = (sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Limits every query carries."""
+
+    max_execution_time: int = 300  # seconds
+    max_result_rows: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class Window:
+    start_ns: int | None = None
+    end_ns: int | None = None
+    services: tuple[str, ...] = ()
+
+
+Query = tuple[str, dict[str, object]]
+
+
+def columns(ref: TableRef, b: Bounds) -> Query:
+    return (f"SELECT name, type FROM system.columns WHERE database = {{db:String}} AND table = {{table:String}}"
+            f"{_settings(b, 10_000)}", {"db": ref.database, "table": ref.table})
+
+
+def totals(shape: TableShape, w: Window, b: Bounds) -> Query:
+    where, params = _where(w)
+    return (f"SELECT count() AS spans, uniq(TraceId) AS traces FROM {shape.ref.sql} WHERE {where}{_settings(b, 1)}",
+            params)
+
+
+def operations(shape: TableShape, w: Window, b: Bounds, limit: int) -> Query:
+    where, params = _where(w)
+    params.update(entry_kinds=list(ENTRY_KINDS), error_statuses=list(ERROR_STATUSES), limit=limit)
+    d = shape.duration_sql
+    q = ", ".join(repr(x) for x in QUANTILES)
+    return (f"SELECT ServiceName AS service, SpanName AS operation, count() AS n, sum({d}) AS total_ns, "
+            f"quantilesExactInclusive({q})({d}) AS q, countIf(StatusCode IN {{error_statuses:Array(String)}}) AS errors, "
+            f"countIf(ParentSpanId = '') AS roots "
+            f"FROM {shape.ref.sql} WHERE {where} AND {_ENTRY} "
+            f"GROUP BY service, operation ORDER BY total_ns DESC, service, operation LIMIT {{limit:UInt32}}"
+            f"{_settings(b, limit)}", params)
+
+
+def statements(shape: TableShape, w: Window, b: Bounds, limit: int) -> Query:
+    where, params = _where(w)
+    db, db_params = _is_database()
+    params.update(db_params, limit=limit)
+    d = shape.duration_sql
+    return (f"SELECT ServiceName AS service, normalizedQueryHash({_STATEMENT}) AS h, any({_STATEMENT}) AS example, "
+            f"count() AS n, sum({d}) AS total_ns FROM {shape.ref.sql} WHERE {where} AND {db} "
+            f"GROUP BY service, h ORDER BY total_ns DESC LIMIT {{limit:UInt32}}{_settings(b, limit)}", params)
+
+
+def repetitions(shape: TableShape, w: Window, b: Bounds, min_repetitions: int, limit: int) -> Query:
+    """Per (service, entry operation, statement hash): traces running it, executions, the most in
+    one trace, and the traces (and their executions) with at least `min_repetitions`. One pass
+    grouped by (trace, service); the operation is the service's first entry span in the trace."""
+    where, params = _where(w)
+    db, db_params = _is_database()
+    params.update(db_params, entry_kinds=list(ENTRY_KINDS), min_rep=min_repetitions, limit=limit)
+    return (f"SELECT service, operation, h, count() AS traces, sum(n) AS executions, max(n) AS most, "
+            f"countIf(n >= {{min_rep:UInt32}}) AS repeating, sumIf(n, n >= {{min_rep:UInt32}}) AS repeated "
+            f"FROM (SELECT ServiceName AS service, argMinIf(SpanName, Timestamp, {_ENTRY}) AS operation, "
+            f"sumMapIf([normalizedQueryHash({_STATEMENT})], [toUInt64(1)], {db}) AS m "
+            f"FROM {shape.ref.sql} WHERE {where} AND ({_ENTRY} OR {db}) GROUP BY TraceId, service) "
+            f"ARRAY JOIN m.1 AS h, m.2 AS n WHERE operation != '' "
+            f"GROUP BY service, operation, h ORDER BY repeated DESC, executions DESC LIMIT {{limit:UInt32}}"
+            f"{_settings(b, limit)}", params)
+
+
+def candidates(shape: TableShape, w: Window, b: Bounds, groups: Sequence[tuple[str, str]],
+               thresholds: Sequence[int], per_group: int) -> Query:
+    """Root spans of `groups` (service, operation) whose trace id hashes below the group's
+    threshold (out of HASH_RANGE): a uniform draw whose size the caller sets from the group's
+    count of roots; `LIMIT BY` caps each group at `per_group` whatever the hash gives. Roots only:
+    each trace is then listed once, under its root operation, so its sample weight (1 / its
+    chance of being drawn there) holds for every span in it, downstream services included."""
+    where, params = _where(w)
+    params.update(groups=[tuple(g) for g in groups], thresholds=[int(t) for t in thresholds], per_group=per_group)
+    limit_rows = max(1, per_group * len(groups))
+    return (f"SELECT TraceId AS trace_id, ServiceName AS service, SpanName AS operation, {shape.duration_sql} AS dur "
+            f"FROM {shape.ref.sql} WHERE {where} AND ParentSpanId = '' "
+            f"AND cityHash64(TraceId) % {HASH_RANGE} < arrayElement({{thresholds:Array(UInt32)}}, "
+            f"indexOf({{groups:Array(Tuple(String, String))}}, (ServiceName, SpanName))) "
+            f"LIMIT {{per_group:UInt32}} BY ServiceName, SpanName{_settings(b, limit_rows)}", params)
+
+
+def spans(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end_ns: int | None,
+          b: Bounds, max_rows: int) -> Query:
+    """Every span of `trace_ids` (in the time range when given, to prune partitions)."""
+    params: dict[str, object] = {"ids": list(trace_ids)}
+    conds = ["TraceId IN {ids:Array(String)}"]
+    if start_ns is not None:
+        conds.append("Timestamp >= fromUnixTimestamp64Nano({t0:Int64})")
+        params["t0"] = int(start_ns)
+    if end_ns is not None:
+        conds.append("Timestamp < fromUnixTimestamp64Nano({t1:Int64})")
+        params["t1"] = int(end_ns)
+    attrs = []
+    for i, key in enumerate(SPAN_KEYS):
+        attrs.append(f"SpanAttributes[{{s{i}:String}}] AS s{i}")
+        params[f"s{i}"] = key
+    for i, key in enumerate(RESOURCE_KEYS):
+        attrs.append(f"ResourceAttributes[{{r{i}:String}}] AS r{i}" if shape.has_resource_attributes else f"'' AS r{i}")
+        params[f"r{i}"] = key
+    return (f"SELECT TraceId AS trace_id, SpanId AS span_id, ParentSpanId AS parent_id, SpanName AS name, "
+            f"SpanKind AS kind, ServiceName AS service, toUnixTimestamp64Nano(Timestamp) AS start, "
+            f"{shape.duration_sql} AS dur, StatusCode AS status, {', '.join(attrs)} "
+            f"FROM {shape.ref.sql} WHERE {' AND '.join(conds)}{_settings(b, max_rows)}", params)
+
+
+def bare_scan(shape: TableShape, b: Bounds) -> Query:
+    """The floor the benchmark compares with: one grouped pass over the table."""
+    return (f"SELECT ServiceName, SpanName, count(), sum(Duration) FROM {shape.ref.sql} "
+            f"GROUP BY ServiceName, SpanName{_settings(b, 1_000_000)}", {})
+
+
+_ENTRY = "(ParentSpanId = '' OR SpanKind IN {entry_kinds:Array(String)})"
+
+
+def _first_of(keys: Sequence[str], prefix: str) -> tuple[str, dict[str, object]]:
+    """The first non-empty of `SpanAttributes[key]` over `keys`, as SQL, with its key parameters."""
+    names = [f"{prefix}{i}" for i in range(len(keys))]
+    parts = [f"SpanAttributes[{{{n}:String}}] != '', SpanAttributes[{{{n}:String}}]" for n in names]
+    return f"multiIf({', '.join(parts)}, '')", dict(zip(names, keys))
+
+
+_STATEMENT, _STATEMENT_PARAMS = _first_of(sc.DB_STATEMENT, "stmt")
+_DB_SYSTEM, _DB_SYSTEM_PARAMS = _first_of(sc.DB_SYSTEM, "dbsys")
+_MESSAGING, _MESSAGING_PARAMS = _first_of(sc.MESSAGING_SYSTEM, "msg")
+
+
+def _is_database() -> tuple[str, dict[str, object]]:
+    """A database (not cache, not messaging) span with a statement, as `derive_base` classifies."""
+    sql = (f"({_STATEMENT} != '' AND {_DB_SYSTEM} != '' AND lower({_DB_SYSTEM}) NOT IN {{cache_systems:Array(String)}} "
+           f"AND {_MESSAGING} = '' AND SpanKind NOT IN {{producer_kinds:Array(String)}})")
+    return sql, {**_STATEMENT_PARAMS, **_DB_SYSTEM_PARAMS, **_MESSAGING_PARAMS,
+                 "cache_systems": sorted(sc.CACHE_SYSTEMS), "producer_kinds": list(_PRODUCER_KINDS)}
+
+
+def _where(w: Window) -> tuple[str, dict[str, object]]:
+    conds, params = ["1"], {}
+    if w.start_ns is not None:
+        conds.append("Timestamp >= fromUnixTimestamp64Nano({w_start:Int64})")
+        params["w_start"] = int(w.start_ns)
+    if w.end_ns is not None:
+        conds.append("Timestamp < fromUnixTimestamp64Nano({w_end:Int64})")
+        params["w_end"] = int(w.end_ns)
+    if w.services:
+        conds.append("ServiceName IN {w_services:Array(String)}")
+        params["w_services"] = list(w.services)
+    return " AND ".join(conds), params
+
+
+def _settings(b: Bounds, rows: int) -> str:
+    return (f" SETTINGS max_execution_time = {int(b.max_execution_time)}, "
+            f"max_result_rows = {int(min(rows, b.max_result_rows))}, result_overflow_mode = 'throw', "
+            f"output_format_arrow_string_as_string = 1")

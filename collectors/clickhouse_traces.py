@@ -1,0 +1,292 @@
+"""Traces from ClickHouse's `otel_traces`: the heavy work in the store, a sample pulled here.
+
+1. The table's columns are checked against the exporter's contract (`clickhouse_schema`).
+2. Over the whole window, in the store (`clickhouse_queries`): entry spans per (service,
+   operation) with count, total, p50/p95/p99 and errors; database statements with an example of
+   each; per-trace repetitions of each normalized statement.
+3. Per hot spot, a hash-uniform listing of its entry spans (trace id, duration) goes to the
+   stratified sampler (`collectors/sampling.py`: the tail above p95 up to a cap, a uniform draw
+   below, weights 1 / inclusion probability, scaled by the store's count over the listing).
+4. Every span of the sampled traces is fetched, with only the attributes the SpanTable derives
+   from (by map key), and decoded by the same derivation as the OTLP readers (`TraceDecoder`).
+
+Memory here grows with the sample (operations x traces per operation x spans per trace), not
+with the table: the whole-window figures are a few rows per operation and statement.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from analyzer.config_schema import Boolean, Key, Number, Table, Text, add_source
+from analyzer.model import SpanTable
+from analyzer.statement import normalize_sql
+from analyzer.store_figures import OperationFigures, Repetition, StoreFigures
+from analyzer.table import Batch, Repairs, TableBuilder
+from collectors import clickhouse_queries as q
+from collectors.clickhouse_schema import KIND_NAMES, STATUS_NAMES, SchemaError, TableRef, TableShape, check
+from collectors.clickhouse_source import ClickHouseError, Source, Transport, open_source
+from collectors.otlp_files import SourceStats
+from collectors.otlp_traces import TraceDecoder
+from collectors.sampling import Candidate, Sample, SamplingPlan, draw, weigh
+
+IDS_PER_QUERY = 2_000  # trace ids per span fetch: keeps the parameter (sent in the URL over HTTP) small
+# Spans of a sampled trace may start a little before the window or end after it.
+TRACE_MARGIN_NS = 3600 * 10**9
+
+COMPUTED_IN_STORE = [
+    "hot-spot ranking: entry spans per (service, operation) with count, total time, p50/p95/p99 and errors",
+    "database statements: executions and time per normalized statement",
+    "N+1: per-trace repetitions of each normalized statement, every trace of the window",
+    "the candidate listing of entry spans per hot spot for the stratified sample",
+]
+COMPUTED_ON_SAMPLE = [
+    "critical-path breakdown, category shares and rule findings (weighted by the sample weights)",
+]
+
+
+CONFIG = Table({
+    "url": Key(Text(pattern=r"(https?://|chdb:)\S+", form="an http(s):// URL or chdb:PATH"),
+               "ClickHouse HTTP interface, or chDB's database directory as chdb:PATH (for `report`; `analyze` "
+               "takes --clickhouse)."),
+    "table": Key(Text(pattern=r"([A-Za-z_]\w*\.)?[A-Za-z_]\w*", form="DATABASE.TABLE"),
+                 "The exporter's traces table.", default="otel.otel_traces"),
+    "timeout": Key(Number(0, 86400, above=True), "Seconds: the HTTP read timeout and each query's "
+                                                 "max_execution_time.", default=300.0),
+    "connect_timeout": Key(Number(0, 600, above=True), "Seconds to connect.", default=10.0),
+    "ca_bundle": Key(Text(form="a path"), "PEM file of CAs to trust instead of the system store."),
+    "insecure_skip_verify": Key(Boolean(), "Do not check the TLS certificate (opt-in only).", default=False),
+    "password_file": Key(Text(form="a path"), "File holding the password; the user comes from "
+                                              "`$PROFILE_FIRST_CLICKHOUSE_USER`."),
+    "max_result_rows": Key(Number(1, integer=True), "Most rows any query may return (the server throws beyond).",
+                           default=1_000_000),
+    "max_operations": Key(Number(1, 1_000_000, integer=True), "(service, operation) pairs ranked and sampled.",
+                          default=1_000),
+    "tail_cap": Key(Number(0, 100_000, integer=True), "Traces kept above p95 per operation.", default=100),
+    "body_size": Key(Number(0, 100_000, integer=True), "Traces drawn uniformly below p95 per operation.",
+                     default=100),
+    "listing": Key(Number(1, 1_000_000, integer=True), "Entry spans listed per operation (a uniform draw by "
+                                                       "trace-id hash) for the sampler to choose from.", default=4_000),
+    "max_sample_spans": Key(Number(1, integer=True), "A sample with more spans than this is an error.",
+                            default=5_000_000),
+}, "ClickHouse's `otel_traces` (the OpenTelemetry Collector ClickHouse exporter's table): whole-window figures "
+   "computed in the store, a stratified sample of whole traces analyzed here. Credentials only from "
+   "`$PROFILE_FIRST_CLICKHOUSE_USER` and `$PROFILE_FIRST_CLICKHOUSE_PASSWORD(_FILE)`.")
+add_source("clickhouse", CONFIG)
+
+
+@dataclass(frozen=True)
+class Options:
+    table: str = "otel.otel_traces"
+    transport: Transport = Transport()
+    bounds: q.Bounds = q.Bounds()
+    plan: SamplingPlan = SamplingPlan()
+    max_operations: int = 1_000  # hot spots ranked in the store; the sample covers these
+    listing: int = 4_000  # entry spans listed per hot spot for the sampler (hash-uniform)
+    max_statements: int = 10_000
+    min_repetitions: int = 5  # PF-DB001's default: a trace repeating a statement this often counts
+    max_sample_spans: int = 5_000_000  # a sample larger than this is an error (raise it or sample less)
+
+
+def options_from(section: Mapping[str, object], min_repetitions: int) -> Options:
+    """Options from a `[sources.clickhouse]` table (validated by the config schema) and flags merged into it."""
+    get = section.get
+    timeout = float(get("timeout") or 300.0)  # type: ignore[arg-type]
+    return Options(
+        table=str(get("table") or "otel.otel_traces"),
+        transport=Transport(timeout=timeout, connect_timeout=float(get("connect_timeout") or 10.0),  # type: ignore[arg-type]
+                            ca_bundle=get("ca_bundle") or None, insecure_skip_verify=bool(get("insecure_skip_verify")),  # type: ignore[arg-type]
+                            password_file=get("password_file") or None),  # type: ignore[arg-type]
+        bounds=q.Bounds(max_execution_time=max(1, math.ceil(timeout)),
+                        max_result_rows=int(get("max_result_rows") or 1_000_000)),  # type: ignore[call-overload]
+        plan=SamplingPlan(tail_cap=int(get("tail_cap", 100)), body_size=int(get("body_size", 100))),  # type: ignore[call-overload]
+        max_operations=int(get("max_operations") or 1_000),  # type: ignore[call-overload]
+        listing=int(get("listing") or 4_000),  # type: ignore[call-overload]
+        min_repetitions=min_repetitions,
+        max_sample_spans=int(get("max_sample_spans") or 5_000_000),  # type: ignore[call-overload]
+    )
+
+
+@dataclass
+class LoadedStore:
+    table: SpanTable
+    sources: list[SourceStats]
+    repairs: Repairs
+    figures: StoreFigures
+
+
+def load_clickhouse(spec: str, opts: Options = Options(), window: q.Window = q.Window()) -> LoadedStore:
+    """Push the whole-window work down to the store at `spec` (a URL or `chdb:PATH`) and pull a
+    weighted sample of whole traces. Raises ClickHouseError or SchemaError (user-facing)."""
+    ref = TableRef.parse(opts.table)
+    src = open_source(spec, opts.transport)
+    try:
+        return _load(src, ref, opts, window)
+    finally:
+        src.close()
+
+
+def _load(src: Source, ref: TableRef, opts: Options, window: q.Window) -> LoadedStore:
+    b = opts.bounds
+    stats = SourceStats(path=f"{src.engine}:{src.where} {ref}", format=src.engine)
+    queries = 0
+
+    def rows(query: q.Query) -> list[dict[str, Any]]:
+        nonlocal queries
+        queries += 1
+        out: list[dict[str, Any]] = []
+        for batch in src.batches(*query):
+            out.extend(batch.to_pylist())
+        return out
+
+    shape = check(ref, {r["name"]: r["type"] for r in rows(q.columns(ref, b))})
+    total = rows(q.totals(shape, window, b))[0]
+    figures = StoreFigures(engine=src.engine, min_repetitions=opts.min_repetitions)
+    for r in rows(q.operations(shape, window, b, opts.max_operations)):
+        figures.operations[(r["service"], r["operation"])] = OperationFigures(
+            count=int(r["n"]), total_ns=int(r["total_ns"]), quantiles_ns=dict(zip(q.QUANTILES, map(float, r["q"]))),
+            errors=int(r["errors"]), roots=int(r["roots"]))
+    shapes = {(r["service"], r["h"]): normalize_sql(r["example"])
+              for r in rows(q.statements(shape, window, b, opts.max_statements))}
+    _repetitions(figures, shapes, rows(q.repetitions(shape, window, b, opts.min_repetitions, opts.max_statements)))
+
+    sample = _sample(figures, rows, shape, window, opts)
+    builder = TableBuilder()
+    decoder = TraceDecoder(builder)
+    ids = sample.trace_ids
+    t0 = window.start_ns - TRACE_MARGIN_NS if window.start_ns is not None else None
+    t1 = window.end_ns + TRACE_MARGIN_NS if window.end_ns is not None else None
+    pulled: set[str] = set()
+    for i in range(0, len(ids), IDS_PER_QUERY):
+        queries += 1
+        for batch in src.batches(*q.spans(shape, ids[i:i + IDS_PER_QUERY], t0, t1, b, opts.max_sample_spans)):
+            _add_spans(builder, decoder, batch, stats, pulled)
+            if stats.spans > opts.max_sample_spans:
+                raise ClickHouseError(f"the sample holds more than {opts.max_sample_spans:,} spans; "
+                                      f"lower the sample size ([clickhouse] tail_cap, body_size)")
+    table = weigh(builder.finish(), sample.weights)
+    stats.messages = queries
+    stats.sampling = sample.report(pulled=len(pulled))
+    stats.pushdown = {
+        "engine": src.engine,
+        "table": str(ref),
+        "schema": shape.variant,
+        "window_spans": int(total["spans"]),
+        "window_traces": int(total["traces"]),
+        "operations": len(figures.operations),
+        "queries": queries,
+        "computed_in_store": COMPUTED_IN_STORE,
+        "computed_on_sample": COMPUTED_ON_SAMPLE,
+    }
+    return LoadedStore(table=table, sources=[stats], repairs=builder.repairs, figures=figures)
+
+
+def _repetitions(figures: StoreFigures, shapes: dict[tuple[str, int], str], rows: list[dict[str, Any]]) -> None:
+    """Per-trace repetition rows keyed by statement hash -> per normalized statement. Hashes the
+    store groups apart can normalize to one shape here; they are summed (a trace is then counted
+    once per hash, an upper bound of its traces)."""
+    merged: dict[tuple[str, str, str], list[int]] = {}
+    for r in rows:
+        text = shapes.get((r["service"], r["h"]))
+        if text is None:  # beyond the statements listed
+            continue
+        m = merged.setdefault((r["service"], r["operation"], text), [0, 0, 0, 0, 0])
+        m[0] += int(r["traces"])
+        m[1] += int(r["executions"])
+        m[2] = max(m[2], int(r["most"]))
+        m[3] += int(r["repeating"])
+        m[4] += int(r["repeated"])
+    for (service, operation, text), (traces, execs, most, rep_t, rep_e) in merged.items():
+        figures.repetitions.setdefault((service, operation), []).append(
+            Repetition(text, traces, execs, most, rep_t, rep_e))
+
+
+def _sample(figures: StoreFigures, rows, shape: TableShape, window: q.Window, opts: Options) -> Sample:
+    """Root spans listed per root operation (a uniform draw by trace-id hash, about `opts.listing`
+    each), handed to the stratified sampler with the store's root counts as populations. Strata
+    are root operations so that each trace has one chance of being drawn, and its weight is
+    right for every hot spot it passes through; those hot spots' exact figures come from the
+    store (`figures.operations`)."""
+    roots = {k: f.roots for k, f in figures.operations.items() if f.roots}
+    groups = list(roots)
+    if not groups:
+        return draw([], opts.plan)
+    thresholds = [min(q.HASH_RANGE, math.ceil(q.HASH_RANGE * 1.25 * opts.listing / n)) for n in roots.values()]
+    listed = rows(q.candidates(shape, window, opts.bounds, groups, thresholds, opts.listing))
+    cands = [Candidate(r["trace_id"], r["service"], r["operation"], int(r["dur"])) for r in listed]
+    counted: dict[tuple[str, str], int] = {}
+    for c in cands:
+        counted[(c.service, c.operation)] = counted.get((c.service, c.operation), 0) + 1
+    population = {k: n for k, n in roots.items() if counted.get(k)}
+    return draw(cands, opts.plan, population=population)
+
+
+def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: SourceStats, pulled: set[str]) -> None:
+    """One Arrow batch of the `spans` query into the builder, attributes derived by the decoder."""
+    import pyarrow.compute as pc
+
+    cols = batch.to_pydict()
+    n = batch.num_rows
+    tids, sids, pids = cols["trace_id"], cols["span_id"], cols["parent_id"]
+    keep = []
+    for i in range(n):
+        t, s, p = tids[i], sids[i], pids[i]
+        if not (_hex(t, 32) and _hex(s, 16)):
+            stats.skipped["bad_ids"] += 1
+            stats.note(f"span {cols['name'][i]!r}: trace or span id is not hex of the right length; span skipped")
+            continue
+        if p and not _hex(p, 16):
+            stats.repaired["bad_parent_id"] += 1
+            pids[i] = ""
+        keep.append(i)
+    if not keep:
+        return
+    kinds = [KIND_NAMES.get(k, 0) for k in cols["kind"]]
+    attrs: list[dict[str, object] | None] = [None] * n
+    for j, key in enumerate(q.SPAN_KEYS):
+        col = batch.column(f"s{j}")
+        present = np.flatnonzero(np.asarray(pc.not_equal(col, "").fill_null(False)))
+        for i, v in zip(present.tolist(), col.take(present).to_pylist()):
+            d = attrs[i]
+            if d is None:
+                d = attrs[i] = {}
+            d[key] = v
+    services: dict[tuple[str, str, str], int] = {}
+    svc = []
+    for name, r0, r1 in zip(cols["service"], cols["r0"], cols["r1"]):
+        k = (name, r0, r1)
+        code = services.get(k)
+        if code is None:
+            code = services[k] = builder.service(name or "unknown_service", r0 or None, r1 or None)
+        svc.append(code)
+    keep_a = np.asarray(keep)
+    derived = np.array([decoder.derive(kinds[i], attrs[i] or {}) for i in keep], dtype=np.int32).reshape(-1, 6)
+    ids = np.frombuffer(bytes.fromhex("".join(tids[i] for i in keep)), dtype=">u8").reshape(-1, 2)
+    start = np.asarray(cols["start"], dtype=np.int64)[keep_a]
+    dur = np.minimum(np.asarray(cols["dur"], dtype=np.uint64)[keep_a], np.uint64((1 << 62))).astype(np.int64)
+    builder.add(Batch(
+        service=np.asarray(svc, np.int32)[keep_a], trace_hi=ids[:, 0].astype(np.uint64),
+        trace_lo=ids[:, 1].astype(np.uint64),
+        span_id=np.frombuffer(bytes.fromhex("".join(sids[i] for i in keep)), dtype=">u8").astype(np.uint64),
+        parent_id=np.frombuffer(bytes.fromhex("".join(pids[i] or "0" * 16 for i in keep)), dtype=">u8").astype(np.uint64),
+        name=builder.names.codes_of([cols["name"][i] for i in keep]), kind=np.asarray(kinds, np.int8)[keep_a],
+        start=start, end=start + dur, status=np.asarray([STATUS_NAMES.get(s, 0) for s in cols["status"]], np.int8)[keep_a],
+        span_class=derived[:, 0].astype(np.int8), db_system=derived[:, 1].copy(), statement=derived[:, 2].copy(),
+        peer=derived[:, 3].copy(), code_location=derived[:, 4].copy(), cache_key=derived[:, 5].copy(),
+    ))
+    stats.spans += len(keep)
+    pulled.update(tids[i] for i in keep)
+
+
+def _hex(s: str, length: int) -> bool:
+    """A non-zero id of `length` hex digits."""
+    return len(s) == length and _HEX.fullmatch(s) is not None and s.strip("0") != ""
+
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
