@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 # The exporter's traces table (exporter/clickhouseexporter/internal/sqltemplates/traces_table.sql):
-# its columns, types, codecs, skip indexes, partitioning and order.
-CURRENT_DDL = """
-CREATE TABLE IF NOT EXISTS {table} (
+# its columns, types, codecs, skip indexes, partitioning and order. Older releases differ in the
+# Duration type, the scope columns and the order (OLD_DDL); some wrote pdata's enum names
+# (`Server`, `Error`), which `load_otlp_jsonl(..., old=True)` mimics.
+_HEAD = """
     Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
     TraceId String CODEC(ZSTD(1)),
     SpanId String CODEC(ZSTD(1)),
@@ -26,18 +27,20 @@ CREATE TABLE IF NOT EXISTS {table} (
     SpanName LowCardinality(String) CODEC(ZSTD(1)),
     SpanKind LowCardinality(String) CODEC(ZSTD(1)),
     ServiceName LowCardinality(String) CODEC(ZSTD(1)),
-    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
-    ScopeName String CODEC(ZSTD(1)),
-    ScopeVersion String CODEC(ZSTD(1)),
-    SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
-    Duration UInt64 CODEC(T64, ZSTD(1)),
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),"""
+_TAIL = """
     StatusCode LowCardinality(String) CODEC(ZSTD(1)),
     StatusMessage String CODEC(ZSTD(1)),
     Events Nested (Timestamp DateTime64(9), Name LowCardinality(String),
                    Attributes Map(LowCardinality(String), String)) CODEC(ZSTD(1)),
     Links Nested (TraceId String, SpanId String, TraceState String,
                   Attributes Map(LowCardinality(String), String)) CODEC(ZSTD(1)),
-    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,"""
+CURRENT_DDL = "CREATE TABLE IF NOT EXISTS {table} (" + _HEAD + """
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion String CODEC(ZSTD(1)),
+    SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    Duration UInt64 CODEC(T64, ZSTD(1)),""" + _TAIL + """
     INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
@@ -49,29 +52,10 @@ PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))
 ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
 """
-
-# Older exporter releases: Int64 Duration, no scope columns, ordered with TraceId; some wrote
-# pdata's enum names (`Server`, `Error`), which `load_otlp_jsonl(..., old_enums=True)` mimics.
-OLD_DDL = """
-CREATE TABLE IF NOT EXISTS {table} (
-    Timestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
-    TraceId String CODEC(ZSTD(1)),
-    SpanId String CODEC(ZSTD(1)),
-    ParentSpanId String CODEC(ZSTD(1)),
-    TraceState String CODEC(ZSTD(1)),
-    SpanName LowCardinality(String) CODEC(ZSTD(1)),
-    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
-    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
-    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+OLD_DDL = "CREATE TABLE IF NOT EXISTS {table} (" + _HEAD + """
     SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
-    Duration Int64 CODEC(ZSTD(1)),
-    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
-    StatusMessage String CODEC(ZSTD(1)),
-    Events Nested (Timestamp DateTime64(9), Name LowCardinality(String),
-                   Attributes Map(LowCardinality(String), String)) CODEC(ZSTD(1)),
-    Links Nested (TraceId String, SpanId String, TraceState String,
-                  Attributes Map(LowCardinality(String), String)) CODEC(ZSTD(1)),
-    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1
+    Duration Int64 CODEC(ZSTD(1)),""" + _TAIL + """
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1
 ) ENGINE MergeTree()
 PARTITION BY toDate(Timestamp)
 ORDER BY (ServiceName, SpanName, toUnixTimestamp(Timestamp), TraceId)
