@@ -63,7 +63,7 @@ def main() -> None:
 @click.option("--listen", is_flag=True, help="Receive OTLP on 127.0.0.1:4318 (HTTP) and :4317 (gRPC) for --duration, "
                                              "then analyze what arrived (Ctrl-C ends early).")
 @click.option("--duration", metavar="DURATION", default="10m", show_default=True, help="Capture window for --listen.")
-@click.option("--capture-output", metavar="FILE", help="With --listen: also keep the capture here (OTLP JSON lines).")
+@click.option("--capture-output", metavar="FILE", help="With --listen: also keep the capture here (format from the name, as for `capture --output`).")
 @click.option("--http-port", type=click.IntRange(0, 65535), default=DEFAULT_HTTP_PORT, show_default=True,
               help="With --listen: OTLP/HTTP port on 127.0.0.1 (0: any free port).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
@@ -92,8 +92,8 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
     with tempfile.TemporaryDirectory(prefix="profile-first-") as tmp:
         traces, metrics = list(traces), list(metrics)
         if listen:
-            # Without --capture-output, framed protobuf: ~30x faster to write than OTLP/JSON.
-            captured = listen_for(parse_duration(duration), capture_output or str(Path(tmp) / "capture.binpb.gz"),
+            # Without --capture-output, uncompressed framed protobuf: a copy of the spool, read once.
+            captured = listen_for(parse_duration(duration), capture_output or str(Path(tmp) / "capture.binpb"),
                                   receiver_config(http_port=http_port, grpc_port=grpc_port))
             traces.append(str(captured.traces_path))
             if captured.metrics_path is not None:

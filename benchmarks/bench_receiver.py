@@ -180,7 +180,7 @@ def main() -> int:
     ap.add_argument("--gzip", action="store_true")
     ap.add_argument("--buffer-spans", type=int, default=200_000)
     ap.add_argument("--write", choices=("json", "proto"), help="also write the capture file: OTLP/JSON lines "
-                    "(converted) or framed protobuf (copied)")
+                    "(converted) or framed protobuf with zstd (copied; capture's default)")
     ap.add_argument("--transport", choices=("http", "grpc"), default="http")
     ap.add_argument("--rate", type=float, default=0.0, help="pace the load at this many spans/s (HTTP; 0: as fast as possible)")
     ap.add_argument("--server", choices=("asyncio", "stdlib"), default="asyncio",
@@ -193,7 +193,7 @@ def main() -> int:
         return 0
 
     out_dir = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
-    name = "bench.binpb.gz" if args.write == "proto" else "bench.otlp.jsonl.gz"
+    name = "bench.binpb.zst" if args.write == "proto" else "bench.otlp.jsonl.gz"  # proto: capture's default
     capture = Capture(out_dir / name, buffer_spans=args.buffer_spans).start()
     if args.transport == "grpc":
         receiver = OtlpReceiver(capture, ReceiverConfig(http_port=None, grpc_port=0)).start()
@@ -244,6 +244,7 @@ def main() -> int:
         res = capture.close()
         result["write_s"] = round(time.monotonic() - t1, 2)
         result["write_spans_per_s"] = round(res.spans / (time.monotonic() - t1))
+        result["write"] = args.write
         result["output_bytes"] = res.traces_path.stat().st_size
     else:
         capture.discard()

@@ -11,9 +11,15 @@ backpressure: when the spool falls behind, `has_room()` turns False and the rece
 Outputs are written to a temporary name and renamed into place, so a crash never leaves a
 half-written capture; the spool itself is kept until the conversion succeeded.
 
-Output format follows the name: OTLP/JSON lines by default (`capture.otlp.jsonl.gz`), or the
-Collector file exporter's framed protobuf for `.binpb`/`.pb` names (`capture.binpb.gz`), which
-skips the conversion entirely and is what a capture that is only analyzed should use.
+Output format follows the name: the Collector file exporter's framed protobuf for `.binpb`/`.pb`
+names (the CLI's default, `capture.binpb.zst`), a copy of the spool that keeps up with the
+receiver, or OTLP/JSON lines for any other name (`capture.otlp.jsonl.gz`), which needs the slow
+conversion.
+
+Accepted data is never dropped: the spool is named after the output and the process
+(`.NAME.PID.XXXXXXXX.spool`) and fsynced before the write phase; if that phase is stopped (a
+second Ctrl-C, a full disk), `WriteInterrupted` says where the spool is, `recover()` writes it
+later, and `stale_files()` tells the next capture in the same directory about leftovers.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -36,13 +43,16 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from analyzer.output import open_output
-from collectors.otlp_ingest import METRICS, TRACES
+from collectors.otlp_ingest import METRICS, TRACES, accept_metric_request, accept_trace_request
 from collectors.otlp_json import to_otlp_json_line
 from collectors.receiver import OtlpReceiver, ReceiverConfig
 
 DEFAULT_BUFFER_SPANS = 200_000
 DEFAULT_BUFFER_BYTES = 256 * 1024 * 1024
 _KIND = {TRACES: b"T", METRICS: b"M"}
+_SIGNAL = {v: k for k, v in _KIND.items()}
+SPOOL_SUFFIX = ".spool"
+_STALE_TMP_S = 60.0  # a partial output not written to for this long belongs to a dead process
 _REC = struct.Struct(">cI")
 _BATCH_BYTES = 4 * 1024 * 1024  # protobuf bytes per conversion task
 _PARALLEL_MIN_BYTES = 32 * 1024 * 1024  # below this, starting worker processes costs more than it saves  # kind, length: the Collector's proto file format plus a kind byte
@@ -110,7 +120,8 @@ class Capture:
         self._spool_thread: threading.Thread | None = None
         self._spool_error: BaseException | None = None
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.output.name}.", suffix=".spool", dir=self.output.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{self.output.name}.{os.getpid()}.", suffix=SPOOL_SUFFIX,
+                                    dir=self.output.parent)
         self._spool_path = Path(name)
         self._spool: IO[bytes] = os.fdopen(fd, "wb")
 
@@ -175,11 +186,10 @@ class Capture:
         if on_progress is not None:
             on_progress(replace(stats, phase="writing"))
         metrics_path = metrics_path_for(self.output) if stats.metric_requests else None
-        # Framed protobuf is a copy of the spool; OTLP/JSON needs the (slow) conversion.
-        blocks = _framed_blocks if is_proto_output(self.output.name) else _json_blocks
-        _write_output(self.output, blocks(self._spool_path, TRACES))
-        if metrics_path is not None:
-            _write_output(metrics_path, blocks(self._spool_path, METRICS))
+        try:
+            _write_outputs(self._spool_path, self.output, metrics_path)
+        except BaseException as exc:  # Ctrl-C again, a full disk: the spool keeps every accepted request
+            raise WriteInterrupted(self._spool_path, self.output, stats.spans, stats.points, exc) from exc
         self._spool_path.unlink(missing_ok=True)
         if on_progress is not None:
             on_progress(replace(stats, phase="done"))
@@ -201,6 +211,10 @@ class Capture:
         self._spool_path.unlink(missing_ok=True)
         return self.stats()
 
+    @property
+    def spool_path(self) -> Path:
+        return self._spool_path
+
     def requests(self, signal: str) -> Iterator[bytes]:
         """The spooled protobuf requests of one signal, in arrival order (after close)."""
         return _records(self._spool_path, signal)
@@ -214,6 +228,8 @@ class Capture:
         else:
             self._spool_thread.join()
         if not self._spool.closed:
+            self._spool.flush()
+            os.fsync(self._spool.fileno())  # acknowledged data must survive what happens next
             self._spool.close()
         if self._spool_error is not None:
             raise OSError(f"capture spool {self._spool_path} failed: {self._spool_error}") from self._spool_error
@@ -242,14 +258,23 @@ class Capture:
             self._closed = True
 
 
+def _all_records(spool: Path) -> Iterator[tuple[bytes, bytes]]:
+    """(kind, payload) per complete record; stops at a record cut short (the process died while
+    appending it) or one that is not a record."""
+    with open(spool, "rb") as f:
+        while len(head := f.read(_REC.size)) == _REC.size:
+            kind, n = _REC.unpack(head)
+            if kind not in _SIGNAL:
+                return
+            payload = f.read(n)
+            if len(payload) < n:
+                return
+            yield kind, payload
+
+
 def _records(spool: Path, signal: str) -> Iterator[bytes]:
     want = _KIND[signal]
-    with open(spool, "rb") as f:
-        while head := f.read(_REC.size):
-            kind, n = _REC.unpack(head)
-            payload = f.read(n)
-            if kind == want:
-                yield payload
+    return (payload for kind, payload in _all_records(spool) if kind == want)
 
 
 def convert_batch(signal: str, payloads: list[bytes]) -> bytes:
@@ -323,11 +348,124 @@ def compressing(raw: IO[bytes], name: str) -> Iterator[IO[bytes]]:
         yield raw
 
 
+def _write_outputs(spool: Path, traces: Path, metrics: Path | None) -> None:
+    # Framed protobuf is a copy of the spool; OTLP/JSON needs the (slow) conversion.
+    blocks = _framed_blocks if is_proto_output(traces.name) else _json_blocks
+    _write_output(traces, blocks(spool, TRACES))
+    if metrics is not None:
+        _write_output(metrics, blocks(spool, METRICS))
+
+
 def _write_output(path: Path, blocks: Iterator[bytes]) -> None:
     """Write `blocks` to `path` as analyzer.output does: atomically for a file, else directly."""
     with open_output(path) as raw, compressing(raw, path.name) as f:
         for block in blocks:
             f.write(block)
+
+
+# -- nothing acknowledged is lost: interrupted writes, recovery, leftovers ----------------------
+
+
+class WriteInterrupted(Exception):
+    """The write phase stopped; every accepted request is still in `spool`. One-line message."""
+
+    def __init__(self, spool: Path, output: Path, spans: int, points: int, cause: BaseException) -> None:
+        self.spool, self.output, self.cause = spool, output, cause
+        why = "interrupted" if isinstance(cause, KeyboardInterrupt) else f"failed ({cause})"
+        super().__init__(
+            f"writing {output} {why}: the {spans:,} spans and {points:,} metric points received are safe in "
+            f"{spool}; write them with: profile-first capture --recover {spool} --output {output}")
+
+
+def output_for_spool(spool: Path) -> Path:
+    """The output a spool was meant for: `.capture.binpb.zst.123.ab_cd9x1.spool` -> `capture.binpb.zst`."""
+    stem = spool.name.removeprefix(".").removesuffix(SPOOL_SUFFIX)
+    parts = stem.rsplit(".", 2)
+    base = parts[0] if len(parts) == 3 and parts[1].isdigit() else stem.rsplit(".", 1)[0]
+    return spool.with_name(base)
+
+
+def _spool_pid(spool: Path) -> int | None:
+    parts = spool.name.removesuffix(SPOOL_SUFFIX).rsplit(".", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_files(directory: Path) -> list[str]:
+    """Deal with what dead captures left in `directory`; one message per file.
+
+    A spool that holds data is never deleted (it is acknowledged telemetry): the message says how
+    to write it. Empty spools and partial outputs not written to for a minute are removed.
+    """
+    messages = []
+    for spool in sorted(directory.glob(f".*{SPOOL_SUFFIX}")):
+        pid = _spool_pid(spool)
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue  # a capture still running
+        with contextlib.suppress(OSError):
+            size = spool.stat().st_size
+            if size == 0:
+                spool.unlink()
+                messages.append(f"removed {spool}, the empty spool of an earlier capture")
+            else:
+                messages.append(f"an earlier capture stopped before writing what it received: {spool} holds "
+                                f"{size:,} bytes; write them with: profile-first capture --recover {spool}")
+    now = time.time()
+    for tmp in sorted(directory.glob(".*.tmp")):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > _STALE_TMP_S and _is_capture_output(tmp):
+                tmp.unlink()
+                messages.append(f"removed {tmp}, a partial output of an earlier run")
+    return messages
+
+
+_OUTPUT_TMP = re.compile(r"^\.(.+)\.[a-z0-9_]{8}\.tmp$")  # how analyzer.output names a partial file
+
+
+def _is_capture_output(tmp: Path) -> bool:
+    """A partial capture output (`.NAME.XXXXXXXX.tmp` for NAME a .binpb/.pb/.jsonl/.json file);
+    other programs' temporary files are left alone."""
+    m = _OUTPUT_TMP.match(tmp.name)
+    base = m.group(1).removesuffix(".gz").removesuffix(".zst") if m else ""
+    return base.endswith((".binpb", ".pb", ".jsonl", ".json"))
+
+
+@dataclass
+class Recovered:
+    result: CaptureResult
+    cut_bytes: int  # a record at the end the dead process had not finished appending
+
+
+def recover(spool: Path, output: Path | None = None) -> Recovered:
+    """Write a spool left by an interrupted capture to `output` (default: the name it was meant
+    for) and its metrics beside it, then delete it. Raises OSError when the spool cannot be read."""
+    output = output or output_for_spool(spool)
+    spans = points = traces = metrics = 0
+    end = 0
+    for kind, payload in _all_records(spool):
+        end += _REC.size + len(payload)
+        if kind == _KIND[TRACES]:
+            traces += 1
+            spans += accept_trace_request(ExportTraceServiceRequest.FromString(payload), payload).items
+        else:
+            metrics += 1
+            points += accept_metric_request(ExportMetricsServiceRequest.FromString(payload), payload).items
+    cut = spool.stat().st_size - end
+    metrics_path = metrics_path_for(output) if metrics else None
+    t0 = time.monotonic()
+    _write_outputs(spool, output, metrics_path)
+    spool.unlink()
+    return Recovered(CaptureResult(output, metrics_path, spans, points, traces, metrics, 0,
+                                   time.monotonic() - t0), cut)
 
 
 # -- a capture window for the CLI and `analyze --listen` --------------------------------------
@@ -341,6 +479,7 @@ def capture_window(
     on_progress: Callable[[CaptureStats], None] | None = None,
     stop: threading.Event | None = None,
     on_listening: Callable[[OtlpReceiver], None] | None = None,
+    on_writing: Callable[[Capture], None] | None = None,
 ) -> CaptureResult:
     """Receive OTLP for `duration_s` seconds (or until `stop` is set or Ctrl-C), then write.
 
@@ -373,6 +512,8 @@ def capture_window(
         interrupted = True
     finally:
         receiver.stop()
+    if on_writing is not None:
+        on_writing(capture)
     result = capture.close(on_progress=on_progress, interrupted=interrupted)
     result.endpoints = endpoints
     return result
