@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from analyzer import __version__
-from analyzer.cliutil import UserError, parse_duration, resolve_window
+from analyzer.cliutil import UserError, parse_duration, parse_size, resolve_window
 from analyzer.commands.capture import capture, receiver_config
 from analyzer.commands.clickhouse import FLAG_PREFIX, clickhouse_options, read_clickhouse
 from analyzer.commands.config import config
@@ -24,6 +24,7 @@ from analyzer.gather import listen_for, prometheus_window, query_prometheus, rea
 from analyzer.output import check_output, write_output
 from analyzer.pipeline import analyze
 from analyzer.renderers import formats, render
+from collectors.otlp_files import Limits
 from collectors.receiver import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 
 
@@ -68,11 +69,14 @@ def main() -> None:
               help="With --listen: OTLP/HTTP port on 127.0.0.1 (0: any free port).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
               help="With --listen: OTLP/gRPC port on 127.0.0.1 (0: any free port).")
+@click.option("--max-message", metavar="SIZE", default="64MiB", show_default=True,
+              help="Largest JSON line, frame, ResourceSpans or JSON document read from a file; larger ones "
+                   "are skipped and counted (input.skipped.over_message_limit).")
 @clickhouse_options
 def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: str | None, start: str | None,
                 end: str | None, window: str | None, services: tuple[str, ...], fmt: str | None,
                 output: str | None, config_path: str | None, listen: bool, duration: str,
-                capture_output: str | None, http_port: int, grpc_port: int, clickhouse: str | None,
+                capture_output: str | None, http_port: int, grpc_port: int, clickhouse: str | None, max_message: str,
                 **prom_flags: object) -> None:
     """Analyze traces and metrics and print the verdict per service."""
     ch_flags = {k: prom_flags.pop(k) for k in list(prom_flags) if k.startswith(FLAG_PREFIX)}
@@ -82,6 +86,7 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
     if clickhouse and (traces or listen):
         raise UserError("--clickhouse reads the traces from the store: give it without --traces or --listen")
     s, e = resolve_window(start, end, window)
+    limits = Limits(message=parse_size(max_message, "--max-message"))
     for path in (output, capture_output):
         if path is not None:
             check_output(path)
@@ -98,7 +103,7 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
             traces.append(str(captured.traces_path))
             if captured.metrics_path is not None:
                 metrics.append(str(captured.metrics_path))
-        inputs = read_inputs(traces, metrics)
+        inputs = read_inputs(traces, metrics, limits)
     if clickhouse:
         store = read_clickhouse(clickhouse, ch_flags, config, int(s * 1e9) if s is not None else None,
                                 int(e * 1e9) if e is not None else None, list(services))

@@ -44,6 +44,19 @@ def parse_duration(value: str) -> float:
     return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
 
 
+_SIZE = re.compile(r"^(\d+)\s*(|b|kb|kib|mb|mib|gb|gib)$")
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "kib": 1 << 10, "mb": 10**6, "mib": 1 << 20, "gb": 10**9, "gib": 1 << 30}
+
+
+def parse_size(value: str, option: str) -> int:
+    """`64MiB`, `4MB`, `1048576` -> bytes (at least 1 KiB)."""
+    m = _SIZE.match(value.strip().lower())
+    size = int(m.group(1)) * _SIZE_UNITS[m.group(2)] if m else 0
+    if size < 1024:
+        raise UserError(f"{option} {value!r} is not a size of at least 1KiB like 64MiB, 4MB or 1048576")
+    return size
+
+
 def resolve_window(start: str | None, end: str | None, window: str | None) -> tuple[float | None, float | None]:
     if window and start:
         raise UserError("give either --start or --window (with an optional --end), not both")

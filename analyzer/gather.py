@@ -19,26 +19,28 @@ from analyzer.pipeline import Inputs
 from analyzer.signals import Signals
 from analyzer.table import TableBuilder
 from collectors.capture import CaptureResult
-from collectors.otlp_files import InputError
+from collectors.otlp_files import DEFAULT_LIMITS, InputError, Limits, SourceStats, damage_summary, shown
 from collectors.otlp_metrics import signals_from_file
 from collectors.otlp_traces import load_traces
 from collectors.prometheus import PromConfig, PrometheusError, collect
 from collectors.receiver import ReceiverConfig
 
 
-def read_inputs(traces: list[str], metrics: list[str]) -> Inputs:
+def read_inputs(traces: list[str], metrics: list[str], limits: Limits = DEFAULT_LIMITS) -> Inputs:
+    """Trace and metric files read; what was damaged in them is counted in the sources."""
+    metric_sources = [SourceStats(path=shown(p)) for p in metrics]
     try:
-        loaded = load_traces(traces) if traces else None
+        loaded = load_traces(traces, limits) if traces else None
         signals = None
-        for path in metrics:
-            signals = signals_from_file(path, signals)
+        for path, stats in zip(metrics, metric_sources):
+            signals = signals_from_file(path, signals, stats, limits)
     except InputError as err:
         raise UserError(str(err)) from err
     if loaded is not None and len(loaded.table) == 0 and not metrics:
-        raise UserError(f"no spans could be read from {', '.join(traces)}")
+        raise UserError(f"no spans could be read from {', '.join(map(shown, traces))}{damage_summary(loaded.sources)}")
     if loaded is None:
-        return Inputs(table=TableBuilder().finish(), signals=signals)
-    return Inputs(loaded.table, loaded.sources, loaded.repairs, signals)
+        return Inputs(table=TableBuilder().finish(), sources=metric_sources, signals=signals)
+    return Inputs(loaded.table, loaded.sources + metric_sources, loaded.repairs, signals)
 
 
 def listen_for(duration_s: float, output: str, config: ReceiverConfig) -> CaptureResult:

@@ -44,7 +44,18 @@ class Interner:
         return np.fromiter((codes.setdefault(v, len(codes)) for v in values), dtype=np.int32, count=len(values))
 
     def values(self) -> list[str]:
-        return list(self.codes)
+        """The strings by code; a lone surrogate (JSON allows `"\\ud800"`, UTF-8 cannot carry it)
+        becomes U+FFFD, so that every output stays valid UTF-8."""
+        return [v if v.isascii() or _encodable(v) else v.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+                for v in self.codes]
+
+
+def _encodable(v: str) -> bool:
+    try:
+        v.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass

@@ -20,7 +20,9 @@ import gzip
 import io
 import json
 import os
+import stat
 import struct
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,18 +31,47 @@ from typing import BinaryIO
 
 import zstandard
 
-from collectors.protowire import walk
+from collectors.protowire import I32, I64, LEN, VARINT, walk
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# The largest frame we accept: the Collector's default gRPC limit is 4 MiB, 64 MiB is generous.
-MAX_FRAME = 64 << 20
-# A single unframed protobuf message or JSON document must fit in memory to be parsed at all.
-MAX_SINGLE = 2 << 30
+_DISCARD = 1 << 20  # bytes read at a time when stepping over something too large to keep
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one file may make the reader hold or do; each limit hit is a counted skip naming it.
+
+    `message` bounds everything held at once: a JSON line, a frame (compressed and decompressed),
+    one ResourceSpans of a single protobuf request, a pretty-printed JSON document. The Collector
+    sends at most 4 MiB per gRPC request by default; 64 MiB leaves room for configured larger ones.
+    `ratio` bounds decompression: past `message` bytes of output, a stream may not produce more
+    than `ratio` times the compressed bytes read (real OTLP compresses 5-40x; gzip cannot exceed
+    ~1,030x, zstd can reach 30,000x). `string` is the length of a name, statement or URL kept."""
+
+    message: int = 64 << 20
+    ratio: int = 200
+    string: int = 64 << 10
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class LimitExceeded(Exception):
+    """A stream went past one of the `Limits`: the rest of the file is skipped."""
+
+
+class DamagedStream(Exception):
+    """A compressed stream that is truncated or corrupt: the rest of the file is lost."""
 
 
 class InputError(Exception):
-    """The input cannot be used at all (missing, unreadable, or not OTLP). One line, user-facing."""
+    """The input cannot be used at all (missing, unreadable, or not OTLP). One line, user-facing.
+    Inside a directory the file is skipped instead and counted under `skip`."""
+
+    def __init__(self, message: str, skip: str = "files") -> None:
+        super().__init__(message)
+        self.skip = skip
 
 
 @dataclass
@@ -75,67 +106,212 @@ class SourceStats:
         }
 
 
-def expand_paths(paths: list[str]) -> list[tuple[Path, bool]]:
-    """(file, found in a directory) for the files named and every regular file below named
-    directories (rotated files included), sorted."""
-    out: list[tuple[Path, bool]] = []
+@dataclass(frozen=True)
+class Found:
+    """A file to read, or an entry of a named directory that is not read (`skip` names the counter)."""
+
+    path: Path
+    in_directory: bool
+    skip: str | None = None  # "unreadable" | "special_files"
+    why: str = ""
+
+
+def shown(path: Path | str) -> str:
+    """A path as text that is valid UTF-8 whatever bytes its name holds (an undecodable byte
+    becomes `\\xNN`), for messages and the report."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def damage_summary(sources: list[SourceStats]) -> str:
+    """What was skipped across `sources`, and the first note about it, for a one-line message."""
+    skipped: Counter = Counter()
+    for s in sources:
+        skipped.update(s.skipped)
+    if not skipped:
+        return ""
+    first = next((e for s in sources for e in s.errors), "")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
+    return f" (skipped: {counts}" + (f"; first: {first})" if first else ")")
+
+
+def expand_paths(paths: list[str]) -> list[Found]:
+    """The files named and every entry below named directories (rotated files included), sorted.
+    Entries of a directory that cannot be read (unreadable subdirectories and files, FIFOs,
+    sockets, devices) are returned with `skip` set: never opened, so never blocked on."""
+    out: list[Found] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-            if not files:
-                raise InputError(f"{raw}: directory holds no files")
-            out.extend((f, True) for f in files)
+            found = sorted(_walk(p), key=lambda f: f.path)
+            if not found:
+                raise InputError(f"{shown(raw)}: directory holds no files")
+            if not any(f.skip is None for f in found):
+                what = "; ".join(f"{shown(f.path)}: {f.why}" for f in found[:3])
+                raise InputError(f"{shown(raw)}: directory holds no readable files ({what})")
+            out.extend(found)
         elif p.is_file():
-            out.append((p, False))
+            out.append(Found(p, False))
         elif p.exists():
-            raise InputError(f"{raw}: not a regular file")
+            raise InputError(f"{shown(raw)}: not a regular file")
         else:
-            raise InputError(f"{raw}: no such file or directory")
+            raise InputError(f"{shown(raw)}: no such file or directory")
     return out
 
 
-def _open_decompressed(path: Path) -> BinaryIO:
-    raw = open(path, "rb")
+def _walk(top: Path) -> Iterator[Found]:
+    seen: set[tuple[int, int]] = set()
+    errors: list[OSError] = []
+    for root, dirs, files in os.walk(top, onerror=errors.append, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:  # a symbolic link back up the tree
+            dirs.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        for name in files:
+            if name.startswith("."):
+                continue
+            f = Path(root, name)
+            try:
+                mode = f.stat().st_mode
+            except OSError as e:
+                yield Found(f, True, "unreadable", e.strerror or str(e))
+                continue
+            if stat.S_ISREG(mode):
+                yield Found(f, True)
+            else:
+                kind = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
+                yield Found(f, True, "special_files", f"a {kind}, not a regular file; not opened")
+    for e in errors:
+        yield Found(Path(e.filename if e.filename is not None else top), True, "unreadable",
+                    f"directory cannot be read ({e.strerror or e})")
+
+
+class _Guarded(io.RawIOBase):
+    """A decompressing stream that turns damage into `DamagedStream` and enforces the ratio limit."""
+
+    def __init__(self, stream: BinaryIO, raw: BinaryIO, limits: Limits, what: str) -> None:
+        self._raw, self._limits, self._what = raw, limits, what
+        # One underlying read per call, so the data before a damaged spot is returned before the error.
+        self._read = getattr(stream, "readinto1", None) or stream.readinto
+        self._stream = stream
+        self._out = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # noqa: ANN001 - a writable buffer
+        try:
+            n = self._read(b)
+        except EOFError:
+            raise DamagedStream(f"{self._what} stream truncated after {self._out} bytes") from None
+        except (OSError, zlib.error, zstandard.ZstdError) as e:
+            raise DamagedStream(f"{self._what} stream damaged after {self._out} bytes ({e})") from None
+        self._out += n
+        lim = self._limits
+        if self._out > lim.message and self._out > lim.ratio * max(self._raw.tell(), 1):
+            raise LimitExceeded(f"decompression ratio limit: over {lim.ratio}x the compressed bytes read "
+                                f"({self._out} from {self._raw.tell()}); the rest of the file is skipped")
+        return n
+
+
+class _ZstdFrames(io.RawIOBase):
+    """zstd frames one after another, decompressed from small pieces of input, so that no piece can
+    expand past ~32 MiB (a 4-byte block can stand for 128 KiB) and a truncated frame is noticed."""
+
+    PIECE = 1 << 10
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._fed = False  # input went into the current frame
+        self._out = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # noqa: ANN001
+        while not self._out:
+            piece = self._raw.read(self.PIECE)
+            if not piece:
+                if self._fed:
+                    raise EOFError("zstd frame truncated")
+                return 0
+            while piece:
+                out = self._obj.decompress(piece)
+                self._fed = True
+                piece = b""
+                if self._obj.eof:  # the frame ended: what follows starts the next one
+                    piece = self._obj.unused_data
+                    self._obj, self._fed = self._dctx.decompressobj(), False
+                if out:
+                    self._out = memoryview(out) if not self._out else memoryview(bytes(self._out) + out)
+        n = min(len(b), len(self._out))
+        b[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+
+def _decompressed(raw: BinaryIO, name: str, limits: Limits) -> BinaryIO:
     head = raw.read(4)
     raw.seek(0)
     if head[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+        return io.BufferedReader(_Guarded(gzip.GzipFile(fileobj=raw), raw, limits, "gzip"), 1 << 20)  # type: ignore[arg-type]
     if head == ZSTD_MAGIC:
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[return-value]
-    return raw
+        return io.BufferedReader(_Guarded(_ZstdFrames(raw), raw, limits, "zstd"), 1 << 20)  # type: ignore[arg-type]
+    return io.BufferedReader(raw, 1 << 20)  # type: ignore[arg-type]
 
 
-def iter_messages(path: Path, stats: SourceStats) -> Iterator[tuple[str, object]]:
-    """Yield the messages of one OTLP file; raises InputError when it is not OTLP at all."""
+def iter_messages(path: Path, stats: SourceStats, limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[str, object]]:
+    """Yield the messages of one OTLP file; raises InputError when it is not OTLP at all.
+
+    Damage inside the file (a truncated or corrupt compressed stream, a line or message over a
+    limit) is counted in `stats` and reading goes on where it can; what was read before is kept."""
+    name = shown(path)
     try:
-        stream = _open_decompressed(path)
+        raw = open(path, "rb", buffering=0)
     except OSError as e:
-        raise InputError(f"{path}: cannot open: {e.strerror or e}") from e
-    with stream:
-        reader = io.BufferedReader(stream, buffer_size=1 << 20) if not isinstance(stream, io.BufferedReader) else stream
+        raise InputError(f"{name}: cannot open: {e.strerror or e}", skip="unreadable") from e
+    with raw:
         try:
+            reader = _decompressed(raw, name, limits)
             head = reader.peek(16)[:16]
-        except (OSError, EOFError, zstandard.ZstdError) as e:
-            raise InputError(f"{path}: cannot decompress: {e}") from e
+        except (OSError, DamagedStream, LimitExceeded) as e:
+            raise InputError(f"{name}: cannot decompress: {e}") from e
         if not head.strip():
             stats.format = "empty"
             stats.note("file is empty")
             return
         kind = _detect(head)
-        if kind == "json":
-            yield from _json_lines(reader, path, stats)
-        elif kind == "framed":
-            yield from _framed(reader, path, stats)
-        elif kind == "proto":
-            stats.format = "otlp-proto"
-            data = reader.read(MAX_SINGLE + 1)
-            if len(data) > MAX_SINGLE:
-                raise InputError(f"{path}: a single protobuf message over {MAX_SINGLE >> 30} GiB; use the framed format")
-            stats.messages += 1
-            yield "proto", data
-        else:
-            raise InputError(f"{path}: not an OTLP file (neither OTLP JSON, framed OTLP protobuf nor an OTLP protobuf message)")
+        try:
+            if kind == "json":
+                yield from _json_lines(reader, name, stats, limits)
+            elif kind == "framed":
+                yield from _framed(reader, stats, limits)
+            elif kind == "proto":
+                yield from _single_proto(reader, stats, limits)
+            else:
+                raise InputError(f"{name}: not an OTLP file (neither OTLP JSON, framed OTLP protobuf nor an OTLP "
+                                 "protobuf message)")
+        except DamagedStream as e:
+            stats.skipped["damaged_files"] += 1
+            stats.note(f"{e}: what came before is read, the rest of the file is lost")
+        except LimitExceeded as e:
+            stats.skipped["over_ratio_limit"] += 1
+            stats.note(str(e))
+        except OSError as e:
+            stats.skipped["damaged_files"] += 1
+            stats.note(f"read error ({e.strerror or e}): what came before is read, the rest of the file is lost")
+
+
+# The framed format is told from a single protobuf request by its first 4 bytes: a request starts
+# 0x0A, which read as a big-endian length is at least 160 MiB; any frame length below that is framed.
+_FRAMED_MAX_LENGTH = 0x0A000000 - 1
 
 
 def _detect(head: bytes) -> str:
@@ -145,34 +321,70 @@ def _detect(head: bytes) -> str:
     if len(head) >= 5:
         (length,) = struct.unpack(">I", head[:4])
         payload = head[4:]
-        if 0 < length <= MAX_FRAME and (payload[:1] in (b"\x0a", b"{") or payload[:4] == ZSTD_MAGIC):
+        if 0 < length <= _FRAMED_MAX_LENGTH and (payload[:1] in (b"\x0a", b"{") or payload[:4] == ZSTD_MAGIC):
             return "framed"
     if head[:1] == b"\x0a":  # field 1 (resource_spans / resource_metrics), length-delimited
         return "proto"
     return "unknown"
 
 
-def _json_lines(reader: BinaryIO, path: Path, stats: SourceStats) -> Iterator[tuple[str, object]]:
+def _over_message_limit(stats: SourceStats, where: str, size: int | str, limits: Limits) -> None:
+    stats.skipped["over_message_limit"] += 1
+    stats.note(f"{where}: {size} bytes, over the message size limit ({limits.message} bytes; "
+               "raise it with --max-message); skipped")
+
+
+def _json_lines(reader: BinaryIO, name: str, stats: SourceStats, limits: Limits) -> Iterator[tuple[str, object]]:
     stats.format = "otlp-json-lines"
-    first = reader.readline()
+    cap = limits.message
+    first = reader.readline(cap + 1)
     if first.strip() in (b"{", b"["):
         # A pretty-printed single document rather than one document per line.
         stats.format = "otlp-json"
-        data = first + reader.read(MAX_SINGLE)
+        data = first + reader.read(cap + 1 - len(first))
+        if len(data) > cap:
+            _over_message_limit(stats, "the JSON document", f"over {cap}", limits)
+            return
         try:
             doc = json.loads(data)
-        except ValueError as e:
-            raise InputError(f"{path}: invalid JSON document ({e})") from e
-        yield from _json_doc(doc, path, stats)
+        except (ValueError, RecursionError) as e:
+            raise InputError(f"{name}: invalid JSON document ({_json_error(e)})") from e
+        yield from _json_doc(doc, name, stats)
         return
-    try:
-        doc = json.loads(first)
-    except ValueError:
-        yield from _json_line(first, 1, stats)  # counts and notes the damaged line
-    else:
-        yield from _json_doc(doc, path, stats)
-    for lineno, line in enumerate(reader, start=2):
+    lineno = 1
+    if not _skip_long(reader, first, lineno, stats, limits):
+        try:
+            doc = json.loads(first)
+        except (ValueError, RecursionError):
+            yield from _json_line(first, 1, stats)  # counts and notes the damaged line
+        else:
+            yield from _json_doc(doc, name, stats)
+    readline = reader.readline
+    while line := readline(cap + 1):
+        lineno += 1
+        if len(line) > cap and _skip_long(reader, line, lineno, stats, limits):
+            continue
         yield from _json_line(line, lineno, stats)
+
+
+def _skip_long(reader: BinaryIO, line: bytes, lineno: int, stats: SourceStats, limits: Limits) -> bool:
+    """Whether `line` (read up to the limit) is longer than the limit; if so, the rest of it is read
+    and dropped a piece at a time, and it is counted."""
+    if len(line) <= limits.message or line.endswith(b"\n"):
+        return False
+    size = len(line)
+    while (piece := reader.readline(_DISCARD)) and not piece.endswith(b"\n"):
+        size += len(piece)
+    _over_message_limit(stats, f"line {lineno}", size + len(piece), limits)
+    return True
+
+
+def _json_error(e: Exception) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    if isinstance(e, UnicodeDecodeError):
+        return f"not UTF-8 at byte {e.start}"
+    return getattr(e, "msg", None) or str(e)
 
 
 def _json_line(line: bytes, lineno: int, stats: SourceStats) -> Iterator[tuple[str, object]]:
@@ -180,9 +392,9 @@ def _json_line(line: bytes, lineno: int, stats: SourceStats) -> Iterator[tuple[s
         return
     try:
         doc = json.loads(line)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         stats.skipped["invalid_lines"] += 1
-        stats.note(f"line {lineno}: invalid JSON ({e.msg}); line skipped")
+        stats.note(f"line {lineno}: invalid JSON ({_json_error(e)}); line skipped")
         return
     if not isinstance(doc, dict):
         stats.skipped["invalid_lines"] += 1
@@ -192,7 +404,7 @@ def _json_line(line: bytes, lineno: int, stats: SourceStats) -> Iterator[tuple[s
     yield "json", doc
 
 
-def _json_doc(doc: object, path: Path, stats: SourceStats) -> Iterator[tuple[str, object]]:
+def _json_doc(doc: object, name: str, stats: SourceStats) -> Iterator[tuple[str, object]]:
     """The first (or only) document decides whether the file is OTLP at all."""
     if isinstance(doc, dict) and ("resourceSpans" in doc or "resourceMetrics" in doc or not doc):
         stats.messages += 1
@@ -203,12 +415,19 @@ def _json_doc(doc: object, path: Path, stats: SourceStats) -> Iterator[tuple[str
         hint = " (a JSON array: Zipkin v2 JSON? convert it with the Collector's zipkin receiver)"
     elif isinstance(doc, dict) and "data" in doc:
         hint = " (Jaeger JSON? export OTLP from Jaeger's /api/v3 or through a Collector)"
-    raise InputError(f"{path}: JSON but not OTLP: no resourceSpans{hint}")
+    raise InputError(f"{name}: JSON but not OTLP: no resourceSpans{hint}")
 
 
-def _framed(reader: BinaryIO, path: Path, stats: SourceStats) -> Iterator[tuple[str, object]]:
+def _discard(reader: BinaryIO, n: int) -> int:
+    """Read and drop `n` bytes a piece at a time; how many there were."""
+    done = 0
+    while done < n and (piece := reader.read(min(_DISCARD, n - done))):
+        done += len(piece)
+    return done
+
+
+def _framed(reader: BinaryIO, stats: SourceStats, limits: Limits) -> Iterator[tuple[str, object]]:
     stats.format = "otlp-proto-framed"
-    dctx = zstandard.ZstdDecompressor()
     offset = 0
     while True:
         header = reader.read(4)
@@ -219,36 +438,155 @@ def _framed(reader: BinaryIO, path: Path, stats: SourceStats) -> Iterator[tuple[
             stats.note(f"offset {offset}: truncated length prefix at end of file")
             return
         (length,) = struct.unpack(">I", header)
-        if length > MAX_FRAME:
-            stats.skipped["truncated_messages"] += 1
-            stats.note(f"offset {offset}: frame length {length} is not plausible; rest of file skipped")
-            return
+        at, offset = offset, offset + 4 + length
+        if length > limits.message:
+            got = _discard(reader, length)
+            if got < length:
+                stats.skipped["truncated_messages"] += 1
+                stats.note(f"offset {at}: frame length {length} runs past the end of the file; rest of file skipped")
+                return
+            _over_message_limit(stats, f"offset {at}: frame", length, limits)
+            continue
         payload = reader.read(length)
-        offset += 4 + length
         if len(payload) < length:
             stats.skipped["truncated_messages"] += 1
-            stats.note(f"offset {offset - length - 4}: message truncated ({len(payload)} of {length} bytes)")
+            stats.note(f"offset {at}: message truncated ({len(payload)} of {length} bytes)")
             return
         if payload[:4] == ZSTD_MAGIC:
             stats.format = "otlp-proto-framed-zstd"
             try:
-                payload = dctx.decompress(payload, max_output_size=MAX_FRAME * 8)
+                payload = _zstd_frame(payload, limits.message)
             except zstandard.ZstdError as e:
                 stats.skipped["invalid_messages"] += 1
-                stats.note(f"offset {offset - length - 4}: zstd frame does not decompress ({e})")
+                stats.note(f"offset {at}: zstd frame does not decompress ({e})")
+                continue
+            except LimitExceeded as e:
+                _over_message_limit(stats, f"offset {at}: zstd frame decompressing to", str(e), limits)
                 continue
         if _is_json(payload):
             try:
                 doc = json.loads(payload)
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
                 stats.skipped["invalid_messages"] += 1
-                stats.note(f"offset {offset - length - 4}: invalid JSON message ({e})")
+                stats.note(f"offset {at}: invalid JSON message ({_json_error(e)})")
+                continue
+            if not isinstance(doc, dict):
+                stats.skipped["invalid_messages"] += 1
+                stats.note(f"offset {at}: JSON message is not an object")
                 continue
             stats.messages += 1
             yield "json", doc
         else:
             stats.messages += 1
             yield "proto", payload
+
+
+def _zstd_frame(payload: bytes, cap: int) -> bytes:
+    """One zstd-compressed frame, refused (`LimitExceeded`) as soon as it declares or produces more
+    than `cap` bytes; ZstdError when it does not decompress, or stops short."""
+    declared = zstandard.frame_content_size(payload)
+    if declared > cap:
+        raise LimitExceeded(f"over {cap} (declares {declared})")
+    reader = _ZstdFrames(io.BytesIO(payload))
+    out = bytearray()
+    buf = bytearray(1 << 20)
+    try:
+        while n := reader.readinto(buf):
+            out += buf[:n] if n < len(buf) else buf
+            if len(out) > cap:
+                raise LimitExceeded(f"over {cap}")
+    except EOFError as e:
+        raise zstandard.ZstdError(str(e)) from None
+    return bytes(out)
+
+
+def _single_proto(reader: BinaryIO, stats: SourceStats, limits: Limits) -> Iterator[tuple[str, object]]:
+    """A single serialized Export*ServiceRequest, streamed by its top-level fields: each run of
+    whole ResourceSpans (ResourceMetrics) of about `_PIECE` bytes is a request of its own, so the
+    message is never held whole and a ResourceSpans over the limit is skipped alone."""
+    stats.format = "otlp-proto"
+    stats.messages += 1
+    pieces: list[bytes] = []
+    size = 0
+    at = 0
+    while True:
+        try:
+            head, number, wire, length = _read_field_head(reader)
+        except ValueError as e:
+            stats.skipped["invalid_messages"] += 1
+            stats.note(f"offset {at}: the request's framing does not decode ({e}); rest of file skipped")
+            break
+        if not head:
+            break
+        if wire == LEN and length > limits.message:
+            got = _discard(reader, length)
+            if got < length:
+                stats.skipped["truncated_messages"] += 1
+                stats.note(f"offset {at}: field of {length} bytes runs past the end of the file ({got} read)")
+                break
+            _over_message_limit(stats, f"offset {at}: a resource_spans", length, limits)
+        else:
+            body = reader.read(length) if wire == LEN else _fixed_or_varint(reader, wire)
+            if wire == LEN and len(body) < length:
+                stats.skipped["truncated_messages"] += 1
+                stats.note(f"offset {at}: message truncated ({len(body)} of {length} bytes)")
+                break
+            pieces.append(head)
+            pieces.append(body)
+            size += len(head) + len(body)
+            length = len(body)
+        at += len(head) + length
+        if size >= _PIECE:
+            yield "proto", b"".join(pieces)
+            pieces, size = [], 0
+    if pieces:
+        yield "proto", b"".join(pieces)
+
+
+_PIECE = 1 << 20
+
+
+def _read_field_head(reader: BinaryIO) -> tuple[bytes, int, int, int]:
+    """(the tag and length bytes, field number, wire type, length or 0) of the next top-level field
+    of a stream; empty bytes at its end. ValueError when the bytes are no protobuf field."""
+    head = bytearray()
+    tag = _read_varint(reader, head)
+    if tag is None:
+        if head:
+            raise ValueError("field cut short at the end of the file")
+        return b"", 0, 0, 0
+    number, wire = tag >> 3, tag & 7
+    if number == 0 or wire not in (VARINT, I64, LEN, I32):
+        raise ValueError(f"field {number} with wire type {wire}")
+    if wire != LEN:
+        return bytes(head), number, wire, 0
+    length = _read_varint(reader, head)
+    if length is None:
+        raise ValueError("field cut short at the end of the file")
+    return bytes(head), number, wire, length
+
+
+def _read_varint(reader: BinaryIO, head: bytearray) -> int | None:
+    value = shift = 0
+    while b := reader.read(1):
+        head += b
+        value |= (b[0] & 0x7F) << shift
+        if b[0] < 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+    return None
+
+
+def _fixed_or_varint(reader: BinaryIO, wire: int) -> bytes:
+    if wire == I64:
+        return reader.read(8)
+    if wire == I32:
+        return reader.read(4)
+    head = bytearray()
+    _read_varint(reader, head)
+    return bytes(head)
 
 
 def _json_object_start(head: bytes) -> bool:

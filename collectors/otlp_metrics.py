@@ -37,7 +37,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from analyzer.semconv import PROCESS_RUNTIME_NAME, TELEMETRY_SDK_LANGUAGE, runtime_of
 from analyzer.signals import Missing, Series, ServiceSignals, Signal, Signals
-from collectors.otlp_files import InputError, SourceStats, iter_messages
+from collectors.otlp_files import DEFAULT_LIMITS, InputError, Limits, SourceStats, iter_messages, shown
 
 # -- the names this module understands (signals.md §2, §3) ------------------------------------
 
@@ -79,18 +79,22 @@ def signals_from_requests(requests: Iterable[ExportMetricsServiceRequest], signa
     return signals
 
 
-def signals_from_file(path: str | Path, signals: Signals | None = None) -> Signals:
+def signals_from_file(path: str | Path, signals: Signals | None = None, stats: SourceStats | None = None,
+                      limits: Limits = DEFAULT_LIMITS) -> Signals:
     """Signals from an OTLP metrics file in any format `collectors.otlp_files` reads (JSON
     lines as the capture and the Collector write them, framed or single protobuf; gzip/zstd).
-    Raises `InputError` (one user-facing line) when the file is missing or not OTLP metrics."""
-    return signals_from_requests(read_metric_requests(path), signals)
+    Raises `InputError` (one user-facing line) when the file is missing or not OTLP metrics;
+    damage inside it is counted in `stats`."""
+    return signals_from_requests(read_metric_requests(path, stats, limits), signals)
 
 
-def read_metric_requests(path: str | Path, stats: SourceStats | None = None) -> Iterator[ExportMetricsServiceRequest]:
-    """Each message of an OTLP metrics file as an ExportMetricsServiceRequest."""
+def read_metric_requests(path: str | Path, stats: SourceStats | None = None,
+                         limits: Limits = DEFAULT_LIMITS) -> Iterator[ExportMetricsServiceRequest]:
+    """Each message of an OTLP metrics file as an ExportMetricsServiceRequest (one that does not
+    decode is counted in `stats` as `invalid_messages` and skipped)."""
     p = Path(path)
-    stats = stats if stats is not None else SourceStats(path=str(p))
-    for n, (kind, msg) in enumerate(iter_messages(p, stats), 1):
+    stats = stats if stats is not None else SourceStats(path=shown(p))
+    for n, (kind, msg) in enumerate(iter_messages(p, stats, limits), 1):
         try:
             if kind == "json":
                 assert isinstance(msg, dict)
@@ -101,7 +105,7 @@ def read_metric_requests(path: str | Path, stats: SourceStats | None = None) -> 
             else:
                 assert isinstance(msg, bytes)
                 yield ExportMetricsServiceRequest.FromString(msg)
-        except (ValueError, json_format.ParseError, DecodeError) as e:
+        except (ValueError, TypeError, OverflowError, RecursionError, json_format.ParseError, DecodeError) as e:
             stats.skipped["invalid_messages"] += 1
             stats.note(f"message {n}: not an OTLP metrics request ({e}); skipped")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -30,7 +31,7 @@ from analyzer import semconv as sc
 from analyzer.model import Kind, SpanClass, SpanTable, Status as SpanStatus
 from analyzer.statement import normalize_command, normalize_sql
 from analyzer.table import Batch, Repairs, TableBuilder
-from collectors.otlp_files import InputError, SourceStats, expand_paths, iter_messages
+from collectors.otlp_files import DEFAULT_LIMITS, InputError, Limits, SourceStats, expand_paths, iter_messages, shown
 from collectors.proto_traces import NO_PEER as _NO_PEER, ProtoTraces
 
 ZERO8 = bytes(8)
@@ -60,8 +61,9 @@ Base = tuple[int, int, str | None, int, object, int]
 class TraceDecoder:
     """Feeds decoded requests into a TableBuilder; one per analysis run."""
 
-    def __init__(self, builder: TableBuilder) -> None:
+    def __init__(self, builder: TableBuilder, limits: Limits = DEFAULT_LIMITS) -> None:
         self.b = builder
+        self.limits = limits
         # (kind, repeating attributes) -> (Base, what it derives to when there is no statement or URL)
         self._base: dict[tuple, tuple[Base, Derived]] = {}
         self._sql: dict[str, tuple[int, int]] = {}
@@ -69,6 +71,7 @@ class TraceDecoder:
         self._url_peer: dict[tuple[str, object], int] = {}
         self._proto = ProtoTraces(self)
         self._json = _JsonColumns()
+        self._source = SourceStats(path="")  # the source being read, for what is counted in attributes
 
     # -- protobuf ---------------------------------------------------------------------
     def add_proto(self, data: bytes, stats: SourceStats) -> None:
@@ -85,18 +88,25 @@ class TraceDecoder:
 
     # -- OTLP/JSON --------------------------------------------------------------------
     def add_json(self, doc: dict, stats: SourceStats) -> None:
-        for rs in doc.get("resourceSpans") or ():
-            if not isinstance(rs, dict):
-                stats.skipped["invalid_messages"] += 1
+        """One OTLP/JSON request. A part of the wrong type (`resourceSpans` that is not an array, a
+        `resource` that is not an object...) is skipped and counted with what it holds."""
+        self._source = stats
+        for rs in _parts(doc, "resourceSpans", stats):
+            resource = rs.get("resource") or {}
+            if not isinstance(resource, dict):
+                _wrong_type(stats, "a resource")
                 continue
-            rattrs = _json_attrs((rs.get("resource") or {}).get("attributes"), None)
-            service = self.b.service(str(rattrs.get(sc.SERVICE_NAME) or "unknown_service"),
-                                     _str_or_none(rattrs.get(sc.PROCESS_RUNTIME_NAME)),
-                                     _str_or_none(rattrs.get(sc.TELEMETRY_SDK_LANGUAGE)))
+            rattrs = _json_attrs(resource.get("attributes"), None, stats.skipped)
+            service = self.service(str(rattrs.get(sc.SERVICE_NAME) or "unknown_service"),
+                                   _str_or_none(rattrs.get(sc.PROCESS_RUNTIME_NAME)),
+                                   _str_or_none(rattrs.get(sc.TELEMETRY_SDK_LANGUAGE)))
             # instrumentationLibrarySpans: the pre-0.19 name of scopeSpans, still in old files.
-            for ss in (rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or ()):
-                spans = ss.get("spans") if isinstance(ss, dict) else None
-                if spans:
+            key = "scopeSpans" if rs.get("scopeSpans") else "instrumentationLibrarySpans"
+            for ss in _parts(rs, key, stats):
+                spans = ss.get("spans")
+                if spans and not isinstance(spans, list):
+                    _wrong_type(stats, "spans")
+                elif spans:
                     self._json_spans(service, spans, stats)
 
     def _json_spans(self, service: int, spans: list, stats: SourceStats) -> None:
@@ -111,7 +121,7 @@ class TraceDecoder:
             statuses = [(s.get("status") or {}).get("code", 0) for s in spans]
             starts = [int(s.get("startTimeUnixNano") or 0) for s in spans]
             ends = [int(s.get("endTimeUnixNano") or 0) for s in spans]
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             return self._json_spans_checked(service, spans, stats)
         # Whole-column checks in C: id lengths, all-zero ids, integer kinds and status codes.
         if (set(map(len, tids)) != {16} or set(map(len, sids)) != {8} or not set(map(len, pids)) <= {0, 8}
@@ -122,7 +132,7 @@ class TraceDecoder:
         entry, derive_attrs = _ENTRY_KINDS, self._derive_json
         derived = [_NOTHING if k in entry else derive_attrs(k, s.get("attributes")) for s, k in zip(spans, kinds)]
         self._add(service, tids, b"".join(sids), b"".join([p or ZERO8 for p in pids]),
-                  names=[str(s.get("name") or "") for s in spans], kind=kinds, start=starts, end=ends,
+                  names=self._kept([str(s.get("name") or "") for s in spans]), kind=kinds, start=starts, end=ends,
                   status=statuses, derived=derived)
         stats.spans += len(tids)
 
@@ -165,7 +175,7 @@ class TraceDecoder:
                 status = status if type(status) is int else _enum(status, _STATUS_NAMES)
                 if not (0 <= start <= _MAX_NS and 0 <= end <= _MAX_NS and kind in _KINDS and status in _STATUSES):
                     raise ValueError("out of range")
-            except (ValueError, TypeError, AttributeError, KeyError):
+            except (ValueError, TypeError, AttributeError, KeyError, OverflowError):
                 stats.skipped["invalid_spans"] += 1
                 stats.note(f"span {s.get('name')!r}: kind, status or timestamps are not integers in range; span skipped")
                 continue
@@ -181,9 +191,26 @@ class TraceDecoder:
         if not tids:
             return
         n = len(tids)
-        self._add(service, tids, b"".join(sids), b"".join(pids), names=names, kind=kinds, start=starts, end=ends,
+        self._add(service, tids, b"".join(sids), b"".join(pids), names=self._kept(names), kind=kinds, start=starts, end=ends,
                   status=statuses, derived=derived)
         stats.spans += n
+
+    def _kept(self, texts: list[str]) -> list[str]:
+        """`texts` with any longer than the string limit cut to it (counted, `truncated_strings`)."""
+        cap = self.limits.string
+        if not texts or max(map(len, texts)) <= cap:
+            return texts
+        self._source.repaired["truncated_strings"] += sum(len(t) > cap for t in texts)
+        return [t[:cap] for t in texts]
+
+    def service(self, name: str, process_runtime: str | None, sdk_language: str | None) -> int:
+        """The code of a resource's service (its name cut to the string limit)."""
+        return self.b.service(name if len(name) <= self.limits.string else self._cut(name),
+                              process_runtime, sdk_language)
+
+    def _cut(self, text: str) -> str:
+        self._source.repaired["truncated_strings"] += 1
+        return text[:self.limits.string]
 
     def _derive_json(self, kind: int, raw_attrs: object) -> Derived:
         try:
@@ -191,8 +218,8 @@ class TraceDecoder:
             items = [(kv["key"], kv["value"]) for kv in raw_attrs if kv["key"] in sc.SPAN_KEYS]  # type: ignore[union-attr]
             attrs = {k: sv if (sv := val.get("stringValue")) is not None and len(val) == 1 else _json_value(val)
                      for k, val in items}
-        except (KeyError, TypeError, ValueError, AttributeError):  # anything else: checked, attribute by attribute
-            attrs = _json_attrs(raw_attrs, sc.SPAN_KEYS)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):  # else: attribute by attribute
+            attrs = _json_attrs(raw_attrs, sc.SPAN_KEYS, self._source.skipped)
         return self.derive(kind, attrs)
 
     def derive(self, kind: int, attrs: dict[str, object]) -> Derived:
@@ -259,6 +286,8 @@ class TraceDecoder:
         """Add what the statement and URL decide to the memoized rest (`derive_base`)."""
         cls, db_system, summary, peer, port, location = base
         statement = _str_or_none(_first(values, sc.DB_STATEMENT)) if values else None
+        if statement and len(statement) > self.limits.string:
+            statement = self._cut(statement)
         stmt_code = cache_key = -1
         if statement:
             stmt_code, cache_key = self.statement_codes(statement, cls == SpanClass.CACHE)
@@ -266,6 +295,8 @@ class TraceDecoder:
             stmt_code = self.b.statements.code(summary)
         if peer == _NO_PEER:
             url = _first(values, sc.URL) if values else None
+            if isinstance(url, str) and len(url) > self.limits.string:
+                url = self._cut(url)
             peer = self.peer_of_url(url, port) if isinstance(url, str) else -1
         return cls, db_system, stmt_code, peer, location, cache_key
 
@@ -357,7 +388,9 @@ def _location(path: object, line: object, function: object, namespace: object) -
     return f"{where} ({func})" if func and where else (where or str(func))
 
 
-def _json_attrs(attrs: object, wanted: frozenset[str] | None) -> dict[str, object]:
+def _json_attrs(attrs: object, wanted: frozenset[str] | None, skipped: Counter) -> dict[str, object]:
+    """The attributes (those in `wanted`) as a dict; one whose key is not a string or whose integer
+    does not decode is skipped and counted (`invalid_attributes`)."""
     out: dict[str, object] = {}
     if not isinstance(attrs, list):
         return out
@@ -366,17 +399,47 @@ def _json_attrs(attrs: object, wanted: frozenset[str] | None) -> dict[str, objec
             attrs = [kv for kv in attrs if kv["key"] in wanted]
         except (KeyError, TypeError):
             pass
+    bad = 0
     for kv in attrs:
-        if not isinstance(kv, dict):
+        key = kv.get("key") if isinstance(kv, dict) else None
+        if not isinstance(key, str):
+            bad += 1
             continue
-        key = kv.get("key")
         if wanted is not None and key not in wanted:
             continue
         value = kv.get("value")
         if isinstance(value, dict) and value:
             (vtype, v), = list(value.items())[:1]
-            out[key] = int(v) if vtype == "intValue" else v
+            if vtype == "intValue":
+                try:
+                    v = int(v)
+                except (ValueError, TypeError, OverflowError):
+                    bad += 1
+                    continue
+            out[key] = v
+    if bad:
+        skipped["invalid_attributes"] += bad
     return out
+
+
+def _parts(parent: dict, key: str, stats: SourceStats) -> list[dict]:
+    """`parent[key]`, an array of objects: the objects; anything of another type is counted."""
+    items = parent.get(key)
+    if not items:
+        return []
+    if not isinstance(items, list):
+        _wrong_type(stats, key)
+        return []
+    if all(type(x) is dict for x in items):
+        return items
+    bad = sum(not isinstance(x, dict) for x in items)
+    _wrong_type(stats, f"{bad} item(s) of {key}")
+    return [x for x in items if isinstance(x, dict)]
+
+
+def _wrong_type(stats: SourceStats, what: str) -> None:
+    stats.skipped["invalid_messages"] += 1
+    stats.note(f"{what}: not of the type OTLP/JSON gives it; skipped with what it holds")
 
 
 def _json_value(value: dict) -> object:
@@ -419,14 +482,14 @@ class LoadedTraces:
     repairs: Repairs
 
 
-def load_traces(paths: list[str]) -> LoadedTraces:
+def load_traces(paths: list[str], limits: Limits = DEFAULT_LIMITS) -> LoadedTraces:
     """Read every OTLP trace file under `paths` into one SpanTable.
 
     Raises `InputError` for a path that is missing or a named file that is not OTLP at all.
     A file found inside a named directory that is not OTLP (a README beside the captures) is
     skipped and recorded as such; damaged parts of OTLP files are counted in the stats."""
     builder = TableBuilder()
-    decoder = TraceDecoder(builder)
+    decoder = TraceDecoder(builder, limits)
     sources: list[SourceStats] = []
     # Decoding makes no reference cycles, but each OTLP/JSON line is tens of thousands of dicts
     # alive at once: enough to set off a full collection every few lines, a quarter of the
@@ -434,7 +497,7 @@ def load_traces(paths: list[str]) -> LoadedTraces:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        _load(paths, decoder, sources)
+        _load(paths, decoder, sources, limits)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -442,12 +505,17 @@ def load_traces(paths: list[str]) -> LoadedTraces:
     return LoadedTraces(table=table, sources=sources, repairs=builder.repairs)
 
 
-def _load(paths: list[str], decoder: TraceDecoder, sources: list[SourceStats]) -> None:
-    for path, in_directory in expand_paths(paths):
-        stats = SourceStats(path=str(path))
+def _load(paths: list[str], decoder: TraceDecoder, sources: list[SourceStats], limits: Limits) -> None:
+    for found in expand_paths(paths):
+        stats = SourceStats(path=shown(found.path))
         sources.append(stats)
+        if found.skip:
+            stats.format = "not-read"
+            stats.skipped[found.skip] += 1
+            stats.note(found.why)
+            continue
         try:
-            for kind, payload in iter_messages(path, stats):
+            for kind, payload in iter_messages(found.path, stats, limits):
                 if kind == "proto":
                     decoder.add_proto(payload, stats)  # type: ignore[arg-type]
                 else:
@@ -458,8 +526,8 @@ def _load(paths: list[str], decoder: TraceDecoder, sources: list[SourceStats]) -
             decoder.flush()
         except InputError as e:
             decoder.flush()  # the messages read before the error are kept
-            if not in_directory:
+            if not found.in_directory:
                 raise
-            stats.format = "not-otlp"
-            stats.skipped["files"] += 1
+            stats.format = "not-otlp" if e.skip == "files" else "not-read"
+            stats.skipped[e.skip] += 1
             stats.note(str(e))

@@ -138,14 +138,12 @@ class ProtoTraces:
         codes: list[int] = []
         for m, number in zip(messages, numbers):
             before_message = len(starts)
-            top = pw.walk(m, 0, len(m))
+            top = pw.walk(m, 0, len(m), (_RESOURCE_SPANS,))
             if top is None:
                 stats.skipped["invalid_messages"] += 1
                 stats.note(f"message {number}: not a valid ExportTraceServiceRequest (its framing does not decode)")
                 top = []
-            for number, wire, at, length in top:
-                if number != _RESOURCE_SPANS or wire != pw.LEN:
-                    continue
+            for _, _, at, length in top:
                 before = len(starts)
                 service = self._resource_spans(m, at, at + length, starts)
                 if service is None:
@@ -161,13 +159,11 @@ class ProtoTraces:
 
     def _resource_spans(self, m: bytes, a: int, b: int, starts: list[int]) -> int | None:
         """Append the spans of one ResourceSpans; its service code, or None when it does not decode."""
-        fields = pw.walk(m, a, b)
+        fields = pw.walk(m, a, b, (_RESOURCE, _SCOPE_SPANS))
         if fields is None:
             return None
         resource = b""
-        for number, wire, at, length in fields:
-            if wire != pw.LEN:
-                continue
+        for number, _, at, length in fields:
             if number == _RESOURCE:
                 resource = m[at:at + length]
             elif number == _SCOPE_SPANS and not pw.len_fields(m, at, at + length, _SPANS, starts):
@@ -183,8 +179,8 @@ class ProtoTraces:
                 return None
             attrs = {kv.key: kv.value.string_value for kv in res.attributes
                      if kv.key in (sc.SERVICE_NAME, sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE)}
-            code = self.d.b.service(attrs.get(sc.SERVICE_NAME) or "unknown_service",
-                                    attrs.get(sc.PROCESS_RUNTIME_NAME), attrs.get(sc.TELEMETRY_SDK_LANGUAGE))
+            code = self.d.service(attrs.get(sc.SERVICE_NAME) or "unknown_service",
+                                  attrs.get(sc.PROCESS_RUNTIME_NAME), attrs.get(sc.TELEMETRY_SDK_LANGUAGE))
             if len(self._resources) < MEMO_LIMIT:
                 self._resources[raw] = code
         return code
@@ -210,13 +206,23 @@ class ProtoTraces:
         if not n:
             return
         kind = sp.kind[rows]
-        derived = self._derive(buf, sp, rows, kind)
+        derived = self._derive(buf, sp, rows, kind, stats)
         self.d.b.add(Batch(
             service=service[rows], trace_hi=sp.trace_hi[rows], trace_lo=sp.trace_lo[rows],
             span_id=sp.span_id[rows], parent_id=sp.parent_id[rows],
-            name=self._name_codes(buf, sp.name_start[rows], sp.name_len[rows]).astype(np.int32), kind=kind.astype(np.int8),
+            name=self._name_codes(buf, sp.name_start[rows], self._kept(sp.name_len[rows], stats)).astype(np.int32),
+            kind=kind.astype(np.int8),
             start=sp.start[rows], end=sp.end[rows], status=sp.status[rows].astype(np.int8), **derived))
         stats.spans += n
+
+    def _kept(self, length: np.ndarray, stats: SourceStats) -> np.ndarray:
+        """String lengths cut to the string limit (counted, `truncated_strings`)."""
+        cap = self.d.limits.string
+        over = int(np.count_nonzero(length > cap))
+        if not over:
+            return length
+        stats.repaired["truncated_strings"] += over
+        return np.minimum(length, cap)
 
     def _name_codes(self, buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
         names = self.d.b.names
@@ -224,7 +230,8 @@ class ProtoTraces:
                                    lambda rows: [names.code(t) for t in _texts(buf, start[rows], length[rows])])[:, 0]
 
     # -- what the attributes decide ------------------------------------------------------
-    def _derive(self, buf: np.ndarray, sp: sw.Spans, rows: np.ndarray, kind: np.ndarray) -> dict[str, np.ndarray]:
+    def _derive(self, buf: np.ndarray, sp: sw.Spans, rows: np.ndarray, kind: np.ndarray, stats: SourceStats
+                ) -> dict[str, np.ndarray]:
         """The derived columns (span class, db system, statement, peer, code location, cache key)
         of the spans `rows`; entry spans (SERVER, CONSUMER) are not looked into."""
         n = rows.shape[0]
@@ -245,7 +252,8 @@ class ProtoTraces:
         out["peer"][inner] = table[base, 3]
         out["code_location"][inner] = table[base, 4]
 
-        values = _volatile_values(buf, attrs)
+        vkind, vs, vl, vint = _volatile_values(buf, attrs)
+        values = vkind, vs, self._kept(vl, stats), vint
         self._statements_into(out, buf, attrs, values)
         self._url_peers_into(out, buf, attrs, values, inner, base)
         return out
@@ -364,7 +372,7 @@ def _resource_spans_pieces(data: bytes) -> list[tuple[int, int]] | None:
     """Where to cut a large request into requests of one ResourceSpans each (a run of whole
     fields is a request too), so that it is decoded in chunks like many small ones. None when its
     framing does not decode."""
-    fields = pw.walk(data, 0, len(data))
+    fields = pw.walk(data, 0, len(data), (_RESOURCE_SPANS,))
     if fields is None:
         return None
     bounds, begin = [], 0

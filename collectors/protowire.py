@@ -129,17 +129,20 @@ def scan(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Fields:
     return f
 
 
-def walk(data: bytes, i: int, end: int) -> list[tuple[int, int, int, int]] | None:
-    """(field number, wire type, value start, value or length) of each field of the message in
-    `data[i:end]`, read in Python: for the few large messages above the spans (a request, its
-    ResourceSpans and ScopeSpans). None when the message is malformed."""
+def walk(data: bytes, i: int, end: int, keep: tuple[int, ...] = ()) -> list[tuple[int, int, int, int]] | None:
+    """(field number, wire type, value start, value or length) of each LEN field numbered in `keep`
+    of the message in `data[i:end]` (other fields are checked and stepped over, so what is returned
+    grows with what is kept, not with the message), read in Python: for the few large messages
+    above the spans (a request, its ResourceSpans and ScopeSpans). None when the message is
+    malformed."""
     out = []
     try:
         while i < end:
             number, wire, start, value, i = _field(data, i)
             if i > end:
                 return None
-            out.append((number, wire, start, value))
+            if wire == LEN and number in keep:
+                out.append((number, wire, start, value))
     except (IndexError, ValueError):
         return None
     return out
@@ -150,6 +153,8 @@ def _field(data: bytes, i: int) -> tuple[int, int, int, int, int]:
     field starts). IndexError past the data, ValueError for a wire type that does not exist."""
     tag, i = _varint(data, i)
     wire = tag & 7
+    if tag < 8:
+        raise ValueError("field number 0")
     if wire == VARINT:
         value, end = _varint(data, i)
     elif wire == LEN:
