@@ -328,10 +328,9 @@ def _detect(head: bytes) -> str:
     return "unknown"
 
 
-def _over_message_limit(stats: SourceStats, where: str, size: int | str, limits: Limits) -> None:
+def _over_message_limit(stats: SourceStats, what: str, limits: Limits) -> None:
     stats.skipped["over_message_limit"] += 1
-    stats.note(f"{where}: {size} bytes, over the message size limit ({limits.message} bytes; "
-               "raise it with --max-message); skipped")
+    stats.note(f"{what}: over the message size limit ({limits.message} bytes; raise it with --max-message); skipped")
 
 
 def _json_lines(reader: BinaryIO, name: str, stats: SourceStats, limits: Limits) -> Iterator[tuple[str, object]]:
@@ -343,7 +342,7 @@ def _json_lines(reader: BinaryIO, name: str, stats: SourceStats, limits: Limits)
         stats.format = "otlp-json"
         data = first + reader.read(cap + 1 - len(first))
         if len(data) > cap:
-            _over_message_limit(stats, "the JSON document", f"over {cap}", limits)
+            _over_message_limit(stats, f"the JSON document (over {cap} bytes)", limits)
             return
         try:
             doc = json.loads(data)
@@ -375,7 +374,7 @@ def _skip_long(reader: BinaryIO, line: bytes, lineno: int, stats: SourceStats, l
     size = len(line)
     while (piece := reader.readline(_DISCARD)) and not piece.endswith(b"\n"):
         size += len(piece)
-    _over_message_limit(stats, f"line {lineno}", size + len(piece), limits)
+    _over_message_limit(stats, f"line {lineno} ({size + len(piece)} bytes)", limits)
     return True
 
 
@@ -418,12 +417,18 @@ def _json_doc(doc: object, name: str, stats: SourceStats) -> Iterator[tuple[str,
     raise InputError(f"{name}: JSON but not OTLP: no resourceSpans{hint}")
 
 
-def _discard(reader: BinaryIO, n: int) -> int:
-    """Read and drop `n` bytes a piece at a time; how many there were."""
+def _step_over(reader: BinaryIO, length: int, what: str, stats: SourceStats, limits: Limits) -> bool:
+    """Read and drop a message over the limit a piece at a time, and count it; False (counted as
+    truncated) when the file ends first."""
     done = 0
-    while done < n and (piece := reader.read(min(_DISCARD, n - done))):
+    while done < length and (piece := reader.read(min(_DISCARD, length - done))):
         done += len(piece)
-    return done
+    if done < length:
+        stats.skipped["truncated_messages"] += 1
+        stats.note(f"{what} of {length} bytes runs past the end of the file ({done} read); rest of file skipped")
+        return False
+    _over_message_limit(stats, f"{what} ({length} bytes)", limits)
+    return True
 
 
 def _framed(reader: BinaryIO, stats: SourceStats, limits: Limits) -> Iterator[tuple[str, object]]:
@@ -440,12 +445,8 @@ def _framed(reader: BinaryIO, stats: SourceStats, limits: Limits) -> Iterator[tu
         (length,) = struct.unpack(">I", header)
         at, offset = offset, offset + 4 + length
         if length > limits.message:
-            got = _discard(reader, length)
-            if got < length:
-                stats.skipped["truncated_messages"] += 1
-                stats.note(f"offset {at}: frame length {length} runs past the end of the file; rest of file skipped")
+            if not _step_over(reader, length, f"offset {at}: frame", stats, limits):
                 return
-            _over_message_limit(stats, f"offset {at}: frame", length, limits)
             continue
         payload = reader.read(length)
         if len(payload) < length:
@@ -461,7 +462,7 @@ def _framed(reader: BinaryIO, stats: SourceStats, limits: Limits) -> Iterator[tu
                 stats.note(f"offset {at}: zstd frame does not decompress ({e})")
                 continue
             except LimitExceeded as e:
-                _over_message_limit(stats, f"offset {at}: zstd frame decompressing to", str(e), limits)
+                _over_message_limit(stats, f"offset {at}: zstd frame {e}", limits)
                 continue
         if _is_json(payload):
             try:
@@ -486,7 +487,7 @@ def _zstd_frame(payload: bytes, cap: int) -> bytes:
     than `cap` bytes; ZstdError when it does not decompress, or stops short."""
     declared = zstandard.frame_content_size(payload)
     if declared > cap:
-        raise LimitExceeded(f"over {cap} (declares {declared})")
+        raise LimitExceeded(f"declaring {declared} bytes")
     reader = _ZstdFrames(io.BytesIO(payload))
     out = bytearray()
     buf = bytearray(1 << 20)
@@ -494,7 +495,7 @@ def _zstd_frame(payload: bytes, cap: int) -> bytes:
         while n := reader.readinto(buf):
             out += buf[:n] if n < len(buf) else buf
             if len(out) > cap:
-                raise LimitExceeded(f"over {cap}")
+                raise LimitExceeded(f"decompressing to over {cap} bytes")
     except EOFError as e:
         raise zstandard.ZstdError(str(e)) from None
     return bytes(out)
@@ -519,12 +520,8 @@ def _single_proto(reader: BinaryIO, stats: SourceStats, limits: Limits) -> Itera
         if not head:
             break
         if wire == LEN and length > limits.message:
-            got = _discard(reader, length)
-            if got < length:
-                stats.skipped["truncated_messages"] += 1
-                stats.note(f"offset {at}: field of {length} bytes runs past the end of the file ({got} read)")
+            if not _step_over(reader, length, f"offset {at}: a resource_spans", stats, limits):
                 break
-            _over_message_limit(stats, f"offset {at}: a resource_spans", length, limits)
         else:
             body = reader.read(length) if wire == LEN else _fixed_or_varint(reader, wire)
             if wire == LEN and len(body) < length:
