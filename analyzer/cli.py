@@ -24,6 +24,7 @@ from analyzer.gather import listen_for, prometheus_window, query_prometheus, rea
 from analyzer.output import check_output, write_output
 from analyzer.pipeline import analyze
 from analyzer.renderers import formats, render
+from analyzer.selection import require_services, require_spans_in_window
 from collectors.otlp_files import Limits
 from collectors.receiver import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 
@@ -109,10 +110,13 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
                                 int(e * 1e9) if e is not None else None, list(services))
         store.signals = inputs.signals
         inputs = store
+    require_spans_in_window(inputs.table, s, e)
     if prometheus:
         s, e = prometheus_window(inputs, s, e)
         want = list(services) or (list(inputs.table.services) if len(inputs.table) else None)
         inputs.signals = query_prometheus(prometheus, want, s, e, config, prom_flags, inputs.signals)
+    if services:
+        require_services(list(services), inputs)
     report = analyze(inputs, config,
                      start_ns=int(s * 1e9) if s is not None else None,
                      end_ns=int(e * 1e9) if e is not None else None,

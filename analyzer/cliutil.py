@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from datetime import datetime, timezone
 
@@ -68,3 +69,12 @@ def resolve_window(start: str | None, end: str | None, window: str | None) -> tu
     if s is not None and e is not None and s >= e:
         raise UserError("the window is empty: --start must be before --end")
     return s, e
+
+
+def closest(name: str, known: list[str]) -> str | None:
+    """The known name the user probably meant: the same but for case, else a near spelling."""
+    same_case = [k for k in known if k.lower() == name.lower()]
+    if same_case:
+        return same_case[0]
+    near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return near[0] if near else None

@@ -48,6 +48,8 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
     ignored = [h for h in hotspots if config.ignores_operation(h.operation)]
     hotspots = [h for h in hotspots if not config.ignores_operation(h.operation)]
     signals = inputs.signals or Signals()
+    if start_ns is not None or end_ns is not None:
+        signals = signals.within(_seconds(start_ns), _seconds(end_ns))
     all_hotspots = tuple(hotspots)
 
     by_service: dict[str, list[Hotspot]] = {}
@@ -214,11 +216,21 @@ def _input(inputs: Inputs, t: SpanTable, ignored: list[Hotspot]) -> dict:
 
 
 def _window(t: SpanTable, entries: np.ndarray, start_ns: int | None, end_ns: int | None) -> dict:
+    """The window, and with an explicit one the spans and traces in it: those of the traces
+    whose entry spans start in it (what the hot spots are made of)."""
+    window: dict = {}
+    if start_ns is not None or end_ns is not None:
+        st = t.start[entries]
+        lo = start_ns if start_ns is not None else np.iinfo(np.int64).min
+        hi = end_ns if end_ns is not None else np.iinfo(np.int64).max
+        inside = entries[(st >= lo) & (st < hi)]
+        traces = np.unique(t.trace[inside])
+        window = {"spans": int(np.isin(t.trace, traces).sum()), "traces": int(traces.size)}
     if start_ns is None:
         start_ns = int(t.start[entries].min()) if entries.size else 0
     if end_ns is None:
         end_ns = int(t.end[entries].max()) if entries.size else 0
-    return {"start": rfc3339(start_ns / 1e9), "end": rfc3339(end_ns / 1e9)}
+    return {"start": rfc3339(start_ns / 1e9), "end": rfc3339(end_ns / 1e9), **window}
 
 
 def _seconds(ns: int | None) -> float | None:

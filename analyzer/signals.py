@@ -91,3 +91,16 @@ class Signals:
     def service(self, name: str) -> ServiceSignals:
         """The signals of `name`, created empty on first use."""
         return self.services.setdefault(name, ServiceSignals(service=name))
+
+    def within(self, t0: float | None, t1: float | None) -> "Signals":
+        """These signals cut to the window [t0, t1] (unix seconds, None = open), as the traces are:
+        a service whose every point lies outside it is left out, so a window is one window."""
+        out = Signals(failures=list(self.failures), queries=self.queries)
+        lo, hi = -np.inf if t0 is None else t0, np.inf if t1 is None else t1
+        for name, ss in self.services.items():
+            cut = {k: Series(sr.t[m], sr.v[m], sr.source, sr.unit)
+                   for k, sr in ss.series.items() if (m := (sr.t >= lo) & (sr.t <= hi)).any()}
+            if cut or not ss.series:
+                out.services[name] = ServiceSignals(name, ss.runtime, cut, dict(ss.missing))
+        return out
+

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from analyzer.renderers.escape import for_markdown as md
 from analyzer.renderers.escape import markdown_code as code
-from analyzer.renderers.phrases import PARTS, VERDICT_LABEL, ceiling_text, input_notes, per_request
+from analyzer.renderers.phrases import PARTS, VERDICT_LABEL, ceiling_text, input_notes, per_request, span_counts
 from analyzer.renderers.run_notes import incomplete_lines, week_over_week_lines
 
 
@@ -19,7 +19,7 @@ def to_markdown(report: dict) -> str:
     out = [
         "# profile-first report",
         "",
-        f"Window {md(w['start'])} → {md(w['end'])} · {inp['spans']:,} spans in {inp['traces']:,} traces"
+        f"Window {md(w['start'])} → {md(w['end'])} · {span_counts(report)}"
         + md(input_notes(inp)),
         "",
     ]

@@ -10,6 +10,14 @@ VERDICT_LABEL = {
 PARTS = ("self", "database", "cache", "remote", "messaging")
 
 
+def span_counts(report: dict) -> str:
+    """What the report is made of: the spans in the window when one was given, beside all read."""
+    w, inp = report["window"], report["input"]
+    if "spans" in w:
+        return f"{w['spans']:,} spans in {w['traces']:,} traces in the window ({inp['spans']:,} spans read)"
+    return f"{inp['spans']:,} spans in {inp['traces']:,} traces"
+
+
 def input_notes(inp: dict) -> str:
     skipped = sum(inp.get("skipped", {}).values())
     repaired = sum(inp.get("repaired", {}).values())

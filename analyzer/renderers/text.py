@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analyzer.renderers.escape import for_rich_markup as esc
-from analyzer.renderers.phrases import PARTS, VERDICT_LABEL, ceiling_text, input_notes, per_request
+from analyzer.renderers.phrases import PARTS, VERDICT_LABEL, ceiling_text, input_notes, per_request, span_counts
 from analyzer.renderers.run_notes import incomplete_lines, week_over_week_lines
 
 STYLE = {"recommended": "bold red", "not_recommended": "bold green", "insufficient_evidence": "bold yellow"}
@@ -25,8 +25,8 @@ def to_text(report: dict, width: int = 120, color: bool = False) -> str:
     con = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
                   highlight=False, emoji=False)
     w, inp = report["window"], report["input"]
-    con.print(f"[bold]profile-first[/] {esc(w['start'])} → {esc(w['end'])} · {inp['spans']:,} spans, "
-              f"{inp['traces']:,} traces{esc(input_notes(inp))}")
+    con.print(f"[bold]profile-first[/] {esc(w['start'])} → {esc(w['end'])} · {span_counts(report)}"
+              f"{esc(input_notes(inp))}")
     for line in incomplete_lines(report):
         con.print(f"[bold yellow]INCOMPLETE:[/] {esc(line)}")
     for s in report["services"]:

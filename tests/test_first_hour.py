@@ -1,0 +1,101 @@
+"""A new user's first hour (issue 11): what was asked for but is not in the data says so and
+exits 2; a window cuts traces and metrics alike and the header counts what is in it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+from analyzer.report_schema import validate_report
+from collectors.capture import Capture
+from collectors.receiver import OtlpReceiver, ReceiverConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+# Recorded with the real SDK on 2026-11-27 (examples/README.md): long before any metrics this test records.
+OLD_TRACES = ROOT / "examples" / "gateway-sequential.otlp.jsonl"
+
+
+def analyze(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "analyzer", "analyze", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def one_line_exit_2(p: subprocess.CompletedProcess) -> str:
+    assert p.returncode == 2, p.stderr
+    assert p.stdout == "" and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+    return p.stderr
+
+
+@pytest.fixture(scope="module")
+def ledger_metrics(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float, float]:
+    """Process CPU of a `ledger` service that sends metrics but no traces, exported now by the real
+    SDK over OTLP/HTTP to profile-first's receiver; returns the metrics file and when it ran."""
+    capture = Capture(tmp_path_factory.mktemp("metrics") / "m.otlp.jsonl").start()
+    cpu = [1.0]
+    t0 = time.time()
+    with OtlpReceiver(capture, ReceiverConfig(http_port=0, grpc_port=0)) as r:
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{r.http_endpoint}/v1/metrics"),
+                                               export_interval_millis=3_600_000)
+        provider = MeterProvider(resource=Resource({"service.name": "ledger", "telemetry.sdk.language": "python"}),
+                                 metric_readers=[reader])
+        provider.get_meter("runtime").create_observable_counter(
+            "process.cpu.time", [lambda _: [Observation(cpu[0], {"cpu.mode": "user"})]], unit="s")
+        for step in range(3):
+            cpu[0] += 0.5
+            reader.force_flush()
+            time.sleep(0.3)
+        provider.shutdown()
+    result = capture.close()
+    assert result.metrics_path is not None
+    return result.metrics_path, t0, time.time()
+
+
+def test_a_service_not_in_the_data_lists_the_known_ones_and_exits_2():
+    err = one_line_exit_2(analyze("--traces", str(OLD_TRACES), "--service", "Gateway"))
+    assert "'Gateway'" in err and "did you mean 'gateway'?" in err
+    assert "gateway" in err and "pricing" in err  # what the data does hold
+    err = one_line_exit_2(analyze("--traces", str(OLD_TRACES), "--service", "gateway", "--service", "invetnory"))
+    assert "did you mean 'inventory'?" in err
+
+
+def test_a_window_without_spans_says_so_and_exits_2(ledger_metrics):
+    metrics, t0, t1 = ledger_metrics
+    err = one_line_exit_2(analyze("--traces", str(OLD_TRACES), "--metrics", str(metrics),
+                                  "--start", str(int(t0) - 5), "--end", str(int(t1) + 5)))
+    assert "no spans start in the window" in err and "the traces read cover 2026-11-27" in err
+
+
+def test_metrics_are_cut_to_the_window_and_the_header_counts_what_is_in_it(ledger_metrics):
+    """The window covers the first half of the traces and none of ledger's metrics (recorded
+    today): ledger is not reported as 'seen only in metrics', and the header counts the spans of
+    the window, not all read."""
+    metrics, _, _ = ledger_metrics
+    full = json.loads(analyze("--traces", str(OLD_TRACES), "--format", "json").stdout)
+    start = datetime.fromisoformat(full["window"]["start"]).timestamp()
+    end = datetime.fromisoformat(full["window"]["end"]).timestamp()
+    half = f"{(start + end) / 2:.3f}"
+    p = analyze("--traces", str(OLD_TRACES), "--metrics", str(metrics), "--start", f"{start:.3f}", "--end", half,
+                "--format", "json")
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    validate_report(report)
+    assert "ledger" not in [s["service"] for s in report["services"]]
+    assert 0 < report["window"]["spans"] < report["input"]["spans"]
+    assert 0 < report["window"]["traces"] < report["input"]["traces"]
+    text = analyze("--traces", str(OLD_TRACES), "--start", f"{start:.3f}", "--end", half).stdout
+    assert (f"{report['window']['spans']:,} spans in {report['window']['traces']:,} traces in the window "
+            f"({report['input']['spans']:,} spans read)") in " ".join(text.split("\n\n")[0].split())
+    # Without a window, ledger's metrics are in it: the service is reported from metrics alone.
+    everything = json.loads(analyze("--traces", str(OLD_TRACES), "--metrics", str(metrics), "--format", "json").stdout)
+    assert "ledger" in [s["service"] for s in everything["services"]]
