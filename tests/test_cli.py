@@ -65,8 +65,10 @@ def test_window_selects_entry_spans_by_start_time(orders_n_plus_one_jsonl):
         return sum(h["count"] for s in json.loads(p.stdout)["services"] for h in s["hotspots"]
                    if h["operation"] == "GET /orders")
 
-    # A window ending before the data begins selects nothing (RFC 3339 end, unix-seconds start).
-    assert count("--start", "0", "--end", full["window"]["start"]) == 0
+    # A window ending before the data begins selects nothing (RFC 3339 end, unix-seconds start):
+    # said, with exit 2, rather than an empty report (issue 11).
+    p = run("analyze", "--traces", str(orders_n_plus_one_jsonl), "--start", "0", "--end", full["window"]["start"])
+    assert p.returncode == 2 and "no spans start in the window" in p.stderr
     # The requests run one after another, so the second half of the time holds some but not all.
     middle = count("--start", f"{(start + end) / 2:.3f}", "--end", f"{end + 1:.3f}")
     assert 0 < middle < hot["count"]
