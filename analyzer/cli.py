@@ -18,12 +18,13 @@ from analyzer.commands.capture import capture, receiver_config
 from analyzer.commands.clickhouse import FLAG_PREFIX, clickhouse_options, read_clickhouse
 from analyzer.commands.config import config
 from analyzer.commands.demo import demo
-from analyzer.commands.report import report
+from analyzer.commands.report import EXIT_DELIVERY, report
 from analyzer.config import ConfigError, load_config
 from analyzer.gather import listen_for, prometheus_window, query_prometheus, read_inputs
 from analyzer.output import check_output, write_output
 from analyzer.pipeline import analyze
 from analyzer.renderers import formats, render
+from analyzer.renderers.html import trace_url_problem
 from analyzer.selection import require_services, require_spans_in_window
 from collectors.otlp_files import Limits
 from collectors.receiver import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
@@ -52,6 +53,13 @@ def main() -> None:
               help="Output format (default: from --output's extension, else text).")
 @click.option("--output", metavar="FILE", help="Write the report here (atomically) instead of stdout.")
 @click.option("--config", "config_path", metavar="FILE", help="TOML config: thresholds, overrides, [prometheus].")
+@click.option("--trace-url", metavar="TEMPLATE",
+              help="HTML: link sample trace ids to a trace UI, e.g. https://jaeger.example/trace/{trace_id}.")
+@click.option("--metrics-textfile", metavar="FILE",
+              help="Also write verdicts and hot-spot figures as Prometheus text exposition (node_exporter textfile).")
+@click.option("--push-metrics", metavar="URL",
+              help="Also push them as OTLP/HTTP metrics, e.g. http://collector:4318/v1/metrics "
+                   "(headers from $OTEL_EXPORTER_OTLP_METRICS_HEADERS or $OTEL_EXPORTER_OTLP_HEADERS).")
 @click.option("--header", "header", multiple=True, metavar="NAME=VALUE",
               help="Extra HTTP header for Prometheus, e.g. X-Scope-OrgID=tenant-1. Repeatable.")
 @click.option("--ca-bundle", metavar="PEM", help="CA certificates to trust for Prometheus.")
@@ -76,7 +84,8 @@ def main() -> None:
 @clickhouse_options
 def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: str | None, start: str | None,
                 end: str | None, window: str | None, services: tuple[str, ...], fmt: str | None,
-                output: str | None, config_path: str | None, listen: bool, duration: str,
+                output: str | None, config_path: str | None, trace_url: str | None, metrics_textfile: str | None,
+                push_metrics: str | None, listen: bool, duration: str,
                 capture_output: str | None, http_port: int, grpc_port: int, clickhouse: str | None, max_message: str,
                 **prom_flags: object) -> None:
     """Analyze traces and metrics and print the verdict per service."""
@@ -88,7 +97,9 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
         raise UserError("--clickhouse reads the traces from the store: give it without --traces or --listen")
     s, e = resolve_window(start, end, window)
     limits = Limits(message=parse_size(max_message, "--max-message"))
-    for path in (output, capture_output):
+    if trace_url is not None and (problem := trace_url_problem(trace_url)):
+        raise UserError(f"--trace-url: {problem}")
+    for path in (output, capture_output, metrics_textfile):
         if path is not None:
             check_output(path)
     try:
@@ -124,9 +135,26 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
     if fmt is None:
         fmt = {".json": "json", ".md": "md", ".html": "html", ".htm": "html"}.get(Path(output).suffix, "text") if output else "text"
     if output is not None:
-        write_output(output, render(report, fmt))
+        write_output(output, render(report, fmt, trace_url=trace_url))
     else:
-        click.echo(render(report, fmt, color=sys.stdout.isatty()), nl=False)
+        click.echo(render(report, fmt, color=sys.stdout.isatty(), trace_url=trace_url), nl=False)
+    export_metrics(report, metrics_textfile, push_metrics)
+
+
+def export_metrics(report: dict, textfile: str | None, push_url: str | None) -> None:
+    """--metrics-textfile and --push-metrics, after the report is out: a failed push is exit 5, the report kept."""
+    if textfile is None and push_url is None:
+        return
+    from analyzer.export_metrics import ExportError, push_otlp, write_textfile
+
+    if textfile is not None:
+        write_textfile(report, textfile)
+    if push_url is not None:
+        try:
+            push_otlp(report, push_url)
+        except ExportError as err:
+            click.echo(f"profile-first: error: {err}; the report was written", err=True)
+            sys.exit(EXIT_DELIVERY)
 
 
 @main.command("rule")

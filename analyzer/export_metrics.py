@@ -148,7 +148,8 @@ def push_otlp(report: dict, endpoint: str, headers: Mapping[str, str] | None = N
         meter.create_observable_gauge(fam.name, [observe], unit=fam.unit, description=fam.help)
     data = reader.get_metrics_data()
     provider.shutdown()
-    exporter = OTLPMetricExporter(endpoint=endpoint, headers=dict(headers or {}), timeout=timeout_s)
+    # No headers given: the exporter reads $OTEL_EXPORTER_OTLP_(METRICS_)HEADERS, where credentials belong.
+    exporter = OTLPMetricExporter(endpoint=endpoint, headers=dict(headers) if headers else None, timeout=timeout_s)
     try:
         result = exporter.export(data, timeout_millis=timeout_s * 1000)
     finally:

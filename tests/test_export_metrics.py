@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -166,3 +168,24 @@ def test_otlp_push_refused_is_an_error(report: dict, tmp_path: Path) -> None:
             push_otlp(report, f"{r.http_endpoint}/v1/metrics", timeout_s=5)
         push_otlp(report, f"{r.http_endpoint}/v1/metrics", headers={"Authorization": "Bearer s3cret"}, timeout_s=5)
     capture.close()
+
+
+def test_analyze_writes_the_textfile_and_pushes(tmp_path: Path) -> None:
+    """`analyze --metrics-textfile F --push-metrics URL`: both arrive; a refused push is exit 5 with the
+    report and textfile still written; credentials for the push come from the OTel environment variable."""
+    argv = [sys.executable, "-m", "analyzer", "analyze", "--traces", str(EXAMPLES[0]), "--output",
+            str(tmp_path / "r.json"), "--metrics-textfile", str(tmp_path / "pf.prom")]
+    capture = Capture(tmp_path / "cli.otlp.jsonl").start()
+    with OtlpReceiver(capture, ReceiverConfig(host="127.0.0.1", http_port=0, grpc_port=None, token="s3cret")) as r:
+        url = f"{r.http_endpoint}/v1/metrics"
+        refused = subprocess.run([*argv, "--push-metrics", url], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        ok = subprocess.run([*argv, "--push-metrics", url], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "Authorization=Bearer s3cret"})
+    result = capture.close()
+    assert refused.returncode == 5, refused.stderr
+    assert f"OTLP metrics push to {url} failed" in refused.stderr and "the report was written" in refused.stderr
+    assert ok.returncode == 0, ok.stderr
+    assert 'profile_first_verdict{service="orders",verdict="not_recommended"} 1' in (tmp_path / "pf.prom").read_text()
+    assert json.loads((tmp_path / "r.json").read_text())["services"][0]["service"] == "orders"
+    got = _received_points(result.metrics_path)
+    assert got[("profile_first_verdict", (("service", "orders"), ("verdict", "not_recommended")))] == 1.0

@@ -218,3 +218,14 @@ def test_analyze_writes_html_by_extension_and_by_format(tmp_path: Path) -> None:
     assert text.startswith("<!doctype html>") and "<svg" in text and "PF-DB001" in text
     res = subprocess.run([*cmd, "--format", "html"], check=True, cwd=ROOT, timeout=120, capture_output=True, text=True)
     assert res.stdout.startswith("<!doctype html>") and res.stdout.rstrip().endswith("</html>")
+
+
+def test_analyze_links_traces_with_trace_url_and_refuses_a_script_url(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "analyzer", "analyze", "--traces", str(EXAMPLES[0]), "--output", str(tmp_path / "r.html")]
+    bad = subprocess.run([*cmd, "--trace-url", "javascript:alert('{trace_id}')"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "--trace-url" in bad.stderr and not (tmp_path / "r.html").exists()
+    subprocess.run([*cmd, "--trace-url", JAEGER], check=True, cwd=ROOT, timeout=120)
+    parser = _Links()
+    parser.feed((tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert [h for h in parser.hrefs if h.startswith("http://127.0.0.1:16686/trace/")]

@@ -16,9 +16,11 @@ from analyzer.renderers import text as _text
 
 @dataclass(frozen=True)
 class Options:
-    """What the destination allows: `color` only for a terminal."""
+    """What the destination allows: `color` only for a terminal; `trace_url`, a trace UI's URL
+    template with `{trace_id}`, makes sample trace ids links (HTML)."""
 
     color: bool = False
+    trace_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,17 +42,17 @@ def formats() -> tuple[str, ...]:
     return tuple(_FORMATS)
 
 
-def render(report: dict, fmt: str, *, color: bool = False) -> str:
-    return _FORMATS[fmt].render(report, Options(color=color))
+def render(report: dict, fmt: str, *, color: bool = False, trace_url: str | None = None) -> str:
+    return _FORMATS[fmt].render(report, Options(color=color, trace_url=trace_url))
 
 
 register(Format("text", (), lambda r, o: _text.to_text(r, color=o.color)))
 register(Format("json", (".json",), lambda r, o: _json.to_json(r)))
 register(Format("md", (".md",), lambda r, o: _markdown.to_markdown(r)))
-register(Format("html", (".html", ".htm"), lambda r, o: _html(r)))
+register(Format("html", (".html", ".htm"), lambda r, o: _html(r, o)))
 
 
-def _html(report: dict) -> str:
+def _html(report: dict, options: Options) -> str:
     from analyzer.renderers.html import render_html  # imported on use: it brings matplotlib
 
-    return render_html(report)
+    return render_html(report, trace_url_template=options.trace_url)

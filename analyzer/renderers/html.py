@@ -93,6 +93,16 @@ def render_html(report: dict, history: dict | None = None, trace_url_template: s
     )
 
 
+def trace_url_problem(template: str) -> str | None:
+    """Why `template` cannot link traces, or None when it can: an http(s) URL with a host and `{trace_id}`."""
+    if "{trace_id}" not in template:
+        return f"trace URL template {template!r} has no {{trace_id}} placeholder"
+    parts = urlsplit(template.replace("{trace_id}", "0" * 32))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"trace URL template {template!r} is not an http(s) URL with a host"
+    return None
+
+
 class TraceLinks:
     """Links to a trace UI from a URL template holding `{trace_id}` (Jaeger
     `https://jaeger.example/trace/{trace_id}`, Grafana Explore with Tempo, ...).
@@ -105,8 +115,7 @@ class TraceLinks:
         self.template: str | None = None
         self.rejected: str | None = None
         if template:
-            parts = urlsplit(template.replace("{trace_id}", "0" * 32))
-            if "{trace_id}" in template and parts.scheme in ("http", "https") and parts.netloc:
+            if trace_url_problem(template) is None:
                 self.template = template
             else:
                 self.rejected = template
