@@ -62,7 +62,7 @@ def test_orders_pack_names_the_measured_cause_the_ceiling_and_the_fix(run: tuple
 def test_what_was_not_measured_says_how_to_measure_it(run: tuple[list[str], dict]) -> None:
     argv, report = run
     section = evidence_pack(report, "orders", argv).split("## What was not measured", 1)[1].split("\n## ", 1)[0]
-    assert "process\\_cpu\\_seconds\\_total" in section  # what to enable for a Python service
+    assert "process_cpu_seconds_total" in section.replace("\\", "")  # what to enable for Python (escaped or not)
     assert "`--prometheus URL` or `--metrics FILE`" in section
     assert "**This is an upper bound, not a measurement:**" in evidence_pack(report, "orders", argv)
 
