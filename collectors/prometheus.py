@@ -95,6 +95,13 @@ class PrometheusRejected(PrometheusError):
     """The server answered but refused discovery (401/403, wrong path, not a Prometheus API)."""
 
 
+class NotPrometheus(PrometheusRejected):
+    """A web server answered with an HTML page: the URL is not a Prometheus query API."""
+
+    def _message(self) -> str:
+        return f"this URL does not look like a Prometheus query API ({self.reason}): {self.url}"
+
+
 def _redact(url: str) -> str:
     """The URL without user:password@, so messages and logs never carry a secret."""
     parts = urlsplit(url)
@@ -220,11 +227,16 @@ def _selector_body(selector: str) -> str:
 
 
 class QueryFailed(Exception):
-    """One query got no usable answer; the message is one redacted line."""
+    """One query got no usable answer; the message is one redacted line. `html`: the answer was
+    a web page, not an API response."""
 
-    def __init__(self, reason: str, status: int | None = None) -> None:
+    def __init__(self, reason: str, status: int | None = None, html: bool = False) -> None:
         super().__init__(reason)
-        self.reason, self.status = reason, status
+        self.reason, self.status, self.html = reason, status, html
+
+
+def _html_page(body: bytes) -> bool:
+    return body[:512].lstrip().lower().startswith((b"<!doctype html", b"<html"))
 
 
 _LIMIT_HINT = {
@@ -314,6 +326,8 @@ class _Collector:
             raise QueryFailed(exc.message + _LIMIT_HINT.get(exc.kind, "")) from None
         finally:
             self._tick(label)
+        if _html_page(resp.body):
+            raise QueryFailed(f"got an HTML page, HTTP {resp.status}", resp.status, html=True)
         if resp.status != 200:
             raise QueryFailed(_http_reason(resp, self.client.redact), resp.status)
         return _matrix(resp.body)
@@ -352,6 +366,8 @@ class _Collector:
         except QueryFailed as exc:
             server_side = (exc.status or 0) >= 500
             no_answer = exc.status is None and not _is_shape(exc)
+            if exc.html:
+                raise NotPrometheus(f"{self.url.rstrip('/')}/api/v1/query_range", exc.reason) from None
             cls = PrometheusUnreachable if server_side or no_answer else PrometheusRejected
             raise cls(self.url, exc.reason) from None
         found: dict[str, set[str]] = {}
@@ -523,5 +539,5 @@ def _assign(ss, spec: SignalSpec, names: set[str], plans: dict, results: dict) -
         enable=enable_hint(spec.name, ss.runtime))
 
 
-__all__ = ["PromConfig", "PrometheusError", "PrometheusUnreachable", "PrometheusRejected", "collect", "check",
+__all__ = ["PromConfig", "PrometheusError", "PrometheusUnreachable", "PrometheusRejected", "NotPrometheus", "collect", "check",
            "choose_step", "chunks", "MAX_POINTS"]

@@ -99,3 +99,25 @@ def test_metrics_are_cut_to_the_window_and_the_header_counts_what_is_in_it(ledge
     # Without a window, ledger's metrics are in it: the service is reported from metrics alone.
     everything = json.loads(analyze("--traces", str(OLD_TRACES), "--metrics", str(metrics), "--format", "json").stdout)
     assert "ledger" in [s["service"] for s in everything["services"]]
+
+
+def test_a_web_server_that_is_not_prometheus_is_named_as_such(tmp_path):
+    """Python's own http.server (a real web server, serving a directory) answers the query API
+    with an HTML error page: said in one line with the URL tried, not as raw bytes."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "index.html").write_text("<!DOCTYPE html><html><body>intranet</body></html>")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/wiki"
+        err = one_line_exit_2(analyze("--traces", str(OLD_TRACES), "--prometheus", url, "--retries", "0"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "this URL does not look like a Prometheus query API (got an HTML page" in err
+    assert f"{url}/api/v1/query_range" in err
+    assert "<!DOCTYPE" not in err and "<html" not in err

@@ -530,7 +530,7 @@ def test_not_a_prometheus_api(span, tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://sre:hunter2@127.0.0.1:{server.server_address[1]}"
-        with pytest.raises(PrometheusRejected, match="not a Prometheus API") as err:
+        with pytest.raises(PrometheusRejected, match="does not look like a Prometheus query API") as err:
             collect(url, ["x"], *span, config(retries=0))
         assert "hunter2" not in str(err.value) and "127.0.0.1" in str(err.value)
     finally:
