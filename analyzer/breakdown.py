@@ -142,6 +142,10 @@ def levels(parent: np.ndarray) -> list[np.ndarray]:
     frontier = np.flatnonzero(parent < 0)
     while frontier.size:
         out.append(frontier)
+        if frontier.size == 1:  # one span's children: a slice (a chain of spans is a level per span)
+            a = int(first_child[frontier[0]])
+            frontier = order[a:a + int(child_counts[frontier[0]])]
+            continue
         lo, counts = first_child[frontier], child_counts[frontier]
         total = int(counts.sum())
         if not total:
@@ -150,6 +154,9 @@ def levels(parent: np.ndarray) -> list[np.ndarray]:
         offsets = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
         frontier = order[offsets + np.arange(total)]
     return out
+
+
+_INTERNAL = int(SpanClass.INTERNAL)  # (an enum member's lookup costs more than the level of a chain)
 
 
 def compute(t: SpanTable) -> Breakdown:
@@ -171,15 +178,18 @@ def compute(t: SpanTable) -> Breakdown:
         ps, pe = frame_s[p], frame_e[p]
         s, e = start[rows], end[rows]
         k = np.flatnonzero(may_skew[rows])
-        s[k], e[k] = _unskew(s[k], e[k], ps[k], pe[k])
-        cs = np.clip(s, ps, pe)
-        ce = np.clip(e, cs, pe)
+        if k.size:
+            s[k], e[k] = _unskew(s[k], e[k], ps[k], pe[k])
+        # (minimum of maximum rather than np.clip: the same, without clip's fixed cost per call,
+        # which a trace a million levels deep pays a million times)
+        cs = np.minimum(np.maximum(s, ps), pe)
+        ce = np.minimum(np.maximum(e, cs), pe)
         clip_s[rows], clip_e[rows] = cs, ce
         ent = is_entry[rows]
         frame_s[rows] = np.where(ent, start[rows], cs)
         frame_e[rows] = np.where(ent, end[rows], ce)
         peff = eff[p]
-        inherit = (peff != SpanClass.INTERNAL) & ~is_entry[p] & ~ent
+        inherit = (peff != _INTERNAL) & ~is_entry[p] & ~ent
         eff[rows] = np.where(inherit, peff, cls[rows])
         owner[rows] = np.where(ent, rows, owner[p])
 
@@ -189,7 +199,8 @@ def compute(t: SpanTable) -> Breakdown:
     for rows in lv:
         p = parent[rows]
         has_p = p >= 0
-        crit_p = np.where(has_p, (critical | is_entry)[np.where(has_p, p, 0)], False)
+        q = np.where(has_p, p, 0)
+        crit_p = np.where(has_p, critical[q] | is_entry[q], False)  # (gathered first: O(level), not O(n))
         critical[rows] = np.where(has_p, on_path[rows] & crit_p, False)
     length = np.where(is_entry, end - start, clip_e - clip_s)
     child_crit = np.where(critical & (parent >= 0), clip_e - clip_s, 0)
