@@ -2,159 +2,47 @@
 
 Exit codes: 0 success; 2 unusable input or arguments (a missing file, a file that is not
 OTLP, a bad time, an unreachable Prometheus); 1 an internal error (a bug: please report it).
+
+Each command lives in its own module under analyzer/commands and is imported only when it
+runs: `--version` and `--help` cost the interpreter and click, not numpy, gRPC and requests.
 """
 
 from __future__ import annotations
 
-import sys
-import tempfile
-from pathlib import Path
+import importlib
 
 import click
 
 from analyzer import __version__
-from analyzer.cliutil import UserError, parse_duration, parse_size, resolve_window
-from analyzer.commands.capture import capture, receiver_config
-from analyzer.commands.clickhouse import FLAG_PREFIX, clickhouse_options, read_clickhouse
-from analyzer.commands.config import config
-from analyzer.commands.demo import demo
-from analyzer.commands.report import EXIT_DELIVERY, report
-from analyzer.config import ConfigError, load_config
-from analyzer.gather import listen_for, prometheus_window, query_prometheus, read_inputs
-from analyzer.output import check_output, write_output
-from analyzer.pipeline import analyze
-from analyzer.renderers import formats, render
-from analyzer.renderers.html import trace_url_problem
-from analyzer.selection import require_services, require_spans_in_window
-from collectors.otlp_files import Limits
-from collectors.receiver import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
+from analyzer.cliutil import UserError
+
+# command name -> "module:attribute", imported on first use
+LAZY_COMMANDS = {
+    "analyze": "analyzer.commands.analyze:analyze_cmd",
+    "capture": "analyzer.commands.capture:capture",
+    "demo": "analyzer.commands.demo:demo",
+    "config": "analyzer.commands.config:config",
+    "report": "analyzer.commands.report:report",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, attr = LAZY_COMMANDS[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="profile-first")
 def main() -> None:
     """Profile before you rewrite: find what makes a service slow, from the telemetry you have."""
-
-
-@main.command("analyze")
-@click.option("--traces", "traces", multiple=True, metavar="PATH",
-              help="OTLP trace file or directory (JSON lines, protobuf, framed, gzip/zstd). Repeatable.")
-@click.option("--metrics", "metrics", multiple=True, metavar="PATH",
-              help="OTLP metrics file, e.g. the one `capture` writes beside the traces. Repeatable.")
-@click.option("--prometheus", metavar="URL",
-              help="Prometheus-compatible API (Prometheus, Thanos, Mimir, VictoriaMetrics); a path prefix is fine. "
-                   "Credentials come from $PROFILE_FIRST_PROM_TOKEN(_FILE) or $PROFILE_FIRST_PROM_USER and "
-                   "$PROFILE_FIRST_PROM_PASSWORD(_FILE), never from arguments.")
-@click.option("--start", metavar="T", help="Window start: RFC 3339 or unix seconds.")
-@click.option("--end", metavar="T", help="Window end: RFC 3339 or unix seconds.")
-@click.option("--window", metavar="DURATION", help="Window length ending at --end or now, e.g. 7d.")
-@click.option("--service", "services", multiple=True, metavar="NAME", help="Only these services. Repeatable.")
-@click.option("--format", "fmt", type=click.Choice(formats()), default=None,
-              help="Output format (default: from --output's extension, else text).")
-@click.option("--output", metavar="FILE", help="Write the report here (atomically) instead of stdout.")
-@click.option("--config", "config_path", metavar="FILE", help="TOML config: thresholds, overrides, [prometheus].")
-@click.option("--trace-url", metavar="TEMPLATE",
-              help="HTML: link sample trace ids to a trace UI, e.g. https://jaeger.example/trace/{trace_id}.")
-@click.option("--metrics-textfile", metavar="FILE",
-              help="Also write verdicts and hot-spot figures as Prometheus text exposition (node_exporter textfile).")
-@click.option("--push-metrics", metavar="URL",
-              help="Also push them as OTLP/HTTP metrics, e.g. http://collector:4318/v1/metrics "
-                   "(headers from $OTEL_EXPORTER_OTLP_METRICS_HEADERS or $OTEL_EXPORTER_OTLP_HEADERS).")
-@click.option("--header", "header", multiple=True, metavar="NAME=VALUE",
-              help="Extra HTTP header for Prometheus, e.g. X-Scope-OrgID=tenant-1. Repeatable.")
-@click.option("--ca-bundle", metavar="PEM", help="CA certificates to trust for Prometheus.")
-@click.option("--insecure-skip-verify", is_flag=True, default=None, help="Do not check Prometheus's TLS certificate.")
-@click.option("--token-file", metavar="FILE", help="File holding the Prometheus bearer token.")
-@click.option("--timeout", type=float, metavar="SECONDS", help="Deadline per Prometheus request, connect to last byte (default 30).")
-@click.option("--retries", type=int, metavar="N", help="Retries on 5xx and timeouts (default 3).")
-@click.option("--step", type=float, metavar="SECONDS", help="Range-query step (default: finest under 11,000 points).")
-@click.option("--rate-window", metavar="DURATION", help="Range of rate() in PromQL (default 5m).")
-@click.option("--extra-matchers", metavar="MATCHERS", help='Added to every selector, e.g. cluster="eu-1".')
-@click.option("--listen", is_flag=True, help="Receive OTLP on 127.0.0.1:4318 (HTTP) and :4317 (gRPC) for --duration, "
-                                             "then analyze what arrived (Ctrl-C ends early).")
-@click.option("--duration", metavar="DURATION", default="10m", show_default=True, help="Capture window for --listen.")
-@click.option("--capture-output", metavar="FILE", help="With --listen: also keep the capture here (format from the name, as for `capture --output`).")
-@click.option("--http-port", type=click.IntRange(0, 65535), default=DEFAULT_HTTP_PORT, show_default=True,
-              help="With --listen: OTLP/HTTP port on 127.0.0.1 (0: any free port).")
-@click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
-              help="With --listen: OTLP/gRPC port on 127.0.0.1 (0: any free port).")
-@click.option("--max-message", metavar="SIZE", default="64MiB", show_default=True,
-              help="Largest JSON line, frame, ResourceSpans or JSON document read from a file; larger ones "
-                   "are skipped and counted (input.skipped.over_message_limit).")
-@clickhouse_options
-def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: str | None, start: str | None,
-                end: str | None, window: str | None, services: tuple[str, ...], fmt: str | None,
-                output: str | None, config_path: str | None, trace_url: str | None, metrics_textfile: str | None,
-                push_metrics: str | None, listen: bool, duration: str,
-                capture_output: str | None, http_port: int, grpc_port: int, clickhouse: str | None, max_message: str,
-                **prom_flags: object) -> None:
-    """Analyze traces and metrics and print the verdict per service."""
-    ch_flags = {k: prom_flags.pop(k) for k in list(prom_flags) if k.startswith(FLAG_PREFIX)}
-    if not (traces or prometheus or metrics or listen or clickhouse):
-        raise UserError("nothing to analyze: give --traces PATH, --metrics PATH, --prometheus URL, --clickhouse URL "
-                        "or --listen")
-    if clickhouse and (traces or listen):
-        raise UserError("--clickhouse reads the traces from the store: give it without --traces or --listen")
-    s, e = resolve_window(start, end, window)
-    limits = Limits(message=parse_size(max_message, "--max-message"))
-    if trace_url is not None and (problem := trace_url_problem(trace_url)):
-        raise UserError(f"--trace-url: {problem}")
-    for path in (output, capture_output, metrics_textfile):
-        if path is not None:
-            check_output(path)
-    try:
-        config = load_config(config_path)
-    except ConfigError as err:
-        raise UserError(str(err)) from err
-    with tempfile.TemporaryDirectory(prefix="profile-first-") as tmp:
-        traces, metrics = list(traces), list(metrics)
-        if listen:
-            # Without --capture-output, uncompressed framed protobuf: a copy of the spool, read once.
-            captured = listen_for(parse_duration(duration), capture_output or str(Path(tmp) / "capture.binpb"),
-                                  receiver_config(http_port=http_port, grpc_port=grpc_port))
-            traces.append(str(captured.traces_path))
-            if captured.metrics_path is not None:
-                metrics.append(str(captured.metrics_path))
-        inputs = read_inputs(traces, metrics, limits)
-    if clickhouse:
-        store = read_clickhouse(clickhouse, ch_flags, config, int(s * 1e9) if s is not None else None,
-                                int(e * 1e9) if e is not None else None, list(services))
-        store.signals = inputs.signals
-        inputs = store
-    require_spans_in_window(inputs.table, s, e)
-    if prometheus:
-        s, e = prometheus_window(inputs, s, e)
-        want = list(services) or (list(inputs.table.services) if len(inputs.table) else None)
-        inputs.signals = query_prometheus(prometheus, want, s, e, config, prom_flags, inputs.signals)
-    if services:
-        require_services(list(services), inputs)
-    report = analyze(inputs, config,
-                     start_ns=int(s * 1e9) if s is not None else None,
-                     end_ns=int(e * 1e9) if e is not None else None,
-                     services=list(services) or None)
-    if fmt is None:
-        fmt = {".json": "json", ".md": "md", ".html": "html", ".htm": "html"}.get(Path(output).suffix, "text") if output else "text"
-    if output is not None:
-        write_output(output, render(report, fmt, trace_url=trace_url))
-    else:
-        click.echo(render(report, fmt, color=sys.stdout.isatty(), trace_url=trace_url), nl=False)
-    export_metrics(report, metrics_textfile, push_metrics)
-
-
-def export_metrics(report: dict, textfile: str | None, push_url: str | None) -> None:
-    """--metrics-textfile and --push-metrics, after the report is out: a failed push is exit 5, the report kept."""
-    if textfile is None and push_url is None:
-        return
-    from analyzer.export_metrics import ExportError, push_otlp, write_textfile
-
-    if textfile is not None:
-        write_textfile(report, textfile)
-    if push_url is not None:
-        try:
-            push_otlp(report, push_url)
-        except ExportError as err:
-            click.echo(f"profile-first: error: {err}; the report was written", err=True)
-            sys.exit(EXIT_DELIVERY)
 
 
 @main.command("rule")
@@ -182,11 +70,6 @@ def rules_cmd() -> None:
     for r in all_rules().values():
         click.echo(f"{r.code:<11}  {r.category:<9}  {r.name}: {r.summary}")
 
-
-main.add_command(capture)
-main.add_command(demo)
-main.add_command(config)
-main.add_command(report)
 
 if __name__ == "__main__":
     main()

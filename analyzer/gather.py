@@ -8,22 +8,25 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
 from analyzer.cliutil import UserError
-from analyzer.commands.capture import run_capture, summary
 from analyzer.config import Config
 from analyzer.pipeline import Inputs
 from analyzer.signals import Signals
 from analyzer.table import TableBuilder
-from collectors.capture import CaptureResult
 from collectors.otlp_files import DEFAULT_LIMITS, InputError, Limits, SourceStats, damage_summary, shown
 from collectors.otlp_metrics import signals_from_file
 from collectors.otlp_traces import load_traces
-from collectors.prometheus import PromConfig, PrometheusError, collect
-from collectors.receiver import ReceiverConfig
+
+if TYPE_CHECKING:
+    from collectors.capture import CaptureResult
+    from collectors.receiver import ReceiverConfig
+
+# Capturing (gRPC), Prometheus (requests) and rich's progress bar are imported where they are
+# used: an `analyze` of a file needs none of them, and they are most of its start-up time.
 
 
 def read_inputs(traces: list[str], metrics: list[str], limits: Limits = DEFAULT_LIMITS) -> Inputs:
@@ -44,6 +47,8 @@ def read_inputs(traces: list[str], metrics: list[str], limits: Limits = DEFAULT_
 
 
 def listen_for(duration_s: float, output: str, config: ReceiverConfig) -> CaptureResult:
+    from analyzer.commands.capture import run_capture, summary
+
     result = run_capture(duration_s, Path(output), config)
     click.echo(summary(result), err=True)
     return result
@@ -63,6 +68,8 @@ def prometheus_window(inputs: Inputs, s: float | None, e: float | None) -> tuple
 
 def query_prometheus(url: str, services: list[str] | None, s: float, e: float, config: Config,
                      flags: dict[str, object], signals: Signals | None) -> Signals:
+    from collectors.prometheus import PromConfig, PrometheusError, collect
+
     section = dict(config.sections.get("prometheus", {}))  # type: ignore[arg-type]
     for key, value in flags.items():
         if value is not None and value != ():
@@ -97,6 +104,7 @@ def prometheus_progress():
     if not sys.stderr.isatty():
         yield None
         return
+    from rich.console import Console
     from rich.progress import Progress
 
     with Progress(transient=True, console=Console(stderr=True)) as bar:

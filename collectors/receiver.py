@@ -38,6 +38,7 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from collectors.otlp_ports import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 from collectors.otlp_ingest import (
     JSON,
     METRICS,
@@ -50,8 +51,6 @@ from collectors.otlp_ingest import (
     media_type,
 )
 
-DEFAULT_HTTP_PORT = 4318
-DEFAULT_GRPC_PORT = 4317
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024
