@@ -134,17 +134,19 @@ def spans(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end
     if end_ns is not None:
         conds.append("Timestamp < fromUnixTimestamp64Nano({t1:Int64})")
         params["t1"] = int(end_ns)
-    attrs = []
-    for i, key in enumerate(SPAN_KEYS):
-        attrs.append(f"SpanAttributes[{{s{i}:String}}] AS s{i}")
-        params[f"s{i}"] = key
+    params["span_keys"] = list(SPAN_KEYS)
+    resource = []
     for i, key in enumerate(RESOURCE_KEYS):
-        attrs.append(f"ResourceAttributes[{{r{i}:String}}] AS r{i}" if shape.has_resource_attributes else f"'' AS r{i}")
+        resource.append(f"ResourceAttributes[{{r{i}:String}}] AS r{i}" if shape.has_resource_attributes else f"'' AS r{i}")
         params[f"r{i}"] = key
+    # One pass over each span's map keeping the keys the SpanTable derives from (several times
+    # faster than a lookup per key), and none for entry spans, whose attributes are not read.
     return (f"SELECT TraceId AS trace_id, SpanId AS span_id, ParentSpanId AS parent_id, SpanName AS name, "
             f"SpanKind AS kind, ServiceName AS service, toUnixTimestamp64Nano(Timestamp) AS start, "
-            f"{shape.duration_sql} AS dur, StatusCode AS status, {', '.join(attrs)} "
-            f"FROM {shape.ref.sql} WHERE {' AND '.join(conds)}{_settings(b, max_rows)}", params)
+            f"{shape.duration_sql} AS dur, StatusCode AS status, "
+            f"if({_ENTRY}, map(), mapFilter((k, v) -> k IN {{span_keys:Array(String)}}, SpanAttributes)) AS attrs, "
+            f"{', '.join(resource)} FROM {shape.ref.sql} WHERE {' AND '.join(conds)}{_settings(b, max_rows)}",
+            {**params, "entry_kinds": list(ENTRY_KINDS)})
 
 
 def bare_scan(shape: TableShape, b: Bounds) -> Query:

@@ -88,6 +88,8 @@ class HttpSource:
                 username=user or "default", password=password or "", secure=secure,
                 verify=not t.insecure_skip_verify, ca_cert=t.ca_bundle, connect_timeout=t.connect_timeout,
                 send_receive_timeout=t.timeout, autogenerate_session_id=False, compress=True,
+                # Parameters (the sample's trace ids) in the request body, not the URL, whatever their size.
+                form_encode_query_params=True,
             )
         except Exception as e:  # the driver raises its own and urllib3's errors
             raise ClickHouseError(f"ClickHouse at {self.where}: {self._clean(e)}") from None

@@ -17,7 +17,6 @@ with the table: the whole-window figures are a few rows per operation and statem
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +35,10 @@ from collectors.otlp_files import SourceStats
 from collectors.otlp_traces import TraceDecoder
 from collectors.sampling import Candidate, Sample, SamplingPlan, draw, weigh
 
-IDS_PER_QUERY = 2_000  # trace ids per span fetch: keeps the parameter (sent in the URL over HTTP) small
+# Trace ids per span fetch. Each fetch reads the attribute map of every table part holding one
+# of its traces, which with ids spread over the window is nearly all of them: one fetch for the
+# whole sample (parameters go in the request body over HTTP, so their size does not matter).
+IDS_PER_QUERY = 1_000_000
 # Spans of a sampled trace may start a little before the window or end after it.
 TRACE_MARGIN_NS = 3600 * 10**9
 
@@ -229,34 +231,24 @@ def _sample(figures: StoreFigures, rows, shape: TableShape, window: q.Window, op
 
 def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: SourceStats, pulled: set[str]) -> None:
     """One Arrow batch of the `spans` query into the builder, attributes derived by the decoder."""
-    import pyarrow.compute as pc
-
-    cols = batch.to_pydict()
-    n = batch.num_rows
+    cols = {name: batch.column(name).to_pylist()
+            for name in ("trace_id", "span_id", "parent_id", "name", "kind", "service", "r0", "r1", "status")}
     tids, sids, pids = cols["trace_id"], cols["span_id"], cols["parent_id"]
-    keep = []
-    for i in range(n):
-        t, s, p = tids[i], sids[i], pids[i]
-        if not (_hex(t, 32) and _hex(s, 16)):
-            stats.skipped["bad_ids"] += 1
-            stats.note(f"span {cols['name'][i]!r}: trace or span id is not hex of the right length; span skipped")
-            continue
-        if p and not _hex(p, 16):
-            stats.repaired["bad_parent_id"] += 1
-            pids[i] = ""
-        keep.append(i)
-    if not keep:
+    # Ids are checked for all rows at once; only a damaged row goes through Python.
+    keep_mask = _hex_ids(tids, 32) & _hex_ids(sids, 16)
+    for i in np.flatnonzero(~keep_mask).tolist():
+        stats.skipped["bad_ids"] += 1
+        stats.note(f"span {cols['name'][i]!r}: trace or span id is not non-zero hex of the right length; span skipped")
+    parent_ok = _hex_ids(pids, 16, allow_zero=True) | (np.fromiter(map(len, pids), np.int64, len(pids)) == 0)
+    for i in np.flatnonzero(keep_mask & ~parent_ok).tolist():
+        stats.repaired["bad_parent_id"] += 1
+        pids[i] = ""
+    keep = np.flatnonzero(keep_mask)
+    if not keep.shape[0]:
         return
     kinds = [KIND_NAMES.get(k, 0) for k in cols["kind"]]
-    attrs: list[dict[str, object] | None] = [None] * n
-    for j, key in enumerate(q.SPAN_KEYS):
-        col = batch.column(f"s{j}")
-        present = np.flatnonzero(np.asarray(pc.not_equal(col, "").fill_null(False)))
-        for i, v in zip(present.tolist(), col.take(present).to_pylist()):
-            d = attrs[i]
-            if d is None:
-                d = attrs[i] = {}
-            d[key] = v
+    attrs = batch.column("attrs")  # per span, the wanted keys of its map: read from the flat arrays
+    keys, values, offsets = attrs.keys.to_pylist(), attrs.items.to_pylist(), attrs.offsets.to_numpy().tolist()
     services: dict[tuple[str, str, str], int] = {}
     svc = []
     for name, r0, r1 in zip(cols["service"], cols["r0"], cols["r1"]):
@@ -265,28 +257,40 @@ def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: 
         if code is None:
             code = services[k] = builder.service(name or "unknown_service", r0 or None, r1 or None)
         svc.append(code)
-    keep_a = np.asarray(keep)
-    derived = np.array([decoder.derive(kinds[i], attrs[i] or {}) for i in keep], dtype=np.int32).reshape(-1, 6)
-    ids = np.frombuffer(bytes.fromhex("".join(tids[i] for i in keep)), dtype=">u8").reshape(-1, 2)
-    start = np.asarray(cols["start"], dtype=np.int64)[keep_a]
-    dur = np.minimum(np.asarray(cols["dur"], dtype=np.uint64)[keep_a], np.uint64((1 << 62))).astype(np.int64)
+    rows = keep.tolist()
+    derived = np.array([decoder.derive(kinds[i], dict(zip(keys[offsets[i]:offsets[i + 1]],
+                                                          values[offsets[i]:offsets[i + 1]])))
+                        for i in rows], dtype=np.int32).reshape(-1, 6)
+    ids = np.frombuffer(bytes.fromhex("".join([tids[i] for i in rows])), dtype=">u8").reshape(-1, 2)
+    start = batch.column("start").to_numpy().astype(np.int64)[keep]
+    dur = np.minimum(batch.column("dur").to_numpy().astype(np.uint64)[keep], np.uint64(1 << 62)).astype(np.int64)
     builder.add(Batch(
-        service=np.asarray(svc, np.int32)[keep_a], trace_hi=ids[:, 0].astype(np.uint64),
+        service=np.asarray(svc, np.int32)[keep], trace_hi=ids[:, 0].astype(np.uint64),
         trace_lo=ids[:, 1].astype(np.uint64),
-        span_id=np.frombuffer(bytes.fromhex("".join(sids[i] for i in keep)), dtype=">u8").astype(np.uint64),
-        parent_id=np.frombuffer(bytes.fromhex("".join(pids[i] or "0" * 16 for i in keep)), dtype=">u8").astype(np.uint64),
-        name=builder.names.codes_of([cols["name"][i] for i in keep]), kind=np.asarray(kinds, np.int8)[keep_a],
-        start=start, end=start + dur, status=np.asarray([STATUS_NAMES.get(s, 0) for s in cols["status"]], np.int8)[keep_a],
+        span_id=np.frombuffer(bytes.fromhex("".join([sids[i] for i in rows])), dtype=">u8").astype(np.uint64),
+        parent_id=np.frombuffer(bytes.fromhex("".join([pids[i] or "0" * 16 for i in rows])),
+                                dtype=">u8").astype(np.uint64),
+        name=builder.names.codes_of([cols["name"][i] for i in rows]), kind=np.asarray(kinds, np.int8)[keep],
+        start=start, end=start + dur, status=np.asarray([STATUS_NAMES.get(s, 0) for s in cols["status"]], np.int8)[keep],
         span_class=derived[:, 0].astype(np.int8), db_system=derived[:, 1].copy(), statement=derived[:, 2].copy(),
         peer=derived[:, 3].copy(), code_location=derived[:, 4].copy(), cache_key=derived[:, 5].copy(),
     ))
-    stats.spans += len(keep)
-    pulled.update(tids[i] for i in keep)
+    stats.spans += len(rows)
+    pulled.update(tids[i] for i in rows)
 
 
-def _hex(s: str, length: int) -> bool:
-    """A non-zero id of `length` hex digits."""
-    return len(s) == length and _HEX.fullmatch(s) is not None and s.strip("0") != ""
-
-
-_HEX = re.compile(r"[0-9a-fA-F]+")
+def _hex_ids(ids: list[str], width: int, allow_zero: bool = False) -> np.ndarray:
+    """Which `ids` are `width` hex digits (any case; the exporter writes lowercase) and, unless
+    `allow_zero`, not all zero (the OTLP readers refuse all-zero trace and span ids)."""
+    ok = np.fromiter(map(len, ids), np.int64, len(ids)) == width
+    if ok.any():
+        # One character per byte ("?" for anything not ASCII), so each id stays `width` bytes.
+        b = np.frombuffer("".join([i for i, o in zip(ids, ok.tolist()) if o]).encode("ascii", "replace"),
+                          np.uint8).reshape(-1, width)
+        lower = b | 0x20  # A-F -> a-f; digits are unchanged
+        digit = ((b >= 0x30) & (b <= 0x39)) | ((lower >= 0x61) & (lower <= 0x66))
+        valid = digit.all(axis=1)
+        if not allow_zero:
+            valid &= (b != 0x30).any(axis=1)
+        ok[ok] = valid
+    return ok

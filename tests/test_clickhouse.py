@@ -302,3 +302,25 @@ def test_clickhouse_server_over_http(server_url: str, workloads_store: Path) -> 
             {k: (h["count"], h["p99_ms"]) for k, h in _hotspots(want).items()}
     finally:
         client.command("DROP DATABASE IF EXISTS profile_first_test")
+
+
+def test_damaged_rows_are_counted_and_skipped(tmp_path: Path, orders_n_plus_one_jsonl: Path) -> None:
+    """A span whose trace id is not hex is skipped (bad_ids) and one whose parent id is of the
+    wrong length kept as a root (bad_parent_id), as the OTLP readers do; the rest reads whole."""
+    store = _fill(tmp_path / "damaged", [orders_n_plus_one_jsonl])
+    s = chdb_session.Session(str(store))
+    try:
+        s.query("INSERT INTO otel.otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, "
+                "Duration, StatusCode) SELECT Timestamp, 'zz' || substring(TraceId, 3), SpanId, ParentSpanId, SpanName, "
+                "SpanKind, ServiceName, Duration, StatusCode FROM otel.otel_traces WHERE ParentSpanId = '' LIMIT 1")
+        s.query("INSERT INTO otel.otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, "
+                "Duration, StatusCode) SELECT Timestamp, TraceId, '00000000000000aa', 'abc', 'orphan work', "
+                "'SPAN_KIND_INTERNAL', ServiceName, Duration, StatusCode FROM otel.otel_traces "
+                "WHERE ParentSpanId = '' ORDER BY TraceId LIMIT 1")
+    finally:
+        s.close()
+    code, report, err = _analyze("--clickhouse", f"chdb:{store}")
+    assert code == 0, err
+    src = report["input"]["sources"][0]
+    assert src["skipped"] == {"bad_ids": 1} and src["repaired"] == {"bad_parent_id": 1}
+    assert report["input"]["spans"] == 336 + 1

@@ -1,0 +1,164 @@
+"""`analyze --clickhouse chdb:PATH` against a bare scan of the same `otel_traces` table.
+
+    python -m benchmarks.bench_clickhouse [--spans 5000000] [--base 200000]
+
+The table: the benchmark fleet (`gen_traces`, `--base` spans, one hour) loaded with the exporter's
+mapping (`otel_traces_table`), then copied inside ClickHouse into consecutive hours with fresh
+trace and span ids (cityHash64 of the id and the copy number) until it holds `--spans` spans, in
+chDB's MergeTree on disk under `.bench/clickhouse/`. A quarter-size table beside it shows what
+grows with the table and what does not.
+
+Measured, each in a fresh process (`common.measure_in_subprocess`), wall seconds of the call:
+- the floor: chDB opening the database and `SELECT ServiceName, SpanName, count(), sum(Duration)
+  ... GROUP BY ServiceName, SpanName`;
+- the tool: chDB opening the database, every push-down query, the sample pulled and decoded, the
+  analysis and the JSON report (Python imports excluded from both).
+The ratio is tool / floor. Peak RSS is the process's (chDB runs in it, so the engine's own memory
+is in both); the tool's peak above the floor's is what the sample costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from analyzer.config import Config
+from analyzer.pipeline import Inputs, analyze
+from analyzer.renderers import render
+from benchmarks.common import REPO, Figures, measure_in_subprocess
+from collectors.clickhouse_traces import Options, load_clickhouse
+
+DIR = REPO / ".bench" / "clickhouse"
+DEFAULT_SPANS = 5_000_000
+DEFAULT_BASE = 200_000
+HOUR_S = 3600
+
+
+def table_name(n_spans: int) -> str:
+    return f"otel.traces_{n_spans}"
+
+
+def build(n_spans: int, base_spans: int = DEFAULT_BASE, seed: int = 0) -> Path:
+    """The chDB directory holding `table_name(n)` for n = n_spans and n_spans // 4 (cached)."""
+    from chdb import session
+
+    from benchmarks.gen_traces import generate_traces
+    from benchmarks.otel_traces_table import create_table, load_otlp_jsonl
+
+    path = DIR / f"db-{base_spans}-{seed}"
+    done = path / f".built-{n_spans}"
+    if done.exists():
+        return path
+    DIR.mkdir(parents=True, exist_ok=True)
+    base_file = DIR / f"fleet-{base_spans}-{seed}.otlp.jsonl"
+    if not base_file.exists():
+        gen = generate_traces(base_spans, seed=seed, window_s=HOUR_S)
+        tmp = base_file.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for line in gen.json_lines():
+                f.write(line + "\n")
+        tmp.rename(base_file)
+    s = session.Session(str(path))
+    try:
+        create_table(s, "otel.base")
+        if not int(str(s.query("SELECT count() FROM otel.base", "CSV")).strip() or 0):
+            load_otlp_jsonl(s, base_file, "otel.base")
+        for n in (n_spans // 4, n_spans):
+            table = table_name(n)
+            s.query(f"DROP TABLE IF EXISTS {table}")
+            create_table(s, table)
+            copies = math.ceil(n / base_spans)
+            s.query(f"""
+                INSERT INTO {table} SELECT * REPLACE (
+                    Timestamp + toIntervalSecond({HOUR_S} * c) AS Timestamp,
+                    {_new_id('TraceId', 32)} AS TraceId,
+                    {_new_id('SpanId', 16)} AS SpanId,
+                    if(ParentSpanId = '', '', {_new_id('ParentSpanId', 16)}) AS ParentSpanId)
+                FROM otel.base ARRAY JOIN range({copies}) AS c
+                LIMIT {n}
+            """)
+        done.touch()
+    finally:
+        s.close()
+    return path
+
+
+def _new_id(column: str, digits: int) -> str:
+    """A hex id unique per (id, copy): copy 0 keeps the original."""
+    halves = [f"leftPad(lower(hex(cityHash64({column}, c, {i}))), 16, '0')" for i in range(digits // 16)]
+    return f"if(c = 0, {column}, {' || '.join(halves)})"
+
+
+def bare_scan(path: str, table: str) -> dict:
+    """The floor: open the database and make one grouped pass over the table, in chDB."""
+    from chdb import session
+
+    t0 = time.perf_counter()
+    s = session.Session(path)
+    try:
+        s.query(f"SELECT ServiceName, SpanName, count(), sum(Duration) FROM {table} GROUP BY ServiceName, SpanName",
+                "CSV")
+        seconds = time.perf_counter() - t0
+        n = int(str(s.query(f"SELECT count() FROM {table}", "CSV")).strip())
+    finally:
+        s.close()
+    return {"spans": n, "bytes": 0, "seconds": seconds}
+
+
+def tool(path: str, table: str) -> dict:
+    """The tool's whole run from a chDB directory to a JSON report (imports done before)."""
+    t0 = time.perf_counter()
+    loaded = load_clickhouse(f"chdb:{path}", Options(table=table))
+    report = analyze(Inputs(loaded.table, loaded.sources, loaded.repairs, store=loaded.figures), Config())
+    text = render(report, "json")
+    seconds = time.perf_counter() - t0
+    src = loaded.sources[0].to_dict()
+    return {"spans": src["pushdown"]["window_spans"], "bytes": len(text), "seconds": seconds,
+            "sample_spans": len(loaded.table), "sample_traces": src["sampling"]["pulled"],
+            "queries": src["pushdown"]["queries"], "operations": src["pushdown"]["operations"]}
+
+
+def bench(n_spans: int, base_spans: int = DEFAULT_BASE, emit=print) -> list[dict]:
+    path = build(n_spans, base_spans)
+    rows = []
+    for n in (n_spans // 4, n_spans):
+        table = table_name(n)
+        # chDB imports first in both processes, so their baselines and peaks compare.
+        floor = measure_in_subprocess("benchmarks.bench_clickhouse:bare_scan", {"path": str(path), "table": table},
+                                      label=f"bare GROUP BY, {n:,} spans")
+        run = measure_in_subprocess("benchmarks.bench_clickhouse:tool", {"path": str(path), "table": table},
+                                    label=f"analyze --clickhouse, {n:,} spans")
+        row = _row(n, floor, run)
+        emit(f"{run.label:<38} {run.seconds:7.2f} s (floor {floor.seconds:6.2f} s, x{row['ratio']:.1f})  "
+             f"peak RSS {run.peak_rss / 2**20:6.0f} MiB (floor {floor.peak_rss / 2**20:6.0f} MiB, "
+             f"+{row['sample_mib']:.0f} MiB for {row['sample_spans']:,} sampled spans in {row['sample_traces']:,} "
+             f"traces, {row['queries']} queries)")
+        rows.append(row)
+    return rows
+
+
+def _row(n: int, floor: Figures, run: Figures) -> dict:
+    return {"spans": n, "tool_s": round(run.seconds, 3), "floor_s": round(floor.seconds, 3),
+            "ratio": round(run.seconds / floor.seconds, 2) if floor.seconds else None,
+            "tool_peak_mib": round(run.peak_rss / 2**20), "floor_peak_mib": round(floor.peak_rss / 2**20),
+            "sample_mib": round((run.peak_rss - floor.peak_rss) / 2**20), **run.extra}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_clickhouse", description=__doc__.split("\n")[0])
+    ap.add_argument("--spans", type=int, default=DEFAULT_SPANS, help="spans in the large table (a quarter-size one too)")
+    ap.add_argument("--base", type=int, default=DEFAULT_BASE, help="spans generated, then copied up to --spans")
+    ap.add_argument("--rebuild", action="store_true", help="drop the cached tables first")
+    args = ap.parse_args(argv)
+    if args.rebuild:
+        shutil.rmtree(DIR / f"db-{args.base}-0", ignore_errors=True)
+    bench(args.spans, args.base)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
