@@ -87,6 +87,7 @@ class SourceStats:
     errors: list[str] = field(default_factory=list)  # first few messages about damage
     sampling: dict | None = None  # how the traces were sampled (collectors/sampling.py `Sample.report`)
     pushdown: dict | None = None  # what a store computed over the whole window (collectors/clickhouse_traces.py)
+    notices: list[str] = field(default_factory=list)  # facts about the format worth saying (base64 ids...)
 
     def note(self, message: str) -> None:
         if len(self.errors) < 5:
@@ -103,6 +104,7 @@ class SourceStats:
             "errors": list(self.errors),
             **({"sampling": self.sampling} if self.sampling is not None else {}),
             **({"pushdown": self.pushdown} if self.pushdown is not None else {}),
+            **({"notices": list(self.notices)} if self.notices else {}),
         }
 
 
@@ -347,7 +349,10 @@ def _json_lines(reader: BinaryIO, name: str, stats: SourceStats, limits: Limits)
         try:
             doc = json.loads(data)
         except (ValueError, RecursionError) as e:
-            raise InputError(f"{name}: invalid JSON document ({_json_error(e)})") from e
+            # JSON objects one after another: what the SDK's console exporter prints.
+            doc = _concatenated(data)
+            if doc is None:
+                raise InputError(f"{name}: invalid JSON document ({_json_error(e)})") from e
         yield from _json_doc(doc, name, stats)
         return
     lineno = 1
@@ -404,17 +409,24 @@ def _json_line(line: bytes, lineno: int, stats: SourceStats) -> Iterator[tuple[s
 
 
 def _json_doc(doc: object, name: str, stats: SourceStats) -> Iterator[tuple[str, object]]:
-    """The first (or only) document decides whether the file is OTLP at all."""
-    if isinstance(doc, dict) and ("resourceSpans" in doc or "resourceMetrics" in doc or not doc):
-        stats.messages += 1
-        yield "json", doc
-        return
-    hint = ""
-    if isinstance(doc, list):
-        hint = " (a JSON array: Zipkin v2 JSON? convert it with the Collector's zipkin receiver)"
-    elif isinstance(doc, dict) and "data" in doc:
-        hint = " (Jaeger JSON? export OTLP from Jaeger's /api/v3 or through a Collector)"
-    raise InputError(f"{name}: JSON but not OTLP: no resourceSpans{hint}")
+    """The first (or only) document decides whether the file holds traces in a JSON format
+    read here (collectors/trace_json.py: OTLP, wrapped OTLP, Jaeger, Zipkin, console output)."""
+    from collectors.trace_json import recognize, refusal  # they build on this module
+
+    if recognize(doc) is None:
+        raise InputError(f"{name}: {refusal(doc)}")
+    stats.messages += 1
+    yield "json", doc
+
+
+def _concatenated(data: bytes) -> list | None:
+    from collectors.otel_console import split_objects
+
+    try:
+        docs = split_objects(data.decode("utf-8"))
+    except (UnicodeDecodeError, RecursionError):
+        return None
+    return docs if docs and len(docs) > 1 else None
 
 
 def _step_over(reader: BinaryIO, length: int, what: str, stats: SourceStats, limits: Limits) -> bool:

@@ -31,8 +31,10 @@ from analyzer import semconv as sc
 from analyzer.model import Kind, SpanClass, SpanTable, Status as SpanStatus
 from analyzer.statement import normalize_command, normalize_sql
 from analyzer.table import Batch, Repairs, TableBuilder
+from collectors import span_tables, trace_json
 from collectors.otlp_files import DEFAULT_LIMITS, InputError, Limits, SourceStats, expand_paths, iter_messages, shown
 from collectors.proto_traces import NO_PEER as _NO_PEER, ProtoTraces
+from collectors.span_tables import ColumnMapping
 
 ZERO8 = bytes(8)
 ZERO16 = bytes(16)
@@ -482,12 +484,14 @@ class LoadedTraces:
     repairs: Repairs
 
 
-def load_traces(paths: list[str], limits: Limits = DEFAULT_LIMITS) -> LoadedTraces:
+def load_traces(paths: list[str], limits: Limits = DEFAULT_LIMITS, span_columns: ColumnMapping | None = None) -> LoadedTraces:
     """Read every OTLP trace file under `paths` into one SpanTable.
 
     Raises `InputError` for a path that is missing or a named file that is not OTLP at all.
     A file found inside a named directory that is not OTLP (a README beside the captures) is
-    skipped and recorded as such; damaged parts of OTLP files are counted in the stats."""
+    skipped and recorded as such; damaged parts of OTLP files are counted in the stats.
+    Other trace formats are read too (collectors/trace_json.py, span_tables.py); `span_columns`
+    maps the columns of CSV or Parquet span tables whose layout is not recognized."""
     builder = TableBuilder()
     decoder = TraceDecoder(builder, limits)
     sources: list[SourceStats] = []
@@ -497,7 +501,7 @@ def load_traces(paths: list[str], limits: Limits = DEFAULT_LIMITS) -> LoadedTrac
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        _load(paths, decoder, sources, limits)
+        _load(paths, decoder, sources, limits, span_columns)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -505,7 +509,8 @@ def load_traces(paths: list[str], limits: Limits = DEFAULT_LIMITS) -> LoadedTrac
     return LoadedTraces(table=table, sources=sources, repairs=builder.repairs)
 
 
-def _load(paths: list[str], decoder: TraceDecoder, sources: list[SourceStats], limits: Limits) -> None:
+def _load(paths: list[str], decoder: TraceDecoder, sources: list[SourceStats], limits: Limits,
+          span_columns: ColumnMapping | None) -> None:
     for found in expand_paths(paths):
         stats = SourceStats(path=shown(found.path))
         sources.append(stats)
@@ -515,11 +520,17 @@ def _load(paths: list[str], decoder: TraceDecoder, sources: list[SourceStats], l
             stats.note(found.why)
             continue
         try:
+            if span_tables.sniff(found.path):
+                for doc in span_tables.read(found.path, stats, span_columns):
+                    decoder.add_json(doc, stats)
+                decoder.flush()
+                continue
             for kind, payload in iter_messages(found.path, stats, limits):
                 if kind == "proto":
                     decoder.add_proto(payload, stats)  # type: ignore[arg-type]
                 else:
-                    decoder.add_json(payload, stats)  # type: ignore[arg-type]
+                    for doc in trace_json.to_otlp(payload, stats):
+                        decoder.add_json(doc, stats)
                 # Freed before the next message is parsed, which then reuses its memory while it
                 # is still in cache (a JSON line is ~100k objects).
                 del payload
