@@ -39,6 +39,7 @@ from pathlib import Path
 
 from analyzer.classify import ClassifyConfig
 from analyzer.config_schema import validate
+import collectors.store_settings  # noqa: F401  (registers the [sources.*] tables of the trace stores)
 from heuristics.registry import all_rules
 
 

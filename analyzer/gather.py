@@ -20,6 +20,7 @@ from analyzer.table import TableBuilder
 from collectors.otlp_files import DEFAULT_LIMITS, InputError, Limits, SourceStats, damage_summary, shown
 from collectors.otlp_metrics import signals_from_file
 from collectors.otlp_traces import load_traces
+from collectors.span_tables import ColumnMapping, mapping_from_pairs
 
 if TYPE_CHECKING:
     from collectors.capture import CaptureResult
@@ -29,21 +30,38 @@ if TYPE_CHECKING:
 # used: an `analyze` of a file needs none of them, and they are most of its start-up time.
 
 
-def read_inputs(traces: list[str], metrics: list[str], limits: Limits = DEFAULT_LIMITS) -> Inputs:
-    """Trace and metric files read; what was damaged in them is counted in the sources."""
+def read_inputs(traces: list[str], metrics: list[str], limits: Limits = DEFAULT_LIMITS,
+                span_columns: ColumnMapping | None = None) -> Inputs:
+    """Trace and metric files read; what was damaged in them is counted in the sources, and what
+    is worth knowing about their format (base64 ids, inferred kinds) is said on stderr."""
     metric_sources = [SourceStats(path=shown(p)) for p in metrics]
     try:
-        loaded = load_traces(traces, limits) if traces else None
+        loaded = load_traces(traces, limits, span_columns) if traces else None
         signals = None
         for path, stats in zip(metrics, metric_sources):
             signals = signals_from_file(path, signals, stats, limits)
     except InputError as err:
         raise UserError(str(err)) from err
+    if loaded is not None:
+        for source in loaded.sources:
+            for notice in source.notices:
+                click.echo(f"note: {source.path}: {notice}", err=True)
     if loaded is not None and len(loaded.table) == 0 and not metrics:
         raise UserError(f"no spans could be read from {', '.join(map(shown, traces))}{damage_summary(loaded.sources)}")
     if loaded is None:
         return Inputs(table=TableBuilder().finish(), sources=metric_sources, signals=signals)
     return Inputs(loaded.table, loaded.sources + metric_sources, loaded.repairs, signals)
+
+
+def span_mapping(flag: str | None, config: Config) -> ColumnMapping | None:
+    """The span-table column mapping from --span-columns, else the config's [sources.span_table]."""
+    table = dict((config.sections.get("sources") or {}).get("span_table") or {})  # type: ignore[union-attr]
+    try:
+        if flag:
+            return mapping_from_pairs(flag)
+        return ColumnMapping.parse(table) if table else None
+    except ValueError as err:
+        raise UserError(str(err)) from err
 
 
 def listen_for(duration_s: float, output: str, config: ReceiverConfig) -> CaptureResult:

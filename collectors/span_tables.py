@@ -93,6 +93,7 @@ CLICKHOUSE = ColumnMapping(trace_id="TraceId", span_id="SpanId", parent_id="Pare
 PRESETS = {"nezha": NEZHA, "clickhouse": CLICKHOUSE}
 
 
+
 def sniff(path: Path) -> str | None:
     """"parquet" or "csv" when the file is a span table candidate, else None."""
     try:

@@ -29,6 +29,7 @@ FORMAT = "zipkin-v2-json"
 # Brave / Zipkin instrumentation tags -> (db.system, the tag that holds the statement)
 _DB_TAGS = {"sql.query": "sql", "cassandra.query": "cassandra", "mongodb.command": "mongodb",
             "redis.command": "redis", "jdbc.query": "sql"}
+_RESOURCE_TAGS = ("process.runtime.name", "telemetry.sdk.language")
 _MESSAGING_TAGS = {"kafka.topic": "kafka", "rabbit.exchange": "rabbitmq", "rabbit.queue": "rabbitmq",
                    "messaging.destination": None}
 
@@ -85,10 +86,14 @@ def _document(spans: list[dict], stats: SourceStats) -> dict:
         if s.get("shared") and key in clients and _is_hex(key[1]):
             shared[key] = _service(s)
     by_service: dict[str, list[dict]] = {}
+    resources: dict[str, dict] = {}
     for s in spans:
         trace, sid = shape.trace_id(s.get("traceId")), shape.span_id(s.get("id"))
         parent = shape.span_id(s.get("parentId")) if s.get("parentId") else ""
         service = _service(s)
+        if service not in resources:  # the SDK's Zipkin exporter copies resource attributes into tags
+            tags = s.get("tags") if isinstance(s.get("tags"), dict) else {}
+            resources[service] = {"service.name": service, **{k: tags[k] for k in _RESOURCE_TAGS if k in tags}}
         if s.get("shared") and (trace, sid) in shared:
             parent, sid = sid, _server_id(sid)
         elif parent and shared.get((trace, parent)) == service:  # recorded under the shared id, in the server
@@ -106,7 +111,7 @@ def _document(spans: list[dict], stats: SourceStats) -> dict:
             trace=trace, span_id=sid, parent=parent, name=str(s.get("name") or ""),
             kind=shape.kind_of(s.get("kind") or "internal"), start_ns=int(ts * 1000), end_ns=int((ts + dur) * 1000),
             status=_status(s), attrs=_attrs(s)))
-    return shape.document(({"service.name": svc}, group) for svc, group in by_service.items())
+    return shape.document((resources[svc], group) for svc, group in by_service.items())
 
 
 def _service(s: dict) -> str:

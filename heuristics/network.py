@@ -3,7 +3,10 @@
 They read remote client spans (rpc/http CLIENT spans that are not database or cache calls).
 A downstream is identified by the client span's peer (`server.address:port`, or the URL's
 host); when the downstream is traced too, its SERVER span is a child of the client span and
-names the service and operation.
+names the service and operation. Without a peer, the child SERVER span's service tells
+downstreams apart (client spans named just `HTTP GET` call many services, and Zipkin, Jaeger
+and span tables often carry no peer attribute); only an untraced call without a peer falls
+back to its span name.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ class Calls:
     """The hot spot's remote calls with a downstream key per call."""
 
     w: Waiting
-    key: np.ndarray  # peer code, or -2 - span name code when the peer is unknown
+    # peer code; without a peer, -2 - len(names) - the callee's service code when it is traced,
+    # else -2 - the span name code
+    key: np.ndarray
     server: np.ndarray  # ns of the downstream's own SERVER span inside the call (0 when not traced)
     child: np.ndarray  # row of the downstream's SERVER span, -1 when not traced
 
@@ -42,18 +47,23 @@ def _calls(ctx: HotspotContext) -> Calls:
     t = ctx.table
     w = waiting(ctx)
     w = w.select(w.cls == SpanClass.REMOTE)
-    key = np.where(w.peer >= 0, w.peer.astype(np.int64), -2 - t.name[w.rows].astype(np.int64))
     # The downstream SERVER spans whose parent is one of these client spans.
     server_ns, child = ctx.breakdown.callees
-    return Calls(w, key, np.minimum(server_ns[w.rows], w.dur), child[w.rows])
+    kid = child[w.rows]
+    unnamed = np.where(kid >= 0, -2 - len(t.names) - t.service[np.maximum(kid, 0)].astype(np.int64),
+                       -2 - t.name[w.rows].astype(np.int64))
+    key = np.where(w.peer >= 0, w.peer.astype(np.int64), unnamed)
+    return Calls(w, key, np.minimum(server_ns[w.rows], w.dur), kid)
 
 
 def _name(ctx: HotspotContext, c: Calls, mask: np.ndarray) -> str:
     """A downstream's display name: its service name when traced, else the peer."""
+    t = ctx.table
     kids = c.child[mask]
     kids = kids[kids >= 0]
     k = int(c.key[mask][0])
-    peer = ctx.table.peers[k] if k >= 0 else ctx.table.names[-2 - k]
+    # Without a peer: the client spans' most common name (`HTTP GET`, `hipstershop.CartService/GetCart`).
+    peer = t.peers[k] if k >= 0 else t.names[int(np.bincount(t.name[c.w.rows[mask]]).argmax())]
     if kids.size:
         svc = np.bincount(ctx.table.service[kids]).argmax()
         return f"{ctx.table.services[svc]} ({peer})"

@@ -11,7 +11,7 @@ import click
 from analyzer.cliutil import UserError, parse_duration, parse_size, resolve_window
 from analyzer.commands.clickhouse import FLAG_PREFIX, clickhouse_options, read_clickhouse
 from analyzer.config import ConfigError, load_config
-from analyzer.gather import listen_for, prometheus_window, query_prometheus, read_inputs
+from analyzer.gather import listen_for, prometheus_window, query_prometheus, read_inputs, span_mapping
 from analyzer.output import check_output, write_output
 from analyzer.pipeline import analyze
 from analyzer.renderers import formats, render
@@ -24,6 +24,10 @@ from collectors.otlp_ports import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 @click.command("analyze")
 @click.option("--traces", "traces", multiple=True, metavar="PATH",
               help="OTLP trace file or directory (JSON lines, protobuf, framed, gzip/zstd). Repeatable.")
+@click.option("--span-columns", metavar="KEY=COL,...",
+              help="Column mapping of CSV/Parquet span tables: trace_id=,span_id=,parent_id=,service=,name=,start=, "
+                   "end= or duration=, optional kind=,status=,attributes=,time_unit=,duration_unit=,service_from=pod; "
+                   "or a preset (nezha, clickhouse). Also [sources.span_table] in the config.")
 @click.option("--metrics", "metrics", multiple=True, metavar="PATH",
               help="OTLP metrics file, e.g. the one `capture` writes beside the traces. Repeatable.")
 @click.option("--prometheus", metavar="URL",
@@ -72,7 +76,7 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
                 output: str | None, config_path: str | None, trace_url: str | None, metrics_textfile: str | None,
                 push_metrics: str | None, listen: bool, duration: str,
                 capture_output: str | None, http_port: int, grpc_port: int, clickhouse: str | None, max_message: str,
-                **prom_flags: object) -> None:
+                span_columns: str | None, **prom_flags: object) -> None:
     """Analyze traces and metrics and print the verdict per service."""
     ch_flags = {k: prom_flags.pop(k) for k in list(prom_flags) if k.startswith(FLAG_PREFIX)}
     if not (traces or prometheus or metrics or listen or clickhouse):
@@ -100,7 +104,7 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
             traces.append(str(captured.traces_path))
             if captured.metrics_path is not None:
                 metrics.append(str(captured.metrics_path))
-        inputs = read_inputs(traces, metrics, limits)
+        inputs = read_inputs(traces, metrics, limits, span_mapping(span_columns, config))
     if clickhouse:
         store = read_clickhouse(clickhouse, ch_flags, config, int(s * 1e9) if s is not None else None,
                                 int(e * 1e9) if e is not None else None, list(services))

@@ -18,7 +18,7 @@ import click
 from analyzer.cliutil import UserError
 from analyzer.commands.capture import receiver_config
 from analyzer.config import ConfigError, load_config
-from analyzer.gather import listen_for, query_prometheus, read_inputs
+from analyzer.gather import listen_for, query_prometheus, read_inputs, span_mapping
 from analyzer.publish import publish
 from analyzer.renderers import formats, render
 from analyzer.weekly import Plan, export_credentials, make_plan, prometheus_settings, team_reports
@@ -84,7 +84,7 @@ def build_reports(plan: Plan) -> dict[str, dict]:
             traces.append(str(captured.traces_path))
             if captured.metrics_path is not None:
                 metrics.append(str(captured.metrics_path))
-        inputs = read_inputs(traces, metrics)
+        inputs = read_inputs(traces, metrics, span_columns=span_mapping(None, plan.config))
     if plan.prometheus:
         inputs.signals = query_prometheus(plan.prometheus, plan.services, plan.start, plan.end, plan.config,
                                           prometheus_settings(plan), inputs.signals)

@@ -1,0 +1,64 @@
+"""The config tables of the trace sources: `[sources.span_table]`, `[sources.tempo]`,
+`[sources.jaeger]`, `[sources.zipkin]`.
+
+Registered with the config schema (analyzer/config_schema.py `add_source`) when this module is
+imported, which `analyzer.config` and `analyzer.config_docs` do, so a config file is validated and
+documented the same whatever else has been imported.
+"""
+
+from __future__ import annotations
+
+from analyzer.config_schema import DURATION, URL, Key, Mapped, Number, Table, Text, add_source
+from collectors.span_tables import UNITS
+
+_COLUMN = Text(form="a column name")
+
+SPAN_TABLE = Table({
+    **{k: Key(_COLUMN, doc) for k, doc in (
+        ("trace_id", "Column of the trace id (hex)."), ("span_id", "Column of the span id (hex)."),
+        ("parent_id", "Column of the parent span id (empty, `root` or `0` for roots)."),
+        ("service", 'Column of the service (or of the pod name, with `service_from = "pod"`).'),
+        ("name", "Column of the span name."), ("start", "Column of the start time."),
+        ("end", "Column of the end time (or give `duration`)."), ("duration", "Column of the duration."),
+        ("kind", "Column of the span kind (optional: inferred from the tree when missing)."),
+        ("status", "Column of the status code (optional)."),
+        ("attributes", "Column of the span attributes as a JSON object (optional)."))},
+    "time_unit": Key(Text(choices=tuple(UNITS)), "Unit of integer start and end times.", default="ns"),
+    "duration_unit": Key(Text(choices=tuple(UNITS)), "Unit of the duration column.", default="ns"),
+    "service_from": Key(Text(choices=("pod",)), "`pod`: the service is the Deployment name in a pod name "
+                                                "(`frontend-579b9bff58-t2dbm` -> `frontend`)."),
+}, "Column mapping of CSV/Parquet span tables whose layout is not recognized (the Nezha and ClickHouse "
+   "`otel_traces` layouts are). `--span-columns` wins over it.")
+
+
+def _store(name: str, extra: dict[str, Key], doc: str) -> Table:
+    return Table({
+        "url": Key(URL, f"Base URL of the {name} query API; a path prefix is fine."),
+        **extra,
+        "window": Key(DURATION, "Window pulled when no --window/--start/--end is given.", default="1h"),
+        "per_operation": Key(Number(1, 100_000, integer=True),
+                             "Traces pulled per (service, operation): every trace above p95 up to this many, and "
+                             "a uniform sample of this many below.", default=50),
+        "search_limit": Key(Number(1, 1_000_000, integer=True),
+                            "Traces listed per search request (the candidates sampling draws from).", default=1000),
+        "concurrency": Key(Number(1, 64, integer=True), "Traces fetched at once.", default=4),
+        "timeout": Key(Number(0, 3600, above=True), "Seconds per request, connect to last byte.", default=30.0),
+        "retries": Key(Number(0, 20, integer=True), "Extra attempts after a 429/5xx or a timeout.", default=3),
+        "headers": Key(Mapped(Text(), "header name"), "Extra HTTP headers (no secrets: those come from "
+                                                       "$PROFILE_FIRST_TRACES_TOKEN and friends).", default={}),
+        "token_file": Key(Text(form="a path"), "File holding the bearer token."),
+    }, doc)
+
+
+TEMPO = _store("Tempo", {
+    "tenant": Key(Text(), "X-Scope-OrgID of a multi-tenant Tempo."),
+    "query": Key(Text(form="a TraceQL query"), "TraceQL search filter, e.g. `{resource.service.name=\"checkout\"}`.",
+                 default="{}"),
+}, "Pull traces from Grafana Tempo (`--tempo URL`): TraceQL search over the window, then a stratified "
+   "sample of traces by id.")
+JAEGER = _store("Jaeger query", {}, "Pull traces from the Jaeger query service (`--jaeger URL`): /api/v3 when "
+                                    "it answers, else the legacy /api/traces.")
+ZIPKIN = _store("Zipkin", {}, "Pull traces from Zipkin (`--zipkin URL`): /api/v2/services and /api/v2/traces.")
+
+for _name, _table in (("span_table", SPAN_TABLE), ("tempo", TEMPO), ("jaeger", JAEGER), ("zipkin", ZIPKIN)):
+    add_source(_name, _table)
