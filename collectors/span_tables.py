@@ -40,6 +40,7 @@ NO_PARENT = frozenset({"", "root", "0", "0000000000000000", "null", "none"})
 KINDS_NOTICE = ("span kinds were not in the table: inferred from the tree (a parent->child pair across services "
                 "is client->server; roots are servers)")
 DB_NOTICE = "database calls were inferred from span names that read as SQL (e.g. `SELECT ts.orders`, `sql.conn.query`)"
+_COLUMN_NAME = re.compile(r"^[A-Za-z_][\w .()\[\]/-]{0,63}$")
 _POD = re.compile(r"^(.+?)(?:-[a-z0-9]{5,10}-[a-z0-9]{5}|-\d+)$")
 _SQL_NAME = re.compile(r"^(?:(?:select|insert|update|delete|replace|merge|upsert|call)\s|sql\.)", re.IGNORECASE)
 
@@ -104,13 +105,16 @@ def sniff(path: Path) -> str | None:
     if head[:4] == PARQUET_MAGIC:
         return "parquet"
     line = head.split(b"\n", 1)[0].strip()
-    if not line or line[:1] in (b"{", b"[") or b"\x00" in line:
-        return None
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return "csv" if text.count(",") >= 4 or text.count("\t") >= 4 else None
+    delimiter = "\t" if text.count("\t") > text.count(",") else ","
+    header = next(csv.reader([text], delimiter=delimiter), [])
+    # A header of column names: five or more, each a short identifier-like name.
+    if len(header) >= 5 and all(_COLUMN_NAME.match(h.strip()) for h in header):
+        return "csv"
+    return None
 
 
 def read(path: Path, stats: SourceStats, mapping: ColumnMapping | None = None) -> Iterator[dict]:
@@ -120,9 +124,9 @@ def read(path: Path, stats: SourceStats, mapping: ColumnMapping | None = None) -
     header = list(columns)
     mapping = mapping or _preset_for(header)
     if mapping is None:
-        raise InputError(f"{path}: a {kind or 'CSV'} table with columns {', '.join(header[:12])}, but no column "
-                         "mapping: give --span-columns trace_id=COL,span_id=COL,parent_id=COL,service=COL,name=COL,"
-                         "start=COL,end=COL (or duration=COL) or a [span_table] section in the config")
+        raise InputError(f"{path}: a {kind or 'CSV'} table (columns {', '.join(header[:8])}), not OTLP; if it holds one "
+                         "span per row, map its columns with --span-columns trace_id=COL,span_id=COL,parent_id=COL,"
+                         "service=COL,name=COL,start=COL,end=COL (or duration=COL), or [sources.span_table] in the config")
     missing = [c for c in mapping.required if c not in columns]
     if missing:
         raise InputError(f"{path}: span table has no column(s) {', '.join(missing)} (columns: {', '.join(header[:12])})")

@@ -20,6 +20,7 @@ from analyzer.model import SpanClass
 from collectors.otlp_files import InputError
 from collectors.otlp_json import to_otlp_json_line
 from collectors.otlp_traces import load_traces
+from tests.shared_data import SHARED_DATA
 from tests.workloads.recording import (
     Recorder,
     batches,
@@ -29,7 +30,7 @@ from tests.workloads.recording import (
     write_proto_single,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 N_REQUESTS = 40
 SPANS_PER_REQUEST = 4
 
@@ -149,9 +150,10 @@ def test_otlp_example_from_the_spec_repository_parses():
     assert loaded.repairs.orphans == 1
 
 
-@pytest.mark.parametrize("name", ["zipkin-lens-testdata/yelp.json", "jaeger-ui-rideshare/testTrace.json",
-                                  "nezha/construct_data/2023-01-30/trace/11_39_trace.csv",
-                                  "prometheus-demo-scrape/alltypes.237mfs.prom.txt"])
+# Zipkin, Jaeger and span-table files are read since (tests/test_trace_formats.py, test_span_tables.py).
+@pytest.mark.parametrize("name", ["prometheus-demo-scrape/alltypes.237mfs.prom.txt",
+                                  "petshop/dataset/low_traffic/test/issue_0/metrics.csv",
+                                  "nezha/rca_data/2022-08-22/metric/front_service.csv"])
 def test_files_that_are_not_otlp_get_one_clear_error(name):
     with pytest.raises(InputError) as e:
         load_traces([str(SHARED / name)])
