@@ -324,7 +324,11 @@ def add_source(name: str, table: Table) -> None:
     """Register `[sources.NAME]` (a trace store's settings); call at import of the module that reads it."""
     if name in SOURCES.keys:
         raise ValueError(f"[sources.{name}] registered twice")
-    SOURCES.keys[name] = Key(table, table.doc)
+    # Registered tables after the fixed keys, by name: the docs do not depend on import order.
+    fixed = {k: v for k, v in SOURCES.keys.items() if not isinstance(v.type, Table)}
+    tables = {k: v for k, v in SOURCES.keys.items() if isinstance(v.type, Table)} | {name: Key(table, table.doc)}
+    SOURCES.keys.clear()
+    SOURCES.keys.update(fixed | dict(sorted(tables.items())))
 
 
 def add_report_format(fmt: str) -> None:
