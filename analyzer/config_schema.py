@@ -205,8 +205,10 @@ PROMETHEUS = Table({
     "service_labels": Key(ListOf(Text(), nonempty=True), "Labels naming the service on a series, first wins.",
                           default=["service_name", "service", "job"]),
     "step": Key(Number(0, 86400, above=True), "Range-query step in seconds (default: automatic, ~2,000 points)."),
-    "min_step": Key(Number(0, 86400, above=True), "Floor of the automatic step, in seconds.", default=15.0),
-    "rate_window": Key(DURATION, "Range of rate() in PromQL.", default="5m"),
+    "min_step": Key(Number(0, 86400, above=True), "Floor of the automatic step, in seconds (lowered to two scrape "
+                                                 "intervals when the data is scraped faster).", default=15.0),
+    "rate_window": Key(DURATION, "Range of rate() in PromQL (default: automatic, the step and at least 4 scrape "
+                                 "intervals found in the data, so window means are exact)."),
     "extra_matchers": Key(Text(), 'Added to every selector, e.g. `cluster="eu-1"`.', default=""),
     "max_points": Key(Number(2, 11_000, integer=True), "Points per series per request (Prometheus refuses more "
                                                         "than 11,000).", default=11_000),

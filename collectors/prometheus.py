@@ -60,8 +60,10 @@ class PromConfig(Transport):
     # labels naming the service on a series, highest precedence first
     service_labels: tuple[str, ...] = ("service_name", "service", "job")
     step: float | None = None  # seconds; None picks the finest step that fits one request
-    min_step: float = 15.0  # floor for the automatic step (a typical scrape interval)
-    rate_window: str = "5m"  # range of rate(); passed to the server as written
+    min_step: float = 15.0  # floor for the automatic step when the scrape interval is not known
+    # Range of rate(), passed to the server as written; "" follows the data: the step, and at
+    # least RATE_SCRAPES scrape intervals (found in the data), so window means are exact.
+    rate_window: str = ""
     extra_matchers: str = ""  # added to every selector, e.g. 'cluster="eu-1"' on Thanos/Mimir
     max_points: int = MAX_POINTS
     # Points per series the automatic step aims for: 2,016 is one every 5 minutes over 7 days,
@@ -122,9 +124,9 @@ ENABLE: dict[str, dict[str, str]] = {
         "node": "prom-client collectDefaultMetrics() (nodejs_gc_duration_seconds) or "
                 "@opentelemetry/instrumentation-runtime-node (v8js.gc.duration)",
         "dotnet": "the System.Runtime meter (.NET 9+, dotnet.gc.pause.time) exported through OpenTelemetry",
-        "python": "no library exports it: record gc.callbacks start/stop times into a histogram "
-                  "(e.g. python_gc_pause_seconds) or profile with py-spy; python_gc_collections_total "
-                  "(gc_cycles_per_second) is only a proxy",
+        "python": "no library exports it: call `from analyzer.instrument import gc_pauses; gc_pauses.install()` "
+                  "once in the service (python_gc_pause_seconds / cpython.gc.pause.duration from gc.callbacks); "
+                  "python_gc_collections_total (gc_cycles_per_second) is only a proxy",
         "*": "the runtime's GC metrics (shared/docs/signals.md §2), or a selector that matches them",
     },
     Signal.GC_CPU_FRACTION: {
@@ -189,13 +191,24 @@ def enable_hint(signal: str, runtime: str) -> str:
     return hints.get(runtime) or hints.get("*", "")
 
 
-def choose_step(start: float, end: float, config: PromConfig) -> float:
-    """The configured step, or the finest step >= min_step giving at most `target_points` points
-    (never more than max_points, so one request per query suffices)."""
+RATE_SCRAPES = 4  # samples a rate() range should hold at least (Prometheus' own advice)
+# Families that tell a target's scrape interval: `up` (every scraped target) and the counters
+# nearly every service has (backfilled data has no `up`).
+INTERVAL_FAMILIES = ("up", "process_cpu_seconds_total", "process_cpu_time_seconds_total", "jvm_cpu_time_seconds_total",
+                     "http_server_request_duration_seconds_count", "http_server_requests_seconds_count",
+                     "http_requests_total", "container_cpu_usage_seconds_total")
+
+
+def choose_step(start: float, end: float, config: PromConfig, scrape: float | None = None) -> float:
+    """The configured step, or the finest step >= the floor giving at most `target_points` points
+    (never more than max_points, so one request per query suffices). The floor is `min_step`,
+    or two scrape intervals when the data's interval is known and shorter: a 2-minute capture
+    scraped every second gets a point every 2 s, not 8 points."""
     if config.step:
         return float(config.step)
+    floor = config.min_step if not scrape else min(config.min_step, 2 * scrape)
     points = max(2, min(config.target_points, config.max_points))
-    return float(max(config.min_step, math.ceil((end - start) / (points - 1))))
+    return float(max(floor, math.ceil((end - start) / (points - 1))))
 
 
 def chunks(t0: float, t1: float, step: float, max_points: int) -> list[tuple[float, float]]:
@@ -208,9 +221,17 @@ _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w|y)$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
-def rate_range(rate_window: str, step: float) -> str:
+def rate_range(rate_window: str, step: float, scrape: float | None = None) -> str:
     """The rate() range: never shorter than the step, or samples between steps would be skipped
-    and a spike could vanish. A duration we cannot parse goes to the server as written."""
+    and a spike could vanish. A duration we cannot parse goes to the server as written.
+
+    Automatic ("") ranges tile the window: range = step, so the mean of the points is the
+    counter's increase over the window divided by its length (rate() handles resets), whatever
+    the window's length; widened to RATE_SCRAPES scrape intervals (15 s when the interval is
+    unknown) so each range holds enough samples. A fixed 5m range would report a core that was
+    busy for a 150 s capture as half a core at best."""
+    if not rate_window.strip():
+        return f"{math.ceil(max(step, RATE_SCRAPES * (scrape or 15.0)))}s"
     m = _DURATION.match(rate_window.strip())
     if m and int(m.group(1)) * _UNIT_S[m.group(2)] < step:
         return f"{math.ceil(step)}s"
@@ -343,16 +364,18 @@ class _Collector:
         return {svc: (np.concatenate([t for t, _ in p]), np.concatenate([v for _, v in p])) if len(p) > 1 else p[0]
                 for svc, p in parts.items()}
 
-    def scopes(self, default_services: list[str] | None, selectors: dict[str, str], step: float) -> list[Scope]:
+    def scopes(self, default_services: list[str] | None, selectors: dict[str, str], step: float,
+               scrape: float | None = None) -> list[Scope]:
         extra = self.config.extra_matchers.strip().strip("{}").strip()
-        rate = rate_range(self.config.rate_window, step)
+        rate = rate_range(self.config.rate_window, step, scrape)
+        res = f"{max(1, math.ceil(scrape or 15.0))}s"
         # Selector services first: with plain `or`, an earlier part wins for the same pf_service.
-        parts = [Scope(constant_map(svc), ", ".join(p for p in (body, extra) if p), rate)
+        parts = [Scope(constant_map(svc), ", ".join(p for p in (body, extra) if p), rate, resolution=res)
                  for svc, body in sorted(selectors.items())]
         if default_services is None or default_services:
             labels = self.config.service_labels
             parts.append(Scope(label_map(labels, default_services), extra, rate,
-                               select=label_select(labels, default_services)))
+                               select=label_select(labels, default_services), resolution=res))
         return parts
 
     def discover(self, scopes: list[Scope], start: float, end: float) -> dict[str, set[str]]:
@@ -376,6 +399,25 @@ class _Collector:
             if isinstance(svc, str) and svc and isinstance(name, str) and name:
                 found.setdefault(svc, set()).add(name)
         return found
+
+
+    def scrape_interval(self, scopes: list[Scope], start: float, end: float) -> float | None:
+        """The longest scrape interval among the targets exposing catalog series, from the samples
+        of each target's fullest series over the last part of the window (a series that appeared
+        mid-window does not count as a slow scrape); None when it cannot be told (the caller
+        falls back to min_step). One instant query."""
+        span = max(1.0, min(end - start, 600.0))
+        # One family at a time, joined with `or`: count_over_time drops __name__, so a regex over
+        # several families would give series with equal label sets, which PromQL rejects.
+        counts = " or ".join(f"count_over_time({sel}[{math.ceil(span)}s])"
+                             for name in INTERVAL_FAMILIES for s in scopes for sel in s.selectors(name))
+        query = f"min(max by (job, instance) ({counts}))"
+        try:
+            rows = self._post(query, end, end, 1.0, "scrape interval")
+            count = float(_points(rows[0][1])[1][0]) if rows else 0.0
+        except (QueryFailed, IndexError):
+            return None
+        return span / (count - 1) if count >= 2 else None
 
 
 def _is_shape(exc: QueryFailed) -> bool:
@@ -461,6 +503,10 @@ def collect(url: str, services: list[str] | None, start: float, end: float,
     # Plan: per signal, each service asks for its best applicable variant; one query per variant,
     # covering only the services that need it (so the server never evaluates, say, every
     # cAdvisor series in the cluster for services that expose their own process metrics).
+    scrape = run.scrape_interval(run.scopes(default, selectors, 0.0), start, end)
+    if scrape is not None and not config.step:  # a finer floor: two scrape intervals
+        step = choose_step(start, end, config, scrape)
+        per_query = _requests_per_query(start, end, step, config.max_points)
     t0, t1 = math.ceil(start / step) * step, math.floor(end / step) * step
     if t1 < t0:
         t0 = t1 = end
@@ -474,7 +520,7 @@ def collect(url: str, services: list[str] | None, start: float, end: float,
     for key, (spec, v, svcs) in needers.items():
         by_label = sorted(s for s in svcs if s not in selectors)
         scope_default = None if (default is None and by_label) else by_label
-        scopes = run.scopes(scope_default, {s: selectors[s] for s in svcs if s in selectors}, step)
+        scopes = run.scopes(scope_default, {s: selectors[s] for s in svcs if s in selectors}, step, scrape)
         plans[key] = _Plan(spec, v, " or ".join(f"({v.build(s)})" for s in scopes))
     _check_plan(run.sent + len(plans) * per_query, per_query, start, end, step, config)
     run.total = run.sent + len(plans) * per_query

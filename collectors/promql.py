@@ -43,6 +43,7 @@ class Scope:
     # asked once per alternative, joined with `or`, so the server only touches the series of
     # the services asked for, not every series of the metric name.
     select: tuple[str, ...] = ()
+    resolution: str = "15s"  # subquery resolution: the scrape interval found in the data
 
     def _one(self, name: str, extra: tuple[str, ...], alt: str) -> str:
         parts = [p for p in (*extra, alt, self.matchers) if p]
@@ -51,6 +52,10 @@ class Scope:
     def _each(self, fmt: Callable[[str], str], name: str, extra: tuple[str, ...]) -> str:
         alts = [fmt(self._one(name, extra, a)) for a in self.select or ("",)]
         return alts[0] if len(alts) == 1 else "(" + " or ".join(alts) + ")"
+
+    def selectors(self, name: str) -> list[str]:
+        """The plain selectors `m` joins with `or`, for functions that need a range of one."""
+        return [self._one(name, (), a) for a in self.select or ("",)]
 
     def m(self, name: str, *extra: str) -> str:
         """A selector for `name` with the variant's own matchers plus the scope's."""

@@ -323,7 +323,7 @@ def test_query_count_does_not_grow_with_services(prom, span) -> None:
     few = collect(prom.url, FLEET[:5], *span, config())
     many = collect(prom.url, FLEET, *span, config())
     assert few.queries == many.queries
-    assert many.queries <= 1 + 6  # discovery + gc s/s, cycles, p50, max, cpu used, cpu available
+    assert many.queries <= 2 + 6  # discovery, scrape interval + gc s/s, cycles, p50, max, cpu used, cpu available
     for i, name in enumerate(FLEET):
         approx(many, name, Signal.GC_SECONDS_PER_SECOND, 0.001 * (i + 1))
         approx(many, name, Signal.CPU_CORES_USED, 0.01 * (i + 1))
@@ -336,7 +336,7 @@ def test_window_split_for_point_limit(prom, span) -> None:
     n = int((span[1] - span[0]) / 0.5) + 1
     assert n > 11_000
     sources = {s.source for s in ss.series.values()}
-    assert sig.queries == 1 + 2 * len(sources)  # discovery + two chunks per query
+    assert sig.queries == 2 + 2 * len(sources)  # discovery, scrape interval + two chunks per query
     cpu = ss.series[Signal.CPU_CORES_USED]
     assert cpu.t.size == n and np.allclose(np.diff(cpu.t), 0.5)
     assert np.allclose(cpu.v, 3.92, rtol=1e-6)
@@ -354,7 +354,7 @@ def test_seven_day_window_at_fine_step_is_split_and_stitched() -> None:
     n = int((t1 - t0) / 15) + 1
     per_query = math.ceil(n / 11_000)
     assert (n, per_query) == (40_321, 4)
-    assert sig.queries == 1 + 2 * per_query  # discovery + (cpu used, cpu available) x 4 chunks
+    assert sig.queries == 2 + 2 * per_query  # discovery, scrape interval + (cpu used, cpu available) x 4 chunks
     for name, value in ((Signal.CPU_CORES_USED, 0.75), (Signal.CPU_CORES_AVAILABLE, 8.0)):
         s = sig.services["weekly"].series[name]
         assert s.t.size == n and np.all(np.diff(s.t) == 15)

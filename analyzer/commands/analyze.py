@@ -57,7 +57,7 @@ from collectors.otlp_ports import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 @click.option("--timeout", type=float, metavar="SECONDS", help="Deadline per Prometheus request, connect to last byte (default 30).")
 @click.option("--retries", type=int, metavar="N", help="Retries on 5xx and timeouts (default 3).")
 @click.option("--step", type=float, metavar="SECONDS", help="Range-query step (default: finest under 11,000 points).")
-@click.option("--rate-window", metavar="DURATION", help="Range of rate() in PromQL (default 5m).")
+@click.option("--rate-window", metavar="DURATION", help="Range of rate() in PromQL (default: the step, at least 4 scrape intervals found in the data).")
 @click.option("--extra-matchers", metavar="MATCHERS", help='Added to every selector, e.g. cluster="eu-1".')
 @click.option("--listen", is_flag=True, help="Receive OTLP on 127.0.0.1:4318 (HTTP) and :4317 (gRPC) for --duration, "
                                              "then analyze what arrived (Ctrl-C ends early).")
