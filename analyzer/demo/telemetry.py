@@ -12,25 +12,23 @@ from __future__ import annotations
 import gc
 import os
 import platform
-import threading
-import time
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.metrics import CallbackOptions, Histogram, Observation
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from analyzer.instrument.gc_pauses import GcPauseRecorder, otel_sink
+
 #: Short intervals: a demo phase lasts seconds, and rates need several points inside it.
 SPAN_DELAY_MS = 500
 METRIC_INTERVAL_MS = 500
-GC_PAUSE_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SCOPE = "analyzer.demo"
 
 
@@ -43,34 +41,6 @@ def resource(service: str) -> Resource:
         "process.runtime.name": platform.python_implementation().lower(),  # "cpython"
         "process.runtime.version": platform.python_version(),
     })
-
-
-class GcPauseRecorder:
-    """Times CPython collections with gc.callbacks and records them into a histogram.
-
-    The callback only appends to a deque: recording into the SDK from inside a collection
-    could try to take a lock that the interrupted code (e.g. the metric reader) holds.
-    `drain()` moves the timings into the histogram from ordinary code; it runs at the start of
-    every metric collection, so each export carries every pause up to that moment.
-    """
-
-    def __init__(self, histogram: Histogram) -> None:
-        self._histogram = histogram
-        self._started = 0.0
-        self._done: deque[tuple[float, int]] = deque(maxlen=100_000)
-        self._lock = threading.Lock()  # serializes drain(), never taken in the callback
-
-    def __call__(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        elif self._started:
-            self._done.append((time.perf_counter() - self._started, int(info.get("generation", -1))))
-
-    def drain(self) -> None:
-        with self._lock:
-            while self._done:
-                seconds, generation = self._done.popleft()
-                self._histogram.record(seconds, {"cpython.gc.generation": generation})
 
 
 def _cpu_time() -> list[Observation]:
@@ -107,10 +77,7 @@ def setup(service: str, endpoint: str) -> Telemetry:
     )
     mp = MeterProvider(resource=res, metric_readers=[reader])
     meter = mp.get_meter(SCOPE)
-    pauses = GcPauseRecorder(meter.create_histogram(
-        "cpython.gc.pause.duration", unit="s", description="Duration of CPython GC collections (gc.callbacks)",
-        explicit_bucket_boundaries_advisory=GC_PAUSE_BUCKETS_S,
-    ))
+    pauses = GcPauseRecorder([otel_sink(mp)[0]])  # the helper services install (analyzer.instrument)
 
     def observe(_: CallbackOptions) -> Iterable[Observation]:
         # Callbacks run before the reader collects synchronous instruments (and without a lock
