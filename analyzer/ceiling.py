@@ -4,10 +4,12 @@ cost, beside what fixing its dominant non-runtime cause would save.
 Only the GC share and the CPU share of a request can shrink in a rewrite. Per traced request j
 of hot spot i (self_j = its self time, d_j = its duration):
 
-    gc_j  = min(self_j, g(t_j) * d_j)            GC pauses at the request's own time (removed entirely)
-            Go (concurrent GC): GC CPU fraction x the CPU part below
-    cpu_j = min(self_j - gc_j, c_i * self_j)     c_i = CPU-accounted fraction of hot spot i's self time
+    gc_j  = self_j * G_i / s_i                   G_i = hot spot i's GC share (its category share)
+    cpu_j = self_j * C_i / s_i                   C_i = its CPU share, s_i = its self share
     saved_j = gc_j + cpu_j * (1 - 1/S)           S = assumed speed-up of CPU work (config, default 2)
+
+G_i and C_i are the category shares the verdict reads (from the GC and CPU findings), so the
+reason, the shares and the ceiling tell one story: a share no finding backs is 0 here too.
 
 A hot spot without CPU or GC metrics has no measured share: its whole self time counts as the
 bound (`measured` is false), never a zero we did not measure.
@@ -29,10 +31,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from analyzer.signals import Signal
 from analyzer.verdict import OTHER_CAUSES, HotspotResult
 from heuristics.context import HotspotContext
-from heuristics.runtime import NS, RuntimeMeasure, in_window, measure, window_ns
+from heuristics.runtime import RuntimeMeasure, measure
 
 DEFAULT_CPU_SPEEDUP = 2.0
 MS = 1e6
@@ -69,6 +70,8 @@ def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotRes
             cores = m.cores_used.value
         if m.gc_kind == "cpu" and m.gc_cpu_fraction is not None:
             gc_frac = m.gc_cpu_fraction.value
+        elif m.gc_kind == "cpu" and m.cores_used is not None and m.cores_used.value > 0:
+            gc_frac = m.gc.value / m.cores_used.value
     if durations:
         d = np.concatenate(durations).astype(np.float64)
         after = d - np.concatenate(saved)
@@ -117,32 +120,16 @@ def _per_request(ctx: HotspotContext, r: HotspotResult, m: RuntimeMeasure) -> tu
     zero = np.zeros_like(d)
     if m.self_share <= 0:
         return d, self_ns, zero, zero
-    # Shares measured by the rules count too (e.g. CPU queueing), never above the self share.
-    gc_share = max(m.gc_share, r.shares.get("gc_pause", 0.0) if _has(r, "gc_pause") else 0.0)
-    cpu_share = max(m.cpu_share, r.shares.get("cpu_bound", 0.0) if _has(r, "cpu_bound") else 0.0)
-    if m.gc_kind == "pause" and m.gc is not None:
-        gc = np.minimum(self_ns, _gc_rate_at(ctx, m) * d)
-    else:
-        gc = self_ns * min(1.0, gc_share / m.self_share)
+    # The verdict's category shares, backed by findings; never above the self share.
+    gc_share = r.shares.get("gc_pause", 0.0) if _has(r, "gc_pause") else 0.0
+    cpu_share = r.shares.get("cpu_bound", 0.0) if _has(r, "cpu_bound") else 0.0
+    gc = self_ns * min(1.0, gc_share / m.self_share)
     cpu = np.minimum(self_ns - gc, self_ns * min(1.0, cpu_share / m.self_share))
     return d, self_ns, gc, np.maximum(cpu, 0.0)
 
 
 def _has(r: HotspotResult, category: str) -> bool:
     return any(f.category == category and f.share > 0 for f in r.findings)
-
-
-def _gc_rate_at(ctx: HotspotContext, m: RuntimeMeasure) -> np.ndarray:
-    """GC seconds per second at each entry span's end (the series point at or after it)."""
-    s = ctx.signals.get(Signal.GC_SECONDS_PER_SECOND) if ctx.signals is not None else None
-    w0, w1 = window_ns(ctx)
-    if s is None:
-        return np.full(ctx.hotspot.count, m.gc.value if m.gc else 0.0)
-    t, v = in_window(s, w0 / NS, w1 / NS)
-    if not t.size:
-        return np.full(ctx.hotspot.count, m.gc.value if m.gc else 0.0)
-    ends = ctx.table.end[ctx.hotspot.entries] / NS
-    return np.clip(v[np.clip(np.searchsorted(t, ends, side="left"), 0, t.size - 1)], 0.0, None)
 
 
 def _fix_first(results: Sequence[HotspotResult], counts: Sequence[int]) -> dict | None:

@@ -145,6 +145,20 @@ _CADVISOR = ('container!=""', 'container!="POD"', 'cpu!~"cpu[0-9]+"')
 _CADVISOR_SPEC = ('container!=""', 'container!="POD"')
 
 
+def _go_gc_cpu_fraction(key: str, available: str) -> Variant:
+    """Go's cumulative `go_memstats_gc_cpu_fraction` (client_golang before v1.13) as GC CPU seconds
+    per second over the window. The fraction f is GC CPU over the CPU available since the process
+    started (GOMAXPROCS x uptime U), so f x U grows by GC CPU / GOMAXPROCS per second: its rate
+    (a subquery; a restart resets it like a counter) times the cores available is the window's GC
+    CPU. `available` names the per-process series giving those cores."""
+    def build(s: Scope) -> str:
+        on = "on (job, instance) group_left ()"
+        grows = f"{s.m('go_memstats_gc_cpu_fraction')} * {on} (time() - {s.m('process_start_time_seconds')})"
+        cores = s.m(available) if available == "go_sched_gomaxprocs_threads" else s.r(available)
+        return s.sum(f"rate(({grows})[{s.rate}:{s.resolution}]) * {on} {cores}")
+    return Variant(key, ("go_memstats_gc_cpu_fraction", "process_start_time_seconds", available), build)
+
+
 def _gc_hist(prefix: str, key: str, q: float) -> tuple[Variant, ...]:
     return (_hist_q(key, q, f"{prefix}_bucket"),)
 
@@ -154,7 +168,11 @@ CATALOG: tuple[SignalSpec, ...] = (
         # Go: GC CPU (mostly concurrent mark) is the real cost; STW pause time is the fallback.
         _rate_sum("go runtime/metrics go_cpu_classes_gc_total_cpu_seconds_total",
                   "go_cpu_classes_gc_total_cpu_seconds_total"),
-        _rate_sum("go go_gc_duration_seconds (stop-the-world pauses)", "go_gc_duration_seconds_sum"),
+        _go_gc_cpu_fraction("go go_memstats_gc_cpu_fraction x GOMAXPROCS (GC CPU)", "go_sched_gomaxprocs_threads"),
+        _go_gc_cpu_fraction("go go_memstats_gc_cpu_fraction x process CPU (GC CPU, lower bound: GOMAXPROCS unknown)",
+                            "process_cpu_seconds_total"),
+        _rate_sum("go go_gc_duration_seconds (stop-the-world pauses only: a lower bound of GC cost)",
+                  "go_gc_duration_seconds_sum"),
         _rate_sum("micrometer jvm_gc_pause_seconds", "jvm_gc_pause_seconds_sum"),
         _rate_sum("otel jvm_gc_duration_seconds (includes concurrent cycles)", "jvm_gc_duration_seconds_sum"),
         _rate_sum("client_java jvm_gc_collection_seconds without *Cycles beans",
@@ -167,6 +185,9 @@ CATALOG: tuple[SignalSpec, ...] = (
         _rate_sum("prometheus-net system_runtime_dotnet_gc_pause_time", "system_runtime_dotnet_gc_pause_time"),
         _rate_sum("otel-contrib process_runtime_dotnet_gc_duration_nanoseconds_total",
                   "process_runtime_dotnet_gc_duration_nanoseconds_total", scale=" / 1e9"),
+        # CPython: gc.callbacks timings (analyzer.instrument.gc_pauses), prometheus_client or OTel.
+        _rate_sum("gc_pauses python_gc_pause_seconds", "python_gc_pause_seconds_sum"),
+        _rate_sum("otel cpython_gc_pause_duration_seconds", "cpython_gc_pause_duration_seconds_sum"),
     )),
     SignalSpec(Signal.GC_CPU_FRACTION, "ratio", (
         _ratio("go runtime/metrics gc / total CPU classes", "go_cpu_classes_gc_total_cpu_seconds_total",
@@ -180,6 +201,7 @@ CATALOG: tuple[SignalSpec, ...] = (
         *_gc_hist("jvm_gc_duration_seconds", "otel jvm_gc_duration_seconds_bucket", 0.5),
         *_gc_hist("nodejs_gc_duration_seconds", "prom-client nodejs_gc_duration_seconds_bucket", 0.5),
         *_gc_hist("v8js_gc_duration_seconds", "otel v8js_gc_duration_seconds_bucket", 0.5),
+        *_gc_hist("python_gc_pause_seconds", "gc_pauses python_gc_pause_seconds_bucket", 0.5),
     )),
     SignalSpec(Signal.GC_PAUSE_P99, "s", (
         *_gc_hist("go_gc_pauses_seconds", "go runtime/metrics go_gc_pauses_seconds_bucket", 0.99),
@@ -187,6 +209,7 @@ CATALOG: tuple[SignalSpec, ...] = (
         *_gc_hist("jvm_gc_duration_seconds", "otel jvm_gc_duration_seconds_bucket", 0.99),
         *_gc_hist("nodejs_gc_duration_seconds", "prom-client nodejs_gc_duration_seconds_bucket", 0.99),
         *_gc_hist("v8js_gc_duration_seconds", "otel v8js_gc_duration_seconds_bucket", 0.99),
+        *_gc_hist("python_gc_pause_seconds", "gc_pauses python_gc_pause_seconds_bucket", 0.99),
     )),
     SignalSpec(Signal.GC_PAUSE_MAX, "s", (
         _gauge("go go_gc_duration_seconds{quantile=1}, worst instance", "max",
@@ -200,10 +223,15 @@ CATALOG: tuple[SignalSpec, ...] = (
         _rate_sum("client_java jvm_gc_collection_seconds_count", "jvm_gc_collection_seconds_count"),
         _rate_sum("prom-client nodejs_gc_duration_seconds_count", "nodejs_gc_duration_seconds_count"),
         _rate_sum("otel v8js_gc_duration_seconds_count", "v8js_gc_duration_seconds_count"),
+        _rate_sum("gc_pauses python_gc_pause_seconds_count", "python_gc_pause_seconds_count"),
         _rate_sum("prometheus_client python_gc_collections_total", "python_gc_collections_total"),
+        _rate_sum("otel (old system-metrics) process_runtime_cpython_gc_count_total",
+                  "process_runtime_cpython_gc_count_total"),
         _rate_sum("otel cpython_gc_collections_total", "cpython_gc_collections_total"),
         _rate_sum("otel dotnet_gc_collections_total", "dotnet_gc_collections_total"),
         _rate_sum("prometheus-net dotnet_collection_count_total", "dotnet_collection_count_total"),
+        _rate_sum("otel-contrib process_runtime_dotnet_gc_collections_count_total",
+                  "process_runtime_dotnet_gc_collections_count_total"),
     )),
     SignalSpec(Signal.ALLOC_BYTES_PER_SECOND, "B/s", (
         _rate_sum("go go_memstats_alloc_bytes_total", "go_memstats_alloc_bytes_total"),

@@ -44,15 +44,20 @@ def cpu_evidence(m: RuntimeMeasure) -> list[Evidence]:
 
 
 def _msg_accounts(m: RuntimeMeasure) -> str:
-    cap = " (more CPU than self time: parallel or background work; capped at self time)" if m.coverage > 1 else ""
+    cap = " (more CPU than self time: parallel work; capped at self time)" if m.coverage > 1 else ""
     gc = (f", {fmt_ms(m.work_ms_per_request)} of it outside GC"
           if np.isfinite(m.work_ms_per_request) and m.work_ms_per_request < m.cpu_ms_per_request - 1e-9 else "")
+    bg = (f", after {m.background_cores:.2f} cores of background CPU ({m.background_source})"
+          if m.background_cores > 0 else "")
+    queue = (f"; {m.in_flight:.1f} requests are in process at once on a ceiling of {m.ceiling_cores:.2f} cores "
+             f"({m.ceiling_why}), so each waits behind the others' CPU work: that wait is CPU cost"
+             if m.queue_factor > 1 else "")
     return (f"the service burns {fmt_ms(m.cpu_ms_per_request)} of CPU per request ({m.cores_used.value:.2f} cores "
-            f"at {m.rps.value:.1f} req/s{gc}) against {fmt_ms(m.service_self_ms)} of self time{cap}")
+            f"at {m.rps.value:.1f} req/s{bg}{gc}) against {fmt_ms(m.service_self_ms)} of self time{cap}{queue}")
 
 
 @rule("PF-CPU001", "cpu-work", "cpu_bound", "The CPU each request burns accounts for the hot spot's self time",
-      min_coverage=0.5, min_share=0.2)
+      min_coverage=0.5, min_share=0.2, min_ms=1.0)
 def cpu_work(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
     ## What it detects
@@ -60,8 +65,11 @@ def cpu_work(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     holds even on an idle machine (a request that computes for 50 ms is compute-bound at 1% load).
 
     ## How it measures
-    - CPU per request = cores used (`process_cpu_seconds_total`, OTel `process.cpu.time`,
-      `jvm.cpu.time`, cAdvisor `container_cpu_usage_seconds_total`, ...) ÷ requests per second.
+    - CPU per request = (cores used − background cores) ÷ requests per second; cores used from
+      `process_cpu_seconds_total`, OTel `process.cpu.time`, `jvm.cpu.time`, cAdvisor
+      `container_cpu_usage_seconds_total`, ...; background cores = the mean CPU of the window's
+      intervals with no request of the service in flight (exporters, schedulers, batch threads:
+      not request CPU).
       The request rate comes from server metrics (`http_server_request_duration_seconds_count`,
       ...) when exported, else from the traces: the service's entry spans per second over the
       window.
@@ -71,11 +79,15 @@ def cpu_work(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
       bound of GC CPU: at least one thread collects during a pause).
     - Coverage = CPU per request ÷ the service's mean self time per request (entry spans of every
       operation of the service, since process CPU is not per operation): does CPU account for
-      the self time at all?
+      the self time at all? When more requests are in self time at once (rps × self time) than
+      the runtime's CPU ceiling (one core for CPython and Node, else the quota or CPU count),
+      requests wait behind each other's CPU work: coverage is scaled by that ratio, so the
+      queueing counts as CPU cost; time the process got no core for stays uncounted.
     - CPU share of the hot spot = self share × min(1, non-GC CPU per request ÷ self time per
       request), at most the self share left after GC.
 
-    Fires when coverage ≥ `min_coverage` and the CPU share ≥ `min_share`.
+    Fires when coverage ≥ `min_coverage`, the CPU share ≥ `min_share` and the CPU it attributes
+    is at least `min_ms` per request (a probe with no self time gets no CPU finding).
 
     ## False positives
     - Sampled traces without a request-rate metric undercount requests, which inflates CPU per
@@ -90,7 +102,8 @@ def cpu_work(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     last step, for irreducible work that dominates the service.
     """
     m = measure(ctx)
-    if not m.cpu_measured or m.coverage < th["min_coverage"] or m.cpu_share < th["min_share"]:
+    if (not m.cpu_measured or m.coverage < th["min_coverage"] or m.cpu_share < th["min_share"]
+            or m.cpu_share * m.mean_ms < th["min_ms"]):
         return []
     msg = (f"CPU work: {_msg_accounts(m)}, so {m.cpu_share:.0%} of this hot spot's time "
            f"(~{fmt_ms(m.cpu_share * m.mean_ms)} per request) is CPU"
@@ -112,7 +125,9 @@ def cpu_saturated(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]
     count, or node cores): requests that need CPU wait for a core.
 
     ## How it measures
-    Mean of cores used ÷ cores available over the hot spot's window. The finding's share is the
+    Mean of cores used ÷ the CPU ceiling over the service's window. The ceiling is one core for
+    CPython (the GIL) and Node (one event-loop thread), bounded by a quota; otherwise cores
+    available. The finding's share is the
     CPU-accounted share of PF-CPU001 (what the CPU measurements explain); waiting for a core is
     added only when measured, by PF-CPU004.
 
@@ -126,15 +141,29 @@ def cpu_saturated(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]
     only for the CPU share of the hot spot.
     """
     m = measure(ctx)
-    if not np.isfinite(m.utilization) or m.utilization < th["min_utilization"]:
+    if not np.isfinite(m.utilization) or m.utilization < th["min_utilization"] or m.cpu_share <= 0:
         return []
-    msg = (f"CPU saturated: {m.cores_used.value:.2f} of {m.cores_available.value:.2f} available cores in use "
-           f"({m.utilization:.0%}); requests queue for a core.")
+    msg = (f"CPU saturated: {m.cores_used.value:.2f} of the {m.ceiling_cores:.2f} cores it can use in use "
+           f"({m.utilization:.0%}; {m.ceiling_why}); requests queue for its CPU.")
     if np.isfinite(m.cpu_ms_per_request):
         msg += f" Per request, {_msg_accounts(m)}."
-    return [Finding(rule="PF-CPU002", category="cpu_bound", message=msg,
-                    remedy="Cut CPU per request or add capacity (replicas, a higher CPU limit). " + _REMEDY_CPU,
-                    share=min(1.0, m.cpu_share), evidence=cpu_evidence(m))]
+    ev = [*cpu_evidence(m), Evidence("cpu_ceiling_cores", m.ceiling_cores, "cores", m.ceiling_why)]
+    return [Finding(rule="PF-CPU002", category="cpu_bound", message=msg, remedy=_saturation_remedy(m),
+                    share=min(1.0, m.cpu_share), evidence=ev)]
+
+
+def _saturation_remedy(m: RuntimeMeasure) -> str:
+    """Both ways out of saturation, with numbers: more processes/cores, or less CPU per request."""
+    need = m.cores_used.value / SATURATED  # cores that would bring utilization under the threshold
+    if m.runtime in ("python", "node"):
+        more = (f"Run more processes ({m.runtime} uses about one core each: ~{max(2, int(np.ceil(need)))} processes "
+                f"for {m.cores_used.value:.2f} cores of load at {SATURATED:.0%} each), if the host has the cores")
+    else:
+        more = f"Add capacity: ~{need:.1f} cores (replicas or a higher CPU limit) keep it under {SATURATED:.0%}"
+    faster = (f"or cut the {fmt_ms(m.cpu_ms_per_request)} of CPU per request: a 2x faster implementation of "
+              f"this work halves the load and the queue" if np.isfinite(m.cpu_ms_per_request) else
+              "or cut CPU per request")
+    return f"{more}; {faster}. " + _REMEDY_CPU
 
 
 @rule("PF-CPU003", "cpu-throttled", "cpu_bound", "The container is throttled by its CFS CPU quota",
@@ -244,6 +273,8 @@ def event_loop_blocked(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
         return []
     msg = (f"Event loop lag {m.event_loop_lag.value * 1e3:.0f} ms: requests wait that long for the loop before "
            f"their handler runs (time mostly outside the server span).")
+    if m.gc_share > m.cpu_share > 0 or (m.gc_share > 0 and m.cpu_share == 0):
+        msg += " GC is most of what blocks the loop here (see PF-GC001)."
     ev = [Evidence(Signal.EVENT_LOOP_LAG, m.event_loop_lag.value, "s", m.event_loop_lag.source), *cpu_evidence(m)]
     return [Finding(rule="PF-CPU005", category="cpu_bound", message=msg,
                     remedy="Move synchronous CPU work off the event loop (worker_threads) or split it. " + _REMEDY_CPU,

@@ -38,6 +38,12 @@ def gc_evidence(m: RuntimeMeasure) -> list[Evidence]:
         ev.append(Evidence(Signal.ALLOC_BYTES_PER_SECOND, m.alloc.value, "B/s", m.alloc.source))
     if m.event_loop_lag is not None:
         ev.append(Evidence(Signal.EVENT_LOOP_LAG, m.event_loop_lag.value, "s", m.event_loop_lag.source))
+    if np.isfinite(m.gc_ms_per_request):
+        ev.append(Evidence("gc_ms_per_request", m.gc_ms_per_request, "ms",
+                           f"GC seconds over the window / requests over the window ({Signal.REQUESTS_PER_SECOND})"))
+    if np.isfinite(m.work_ms_per_request):
+        ev.append(Evidence("cpu_ms_per_request_outside_gc", m.work_ms_per_request, "ms",
+                           "(cores used - background - GC CPU) / requests per second"))
     src = m.gc.source if m.gc is not None else ""
     if np.isfinite(m.gc_latency_r):
         ev.append(Evidence("gc_latency_correlation", m.gc_latency_r, "r",
@@ -49,8 +55,19 @@ def gc_evidence(m: RuntimeMeasure) -> list[Evidence]:
     return ev
 
 
+def outside_spans(m: RuntimeMeasure) -> str:
+    """What the spans miss of a stop-the-world pause: the wait before a request's span starts."""
+    if m.event_loop_lag is not None and m.event_loop_lag.value >= 0.005:
+        return (f" Requests also wait for the blocked event loop before their server spans start (lag "
+                f"{m.event_loop_lag.value * 1e3:.0f} ms, {m.event_loop_lag.source.split('(')[-1].split('{')[0]}): "
+                f"server spans under-count the pauses.")
+    if m.gc_kind == "pause" and m.runtime == "jvm":
+        return " A safepoint holds every thread, including requests not yet in a span: spans under-count pauses."
+    return ""
+
+
 @rule("PF-GC001", "gc-time", "gc_pause", "Garbage collection takes a material share of the hot spot's time",
-      min_share=0.10)
+      min_share=0.10, min_ms=1.0)
 def gc_time(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
     ## What it detects
@@ -61,14 +78,23 @@ def gc_time(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
 
     - **GC seconds per second** `g`: JVM `jvm_gc_pause_seconds` / `jvm_gc_duration_seconds` /
       `jvm_gc_collection_seconds`, Node `nodejs_gc_duration_seconds` / `v8js_gc_duration_seconds`,
-      .NET `dotnet_gc_pause_time_seconds_total`, Go `go_gc_duration_seconds` (stop-the-world pauses).
-      Pauses stop every request in flight, so a request of latency L spends `g × L` in GC on
-      average: the share explained is `min(g, self share)`.
-    - **Go, concurrent GC**: with client_golang's runtime/metrics CPU classes
-      (`go_cpu_classes_gc_total_cpu_seconds_total`), Go's GC is mostly concurrent and its cost is
-      CPU taken from the program. The share is the GC CPU fraction (GC CPU / total CPU) of the
-      CPU-accounted share (see PF-CPU001). Without CPU per request the GC CPU is reported but
-      explains nothing.
+      .NET `dotnet_gc_pause_time_seconds_total`, CPython `python_gc_pause_seconds` /
+      `cpython.gc.pause.duration` (from `analyzer.instrument.gc_pauses`), Go
+      `go_gc_duration_seconds` (stop-the-world pauses only: a lower bound).
+    - **Go, concurrent GC**: its cost is CPU taken from the program: GC CPU seconds from the
+      runtime/metrics CPU classes (`go_cpu_classes_gc_total_cpu_seconds_total`), or from the
+      cumulative `go_memstats_gc_cpu_fraction` of older client_golang turned into a window figure
+      (rate of fraction × uptime, times GOMAXPROCS; times the process CPU, a lower bound, when
+      GOMAXPROCS is not exported).
+    - **GC per request** = GC seconds over the window ÷ requests over the window. A collection is
+      triggered by allocation, so it lands on the request that allocates or on those queued behind
+      it, not at random moments. It is compared with the non-GC CPU per request (see PF-CPU001):
+      the hot spot's runtime share (GC + CPU, see `heuristics/runtime.py`) is split between them
+      by their per-request times. The cause is `gc_pause` when GC per request is at least the
+      non-GC CPU per request.
+    - Stop-the-world time outside spans: a Node request arriving during a pause waits in the event
+      loop before its span starts (event-loop lag); a JVM safepoint holds every thread. The
+      message says so: server spans under-count pauses.
     - Pause quantiles (p50, p99, max), GC cycles per second and allocation rate are quoted as
       evidence where exposed; so are the correlation of per-bucket latency with GC time and the
       share of tail requests in GC-heavy intervals (see PF-GC002).
@@ -87,19 +113,26 @@ def gc_time(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     remains the dominant measured cause after that is a rewrite without a GC worth its cost.
     """
     m = measure(ctx)
-    if m.gc is None or m.gc_share < th["min_share"]:
-        return []
     per_req = m.gc_share * m.mean_ms
-    if m.gc_kind == "cpu":
-        frac = m.gc_cpu_fraction.value if m.gc_cpu_fraction is not None else m.gc_share / max(m.cpu_share + m.gc_share, 1e-12)
-        msg = (f"Go GC uses {frac:.0%} of the service's CPU ({m.gc.value:.2f} CPU-s/s); the requests' self time is "
-               f"CPU work, so GC accounts for {m.gc_share:.0%} of this hot spot's time (~{fmt_ms(per_req)} per request).")
-    else:
-        msg = (f"The process spends {m.gc.value:.2f} s per second in GC; applied to this hot spot's "
-               f"{fmt_ms(m.mean_ms)} mean latency that is ~{fmt_ms(per_req)} per request ({m.gc_share:.0%} of its time).")
-        if "p99" in m.pause or "max" in m.pause:
-            k = "p99" if "p99" in m.pause else "max"
-            msg += f" Pause {k}: {m.pause[k].value * 1e3:.1f} ms."
+    if m.gc is None or m.gc_share < th["min_share"] - 1e-9 or per_req < th["min_ms"]:  # 1e-9: float means
+        return []
+    what = "GC CPU" if m.gc_kind == "cpu" else "GC pauses"
+    runtime_share = m.gc_share + m.cpu_share
+    msg = (f"{what}: {m.gc.value:.2f} s per second over the window, {fmt_ms(m.gc_ms_per_request)} per request at "
+           f"{m.rps.value:.1f} req/s" if m.rps is not None and np.isfinite(m.gc_ms_per_request)
+           else f"{what}: {m.gc.value:.2f} s per second over the window")
+    if np.isfinite(m.work_ms_per_request):
+        msg += f", against {fmt_ms(m.work_ms_per_request)} of other CPU work per request"
+    msg += (f"; GC is {m.gc_share / runtime_share:.0%} of the runtime cost, {m.gc_share:.0%} of this hot spot's time "
+            f"(~{fmt_ms(per_req)} per request)." if runtime_share > 0 else f"; {m.gc_share:.0%} of this hot spot's time.")
+    if m.gc_kind == "cpu" and m.cores_used is not None and m.cores_used.value > 0:
+        msg = f"Go GC uses {min(1.0, m.gc.value / m.cores_used.value):.0%} of the service's CPU. " + msg
+    if "go_gc_duration_seconds_sum" in m.gc.source:
+        msg += " Stop-the-world pauses only: a lower bound of Go's GC cost (its concurrent mark is CPU work)."
+    if "p99" in m.pause or "max" in m.pause:
+        k = "p99" if "p99" in m.pause else "max"
+        msg += f" Pause {k}: {m.pause[k].value * 1e3:.1f} ms."
+    msg += outside_spans(m)
     return [Finding(rule="PF-GC001", category="gc_pause", message=msg, remedy=_REMEDY_GC,
                     share=min(1.0, m.gc_share), evidence=gc_evidence(m))]
 

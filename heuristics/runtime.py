@@ -4,20 +4,25 @@ Everything here relates a service's runtime `Signals` to the hot spot's entry sp
 same wall-clock window. No thresholds live here: the rules decide what is material, this
 module only measures, so the rules, the verdict and the ceiling see the same numbers.
 
-Model (why the shares are what they are):
-- GC pauses stop the world: a process spending g seconds per second paused delays every
-  request in flight by g of its wall time on average, so GC explains `min(g, self share)` of
-  the hot spot. Tail requests are weighed with the GC rate at their own time.
-- Go's collector runs mostly concurrently: its cost is CPU taken from the program (the GC
-  CPU fraction), so for Go with runtime/metrics CPU classes the GC share is that fraction of
-  the CPU-accounted share, not a pause.
-- CPU: the CPU a request burns is `cores used / requests per second`; when it covers the
-  service's self time per request, self time is compute. GC work is inside process CPU, so the
-  CPU share counts only the CPU left after GC: `(cores used - GC CPU) / rps` against self time,
-  where GC CPU is at least the GC pause seconds per second (one thread collects during a
-  pause; parallel collectors use more, which makes this an upper bound on non-GC CPU) and, for
-  Go, the measured GC CPU. The hot spot's CPU share is its self share times that coverage
-  (at most 1), bounded by the self share left after GC.
+Model (why the shares are what they are), per request of the service over the window:
+- GC: a collection is triggered by allocation, so it lands on the request that allocates or on
+  the requests queued behind it, not at random moments. GC time per request is the GC
+  seconds over the window divided by the requests over the window (pause seconds for pausing
+  collectors; GC CPU for Go, whose collector runs mostly concurrently).
+- CPU: the CPU a request burns is `(cores used - background cores) / requests per second`.
+  Background CPU (exporters, schedulers, batch threads) is the mean CPU of the intervals in
+  which no request of the service was in flight; it is not charged to requests. GC work is
+  inside process CPU: the non-GC CPU per request is what is left after the GC CPU (pause
+  seconds are a lower bound of it: at least one thread collects during a pause).
+- Runtime time per request = GC per request + non-GC CPU per request, against the service's
+  self time per request. A process at its CPU ceiling waits behind its own work: with more
+  requests in self time at once (`rps x self time`) than the cores the runtime can use (about
+  one for CPython's GIL and Node's event loop, else the quota or the runtime's CPU count), the
+  coverage is scaled by that queue, so GIL or event-loop queueing counts as CPU cost, while
+  time the process did not get a core for (another process on its cores) stays uncounted.
+- The hot spot's runtime share is its self share times that coverage (at most 1), split between
+  GC and CPU work by their per-request times. Every operation gets the service's coverage of its
+  own self time: CPU is spread by self time, so a probe with no self time gets none.
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ MS = 1e6
 TAIL_Q = 0.95  # requests at or above the hot spot's p95 are "tail" requests
 MIN_BUCKET_REQUESTS = 2  # a time bucket needs this many requests for its mean latency to count
 SATURATED = 0.8  # cores used / available at which a time bucket counts as CPU-saturated
+ONE_CORE_RUNTIMES = {"python": "CPython runs Python code on one core at a time (the GIL)",
+                     "node": "Node runs JavaScript on one event-loop thread"}
+MIN_IDLE_BUCKETS = 3  # intervals without requests needed to measure background CPU
+MIN_FIT_BUCKETS = 8  # intervals needed to regress CPU on the request rate ...
+MIN_RATE_CV = 0.5  # ... and how much the rate must vary between them (std / mean)
 CPU_UTILIZATION = getattr(Signal, "CPU_UTILIZATION", "cpu_utilization")  # OTel *.cpu.utilization, 0..1
 
 
@@ -68,7 +78,15 @@ class RuntimeMeasure:
     work_ms_per_request: float = float("nan")  # CPU per request less GC CPU
     work_coverage: float = float("nan")  # work_ms_per_request / service_self_ms
     cpu_share: float = 0.0  # share of the hot spot's time that is CPU work, GC excluded
-    utilization: float = float("nan")  # cores used / cores available
+    utilization: float = float("nan")  # cores used / the CPU ceiling
+    ceiling_cores: float = float("nan")  # cores the runtime can use: GIL/event loop, quota, CPU count
+    ceiling_why: str = ""
+    background_cores: float = 0.0  # CPU outside requests (intervals without requests)
+    background_source: str = ""
+    in_flight: float = float("nan")  # mean requests in self time at once (rps x self time)
+    queue_factor: float = 1.0  # in_flight / ceiling when above 1: requests queue behind each other's CPU
+    gc_ms_per_request: float = float("nan")  # GC seconds over the window / requests over the window
+    runtime_share: float = 0.0  # GC + CPU share of the hot spot
     cpu_latency_r: float = float("nan")  # correlation of bucket latency with CPU use
     cpu_buckets: int = 0
     peak_utilization: float = float("nan")
@@ -114,8 +132,10 @@ def runtime_of(ctx: HotspotContext) -> str:
 
 
 def window_ns(ctx: HotspotContext) -> tuple[int, int]:
-    t, e = ctx.table, ctx.hotspot.entries
-    return int(t.start[e].min()), int(t.end[e].max())
+    """The service's window (first entry start to last entry end over all its hot spots): CPU,
+    GC and request rates are the service's, so every hot spot reads them over the same time."""
+    _, _, first, last = _service_entries(ctx)
+    return first, last
 
 
 def in_window(s: Series, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
@@ -171,13 +191,11 @@ def _summary(h: Hotspot, t: SpanTable) -> tuple[int, float, int, int]:
     return cached
 
 
-def _service_entries(ctx: HotspotContext) -> tuple[int, float, float]:
-    """(entry count, self ns, first start to last end in s) of the hot spot's whole service."""
+def _service_entries(ctx: HotspotContext) -> tuple[int, float, int, int]:
+    """(entry count, self ns, first start ns, last end ns) of the hot spot's whole service."""
     hs = [h for h in ctx.all_hotspots if h.service == ctx.hotspot.service] or [ctx.hotspot]
     parts = [_summary(h, ctx.table) for h in hs]
-    count = sum(p[0] for p in parts)
-    self_ns = sum(p[1] for p in parts)
-    return count, self_ns, (max(p[3] for p in parts) - min(p[2] for p in parts)) / NS
+    return sum(p[0] for p in parts), sum(p[1] for p in parts), min(p[2] for p in parts), max(p[3] for p in parts)
 
 
 def measure(ctx: HotspotContext) -> RuntimeMeasure:
@@ -221,24 +239,33 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
             cpu_v = u_v * m.cores_available.value
     m.throttled, _, _ = windowed(ss, Signal.CPU_THROTTLED_FRACTION, t0, t1)
     m.event_loop_lag, _, _ = windowed(ss, Signal.EVENT_LOOP_LAG, t0, t1)
-    n_entries, svc_self_ns, span_s = _service_entries(ctx)
+    n_entries, svc_self_ns, first, last = _service_entries(ctx)
+    span_s = (last - first) / NS
     m.rps, _, _ = windowed(ss, Signal.REQUESTS_PER_SECOND, t0, t1)
     if (m.rps is None or m.rps.value <= 0) and span_s > 0:
         m.rps = Value(n_entries / span_s, f"traces: {n_entries} entry spans of {h.service} over {span_s:.0f} s", "1/s")
     m.service_self_ms = svc_self_ns / n_entries / MS if n_entries else float("nan")
-    if m.cores_used is not None and m.rps is not None and m.rps.value > 0:
-        m.cpu_ms_per_request = m.cores_used.value / m.rps.value * 1e3
+    _ceiling(m)
+    if m.cores_used is not None and cpu_v.size:
+        m.background_cores, m.background_source = _background(ctx, cpu_t, cpu_v)
+    req_cores = max(0.0, m.cores_used.value - m.background_cores) if m.cores_used is not None else float("nan")
+    have_rate = m.rps is not None and m.rps.value > 0
+    if have_rate and np.isfinite(m.service_self_ms):
+        m.in_flight = m.rps.value * m.service_self_ms / 1e3
+        if np.isfinite(m.ceiling_cores) and m.ceiling_cores > 0:
+            m.queue_factor = max(1.0, m.in_flight / m.ceiling_cores)
+    if m.cores_used is not None and have_rate:
+        m.cpu_ms_per_request = req_cores / m.rps.value * 1e3
         if m.service_self_ms > 0:
-            m.coverage = m.cpu_ms_per_request / m.service_self_ms
-    if m.cores_used is not None and m.cores_available is not None and m.cores_available.value > 0:
-        m.utilization = m.cores_used.value / m.cores_available.value
-        if avail_v.size and cpu_v.size:
-            util = cpu_v / float(avail_v.mean())
+            m.coverage = m.cpu_ms_per_request / m.service_self_ms * m.queue_factor
+    if m.cores_used is not None and np.isfinite(m.ceiling_cores) and m.ceiling_cores > 0:
+        m.utilization = m.cores_used.value / m.ceiling_cores
+        if cpu_v.size:
+            util = cpu_v / m.ceiling_cores
             m.peak_utilization = float(np.nanmax(util))
             bucket = np.clip(np.searchsorted(cpu_t, ends_s, side="left"), 0, cpu_t.size - 1)
             m.cpu_latency_r, m.cpu_buckets = _bucket_corr(bucket, lat_ms, util)
             m.queue_share = _queue_share(bucket, self_ns, util, total)
-    cpu_accounted = m.self_share * min(1.0, m.coverage) if np.isfinite(m.coverage) else 0.0
 
     # --- GC ---
     m.gc, gc_t, gc_v = windowed(ss, Signal.GC_SECONDS_PER_SECOND, t0, t1)
@@ -249,9 +276,9 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
             m.pause[key] = v
     m.gc_cycles, _, _ = windowed(ss, Signal.GC_CYCLES_PER_SECOND, t0, t1)
     m.alloc, _, _ = windowed(ss, Signal.ALLOC_BYTES_PER_SECOND, t0, t1)
-    gc_cpu_sps = 0.0
+    gc_sps = 0.0  # GC seconds per second: pause wall time, or GC CPU for Go
     if m.gc is not None:
-        go_cpu = "go_cpu_classes" in m.gc.source
+        go_cpu = is_gc_cpu(m.gc.source)
         m.gc_kind = "cpu" if go_cpu else "pause"
         bucket = np.clip(np.searchsorted(gc_t, ends_s, side="left"), 0, gc_t.size - 1)
         m.gc_latency_r, m.gc_buckets = _bucket_corr(bucket, lat_ms, gc_v)
@@ -262,26 +289,81 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
             in_heavy = heavy[bucket]
             m.all_in_heavy = float(in_heavy.mean())
             m.tail_in_heavy = float(in_heavy[tail].mean()) if tail.any() else float("nan")
-        gc_cpu_sps = max(0.0, m.gc.value)  # pause s/s is a lower bound of GC CPU; Go's series is GC CPU
-        if go_cpu:
-            frac = m.gc_cpu_fraction.value if m.gc_cpu_fraction is not None else (
-                m.gc.value / m.cores_used.value if m.cores_used is not None and m.cores_used.value > 0 else float("nan"))
-            if np.isfinite(frac):
-                frac = min(1.0, max(0.0, frac))
-                m.gc_share = cpu_accounted * frac
-                if np.isfinite(m.coverage):
-                    m.gc_tail_share = m.tail_self_share * min(1.0, m.coverage) * frac
-                if m.cores_used is not None:
-                    gc_cpu_sps = frac * m.cores_used.value
-        else:
-            m.gc_share = min(m.self_share, gc_cpu_sps)
-            g_tail = m.gc_at_tail if np.isfinite(m.gc_at_tail) else m.gc.value
-            m.gc_tail_share = min(m.tail_self_share, max(0.0, g_tail))
+        gc_sps = max(0.0, m.gc.value)
+        if go_cpu and m.gc_cpu_fraction is not None and m.cores_used is not None and "go_cpu_classes" in m.gc.source:
+            gc_sps = min(1.0, max(0.0, m.gc_cpu_fraction.value)) * m.cores_used.value
+        if have_rate:
+            m.gc_ms_per_request = gc_sps / m.rps.value * 1e3
     if np.isfinite(m.coverage):
-        m.work_ms_per_request = max(0.0, m.cores_used.value - gc_cpu_sps) / m.rps.value * 1e3
-        m.work_coverage = m.work_ms_per_request / m.service_self_ms
-        m.cpu_share = min(max(0.0, m.self_share - m.gc_share), m.self_share * min(1.0, m.work_coverage))
+        gc_ms = m.gc_ms_per_request if np.isfinite(m.gc_ms_per_request) else 0.0
+        m.work_ms_per_request = max(0.0, m.cpu_ms_per_request - gc_ms)  # GC CPU >= its pause time
+        runtime_ms = gc_ms + m.work_ms_per_request
+        m.work_coverage = m.work_ms_per_request / m.service_self_ms * m.queue_factor
+        m.runtime_share = m.self_share * min(1.0, runtime_ms / m.service_self_ms * m.queue_factor)
+        gc_frac = gc_ms / runtime_ms if runtime_ms > 0 else 0.0
+        m.gc_share = m.runtime_share * gc_frac
+        m.cpu_share = m.runtime_share - m.gc_share
+        if m.gc is not None:
+            g_tail = m.gc_at_tail if np.isfinite(m.gc_at_tail) else m.gc.value
+            scale = g_tail / m.gc.value if m.gc.value > 0 else 1.0
+            m.gc_tail_share = min(m.tail_self_share, m.tail_self_share * min(1.0, m.coverage) * gc_frac * scale)
+    elif m.gc is not None and m.gc_kind == "pause":
+        # No request rate or CPU: the pause rate itself bounds what GC can explain.
+        m.gc_share = min(m.self_share, gc_sps)
+        m.gc_tail_share = min(m.tail_self_share, max(0.0, m.gc_at_tail if np.isfinite(m.gc_at_tail) else gc_sps))
     return m
+
+
+def is_gc_cpu(source: str) -> bool:
+    """Whether a GC series is Go's GC CPU (runtime/metrics classes or the memstats fraction)."""
+    return "go_cpu_classes" in source or "go_memstats_gc_cpu_fraction" in source
+
+
+def _ceiling(m: RuntimeMeasure) -> None:
+    """The cores the service's runtime can use: one for CPython and Node (bounded by a quota) when
+    the service uses at most about one core (a single process), else the quota or the runtime's
+    CPU count when exported."""
+    avail = m.cores_available.value if m.cores_available is not None and m.cores_available.value > 0 else float("nan")
+    one_process = m.cores_used is not None and m.cores_used.value <= 1.05  # more is several processes or replicas
+    if m.runtime in ONE_CORE_RUNTIMES and one_process:
+        m.ceiling_cores = min(1.0, avail) if np.isfinite(avail) else 1.0
+        m.ceiling_why = ONE_CORE_RUNTIMES[m.runtime]
+    elif np.isfinite(avail):
+        m.ceiling_cores, m.ceiling_why = avail, f"cores available ({m.cores_available.source})"
+
+
+def _background(ctx: HotspotContext, cpu_t: np.ndarray, cpu_v: np.ndarray) -> tuple[float, str]:
+    """Cores the service uses outside requests, and how that was measured; (0, "") when it cannot be.
+
+    CPU per interval of the CPU series against the requests in flight in it (entry spans of every
+    operation of the service; each point covers the two steps before it, as rate ranges span at
+    least one step). When the request rate varies enough between intervals (quiet services: few
+    requests, some intervals with none), a least-squares line through (requests/s, cores) gives
+    the per-request part as its slope and the background as the rest of the mean; a busy steady
+    service has too little variation for a slope, and the mean of intervals with no request in
+    flight is used when there are some."""
+    if cpu_t.size < 2:
+        return 0.0, ""
+    step = float(np.median(np.diff(cpu_t)))
+    t, hs = ctx.table, [h for h in ctx.all_hotspots if h.service == ctx.hotspot.service] or [ctx.hotspot]
+    e = np.concatenate([h.entries for h in hs])
+    starts, ends = np.sort(t.start[e] / NS), np.sort(t.end[e] / NS)
+    lo, hi = cpu_t - 2 * step, cpu_t
+    # requests overlapping (lo, hi]: started before hi, minus those that ended by lo
+    busy = np.searchsorted(starts, hi, side="right") - np.searchsorted(ends, lo, side="right")
+    rate = (np.searchsorted(ends, hi, side="right") - np.searchsorted(ends, lo, side="right")) / (2 * step)
+    cores = np.clip(cpu_v, 0.0, None)
+    mean = float(cores.mean())
+    if cores.size >= MIN_FIT_BUCKETS and rate.mean() > 0 and rate.std() >= MIN_RATE_CV * rate.mean():
+        slope = float(np.polyfit(rate, cores, 1)[0])
+        per_request = min(mean, max(0.0, slope) * float(rate.mean()))
+        return mean - per_request, (f"CPU regressed on the request rate over {cores.size} intervals: "
+                                    f"{max(0.0, slope) * 1e3:.1f} ms per request, the rest is background")
+    idle = busy <= 0
+    if idle.sum() < MIN_IDLE_BUCKETS:
+        return 0.0, ""
+    bg = min(float(cores[idle].mean()), mean)
+    return bg, f"mean CPU of {int(idle.sum())} of {cpu_t.size} intervals with no request in flight"
 
 
 def _queue_share(bucket: np.ndarray, self_ns: np.ndarray, util: np.ndarray, total: float) -> float:

@@ -169,16 +169,18 @@ def test_ceiling_amdahl(traces, tmp_path, speedup, cut_ms):
     assert "fix_first_ms" not in c
 
 
-def test_ceiling_tail_uses_gc_at_the_tail_requests_time(traces, tmp_path):
-    """GC is 0.05 s/s in quiet phases and 0.5 in heavy ones; requests take 40 ms and 120 ms.
-    p99 (a 120 ms request in a heavy phase) loses 0.5 x 120 = 60 ms; p50 loses less."""
+def test_ceiling_tail_spreads_gc_by_each_requests_self_time(traces, tmp_path):
+    """GC is 0.05 s/s in quiet phases and 0.5 in heavy ones; requests take 40 ms and 120 ms, all
+    self time. Without CPU metrics GC explains its mean rate g of the time (~0.275), spread over
+    requests by their self time: the p99 request (120 ms) loses 3x what a 40 ms one loses."""
     from tests.test_heuristics_runtime import T0, _phases
 
     steady(traces, "feed", "node", 720, 10, lambda t: 120.0 if ((t - T0) // 600) % 2 == 1 else 40.0)
     gc = series(lambda t: _phases(t - 1e-6, 0.05, 0.5), "sum by (pf_service) (rate(nodejs_gc_duration_seconds_sum[5m]))")
     c = _ceiling(traces, tmp_path, signals_for("feed", "node", **{Signal.GC_SECONDS_PER_SECOND: gc}))
-    assert c["p99_ms"] == pytest.approx(60.0)
-    assert c["p50_ms"] < c["p99_ms"]
+    share = c["basis"]["gc_share"]
+    assert share == pytest.approx(0.275, abs=0.02)
+    assert c["p99_ms"] == pytest.approx(share * 120.0, rel=0.02)
     assert "cpu_cost_pct" not in c  # no CPU measured: no cost claim
 
 
@@ -191,7 +193,8 @@ def test_ceiling_beside_the_fix_first_saving(traces, tmp_path):
     (ctx,) = ctxs
     fs = [finding("PF-DB002", "database", 0.8, saving_ms=75.0, source="SELECT ...")]
     shares = category_shares(ctx.hotspot, fs + run_rules(ctx, Config()))
-    res = [HotspotResult(ctx.hotspot.operation, ctx.hotspot.total_ms, 0.2, "database", shares, fs)]
+    res = [HotspotResult(ctx.hotspot.operation, ctx.hotspot.total_ms, 0.2, "database", shares,
+                         fs + run_rules(ctx, Config()))]
     c = rewrite_ceiling(ctxs, res)
     assert c["mean_ms"] == pytest.approx(10.0) and c["mean_pct"] == pytest.approx(10.0)
     assert c["fix_first"] == {"category": "database", "rule": "PF-DB002", "mean_ms": 75.0, "pct": 75.0}
