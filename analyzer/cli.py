@@ -23,6 +23,7 @@ LAZY_COMMANDS = {
     "demo": "analyzer.commands.demo:demo",
     "config": "analyzer.commands.config:config",
     "report": "analyzer.commands.report:report",
+    "history": "analyzer.commands.history:history",
 }
 
 

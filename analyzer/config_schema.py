@@ -265,6 +265,9 @@ OUTPUTS = Table({
                    default=["json", "md"]),
     "url": Key(URL, "Where DIR is published (a wiki or file server); links in deliveries use it instead of the "
                     "local path."),
+    "trace_url": Key(Text(pattern=r"https?://\S*\{trace_id\}\S*", form="an http(s) URL holding {trace_id}"),
+                     "Trace-UI link template for sample traces in the HTML report, e.g. "
+                     "`https://jaeger.example.com/trace/{trace_id}`."),
 }, "Where and how `report` writes.")
 
 HISTORY = Table({

@@ -42,6 +42,7 @@ class Plan:
     out_dir: Path
     formats: tuple[str, ...]
     url: str | None
+    trace_url: str | None
     history: Path | None
     regression_pct: float
     delivery: dict = field(default_factory=dict)
@@ -52,6 +53,11 @@ class Plan:
         """The ISO week of the window's last day, e.g. 2026-W48: the report folder's name."""
         year, week, _ = datetime.fromtimestamp(self.end - 1, timezone.utc).isocalendar()
         return f"{year}-W{week:02d}"
+
+    @property
+    def run_id(self) -> str:
+        """One id for the reports of this run, e.g. 2026-W48@20261130T061502Z."""
+        return f"{self.week}@{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
 
     @property
     def folder(self) -> Path:
@@ -97,6 +103,7 @@ def make_plan(config: Config, flags: dict) -> Plan:
         out_dir=Path(flags.get("output_dir") or outputs.get("dir", "reports")),
         formats=tuple(flags.get("formats") or outputs.get("formats", ("json", "md"))),
         url=outputs.get("url"),
+        trace_url=outputs.get("trace_url"),
         history=None if flags.get("no_history") else Path(flags.get("history") or history.get("path",
                                                                                                "reports/history.sqlite")),
         regression_pct=float(flags.get("regression_pct") or history.get("regression_pct", 10.0)),

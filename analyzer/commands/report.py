@@ -9,6 +9,7 @@ When several hold, the first in the order 4, 5, 3 is returned.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -16,11 +17,15 @@ from pathlib import Path
 import click
 
 from analyzer.cliutil import UserError
+from analyzer.compare import week_over_week
+from analyzer.history import History, HistoryError
 from analyzer.commands.capture import receiver_config
 from analyzer.config import ConfigError, load_config
 from analyzer.gather import listen_for, query_prometheus, read_inputs, span_mapping
 from analyzer.publish import publish
 from analyzer.renderers import formats, render
+from analyzer.renderers.escape import for_terminal
+from analyzer.renderers.run_notes import change_items
 from analyzer.weekly import Plan, export_credentials, make_plan, prometheus_settings, team_reports
 
 EXIT_INCOMPLETE = 3
@@ -62,17 +67,62 @@ def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[st
         raise UserError(str(err)) from err
     plan = make_plan(config, {**flags, "formats": formats_})
     export_credentials(plan)
+    history = open_history(plan)  # before the long part: a bad history file fails in a second
     reports = build_reports(plan)
-    files = {f"{team}.{EXTENSIONS.get(fmt, fmt)}": render(r, fmt) for team, r in reports.items() for fmt in plan.formats}
+    trends = compare_with_history(plan, history, reports) if history else {}
+    files = {f"{team}.{EXTENSIONS.get(fmt, fmt)}": render_file(plan, r, fmt, trends.get(team))
+             for team, r in reports.items() for fmt in plan.formats}
     try:
         folder = publish(files, plan.folder)
     except OSError as err:
         raise UserError(f"cannot write the reports to {plan.folder}: {err.strerror or err}") from err
     click.echo(f"{folder}/: {', '.join(files)}")
-    incomplete = [p for r in reports.values() for p in r["completeness"]["problems"]]
-    for p in incomplete:
-        click.echo(f"profile-first: incomplete: {p['message']}", err=True)
-    sys.exit(exit_code(reports, fail_on, delivery_failed=False))
+    for p in (p for r in reports.values() for p in r["completeness"]["problems"]):
+        click.echo(f"profile-first: incomplete: {for_terminal(p['message'])}", err=True)
+    failed = False
+    if history:
+        try:
+            history.record(plan.run_id, {t.name: (reports[t.name], list(t.services)) for t in plan.teams})
+        except (HistoryError, sqlite3.Error) as err:
+            click.echo(f"profile-first: error: the run was not recorded in {plan.history}: {err}", err=True)
+            failed = True
+        history.close()
+    sys.exit(exit_code(reports, fail_on, delivery_failed=failed))
+
+
+def open_history(plan: Plan) -> History | None:
+    if plan.history is None:
+        return None
+    try:
+        return History(plan.history)
+    except HistoryError as err:
+        raise UserError(str(err)) from err
+
+
+def compare_with_history(plan: Plan, history: History, reports: dict[str, dict]) -> dict[str, list]:
+    """Add `week_over_week` to each report that has an earlier run of its scope; the trends for HTML."""
+    trends = {}
+    for team in plan.teams:
+        report = reports[team.name]
+        services = list(team.services)
+        previous = history.previous(team.name, services, report["window"]["end"])
+        if previous is not None:
+            entry, before = previous
+            report["week_over_week"] = week_over_week(report, before, entry.id, plan.regression_pct)
+        trends[team.name] = history.trend(team.name, services)
+    return trends
+
+
+def render_file(plan: Plan, report: dict, fmt: str, trend: list | None) -> str:
+    if fmt != "html":
+        return render(report, fmt)
+    from analyzer.renderers.html import render_html  # imported on use: it brings matplotlib
+
+    runs = [{"id": entry.id, "report": old} for entry, old in trend or ()]
+    changes = [{"kind": kind, "service": line.service, "operation": line.operation, "message": line.text}
+               for kind, line in change_items(report)]
+    return render_html(report, history={"changes": changes, "runs": runs} if runs else None,
+                       trace_url_template=plan.trace_url)
 
 
 def build_reports(plan: Plan) -> dict[str, dict]:

@@ -62,7 +62,7 @@ def to_markdown(report: dict) -> str:
     if changes:
         since = report["week_over_week"]["previous"]
         out += ["## Since the previous run", "",
-                f"Compared with run {md(since['run'])} ({md(since['window_end'])}).", ""]
+                f"Compared with run {md(since['run'])} (window ending {md(since['window_end'])}).", ""]
         out += [f"- {md(line)}" for line in changes] + [""]
     missing = inp.get("missing_evidence") or []
     if missing:
