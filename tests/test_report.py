@@ -180,7 +180,7 @@ def test_staging_is_excluded_unless_asked(prom_env):
     def cores(environments: tuple[str, ...]) -> float:
         plan = Plan(config=Config(), traces=[], metrics=[], prometheus=server.url, listen=None, start=span[0],
                     end=span[1], teams=[], environments=environments, out_dir=Path("."), formats=("json",),
-                    url=None, history=None, regression_pct=10)
+                    url=None, trace_url=None, history=None, regression_pct=10)
         settings = prometheus_settings(plan)
         signals = collect(server.url, ["shop-env"], *span, PromConfig(extra_matchers=settings["extra_matchers"]))
         return signals.services["shop-env"].get(Signal.CPU_CORES_USED).mean()
@@ -199,3 +199,18 @@ def test_no_series_from_prometheus_is_an_incomplete_report(tmp_path, prom_env, o
     kinds = {(x["kind"], x.get("service")) for x in report["completeness"]["problems"]}
     assert ("no_series", "orders") in kinds
     assert f"Prometheus at {server.url} returned no series for 'orders'" in p.stderr
+
+
+def test_the_evidence_pack_is_written_beside_the_report_and_a_missing_service_is_said(tmp_path,
+                                                                                      orders_n_plus_one_jsonl):
+    p = run("--traces", str(orders_n_plus_one_jsonl), "--end", "now", "--window", "1d", "--no-history",
+            "--format", "json", "--evidence-pack", "orders", "--evidence-pack", "ordrs", cwd=tmp_path)
+    assert p.returncode == 3, p.stderr
+    folder = tmp_path / "reports" / this_week()
+    assert sorted(f.name for f in folder.iterdir()) == ["evidence-orders.md", "report.json"]
+    pack = (folder / "evidence-orders.md").read_text()
+    assert pack.startswith("# Pre-rewrite evidence: orders")
+    reproduce = pack[pack.index("## Reproduce"):]
+    assert "profile-first report --traces" in reproduce and "--start" in reproduce  # the window pinned
+    problems = json.loads((folder / "report.json").read_text())["completeness"]["problems"]
+    assert [x["message"] for x in problems] == ["no evidence pack for 'ordrs': the service is in no report of this run"]

@@ -9,6 +9,7 @@ When several hold, the first in the order 4, 5, 3 is returned.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from analyzer.compare import week_over_week
 from analyzer.history import History, HistoryError
 from analyzer.commands.capture import receiver_config
 from analyzer.config import ConfigError, load_config
+from analyzer.evidence import evidence_pack
 from analyzer.gather import listen_for, query_prometheus, read_inputs, span_mapping
 from analyzer.publish import publish
 from analyzer.renderers import formats, render
@@ -56,10 +58,13 @@ EXTENSIONS = {"text": "txt"}  # file extension per format, when it is not the fo
 @click.option("--regression-pct", type=click.FloatRange(0, min_open=True), metavar="PCT",
               help="p99 or impact up by more than this is a regression (default 10).")
 @click.option("--no-delivery", is_flag=True, help="Write the files only; skip [delivery].")
+@click.option("--evidence-pack", "evidence", multiple=True, metavar="SERVICE",
+              help="Also write evidence-SERVICE.md, the pre-rewrite evidence pack of SERVICE. Repeatable.")
 @click.option("--fail-on", "fail_on", multiple=True, type=click.Choice(FAIL_ON),
               help=f"Exit {EXIT_GATE} when a verdict is recommended, a regression appeared or the report is "
                    "incomplete. Repeatable.")
-def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[str, ...], **flags: object) -> None:
+def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[str, ...], evidence: tuple[str, ...],
+           **flags: object) -> None:
     """Write the scheduled report into a dated folder, compare it with the last run, deliver it."""
     try:
         config = load_config(config_path)
@@ -67,11 +72,15 @@ def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[st
         raise UserError(str(err)) from err
     plan = make_plan(config, {**flags, "formats": formats_})
     export_credentials(plan)
-    history = open_history(plan)  # before the long part: a bad history file fails in a second
+    # An existing history is opened before the long part, so a bad file fails in a second; a new
+    # one is created only when there is a run to record.
+    history = open_history(plan) if plan.history and plan.history.exists() else None
     reports = build_reports(plan)
     trends = compare_with_history(plan, history, reports) if history else {}
+    packs = evidence_packs(evidence, reports)  # first: a missing service makes its report incomplete
     files = {f"{team}.{EXTENSIONS.get(fmt, fmt)}": render_file(plan, r, fmt, trends.get(team))
              for team, r in reports.items() for fmt in plan.formats}
+    files.update(packs)
     try:
         folder = publish(files, plan.folder)
     except OSError as err:
@@ -80,13 +89,14 @@ def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[st
     for p in (p for r in reports.values() for p in r["completeness"]["problems"]):
         click.echo(f"profile-first: incomplete: {for_terminal(p['message'])}", err=True)
     failed = False
-    if history:
+    if plan.history:
         try:
+            history = history or History(plan.history)
             history.record(plan.run_id, {t.name: (reports[t.name], list(t.services)) for t in plan.teams})
+            history.close()
         except (HistoryError, sqlite3.Error) as err:
             click.echo(f"profile-first: error: the run was not recorded in {plan.history}: {err}", err=True)
             failed = True
-        history.close()
     sys.exit(exit_code(reports, fail_on, delivery_failed=failed))
 
 
@@ -111,6 +121,23 @@ def compare_with_history(plan: Plan, history: History, reports: dict[str, dict])
             report["week_over_week"] = week_over_week(report, before, entry.id, plan.regression_pct)
         trends[team.name] = history.trend(team.name, services)
     return trends
+
+
+def evidence_packs(services: tuple[str, ...], reports: dict[str, dict]) -> dict[str, str]:
+    """evidence-SERVICE.md per service asked for; one not in any report makes the first one incomplete."""
+    files = {}
+    for service in services:
+        report = next((r for r in reports.values() if any(s["service"] == service for s in r["services"])), None)
+        if report is None:
+            first = next(iter(reports.values()))
+            first["completeness"]["complete"] = False
+            first["completeness"]["problems"].append({
+                "kind": "service_not_found", "service": service,
+                "message": f"no evidence pack for {service!r}: the service is in no report of this run"})
+            continue
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", service)
+        files[f"evidence-{name}.md"] = evidence_pack(report, service, ["profile-first", *sys.argv[1:]])
+    return files
 
 
 def render_file(plan: Plan, report: dict, fmt: str, trend: list | None) -> str:
