@@ -62,6 +62,8 @@ ENABLE_RUNTIME_METRICS = {
     "unknown": "process CPU time (process_cpu_seconds_total or cAdvisor container_cpu_usage_seconds_total) "
                "and the runtime's GC pause metric",
 }
+# Ends the reason of an unmeasured verdict; renderers refer back to it instead of repeating it.
+ENABLE_CLAUSE = "are missing: enable "
 # Runtimes whose GC time is not separable from CPU time (CPython) or that have no GC.
 NO_GC_SIGNAL_NEEDED = ("python", "native")
 _CPU_RULES = ("PF-CPU001", "PF-CPU002", "PF-CPU003", "PF-CPU004")
@@ -151,7 +153,7 @@ def decide(service: str, runtime: str, hotspots: list[HotspotResult], cfg: Class
         if missing:
             return Verdict(INSUFFICIENT, UNKNOWN,
                            f"{self_share:.0%} of {service}'s request time ({where}) is in-process (self time), but the "
-                           f"runtime metrics that tell GC from CPU from waiting are missing: enable {missing}.",
+                           f"runtime metrics that tell GC from CPU from waiting {ENABLE_CLAUSE}{missing}.",
                            shares, ops)
         return Verdict(NOT_RECOMMENDED, UNKNOWN,
                        f"{self_share:.0%} of {service}'s request time ({where}) is in-process, and runtime metrics "

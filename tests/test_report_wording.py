@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+MIXED = ROOT / "examples" / "mixed.otlp.jsonl"  # orders (N+1) and pricing (in-process), no runtime metrics
 
 
 def analyze(*args: str) -> subprocess.CompletedProcess:
@@ -25,3 +29,55 @@ def test_every_saving_names_its_base(orders_n_plus_one_jsonl):
         assert re.search(r"fixing the top cause first saves [\d.]+ ms \(\d+%\) per request to orders", out)
         assert re.search(r"saves [\d.]+ ms per GET /orders request", out.split("Fix first")[-1] if fmt == "md" else out)
         assert "ms/request" not in out
+
+
+@pytest.mark.parametrize("name,starts", [("r.markdown", "# profile-first report"), ("r.MD", "# profile-first report"),
+                                         ("r.JSON", "{"), ("r.txt", "profile-first "), ("r.Text", "profile-first ")])
+def test_output_extensions_are_understood_in_any_case(tmp_path, name, starts):
+    p = analyze("--traces", str(MIXED), "--output", str(tmp_path / name))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / name).read_text().startswith(starts)
+
+
+def test_an_unknown_output_extension_is_refused_not_written_as_text(tmp_path):
+    p = analyze("--traces", str(MIXED), "--output", str(tmp_path / "r.pdf"))
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "'.pdf'" in p.stderr and ".markdown (md)" in p.stderr and ".json (json)" in p.stderr and "--format" in p.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert analyze("--traces", str(MIXED), "--output", str(tmp_path / "r.pdf"), "--format", "md").returncode == 0
+
+
+def test_text_uses_the_terminal_width_and_states_units():
+    """Under a terminal of 90 columns every line fits it; headers carry their units."""
+    master, slave = os.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "analyzer", "analyze", "--traces", str(MIXED)], stdout=slave,
+                         stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "COLUMNS": "90", "NO_COLOR": "1"})
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert p.wait(timeout=120) == 0
+    os.close(master)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode())
+    lines = out.replace("\r\n", "\n").splitlines()
+    assert max(len(line) for line in lines) <= 90
+    assert max(len(line) for line in lines) > 80  # it used the width, not 80
+    assert "p50 ms" in out and "requests" in out and "path, ms" in out
+    assert "GET /orders/report" in " ".join(out.split())  # the operation is never cut with an ellipsis
+
+
+def test_an_explanation_is_given_once_then_referred_to(tmp_path):
+    """Both services of the mixed example lack runtime metrics: the ceiling's assumption is said
+    for the first and referred to for the second; a fix-first finding is not described twice."""
+    for fmt in ("md", "text"):
+        out = " ".join(analyze("--traces", str(MIXED), "--format", fmt).stdout.split())
+        assert out.count("so an upper bound") == 1
+        assert "on the same basis as for orders above" in out
+        assert out.count("runs 20× per request one after another") == 1  # in fix first, not again below
+        assert "fix first #1 above" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -14,7 +15,7 @@ from analyzer.config import ConfigError, load_config
 from analyzer.gather import listen_for, prometheus_window, query_prometheus, read_inputs, span_mapping
 from analyzer.output import check_output, write_output
 from analyzer.pipeline import analyze
-from analyzer.renderers import formats, render
+from analyzer.renderers import format_for_path, formats, render
 from analyzer.renderers.html import trace_url_problem
 from analyzer.selection import require_services, require_spans_in_window
 from collectors.otlp_files import Limits
@@ -91,6 +92,7 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
     for path in (output, capture_output, metrics_textfile):
         if path is not None:
             check_output(path)
+    fmt = fmt or format_for_path(output)
     try:
         config = load_config(config_path)
     except ConfigError as err:
@@ -121,12 +123,12 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
                      start_ns=int(s * 1e9) if s is not None else None,
                      end_ns=int(e * 1e9) if e is not None else None,
                      services=list(services) or None)
-    if fmt is None:
-        fmt = {".json": "json", ".md": "md", ".html": "html", ".htm": "html"}.get(Path(output).suffix, "text") if output else "text"
     if output is not None:
         write_output(output, render(report, fmt, trace_url=trace_url))
     else:
-        click.echo(render(report, fmt, color=sys.stdout.isatty(), trace_url=trace_url), nl=False)
+        tty = sys.stdout.isatty()
+        click.echo(render(report, fmt, color=tty, trace_url=trace_url,
+                          width=shutil.get_terminal_size().columns if tty else None), nl=False)
     export_metrics(report, metrics_textfile, push_metrics)
 
 

@@ -16,7 +16,7 @@ import click
 from analyzer.cliutil import UserError, parse_duration
 from analyzer.demo.run import DEFAULT_DURATION_S, MIN_DURATION_S, DemoError, run_demo
 from analyzer.output import check_output
-from analyzer.renderers import formats
+from analyzer.renderers import format_for_path, formats
 
 __all__ = ["demo"]
 
@@ -46,6 +46,7 @@ def demo(duration: str, fmt: str | None, output: str | None, save_capture: str |
     for path in (output, save_capture):
         if path is not None:
             check_output(path)
+    fmt = fmt or format_for_path(output)  # refused now, not after the demo ran
     try:
         run_demo(seconds, fmt=fmt, output=output, progress=not quiet, save_capture=save_capture)
     except DemoError as e:

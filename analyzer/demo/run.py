@@ -37,7 +37,7 @@ from analyzer.config import Config
 from analyzer.demo import data
 from analyzer.output import write_output
 from analyzer.pipeline import Inputs, analyze
-from analyzer.renderers import render
+from analyzer.renderers import format_for_path, render
 from collectors.capture import Capture, CaptureStats
 from collectors.otlp_metrics import signals_from_file
 from collectors.otlp_traces import load_traces
@@ -437,8 +437,7 @@ def run_demo(duration_s: float = DEFAULT_DURATION_S, fmt: str | None = None, out
     extension, else text), print a summary of what was measured on stderr; return the report."""
     console = Console(stderr=True)
     res = run_demo_detailed(duration_s, progress=progress, save_capture=save_capture, console=console)
-    if fmt is None:
-        fmt = {".json": "json", ".md": "md"}.get(Path(output).suffix, "text") if output else "text"
+    fmt = fmt or format_for_path(output)
     out = out or sys.stdout
     if output:
         write_output(output, render(res.report, fmt))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from analyzer.renderers.escape import for_markdown as md
 from analyzer.renderers.escape import markdown_code as code
-from analyzer.renderers.phrases import PARTS, VERDICT_LABEL, ceiling_text, input_notes, per_request, span_counts
+from analyzer.renderers.phrases import (PARTS, VERDICT_LABEL, Said, ceiling_text, input_notes, per_request, reason_text,
+    remedy_text, span_counts)
 from analyzer.renderers.run_notes import incomplete_lines, week_over_week_lines
 
 
@@ -26,19 +27,24 @@ def to_markdown(report: dict) -> str:
     incomplete = incomplete_lines(report)
     if incomplete:
         out += ["> **Incomplete report:**", ">"] + [f"> - {md(line)}" for line in incomplete] + [""]
+    said = Said()
     for s in report["services"]:
-        v = s["verdict"]
-        out += [f"## {md(s['service'])} ({md(s['runtime'])})", "",
-                f"**{VERDICT_LABEL[v['rust_rewrite']]}** — cause: {code(v['cause'])}. {md(v['reason'])}", ""]
+        v, service = s["verdict"], s["service"]
+        out += [f"## {md(service)} ({md(s['runtime'])})", "",
+                f"**{VERDICT_LABEL[v['rust_rewrite']]}** — cause: {code(v['cause'])}. "
+                f"{md(reason_text(v['reason'], service, said))}", ""]
         ceiling = s.get("rewrite_ceiling")
         if ceiling:
-            out += [f"Rewrite ceiling: {md(ceiling_text(ceiling, s['service']))}", ""]
+            out += [f"Rewrite ceiling: {md(ceiling_text(ceiling, service, said))}", ""]
+        fix_no = {}
         if s.get("fix_first"):
             out += ["Fix first:", ""]
             for i, f in enumerate(s["fix_first"], 1):
+                fix_no[(f["rule"], f["operation"])] = i
+                remedy = remedy_text(f["remedy"], f"{f['rule']} on {service} {f['operation']}", said)
                 out.append(f"{i}. {code(f['rule'])} {md(f['operation'])}: {md(f['message'])} "
                            f"(saves {f['saving_ms_per_request']:.1f} ms {md(per_request(f['operation']))}, "
-                           f"{f['saving_total_ms'] / 1000:.1f} s in the window). {md(f['remedy'])}")
+                           f"{f['saving_total_ms'] / 1000:.1f} s in the window). {md(remedy)}")
             out.append("")
         if s["hotspots"]:
             out += ["| operation | category | share | count | p50 ms | p95 ms | p99 ms | "
@@ -52,11 +58,14 @@ def to_markdown(report: dict) -> str:
             out.append("")
             for h in s["hotspots"]:
                 for f in h["findings"]:
-                    out.append(f"- **{md(f['rule'])}** {md(h['operation'])}: {md(f['message'])}"
+                    no = fix_no.get((f["rule"], h["operation"]))
+                    message = f"fix first #{no} above" if no else md(f["message"])
+                    out.append(f"- **{md(f['rule'])}** {md(h['operation'])}: {message}"
                                + (f" at {code(f['location'])}" if f.get("location") else ""))
                     for e in f["evidence"]:
                         out.append(f"  - {md(e['signal'])} = {e['value']:g} {md(e['unit'])} — {code(e['source'])}")
-                    out.append(f"  - Remedy: {md(f['remedy'])}")
+                    remedy = remedy_text(f["remedy"], f"{f['rule']} on {service} {h['operation']}", said)
+                    out.append(f"  - Remedy: {md(remedy)}")
             out.append("")
     changes = week_over_week_lines(report)
     if changes:

@@ -1,6 +1,13 @@
-"""Sentences the text and Markdown reports both say, worded once."""
+"""Sentences the text and Markdown reports both say, worded once.
+
+`Said` keeps what a report has explained already, so that a later service refers back ("as for
+orders above") instead of repeating a paragraph: the same ceiling assumptions, the same
+metrics to enable, the same remedy.
+"""
 
 from __future__ import annotations
+
+from analyzer.verdict import ENABLE_CLAUSE
 
 VERDICT_LABEL = {
     "recommended": "Rust rewrite: RECOMMENDED",
@@ -8,6 +15,41 @@ VERDICT_LABEL = {
     "insufficient_evidence": "Rust rewrite: insufficient evidence",
 }
 PARTS = ("self", "database", "cache", "remote", "messaging")
+
+
+class Said:
+    """Explanations already given in one report, and where."""
+
+    def __init__(self) -> None:
+        self._where: dict[str, str] = {}
+
+    def before(self, text: str, where: str) -> str | None:
+        """Where `text` was said before; None (and `where` recorded) the first time."""
+        if text in self._where:
+            return self._where[text]
+        self._where[text] = where
+        return None
+
+
+def reason_text(reason: str, service: str, said: Said) -> str:
+    """A verdict's reason; its list of metrics to enable only the first time it is the same."""
+    head, sep, tail = reason.partition(ENABLE_CLAUSE)
+    if not sep:
+        return reason
+    first = said.before(tail, service)
+    return reason if first is None else f"{head}{sep}the same metrics as for {first} above."
+
+
+def remedy_text(remedy: str, where: str, said: Said) -> str:
+    first = said.before(remedy, where)
+    return remedy if first is None else f"as for {first} above."
+
+
+def breakdown_parts(b: dict) -> list[str]:
+    """A hot spot's mean critical path ("database 156.8"), largest part first, parts under
+    0.05 ms left out."""
+    parts = sorted(((b[p], p) for p in PARTS if b.get(p, 0) >= 0.05), reverse=True)
+    return [f"{p} {v:.1f}" for v, p in parts] or ["0.0"]
 
 
 def span_counts(report: dict) -> str:
@@ -34,7 +76,7 @@ def per_request(operation: str) -> str:
     return f"per {operation} request"
 
 
-def ceiling_text(c: dict, service: str | None = None) -> str:
+def ceiling_text(c: dict, service: str | None = None, said: Said | None = None) -> str:
     """`rewrite_ceiling` as one sentence: what a rewrite could cut at most, beside the fix-first saving."""
     cuts = [f"{q} {c[q + '_ms']:.1f} ms ({c[q + '_pct']:.0f}%)" for q in ("p50", "p99", "mean") if q + "_ms" in c]
     text = "a rewrite could cut at most " + (", ".join(cuts) if cuts else "nothing measurable")
@@ -42,7 +84,8 @@ def ceiling_text(c: dict, service: str | None = None) -> str:
         text += f" and {c['cpu_cost_pct']:.0f}% of CPU cost"
     assumes = (c.get("basis") or {}).get("assumes")
     if assumes:
-        text += f" ({assumes})"
+        first = said.before(assumes, service or "the service") if said is not None else None
+        text += f" ({assumes})" if first is None else f" (on the same basis as for {first} above)"
     if "fix_first_ms" in c:
         text += (f"; fixing the top cause first saves {c['fix_first_ms']:.1f} ms ({c['fix_first_pct']:.0f}%) "
                  f"per request to {service or 'the service'}")

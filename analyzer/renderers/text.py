@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from analyzer.renderers.escape import for_rich_markup as esc
-from analyzer.renderers.phrases import PARTS, VERDICT_LABEL, ceiling_text, input_notes, per_request, span_counts
+from analyzer.renderers.phrases import (VERDICT_LABEL, Said, breakdown_parts, ceiling_text, input_notes, per_request,
+    reason_text, remedy_text, span_counts)
 from analyzer.renderers.run_notes import incomplete_lines, week_over_week_lines
 
 STYLE = {"recommended": "bold red", "not_recommended": "bold green", "insufficient_evidence": "bold yellow"}
@@ -29,36 +30,40 @@ def to_text(report: dict, width: int = 120, color: bool = False) -> str:
               f"{esc(input_notes(inp))}")
     for line in incomplete_lines(report):
         con.print(f"[bold yellow]INCOMPLETE:[/] {esc(line)}")
+    said = Said()
     for s in report["services"]:
-        v = s["verdict"]
+        v, service = s["verdict"], s["service"]
         con.print()
-        con.print(f"[bold]{esc(s['service'])}[/] ({esc(s['runtime'])}): "
+        con.print(f"[bold]{esc(service)}[/] ({esc(s['runtime'])}): "
                   f"[{STYLE[v['rust_rewrite']]}]{VERDICT_LABEL[v['rust_rewrite']]}[/] — cause [bold]{esc(v['cause'])}[/]")
-        con.print(f"  {esc(v['reason'])}")
+        con.print(f"  {esc(reason_text(v['reason'], service, said))}")
         if s.get("rewrite_ceiling"):
-            con.print(f"  Rewrite ceiling: {esc(ceiling_text(s['rewrite_ceiling'], s['service']))}")
+            con.print(f"  Rewrite ceiling: {esc(ceiling_text(s['rewrite_ceiling'], service, said))}")
+        fix_no = {}
         for i, f in enumerate(s.get("fix_first") or [], 1):
+            fix_no[(f["rule"], f["operation"])] = i
             con.print(f"  {i}. [cyan]{esc(f['rule'])}[/] {esc(f['operation'])}: {esc(f['message'])} "
                       f"→ saves {f['saving_ms_per_request']:.1f} ms {esc(per_request(f['operation']))}")
         if not s["hotspots"]:
             continue
         table = Table(show_edge=False, pad_edge=False)
-        for col, just in (("operation", "left"), ("category", "left"), ("share", "right"), ("count", "right"),
-                          ("p50", "right"), ("p95", "right"), ("p99", "right")):
-            table.add_column(col, justify=just)  # type: ignore[arg-type]
-        for p in PARTS:
-            table.add_column(p, justify="right")
+        table.add_column("operation", overflow="fold", min_width=12)  # never cut: it is what to look for
+        table.add_column("category", min_width=9)
+        for col in ("share", "requests", "p50 ms", "p95 ms", "p99 ms"):
+            table.add_column(col, justify="right", no_wrap=True)
+        table.add_column("mean critical path, ms", min_width=15)
         for h in s["hotspots"]:
-            b = h["breakdown"]
             table.add_row(esc(h["operation"]), esc(h["category"]), f"{h['share']:.0%}", str(h["count"]),
-                          f"{h['p50_ms']:.1f}", f"{h['p95_ms']:.1f}", f"{h['p99_ms']:.1f}",
-                          *(f"{b[p]:.1f}" for p in PARTS))
+                          f"{h['p50_ms']:.1f}", f"{h['p95_ms']:.1f}", f"{h['p99_ms']:.1f}", "\n".join(breakdown_parts(h["breakdown"])))  # a part per line: never split
         con.print(table)
         for h in s["hotspots"]:
             for f in h["findings"]:
                 loc = f" at {esc(f['location'])}" if f.get("location") else ""
-                con.print(f"  [cyan]{esc(f['rule'])}[/] {esc(h['operation'])}: {esc(f['message'])}{loc}")
-                con.print(f"    fix: {esc(f['remedy'])}")
+                no = fix_no.get((f["rule"], h["operation"]))
+                message = f"fix first #{no} above" if no else esc(f["message"])
+                con.print(f"  [cyan]{esc(f['rule'])}[/] {esc(h['operation'])}: {message}{loc}")
+                where = f"{f['rule']} on {service} {h['operation']}"
+                con.print(f"    fix: {esc(remedy_text(f['remedy'], where, said))}")
     changes = week_over_week_lines(report)
     if changes:
         con.print()
