@@ -373,6 +373,91 @@ def measure(url: str, pid: int, ds: Dataset, label: str, services: list[str] | N
                client_cpu, server_cpu, complete, worst, problems + bad)
 
 
+# ---- cost follows the services asked (issue 17)
+
+
+def _recording(recorded: list[tuple[str, dict[str, str], int]]):  # noqa: ANN202 - a context manager
+    """Record every request collect() sends (path, form, decoded response bytes) for a replay."""
+    import contextlib
+
+    from collectors.http_client import HttpClient
+
+    @contextlib.contextmanager
+    def patch():  # noqa: ANN202
+        original = HttpClient.request
+
+        def request(self, method, path, form=None, params=None):  # noqa: ANN001, ANN202
+            resp = original(self, method, path, form, params)
+            recorded.append((path, dict(form or {}), len(resp.body)))
+            return resp
+
+        HttpClient.request = request  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            HttpClient.request = original  # type: ignore[method-assign]
+
+    return patch()
+
+
+def bare_floor(url: str, recorded: list[tuple[str, dict[str, str], int]]) -> float:
+    """CPU seconds of plain `requests` + `json.loads` for the same requests (the floor)."""
+    session = requests.Session()
+    t = time.process_time()
+    for path, form, _ in recorded:
+        json.loads(session.post(url + path, data=form, timeout=120).content)
+    return time.process_time() - t
+
+
+def scale(sizes: tuple[int, int], days: float, interval: float, ask: int, repeats: int, root: Path) -> bool:
+    """The same `ask` services from a small and a large Prometheus (target: large within 1.3x of
+    small, best of `repeats` interleaved runs), and the tool's CPU per response byte against
+    bare requests + json.loads of the same responses (target: within 1.5x), all services asked."""
+    import contextlib
+
+    small_n, big_n = sizes
+    dss = {n: dataset(n, days, interval, root) for n in sizes}
+    for n, ds in dss.items():
+        build = "cached" if ds.generate_s is None else f"built in {ds.generate_s + ds.backfill_s:.0f} s"
+        print(f"{'tsdb':<20} {n:>3} services {days:g} d  {ds.series:,} series {ds.samples / 1e6:.2f} M samples "
+              f"({build}; uncompacted 2 h blocks, the same for both)", flush=True)
+    with contextlib.ExitStack() as stack:
+        servers = {n: stack.enter_context(running(ds.data_dir)) for n, ds in dss.items()}
+        best: dict[int, float] = {}
+        cpu: dict[int, float] = {}
+        for _ in range(repeats):
+            for n, ds in dss.items():
+                asked = ds.services[:ask]
+                config = PromConfig(selectors={s: selector(s) for s in asked if s.endswith("-k8s")})
+                t0, c0 = time.perf_counter(), time.process_time()
+                signals = collect(servers[n].url, asked, ds.start, ds.end, config)
+                wall, used = time.perf_counter() - t0, time.process_time() - c0
+                if signals.failures or any(not signals.services[s].series for s in asked):
+                    print(f"  PROBLEM {n} services: {[f.reason for f in signals.failures][:3]}", flush=True)
+                best[n], cpu[n] = min(best.get(n, math.inf), wall), min(cpu.get(n, math.inf), used)
+        ratio = best[big_n] / best[small_n]
+        print(f"{ask} services asked     from {small_n}: {best[small_n]:.2f} s (cpu {cpu[small_n]:.2f})  from {big_n}: "
+              f"{best[big_n]:.2f} s (cpu {cpu[big_n]:.2f})  x{ratio:.2f} (target <= 1.3, best of {repeats})",
+              flush=True)
+
+        # Every service named by its labels (the Kubernetes ones' selectors are one `or` part each,
+        # server work that grows with their number; not what this figure is about).
+        ds, url = dss[big_n], servers[big_n].url
+        by_label = [s for s in ds.services if not s.endswith("-k8s")]
+        recorded: list[tuple[str, dict[str, str], int]] = []
+        with _recording(recorded):
+            c0 = time.process_time()
+            collect(url, by_label, ds.start, ds.end, PromConfig())
+            tool = time.process_time() - c0
+        floor = bare_floor(url, recorded)
+        size = sum(b for *_, b in recorded)
+        per_byte = tool / floor
+        print(f"{len(by_label)} of {big_n} services  {len(recorded)} requests, {size / 1e6:.1f} MB of JSON: tool {tool:.2f} CPU s "
+              f"({tool / size * 1e9:.1f} ns/B), bare requests + json.loads {floor:.2f} s ({floor / size * 1e9:.1f} "
+              f"ns/B): x{per_byte:.2f} (target <= 1.5)", flush=True)
+    return ratio <= 1.3 and per_byte <= 1.5
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_prometheus", description=__doc__.split("\n")[0])
     ap.add_argument("--services", type=int, default=50)
@@ -382,7 +467,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="build the TSDB even if cached")
     ap.add_argument("--no-cache", action="store_true", help="build in a temporary directory, delete it after")
     ap.add_argument("--small", type=int, default=5, help="size of the small service set (default 5)")
+    ap.add_argument("--scale", metavar="SMALL,BIG", help="instead: the same --ask services from a SMALL- and a "
+                    "BIG-service Prometheus over --scale-days, and CPU per response byte against the bare floor "
+                    "(issue 17: 20,500)")
+    ap.add_argument("--ask", type=int, default=11, help="with --scale: services asked (default 11)")
+    ap.add_argument("--scale-days", type=float, default=1.0, help="with --scale: days of data (default 1)")
+    ap.add_argument("--repeats", type=int, default=3, help="with --scale: interleaved runs, best taken (default 3)")
     args = ap.parse_args(argv)
+    if args.scale:
+        small_n, big_n = (int(x) for x in args.scale.split(","))
+        ok = scale((small_n, big_n), args.scale_days, args.interval, args.ask, args.repeats, args.keep)
+        if not ok:
+            print("FAILED", file=sys.stderr)
+        return 0 if ok else 1
     if args.services < args.small or args.small < len(KINDS):
         ap.error(f"need --services >= --small >= {len(KINDS)} so the small set covers every kind")
 
