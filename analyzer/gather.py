@@ -68,7 +68,8 @@ def listen_for(duration_s: float, output: str, config: ReceiverConfig) -> Captur
     from analyzer.commands.capture import run_capture, summary
 
     result = run_capture(duration_s, Path(output), config)
-    click.echo(summary(result), err=True)
+    if result.spans or result.points:  # nothing received: the caller says where it listened instead
+        click.echo(summary(result), err=True)
     return result
 
 

@@ -121,7 +121,7 @@ def decide(service: str, runtime: str, hotspots: list[HotspotResult], cfg: Class
     where = _where(top)
 
     if cause in OTHER_CAUSES:
-        fix = _first_fix(fix_first)
+        fix = _first_fix(fix_first, cause)
         return Verdict(NOT_RECOMMENDED, cause,
                        f"{share:.0%} of {service}'s request time ({where}) is {CAUSE_WORDS[cause]}, which a rewrite "
                        f"cannot shrink; fix that first{fix}.", shares, ops)
@@ -169,11 +169,15 @@ def _where(top: list[HotspotResult]) -> str:
     return f"top hot spot{'s' if len(top) > 1 else ''}: {names}" + (f" +{len(top) - 3}" if len(top) > 3 else "")
 
 
-def _first_fix(fix_first: list[dict] | None) -> str:
+def _first_fix(fix_first: list[dict] | None, cause: str) -> str:
     if not fix_first:
         return ""
     f = fix_first[0]
-    return f" — {f['rule']} on {f['operation']} saves {f.get('saving_ms_per_request', 0):.1f} ms per {f['operation']} request"
+    text = f" — {f['rule']} on {f['operation']} saves {f.get('saving_ms_per_request', 0):.1f} ms per {f['operation']} request"
+    if cause == "caching" and f["rule"].startswith("PF-DB"):
+        text += (". A database rule comes first for a caching cause because every cache miss falls through to "
+                 "that query: the miss path is the database call, so a cheaper query makes each miss cheaper")
+    return text
 
 
 def _backing(top: list[HotspotResult]) -> str:

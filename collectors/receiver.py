@@ -100,7 +100,7 @@ class ReceiverConfig:
             raise ValueError(
                 f"refusing to listen on {self.host!r}: the receiver accepts telemetry from anyone who can "
                 "reach it. Bind to 127.0.0.1 (the default), or pass allow_remote=True "
-                "(--allow-remote) and set a token (--token-file) to expose it."
+                "(--allow-remote) and set a token (--token-file or $PROFILE_FIRST_RECEIVER_TOKEN) to expose it."
             )
         if self.max_request_bytes <= 0 or self.max_decompressed_bytes <= 0:
             raise ValueError("max_request_bytes and max_decompressed_bytes must be positive")

@@ -4,6 +4,7 @@ exits 2; a window cuts traces and metrics alike and the header counts what is in
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -121,3 +122,61 @@ def test_a_web_server_that_is_not_prometheus_is_named_as_such(tmp_path):
     assert "this URL does not look like a Prometheus query API (got an HTML page" in err
     assert f"{url}/api/v1/query_range" in err
     assert "<!DOCTYPE" not in err and "<html" not in err
+
+
+def test_listen_with_nothing_received_says_where_it_listened_and_how_to_send():
+    p = analyze("--listen", "--duration", "2s", "--http-port", "0", "--grpc-port", "0")
+    assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
+    first, err = p.stderr.strip().splitlines()  # the "capturing for 2 s on ..." line, then the error
+    assert first.startswith("capturing for 2 s on ")
+    m = re.search(r"nothing was received on (http://127\.0\.0\.1:\d+) \(OTLP/HTTP\) or 127\.0\.0\.1:\d+ \(OTLP/gRPC\) "
+                  r"in 2 s; point an SDK at it with OTEL_EXPORTER_OTLP_ENDPOINT=(\S+) ", err)
+    assert m and m.group(2) == m.group(1), err
+    assert "otlphttp" in err and "/tmp" not in err
+
+
+def test_listen_bind_is_loopback_unless_remote_is_allowed():
+    err = one_line_exit_2(analyze("--listen", "--duration", "2s", "--bind", "0.0.0.0"))
+    assert "refusing to listen on '0.0.0.0'" in err and "--allow-remote" in err
+
+
+def test_listen_bind_takes_another_address(tmp_path):
+    """--bind 127.0.0.2: the receiver listens there (and only there), and a real SDK exporter's
+    spans sent to it are analyzed."""
+    import socket
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import SpanKind
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "analyzer", "analyze", "--listen", "--duration", "5s", "--bind",
+                             "127.0.0.2", "--http-port", str(port), "--grpc-port", "0", "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.2", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+                time.sleep(0.1)
+        with pytest.raises(OSError):  # not on 127.0.0.1
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        tp = TracerProvider(resource=Resource.create({"service.name": "bound"}))
+        tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.2:{port}/v1/traces")))
+        for _ in range(3):
+            with tp.get_tracer("t").start_as_current_span("GET /b", kind=SpanKind.SERVER):
+                time.sleep(0.005)
+        tp.shutdown()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert [s["service"] for s in json.loads(out)["services"]] == ["bound"]

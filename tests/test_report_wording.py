@@ -81,3 +81,20 @@ def test_an_explanation_is_given_once_then_referred_to(tmp_path):
         assert "on the same basis as for orders above" in out
         assert out.count("runs 20× per request one after another") == 1  # in fix first, not again below
         assert "fix first #1 above" in out
+
+
+def test_a_database_fix_for_a_caching_cause_says_why():
+    """`profile` GET /profile/{id}: 80% of its time is cache misses falling through to a slow
+    SELECT; the biggest saving is the slow statement (PF-DB002). The reason says why a database
+    rule is the first fix of a caching cause."""
+    from analyzer.classify import ClassifyConfig
+    from analyzer.verdict import NOT_RECOMMENDED, HotspotResult, decide
+
+    hot = HotspotResult("GET /profile/{id}", 5000.0, 0.1, "caching", {"caching": 0.8, "database": 0.1}, [])
+    fix = [{"rule": "PF-DB002", "operation": "GET /profile/{id}", "saving_ms_per_request": 31.0}]
+    v = decide("profile", "python", [hot], ClassifyConfig(), False, None, fix)
+    assert (v.rust_rewrite, v.cause) == (NOT_RECOMMENDED, "caching")
+    assert "PF-DB002 on GET /profile/{id} saves 31.0 ms per GET /profile/{id} request." in v.reason
+    assert "the miss path is the database call" in v.reason
+    cache_fix = [{"rule": "PF-CACHE001", "operation": "GET /profile/{id}", "saving_ms_per_request": 31.0}]
+    assert "miss path" not in decide("profile", "python", [hot], ClassifyConfig(), False, None, cache_fix).reason

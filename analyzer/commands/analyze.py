@@ -65,9 +65,13 @@ from collectors.otlp_ports import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 @click.option("--duration", metavar="DURATION", default="10m", show_default=True, help="Capture window for --listen.")
 @click.option("--capture-output", metavar="FILE", help="With --listen: also keep the capture here (format from the name, as for `capture --output`).")
 @click.option("--http-port", type=click.IntRange(0, 65535), default=DEFAULT_HTTP_PORT, show_default=True,
-              help="With --listen: OTLP/HTTP port on 127.0.0.1 (0: any free port).")
+              help="With --listen: OTLP/HTTP port (0: any free port).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
-              help="With --listen: OTLP/gRPC port on 127.0.0.1 (0: any free port).")
+              help="With --listen: OTLP/gRPC port (0: any free port).")
+@click.option("--bind", default="127.0.0.1", show_default=True,
+              help="With --listen: address to listen on, e.g. 0.0.0.0 for a Collector on another host "
+                   "(needs --allow-remote; set $PROFILE_FIRST_RECEIVER_TOKEN too).")
+@click.option("--allow-remote", is_flag=True, help="With --listen: allow a non-loopback --bind, as for `capture`.")
 @click.option("--max-message", metavar="SIZE", default="64MiB", show_default=True,
               help="Largest JSON line, frame, ResourceSpans or JSON document read from a file; larger ones "
                    "are skipped and counted (input.skipped.over_message_limit).")
@@ -76,7 +80,8 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
                 end: str | None, window: str | None, services: tuple[str, ...], fmt: str | None,
                 output: str | None, config_path: str | None, trace_url: str | None, metrics_textfile: str | None,
                 push_metrics: str | None, listen: bool, duration: str,
-                capture_output: str | None, http_port: int, grpc_port: int, clickhouse: str | None, max_message: str,
+                capture_output: str | None, http_port: int, grpc_port: int, bind: str, allow_remote: bool,
+                clickhouse: str | None, max_message: str,
                 span_columns: str | None, **prom_flags: object) -> None:
     """Analyze traces and metrics and print the verdict per service."""
     ch_flags = {k: prom_flags.pop(k) for k in list(prom_flags) if k.startswith(FLAG_PREFIX)}
@@ -93,6 +98,7 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
         if path is not None:
             check_output(path)
     fmt = fmt or format_for_path(output)
+    receiver = _receiver_config(bind, http_port, grpc_port, allow_remote) if listen else None
     try:
         config = load_config(config_path)
     except ConfigError as err:
@@ -102,7 +108,9 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
         if listen:
             # Without --capture-output, uncompressed framed protobuf: a copy of the spool, read once.
             captured = listen_for(parse_duration(duration), capture_output or str(Path(tmp) / "capture.binpb"),
-                                  _receiver_config(http_port=http_port, grpc_port=grpc_port))
+                                  receiver)
+            if captured.spans == 0 and captured.points == 0:
+                raise UserError(_nothing_received(captured))
             traces.append(str(captured.traces_path))
             if captured.metrics_path is not None:
                 metrics.append(str(captured.metrics_path))
@@ -149,7 +157,19 @@ def export_metrics(report: dict, textfile: str | None, push_url: str | None) -> 
             sys.exit(EXIT_DELIVERY)
 
 
-def _receiver_config(**ports: int):  # noqa: ANN202 - a ReceiverConfig; imported only with --listen (gRPC is slow to import)
-    from analyzer.commands.capture import receiver_config
+def _receiver_config(bind: str, http_port: int, grpc_port: int, allow_remote: bool):  # noqa: ANN202 - a ReceiverConfig
+    """capture's checks (loopback unless --allow-remote, the token from $PROFILE_FIRST_RECEIVER_TOKEN);
+    imported only with --listen (gRPC is slow to import)."""
+    from analyzer.commands.capture import read_token, receiver_config
 
-    return receiver_config(**ports)
+    return receiver_config(bind, http_port, grpc_port, allow_remote, read_token(None))
+
+
+def _nothing_received(captured) -> str:  # noqa: ANN001 - a CaptureResult
+    """Where the receiver listened and how to send to it, instead of 'no spans in /tmp/...'."""
+    http, grpc = captured.endpoints.get("http"), captured.endpoints.get("grpc")
+    where = " or ".join(x for x in (f"{http} (OTLP/HTTP)" if http else "", f"{grpc} (OTLP/gRPC)" if grpc else "") if x)
+    send = http or f"http://{grpc}"
+    return (f"nothing was received on {where} in {captured.duration_s:.0f} s; point an SDK at it with "
+            f"OTEL_EXPORTER_OTLP_ENDPOINT={send} (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf), or add an otlphttp "
+            f"exporter with endpoint: {send} to a Collector's traces and metrics pipelines")

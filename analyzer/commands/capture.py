@@ -71,13 +71,17 @@ def receiver_config(
     token: str | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> ReceiverConfig:
-    """A checked ReceiverConfig; a UsageError (exit 2) tells the user what to change."""
+    """A checked ReceiverConfig for `capture` and `analyze --listen`; a UserError (exit 2) tells the
+    user what to change, and a warning on stderr when it listens beyond loopback without a token."""
     config = ReceiverConfig(bind, http_port, grpc_port, allow_remote, token, max_request_bytes,
                             max(4 * max_request_bytes, 64 * 1024 * 1024))
     try:
         config.check()
     except ValueError as e:
         raise UserError(str(e)) from None
+    if not is_loopback(bind) and token is None:
+        click.echo(f"profile-first: warning: listening on {bind} without a token; anyone who can reach it can send data",
+                   err=True)
     return config
 
 
@@ -116,9 +120,6 @@ def capture(ctx: click.Context, duration: str, output: Path, recover_spool: Path
     check_output(output)
     token = read_token(token_file)
     config = receiver_config(bind, http_port, None if no_grpc else grpc_port, allow_remote, token, max_request_bytes)
-    if not is_loopback(bind) and token is None:
-        click.echo(f"profile-first: warning: listening on {bind} without a token; anyone who can reach it can send data",
-                   err=True)
 
     result = run_capture(seconds, output, config, buffer_spans)
     click.echo(summary(result))
