@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from analyzer.report_schema import validate_report
+from tests.workloads.servers import wait_for_listener
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,14 +122,7 @@ def test_listen_captures_then_analyzes_what_arrived(tmp_path):
                              "--http-port", str(port), "--grpc-port", "0", "--format", "json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 30
-        while True:  # wait until the receiver accepts connections
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
-                time.sleep(0.1)
+        wait_for_listener("127.0.0.1", port, proc)
         tp = TracerProvider(resource=Resource.create({"service.name": "listened"}))
         tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")))
         tracer = tp.get_tracer("t")

@@ -21,6 +21,7 @@ from opentelemetry.sdk.resources import Resource
 from analyzer.report_schema import validate_report
 from collectors.capture import Capture
 from collectors.receiver import OtlpReceiver, ReceiverConfig
+from tests.workloads.servers import wait_for_listener
 
 ROOT = Path(__file__).resolve().parents[1]
 # Recorded with the real SDK on 2026-11-27 (examples/README.md): long before any metrics this test records.
@@ -157,14 +158,7 @@ def test_listen_bind_takes_another_address(tmp_path):
                              "127.0.0.2", "--http-port", str(port), "--grpc-port", "0", "--format", "json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.2", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
-                time.sleep(0.1)
+        wait_for_listener("127.0.0.2", port, proc)
         with pytest.raises(OSError):  # not on 127.0.0.1
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
         tp = TracerProvider(resource=Resource.create({"service.name": "bound"}))

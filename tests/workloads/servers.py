@@ -171,3 +171,15 @@ class DownstreamService:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(5)
+
+
+def wait_for_listener(host: str, port: int, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """Return once `host:port` accepts connections; fail with `proc`'s stderr if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=0.2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
