@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from analyzer.renderers import formats
+
 # --- node types ------------------------------------------------------------------------------
 
 Problems = list[str]
@@ -155,7 +157,6 @@ SHARE = Number(0, 1)
 POSITIVE = Number(0, above=True)
 SECONDS = Number(0, 3600, above=False)
 RETRIES = Number(0, 20, integer=True)
-REPORT_FORMATS = ("json", "md", "text")
 
 # Threshold names ending so are fractions; every other threshold is a count, a time or a ratio >= 0.
 _FRACTION_SUFFIXES = ("_share", "_ratio", "_fraction", "_coverage", "_overlap", "_correlation", "_utilization")
@@ -261,7 +262,7 @@ WINDOW = Table({
 OUTPUTS = Table({
     "dir": Key(Text(form="a path"), "Reports go to DIR/<ISO week>/ (e.g. reports/2026-W48/), written atomically.",
                default="reports"),
-    "formats": Key(ListOf(Text(choices=REPORT_FORMATS), nonempty=True), "Files written per report.",
+    "formats": Key(ListOf(Text(choices=formats()), nonempty=True), "Files written per report.",
                    default=["json", "md"]),
     "url": Key(URL, "Where DIR is published (a wiki or file server); links in deliveries use it instead of the "
                     "local path."),
@@ -334,15 +335,6 @@ def add_source(name: str, table: Table) -> None:
     tables = {k: v for k, v in SOURCES.keys.items() if isinstance(v.type, Table)} | {name: Key(table, table.doc)}
     SOURCES.keys.clear()
     SOURCES.keys.update(fixed | dict(sorted(tables.items())))
-
-
-def add_report_format(fmt: str) -> None:
-    """Allow `fmt` in outputs.formats (a renderer registers itself, e.g. "html")."""
-    global REPORT_FORMATS
-    if fmt not in REPORT_FORMATS:
-        REPORT_FORMATS = (*REPORT_FORMATS, fmt)
-        key = OUTPUTS.keys["formats"]
-        OUTPUTS.keys["formats"] = Key(ListOf(Text(choices=REPORT_FORMATS), nonempty=True), key.doc, key.default)
 
 
 # --- validation ------------------------------------------------------------------------------

@@ -22,13 +22,14 @@ from analyzer.compare import week_over_week
 from analyzer.history import History, HistoryError
 from analyzer.commands.capture import receiver_config
 from analyzer.config import ConfigError, load_config
+from analyzer.delivery import Mail, Published, email_message, post_webhook, send_email, subject, webhook_payload
 from analyzer.evidence import evidence_pack
 from analyzer.gather import listen_for, query_prometheus, read_inputs, span_mapping
 from analyzer.publish import publish
 from analyzer.renderers import formats, render
 from analyzer.renderers.escape import for_terminal
 from analyzer.renderers.run_notes import change_items
-from analyzer.weekly import Plan, export_credentials, make_plan, prometheus_settings, team_reports
+from analyzer.weekly import Plan, export_credentials, make_plan, prometheus_settings, secret, team_reports
 
 EXIT_INCOMPLETE = 3
 EXIT_GATE = 4
@@ -72,6 +73,7 @@ def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[st
         raise UserError(str(err)) from err
     plan = make_plan(config, {**flags, "formats": formats_})
     export_credentials(plan)
+    targets = delivery_targets(plan)  # unset secrets fail now, not after the run
     # An existing history is opened before the long part, so a bad file fails in a second; a new
     # one is created only when there is a run to record.
     history = open_history(plan) if plan.history and plan.history.exists() else None
@@ -97,7 +99,57 @@ def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[st
         except (HistoryError, sqlite3.Error) as err:
             click.echo(f"profile-first: error: the run was not recorded in {plan.history}: {err}", err=True)
             failed = True
+    for problem in deliver(plan, targets, reports, files):
+        click.echo(f"profile-first: error: {problem}; the report files are in {folder}", err=True)
+        failed = True
     sys.exit(exit_code(reports, fail_on, delivery_failed=failed))
+
+
+def delivery_targets(plan: Plan) -> tuple[str | None, Mail | None]:
+    """(webhook URL, mail settings) from [delivery] and the secrets [credentials] names."""
+    webhook = plan.delivery.get("webhook")
+    url = None
+    if webhook is not None:
+        url = secret(plan, "webhook_url")
+        if url is None:
+            raise UserError("[delivery.webhook] needs credentials.webhook_url: the NAME of the environment variable "
+                            "holding the webhook URL")
+    email = plan.delivery.get("email")
+    mail = None
+    if email is not None:
+        user = secret(plan, "smtp_user")
+        password = secret(plan, "smtp_password")
+        if password and not user:
+            raise UserError("credentials.smtp_password is set but credentials.smtp_user is not")
+        mail = Mail(host=email["host"], port=email.get("port", 587), security=email.get("security", "starttls"),
+                    sender=email["from"], to=tuple(email["to"]), user=user, password=password,
+                    timeout=email.get("timeout", 30.0), retries=email.get("retries", 2))
+    return url, mail
+
+
+def deliver(plan: Plan, targets: tuple[str | None, Mail | None], reports: dict[str, dict],
+            files: dict[str, str]) -> list[str]:
+    """Send the summary; the problems, one line each (the files are already written)."""
+    url, mail = targets
+    problems = []
+    location = f"{plan.url.rstrip('/')}/{plan.week}" if plan.url else str(plan.folder.resolve())
+    published = Published(plan.week, location, {team: [n for n in files if n.startswith(f"{team}.")]
+                                                for team in reports})
+    if url is not None:
+        hook = plan.delivery["webhook"]
+        problem = post_webhook(url, webhook_payload(reports, published), hook.get("timeout", 10.0),
+                               hook.get("retries", 3))
+        if problem:
+            problems.append(problem)
+    if mail is not None:
+        prefix = plan.delivery["email"].get("subject", "profile-first weekly")
+        for team, report in reports.items():
+            markdown = files.get(f"{team}.md") or render(report, "md")
+            msg = email_message(mail, subject(prefix, team, report, plan.week), markdown, files.get(f"{team}.html"))
+            problem = send_email(mail, msg)
+            if problem:
+                problems.append(problem)
+    return problems
 
 
 def open_history(plan: Plan) -> History | None:

@@ -3,8 +3,8 @@
 Service names, span names, statements and Prometheus label values come from whoever can send
 telemetry, so every renderer passes them through the function for its output before they meet
 markup: `for_terminal` (plain text), `for_rich_markup` (a rich markup string), `for_markdown`
-(Markdown prose, headings and table cells), `markdown_code` (a Markdown code span) and
-`for_html` (HTML text and attribute values).
+(Markdown prose, headings and table cells), `markdown_code` (a Markdown code span),
+`for_html` (HTML text and attribute values) and `for_slack` (Slack mrkdwn in webhook payloads).
 
 All of them first make invisible and layout-changing characters visible, written as Python
 escapes (`\\x1b`, `\\n`, `\\u202e`): C0 and C1 controls (ESC starts terminal sequences, CR and
@@ -86,3 +86,16 @@ def markdown_code(text: object, *, in_table: bool = False) -> str:
 def for_html(text: object) -> str:
     """`text` for HTML element content or a quoted attribute value."""
     return html.escape(for_terminal(text), quote=True)
+
+
+# Slack mrkdwn: &, < and > are the only characters it wants entity-escaped (`<!channel>` and
+# `<url|text>` are its mentions and links); the emphasis characters stop acting as markup when a
+# zero-width space follows each, which keeps the text as written.
+_SLACK_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_SLACK_MARKUP = re.compile(r"([*_~`])")
+
+
+def for_slack(text: object) -> str:
+    """`text` for Slack mrkdwn: no mentions, links, emphasis or code of its own, on one line."""
+    escaped = "".join(_SLACK_ENTITIES.get(c, c) for c in for_terminal(text))
+    return _SLACK_MARKUP.sub("\\1\u200b", escaped)
