@@ -88,7 +88,7 @@ BAD_VALUES = [
     ('[credentials]\nwebhook_url = "https://hooks.slack.com/services/T0/B0/x"', "credentials.webhook_url",
      "NAME of an environment variable"),
     ('[window]\nlength = "a week"', 'window.length = "a week"', "duration"),
-    ('[outputs]\nformats = ["pdf"]', 'outputs.formats[0] = "pdf"', '"json", "md", "text"'),
+    ('[outputs]\nformats = ["pdf"]', 'outputs.formats[0] = "pdf"', '"text", "json", "md", "html"'),
     ("[history]\nregression_pct = -10", "history.regression_pct = -10", "above 0"),
     ('[[team]]\nname = "a/b"\nservices = ["x"]', 'team[0].name = "a/b"', "letters, digits"),
 ]
