@@ -118,8 +118,9 @@ def query_prometheus(url: str, services: list[str] | None, s: float, e: float, c
 
 
 @contextlib.contextmanager
-def prometheus_progress():
-    """A rich progress bar on stderr while queries run; nothing when stderr is not a terminal."""
+def prometheus_progress(name: str = "Prometheus"):
+    """A rich progress bar on stderr while queries (or trace fetches) run; nothing when stderr is
+    not a terminal."""
     if not sys.stderr.isatty():
         yield None
         return
@@ -127,9 +128,9 @@ def prometheus_progress():
     from rich.progress import Progress
 
     with Progress(transient=True, console=Console(stderr=True)) as bar:
-        task = bar.add_task("Prometheus", total=1)
+        task = bar.add_task(name, total=1)
 
         def update(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=max(total, 1), description=f"Prometheus: {label}")
+            bar.update(task, completed=done, total=max(total, 1), description=f"{name}: {label}")
 
         yield update

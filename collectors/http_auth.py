@@ -48,10 +48,15 @@ def _read_secret(path: str, what: str) -> str:
     return secret
 
 
-def credentials(t: Transport, env: dict[str, str] | None = None) -> tuple[dict[str, str], tuple[str, str] | None]:
+def credentials(t: Transport, env: dict[str, str] | None = None,
+                prefix: str = "PROFILE_FIRST_PROM") -> tuple[dict[str, str], tuple[str, str] | None]:
     """(extra headers, basic-auth tuple) from the environment and the configured files.
-    Raises ValueError (one line, no secret) for an unreadable file or conflicting settings."""
+    Raises ValueError (one line, no secret) for an unreadable file or conflicting settings.
+    `prefix` names the variables: $PREFIX_TOKEN(_FILE), $PREFIX_USER, $PREFIX_PASSWORD(_FILE)
+    (trace stores read PROFILE_FIRST_TRACES_*)."""
     env = dict(os.environ) if env is None else env
+    if prefix != "PROFILE_FIRST_PROM":  # the same rules under the other names
+        env = {k.replace(prefix, "PROFILE_FIRST_PROM", 1): v for k, v in env.items() if k.startswith(prefix + "_")}
     token = env.get(ENV_TOKEN) or ""
     token_file = t.token_file or env.get(ENV_TOKEN_FILE)
     if not token and token_file:
@@ -62,7 +67,7 @@ def credentials(t: Transport, env: dict[str, str] | None = None) -> tuple[dict[s
     if user and not password and password_file:
         password = _read_secret(password_file, "password")
     if token and user:
-        raise ValueError(f"both a bearer token and basic auth are set; unset {ENV_TOKEN} or {ENV_USER}")
+        raise ValueError(f"both a bearer token and basic auth are set; unset ${prefix}_TOKEN or ${prefix}_USER")
     if token:
         return {"Authorization": f"Bearer {token}"}, None
     if user:
@@ -77,9 +82,9 @@ def limits(t: Transport) -> Limits:
                   backoff_s=float(t.backoff))
 
 
-def connect(url: str, t: Transport) -> HttpClient:
-    """A bounded client for `url` with our credentials, headers and TLS settings."""
-    auth_headers, basic = credentials(t)
+def connect(url: str, t: Transport, prefix: str = "PROFILE_FIRST_PROM") -> HttpClient:
+    """A bounded client for `url` with our credentials (from $PREFIX_*), headers and TLS settings."""
+    auth_headers, basic = credentials(t, prefix=prefix)
     headers = {**t.headers, **auth_headers}
     secrets = header_secrets(headers) + (basic_secrets(*basic) if basic else [])
     url_password = urlsplit(url).password  # requests sends user:password@ as basic auth

@@ -12,7 +12,9 @@ import click
 from analyzer.cliutil import UserError, parse_duration, parse_size, resolve_window
 from analyzer.commands.clickhouse import FLAG_PREFIX, clickhouse_options, read_clickhouse
 from analyzer.config import ConfigError, load_config
-from analyzer.gather import listen_for, prometheus_window, query_prometheus, read_inputs, span_mapping
+from analyzer.commands.stores import FLAG_PREFIX as STORE_PREFIX, read_store, store_options, store_requested
+from analyzer.gather import (listen_for, prometheus_progress, prometheus_window, query_prometheus, read_inputs,
+                             span_mapping)
 from analyzer.output import check_output, write_output
 from analyzer.pipeline import analyze
 from analyzer.renderers import format_for_path, formats, render
@@ -76,6 +78,7 @@ from collectors.otlp_ports import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
               help="Largest JSON line, frame, ResourceSpans or JSON document read from a file; larger ones "
                    "are skipped and counted (input.skipped.over_message_limit).")
 @clickhouse_options
+@store_options
 def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: str | None, start: str | None,
                 end: str | None, window: str | None, services: tuple[str, ...], fmt: str | None,
                 output: str | None, config_path: str | None, trace_url: str | None, metrics_textfile: str | None,
@@ -85,9 +88,11 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
                 span_columns: str | None, **prom_flags: object) -> None:
     """Analyze traces and metrics and print the verdict per service."""
     ch_flags = {k: prom_flags.pop(k) for k in list(prom_flags) if k.startswith(FLAG_PREFIX)}
-    if not (traces or prometheus or metrics or listen or clickhouse):
-        raise UserError("nothing to analyze: give --traces PATH, --metrics PATH, --prometheus URL, --clickhouse URL "
-                        "or --listen")
+    store_flags = {k: prom_flags.pop(k) for k in list(prom_flags) if k.startswith(STORE_PREFIX)}
+    store_cli = next((k for k in ("tempo", "jaeger", "zipkin") if store_flags.get(STORE_PREFIX + k)), None)
+    if not (traces or prometheus or metrics or listen or clickhouse or store_cli or config_path):
+        raise UserError("nothing to analyze: give --traces PATH, --metrics PATH, --prometheus URL, --clickhouse URL, "
+                        "--tempo/--jaeger/--zipkin URL or --listen")
     if clickhouse and (traces or listen):
         raise UserError("--clickhouse reads the traces from the store: give it without --traces or --listen")
     s, e = resolve_window(start, end, window)
@@ -115,6 +120,18 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
             if captured.metrics_path is not None:
                 metrics.append(str(captured.metrics_path))
         inputs = read_inputs(traces, metrics, limits, span_mapping(span_columns, config))
+    store_kind = store_requested(store_flags, config) if not (traces or listen or clickhouse) else store_cli
+    if store_kind is None and not (traces or prometheus or metrics or listen or clickhouse):
+        raise UserError("nothing to analyze: give --traces PATH, --metrics PATH, --prometheus URL, --clickhouse URL, "
+                        "--tempo/--jaeger/--zipkin URL or --listen")
+    if store_kind is not None:
+        if traces or listen or clickhouse:
+            raise UserError(f"--{store_kind} reads the traces from the store: give it without --traces, --listen "
+                            "or --clickhouse")
+        with prometheus_progress(store_kind.capitalize()) as progress:
+            pulled = read_store(store_kind, store_flags, config, s, e, list(services), progress)
+        pulled.signals = inputs.signals
+        inputs = pulled
     if clickhouse:
         store = read_clickhouse(clickhouse, ch_flags, config, int(s * 1e9) if s is not None else None,
                                 int(e * 1e9) if e is not None else None, list(services))

@@ -1,0 +1,91 @@
+"""`analyze --tempo URL | --jaeger URL | --zipkin URL`: the options, and pulling a weighted sample
+of the window's traces from the store into Inputs (collectors/store_pull.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from analyzer.cliutil import UserError, parse_duration
+from analyzer.config import Config
+from analyzer.pipeline import Inputs
+from collectors.store_pull import NS, StoreError, StoreSettings, pull
+
+FLAG_PREFIX = "store_"
+KINDS = ("tempo", "jaeger", "zipkin")
+
+
+def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--tempo/--jaeger/--zipkin and their settings; they arrive as `store_*` keywords."""
+    options = [
+        click.option("--tempo", "store_tempo", metavar="URL",
+                     help="Grafana Tempo's query URL: TraceQL search over the window, then a stratified sample "
+                          "of whole traces. Credentials from $PROFILE_FIRST_TRACES_TOKEN(_FILE) or "
+                          "$PROFILE_FIRST_TRACES_USER + _PASSWORD(_FILE), never from arguments."),
+        click.option("--jaeger", "store_jaeger", metavar="URL",
+                     help="The Jaeger query service (/api/v3, else the legacy /api/traces); credentials as for --tempo."),
+        click.option("--zipkin", "store_zipkin", metavar="URL",
+                     help="Zipkin's API (/api/v2); credentials as for --tempo."),
+        click.option("--tenant", "store_tenant", metavar="ORG", help="X-Scope-OrgID for a multi-tenant store."),
+        click.option("--traceql", "store_query", metavar="QUERY",
+                     help='Tempo: TraceQL filter of the search, e.g. {resource.service.name="checkout"}.'),
+        click.option("--per-operation", "store_per_operation", type=click.IntRange(1, 100_000), metavar="N",
+                     help="Traces pulled per (service, operation): all above p95 up to N, and N sampled below "
+                          "(default 50)."),
+        click.option("--concurrency", "store_concurrency", type=click.IntRange(1, 64), metavar="N",
+                     help="Traces fetched at once from the store (default 4)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def store_requested(flags: dict[str, object], config: Config) -> str | None:
+    """The store kind asked for on the command line, else in the config (`[sources.tempo] url`)."""
+    given = [k for k in KINDS if flags.get(FLAG_PREFIX + k)]
+    if len(given) > 1:
+        raise UserError(f"give one trace store at a time, not --{' and --'.join(given)}")
+    if given:
+        return given[0]
+    sources = config.sections.get("sources") or {}
+    return next((k for k in KINDS if isinstance(sources.get(k), dict) and sources[k].get("url")), None)  # type: ignore[union-attr]
+
+
+def read_store(kind: str, flags: dict[str, object], config: Config, start_s: float | None, end_s: float | None,
+               services: list[str], progress: Callable[[int, int, str], None] | None) -> Inputs:
+    """The window's traces from the store, sampled and weighted; UserError when the store refuses."""
+    section = dict((config.sections.get("sources") or {}).get(kind) or {})  # type: ignore[union-attr]
+    url = flags.get(FLAG_PREFIX + kind) or section.get("url")
+    window = parse_duration(str(section.pop("window", "1h")))
+    for key in ("tenant", "query", "per_operation", "concurrency"):
+        if flags.get(FLAG_PREFIX + key) is not None:
+            section[key] = flags[FLAG_PREFIX + key]
+    section.pop("url", None)
+    end = end_s if end_s is not None else time.time()
+    start = start_s if start_s is not None else end - window
+    try:
+        settings = StoreSettings(url=str(url), **section)  # type: ignore[arg-type]
+        store = _store(kind, settings)
+        loaded = pull(store, settings, int(start * NS), int(end * NS), services or None, progress)
+    except StoreError as err:
+        raise UserError(str(err)) from None
+    except (TypeError, ValueError) as err:
+        raise UserError(f"[sources.{kind}]: {err}") from None
+    return Inputs(loaded.table, loaded.sources, loaded.repairs)
+
+
+def _store(kind: str, settings: StoreSettings):  # type: ignore[no-untyped-def]
+    if kind == "tempo":
+        from collectors.tempo import Tempo
+
+        return Tempo(settings)
+    if kind == "jaeger":
+        from collectors.jaeger_api import Jaeger
+
+        return Jaeger(settings)
+    from collectors.zipkin_api import Zipkin
+
+    return Zipkin(settings)
