@@ -12,8 +12,6 @@ import click
 from analyzer.cliutil import UserError, parse_duration
 from analyzer.config import Config
 from analyzer.pipeline import Inputs
-from collectors.store_pull import NS, StoreError, StoreSettings, pull
-
 FLAG_PREFIX = "store_"
 KINDS = ("tempo", "jaeger", "zipkin")
 
@@ -57,6 +55,9 @@ def store_requested(flags: dict[str, object], config: Config) -> str | None:
 def read_store(kind: str, flags: dict[str, object], config: Config, start_s: float | None, end_s: float | None,
                services: list[str], progress: Callable[[int, int, str], None] | None) -> Inputs:
     """The window's traces from the store, sampled and weighted; UserError when the store refuses."""
+    # Imported here: the HTTP stack is most of the start-up time of a run that reads files.
+    from collectors.store_pull import NS, StoreError, StoreSettings, pull
+
     section = dict((config.sections.get("sources") or {}).get(kind) or {})  # type: ignore[union-attr]
     url = flags.get(FLAG_PREFIX + kind) or section.get("url")
     window = parse_duration(str(section.pop("window", "1h")))
@@ -77,7 +78,7 @@ def read_store(kind: str, flags: dict[str, object], config: Config, start_s: flo
     return Inputs(loaded.table, loaded.sources, loaded.repairs)
 
 
-def _store(kind: str, settings: StoreSettings):  # type: ignore[no-untyped-def]
+def _store(kind: str, settings):  # type: ignore[no-untyped-def]
     if kind == "tempo":
         from collectors.tempo import Tempo
 
