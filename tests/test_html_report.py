@@ -229,3 +229,18 @@ def test_analyze_links_traces_with_trace_url_and_refuses_a_script_url(tmp_path: 
     parser = _Links()
     parser.feed((tmp_path / "r.html").read_text(encoding="utf-8"))
     assert [h for h in parser.hrefs if h.startswith("http://127.0.0.1:16686/trace/")]
+
+
+def test_what_the_report_could_not_answer_comes_before_the_verdicts(report: dict) -> None:
+    """A scheduled run asked for `ordres` (a typo): the HTML says so above the verdicts."""
+    from analyzer.completeness import assess
+
+    incomplete = {**report}
+    incomplete["completeness"] = assess(report, requested=["ordres"], known=[s["service"] for s in report["services"]],
+                                        traces_given=True, spans_in_window=report["input"]["spans"], span_window=None,
+                                        prometheus=None, signals=None)
+    out = render_html(incomplete)
+    notice = out.index("This report is incomplete")
+    assert notice < out.index('id="verdicts"')
+    assert "service &#x27;ordres&#x27; is in no trace or metric of the window (did you mean &#x27;orders&#x27;?)" in out
+    assert "This report is incomplete" not in render_html(report)

@@ -4,7 +4,8 @@ Order of reading: the verdict per service (reason, rewrite ceiling beside the fi
 then per service its charts over the window and its hot spots by impact, each with the
 critical path of its mean request as a stacked bar, its findings (rule code linked to the
 rule's documentation, embedded at the end), evidence, remedy, code location and sample traces.
-With `history`, a week-over-week section follows the verdicts.
+With `history`, a week-over-week section follows the verdicts. What the report could not answer
+(`completeness`, from `report`) comes first.
 
 Self-contained: no script, no external stylesheet, font or image; charts are inline SVG from
 matplotlib (analyzer/renderers/charts.py). A Content-Security-Policy forbids scripts and every
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 from analyzer.renderers import charts
 from analyzer.renderers.escape import for_html as h
 from analyzer.renderers.phrases import VERDICT_LABEL, ceiling_text, input_notes
+from analyzer.renderers.run_notes import incomplete_lines
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 TRACE_SOURCE = re.compile(r"^trace ([0-9a-f]{32})$")
@@ -136,6 +138,10 @@ def _header(report: dict, links: TraceLinks) -> str:
            f"{inp['traces']:,} traces{h(input_notes(inp))}"
            + (f" · generated {h(report['generated_at'])}" if report.get("generated_at") else "")
            + (f" by {h(tool.get('name', 'profile-first'))} {h(tool.get('version', ''))}" if tool else "") + "</p>"]
+    problems = incomplete_lines(report)
+    if problems:  # what the report could not answer comes before any verdict
+        out.append("<div class=\"notice incomplete\"><b>This report is incomplete:</b><ul>"
+                   + "".join(f"<li>{h(p)}</li>" for p in problems) + "</ul></div>")
     if not report["services"]:
         out.append("<p class=\"notice\">No service matched: nothing was analyzed in this window.</p>")
     missing = inp.get("missing_evidence") or []
@@ -265,7 +271,8 @@ def _week_over_week(report: dict, history: dict) -> str:
         out.append("<ul class=\"changes\">")
         for c in changes:
             where = h(c.get("service", "")) + (f" · <b>{h(c['operation'])}</b>" if c.get("operation") else "")
-            out.append(f"<li><span class=\"kind\">{h(c.get('kind', 'change'))}</span> {where}: {h(c.get('message', ''))}</li>")
+            out.append(f"<li><span class=\"kind\">{h(c.get('kind', ''))}</span> {where}{': ' if where else ''}"
+                       f"{h(c.get('message', ''))}</li>")
         out.append("</ul>")
     else:
         out.append("<p class=\"muted\">No changes against the previous run.</p>")
