@@ -61,7 +61,8 @@ def for_markdown(text: object) -> str:
 
 def _escape_block_start(match: re.Match[str]) -> str:
     indent, opener = match.groups()
-    indent = "&#32;" * len(indent)  # four spaces at a line start would open a code block
+    if len(indent) >= 4:  # four spaces at a line start would open a code block
+        indent = "&#32;" * len(indent)
     if not opener:
         return indent
     return f"{indent}{opener}\\" if opener[0].isdigit() else f"{indent}\\{opener}"
