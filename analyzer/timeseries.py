@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from analyzer.hotspots import NS_PER_MS, Hotspot, weighted_quantile
+from analyzer.hotspots import NS_PER_MS, Hotspot
 from analyzer.model import SpanTable
 from analyzer.signals import ServiceSignals, Signal
 
@@ -47,9 +47,9 @@ def service_timeseries(t: SpanTable, hotspots: Sequence[Hotspot], signals: Servi
     if start_s is None or end_s is None or not end_s > start_s:
         return None
     step = bin_step(end_s - start_s)
-    start = math.floor(start_s / step) * step
+    start = int(math.floor(start_s / step)) * step
     n = max(1, int(math.ceil((end_s - start) / step)))
-    out: dict = {"step_s": step, "t": [float(start + i * step) for i in range(n)]}
+    out: dict = {"step_s": step, "t": [int(start + i * step) for i in range(n)]}
     has_data = False
     if hotspots:
         rows = np.concatenate([h.entries for h in hotspots])
@@ -116,20 +116,36 @@ def _binned_quantiles(bins: np.ndarray, values: np.ndarray, weights: np.ndarray,
                       n: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """Per bin: the (weighted) request count, and each of QUANTILES (NaN where the bin is empty).
 
-    Quantiles follow the hot spots' rule (`weighted_quantile`: sample weights count each request
-    as many times as it stands for), one sorted slice per bin that has requests."""
+    The hot spots' rule (`weighted_quantile`: value i of a bin holds the positions from S(i-1) to
+    S(i) - 1 of the bin's S cumulative weights, and q is interpolated over S - 1), for all bins in
+    one sort and one interpolation: each bin's positions are offset by bin x (largest S + 2), so
+    the bins line up on one increasing axis without overlapping."""
     counts = np.bincount(bins, weights=weights, minlength=n)
     out = [np.full(n, np.nan) for _ in QUANTILES]
-    order = np.argsort(bins, kind="stable")
-    bins, values, weights = bins[order], values[order], weights[order]
-    bounds = np.flatnonzero(np.diff(bins)) + 1
-    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), bins.shape[0]]):
-        if hi > lo:
-            w = weights[lo:hi] if not np.all(weights[lo:hi] == 1.0) else None
-            for res, q in zip(out, QUANTILES.values()):
-                res[bins[lo]] = weighted_quantile(values[lo:hi], q, w)
+    if not bins.size:
+        return counts, out
+    # By bin, then value: a stable radix sort of the small bin numbers over a value sort is ~8x
+    # faster than np.lexsort here.
+    order = np.argsort(values)
+    order = order[np.argsort(bins[order].astype(np.int16), kind="stable")]
+    b, v, w = bins[order], values[order].astype(np.float64), weights[order].astype(np.float64)
+    before = np.concatenate(([0.0], np.cumsum(counts)[:-1]))[b]  # weight of the earlier bins
+    cum = np.cumsum(w) - before
+    lo = cum - w
+    hi = np.maximum(lo, cum - 1.0)
+    offset = b * (float(counts.max()) + 2.0)
+    xp = np.column_stack((offset + lo, offset + hi)).ravel()
+    fp = np.repeat(v, 2)
+    spread = counts > 1.0
+    single = (counts > 0) & ~spread  # total weight <= 1: the weighted mean, as weighted_quantile does
+    means = np.bincount(b, weights=w * v, minlength=n)
+    bin_offset = np.arange(n) * (float(counts.max()) + 2.0)
+    for res, q in zip(out, QUANTILES.values()):
+        res[spread] = np.interp(bin_offset[spread] + q * (counts[spread] - 1.0), xp, fp)
+        res[single] = means[single] / counts[single]
     return counts, out
 
 
 def _nullable(values: np.ndarray) -> list[float | None]:
-    return [round(float(v), 6) if np.isfinite(v) else None for v in values]
+    """JSON-ready values: 4 decimals (0.1 µs in ms, 0.01% of a core) keep a week's chart data small."""
+    return [round(float(v), 4) if np.isfinite(v) else None for v in values]

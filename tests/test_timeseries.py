@@ -18,7 +18,8 @@ from analyzer.config import Config
 from analyzer.pipeline import Inputs, analyze
 from analyzer.report_schema import validate_report
 from analyzer.signals import Series, ServiceSignals, Signal, Signals
-from analyzer.timeseries import MAX_POINTS, bin_step
+from analyzer.hotspots import weighted_quantile
+from analyzer.timeseries import MAX_POINTS, QUANTILES, _binned_quantiles, bin_step
 from collectors.otlp_traces import load_traces
 from tests.workloads.recording import Recorder, record, write_jsonl
 
@@ -113,3 +114,25 @@ def test_sample_traces_are_the_median_p99_and_slowest_requests(two_hours_jsonl: 
 def test_bin_step_is_round_and_keeps_points_bounded(span_s: float, step: int) -> None:
     assert bin_step(span_s) == step
     assert span_s / step <= MAX_POINTS - 1  # bins start at multiples of the step: one more may be cut
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_bin_quantiles_follow_the_hot_spots_rule(weighted: bool) -> None:
+    """Per bin, the chart's percentiles equal `weighted_quantile` (what the hot spot table reports)
+    of that bin's requests, with and without sample weights."""
+    rng = np.random.default_rng(7)
+    bins = rng.integers(0, 40, 5000)
+    bins[bins == 3] = 4  # an empty bin
+    values = rng.exponential(50.0, bins.size)
+    weights = rng.uniform(1.0, 20.0, bins.size) if weighted else np.ones(bins.size)
+    weights[bins == 5] = 0.5  # a bin whose requests stand for less than one request in all
+    counts, quantiles = _binned_quantiles(bins, values, weights, 40)
+    for k in range(40):
+        sel = bins == k
+        assert counts[k] == pytest.approx(weights[sel].sum())
+        for q, res in zip(QUANTILES.values(), quantiles):
+            if not sel.any():
+                assert np.isnan(res[k])
+            else:
+                want = weighted_quantile(values[sel], q, weights[sel] if weighted or k == 5 else None)
+                assert res[k] == pytest.approx(want, rel=1e-9), (k, q)
