@@ -266,6 +266,9 @@ OUTPUTS = Table({
                    default=["json", "md"]),
     "url": Key(URL, "Where DIR is published (a wiki or file server); links in deliveries use it instead of the "
                     "local path."),
+    "metrics_textfile": Key(Text(form="a path"), "Also write the verdicts and hot-spot figures as Prometheus text "
+                                                 "exposition here, for node_exporter's textfile collector (with teams, "
+                                                 "one file per team: NAME.TEAM.prom)."),
     "trace_url": Key(Text(pattern=r"https?://\S*\{trace_id\}\S*", form="an http(s) URL holding {trace_id}"),
                      "Trace-UI link template for sample traces in the HTML report, e.g. "
                      "`https://jaeger.example.com/trace/{trace_id}`."),
@@ -296,6 +299,9 @@ EMAIL_TABLE = Table({
 }, "Send the report by e-mail (HTML body when rendered, Markdown as the text alternative).")
 
 DELIVERY = Table({
+    "push_metrics": Key(URL, "Push the verdicts and hot-spot figures as OTLP/HTTP metrics to this endpoint "
+                             "(e.g. http://collector:4318/v1/metrics; credentials from "
+                             "$OTEL_EXPORTER_OTLP_METRICS_HEADERS)."),
     "webhook": Key(WEBHOOK, WEBHOOK.doc),
     "email": Key(EMAIL_TABLE, EMAIL_TABLE.doc),
 }, "Where `report` sends its summary after writing the files.")

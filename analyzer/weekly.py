@@ -34,6 +34,7 @@ class Plan:
     traces: list[str]
     metrics: list[str]
     prometheus: str | None
+    clickhouse: str | None  # a ClickHouse otel_traces store: URL or chdb:PATH
     listen: float | None  # seconds of OTLP capture, or None
     start: float
     end: float
@@ -43,6 +44,8 @@ class Plan:
     formats: tuple[str, ...]
     url: str | None
     trace_url: str | None
+    metrics_textfile: str | None
+    push_metrics: str | None
     history: Path | None
     regression_pct: float
     delivery: dict = field(default_factory=dict)
@@ -95,6 +98,7 @@ def make_plan(config: Config, flags: dict) -> Plan:
         traces=list(flags.get("traces") or sources.get("traces", [])),
         metrics=list(flags.get("metrics") or sources.get("metrics", [])),
         prometheus=flags.get("prometheus") or sources.get("prometheus"),
+        clickhouse=flags.get("clickhouse") or (sources.get("clickhouse") or {}).get("url"),
         listen=parse_duration(listen) if listen else None,
         start=start,
         end=end,
@@ -104,14 +108,18 @@ def make_plan(config: Config, flags: dict) -> Plan:
         formats=tuple(flags.get("formats") or outputs.get("formats", ("json", "md"))),
         url=outputs.get("url"),
         trace_url=outputs.get("trace_url"),
+        metrics_textfile=flags.get("metrics_textfile") or outputs.get("metrics_textfile"),
+        push_metrics=None if flags.get("no_delivery") else flags.get("push_metrics") or sec.get("delivery", {}).get(
+            "push_metrics"),
         history=None if flags.get("no_history") else Path(flags.get("history") or history.get("path",
                                                                                                "reports/history.sqlite")),
         regression_pct=float(flags.get("regression_pct") or history.get("regression_pct", 10.0)),
         delivery={} if flags.get("no_delivery") else dict(sec.get("delivery", {})),
         credentials=dict(sec.get("credentials", {})),
     )
-    if not (plan.traces or plan.metrics or plan.prometheus or plan.listen):
-        raise UserError("nothing to report on: give [sources] in the config, or --traces, --metrics or --prometheus")
+    if not (plan.traces or plan.metrics or plan.prometheus or plan.listen or plan.clickhouse):
+        raise UserError("nothing to report on: give [sources] in the config, or --traces, --metrics, --prometheus "
+                        "or --clickhouse")
     return plan
 
 
@@ -184,7 +192,7 @@ def team_reports(plan: Plan, inputs: Inputs) -> dict[str, dict]:
         if team.name != "report":
             report["team"] = team.name
         report["completeness"] = assess(report, requested=list(team.services), known=known,
-                                        traces_given=bool(plan.traces or plan.listen), spans_in_window=in_window,
+                                        traces_given=bool(plan.traces or plan.listen or plan.clickhouse), spans_in_window=in_window,
                                         span_window=span_window,
                                         prometheus=plan.prometheus, signals=inputs.signals)
         reports[team.name] = report

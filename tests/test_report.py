@@ -180,7 +180,8 @@ def test_staging_is_excluded_unless_asked(prom_env):
     def cores(environments: tuple[str, ...]) -> float:
         plan = Plan(config=Config(), traces=[], metrics=[], prometheus=server.url, listen=None, start=span[0],
                     end=span[1], teams=[], environments=environments, out_dir=Path("."), formats=("json",),
-                    url=None, trace_url=None, history=None, regression_pct=10)
+                    url=None, trace_url=None, metrics_textfile=None, push_metrics=None, history=None,
+                    regression_pct=10, clickhouse=None)
         settings = prometheus_settings(plan)
         signals = collect(server.url, ["shop-env"], *span, PromConfig(extra_matchers=settings["extra_matchers"]))
         return signals.services["shop-env"].get(Signal.CPU_CORES_USED).mean()
@@ -214,3 +215,48 @@ def test_the_evidence_pack_is_written_beside_the_report_and_a_missing_service_is
     assert "profile-first report --traces" in reproduce and "--start" in reproduce  # the window pinned
     problems = json.loads((folder / "report.json").read_text())["completeness"]["problems"]
     assert [x["message"] for x in problems] == ["no evidence pack for 'ordrs': the service is in no report of this run"]
+
+
+def test_a_clickhouse_store_named_in_the_config_is_read(tmp_path, orders_n_plus_one_jsonl):
+    from tests.test_clickhouse import _fill
+
+    store = _fill(tmp_path / "store", [orders_n_plus_one_jsonl])
+    cfg = config(tmp_path, f"""
+        [sources.clickhouse]
+        url = "chdb:{store}"
+        [outputs]
+        formats = ["json"]
+    """)
+    p = run("--config", cfg, "--end", "now", "--window", "1d", "--no-history", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    report = json.loads((tmp_path / "reports" / this_week() / "report.json").read_text())
+    (orders,) = report["services"]
+    assert orders["verdict"]["cause"] == "database" and orders["hotspots"][0]["operation"] == "GET /orders"
+
+
+def test_findings_as_metrics_are_written_per_team(tmp_path, orders_n_plus_one_jsonl, gateway_sequential_jsonl):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cfg = config(tmp_path, f"""
+        [sources]
+        traces = ["{orders_n_plus_one_jsonl}", "{gateway_sequential_jsonl}"]
+        [[team]]
+        name = "checkout"
+        services = ["orders"]
+        [[team]]
+        name = "edge"
+        services = ["gateway"]
+        [outputs]
+        formats = ["json"]
+        metrics_textfile = "textfile/profile_first.prom"
+    """)
+    assert run("--config", cfg, "--end", "now", "--no-history", cwd=tmp_path).returncode == 2  # no such directory
+    (tmp_path / "textfile").mkdir()
+    p = run("--config", cfg, "--end", "now", "--window", "1d", "--no-history", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    for team, service, cause in (("checkout", "orders", "database"), ("edge", "gateway", "network")):
+        text = (tmp_path / "textfile" / f"profile_first.{team}.prom").read_text()
+        verdicts = {s.labels["service"] for f in text_string_to_metric_families(text)
+                    if f.name == "profile_first_verdict_cause" for s in f.samples
+                    if s.value == 1 and s.labels["cause"] == cause}
+        assert verdicts == {service}

@@ -21,10 +21,12 @@ from analyzer.cliutil import UserError
 from analyzer.compare import week_over_week
 from analyzer.history import History, HistoryError
 from analyzer.commands.capture import receiver_config
+from analyzer.commands.clickhouse import read_clickhouse
 from analyzer.config import ConfigError, load_config
 from analyzer.delivery import Mail, Published, email_message, post_webhook, send_email, subject, webhook_payload
 from analyzer.evidence import evidence_pack
 from analyzer.gather import listen_for, query_prometheus, read_inputs, span_mapping
+from analyzer.output import check_output
 from analyzer.publish import publish
 from analyzer.renderers import formats, render
 from analyzer.renderers.escape import for_terminal
@@ -43,6 +45,7 @@ EXTENSIONS = {"text": "txt"}  # file extension per format, when it is not the fo
 @click.option("--traces", multiple=True, metavar="PATH", help="OTLP trace file or directory. Repeatable.")
 @click.option("--metrics", multiple=True, metavar="PATH", help="OTLP metrics file. Repeatable.")
 @click.option("--prometheus", metavar="URL", help="Prometheus-compatible API (credentials: see [credentials]).")
+@click.option("--clickhouse", metavar="URL", help="ClickHouse otel_traces store (or chdb:PATH); [sources.clickhouse].")
 @click.option("--start", metavar="T", help="Window start: RFC 3339 or unix seconds.")
 @click.option("--end", metavar="T", help='Window end: RFC 3339, unix seconds, "now" or "last_full_day" (default).')
 @click.option("--window", metavar="DURATION", help="Window length (default 7d).")
@@ -58,7 +61,9 @@ EXTENSIONS = {"text": "txt"}  # file extension per format, when it is not the fo
 @click.option("--no-history", is_flag=True, help="Neither read nor record history.")
 @click.option("--regression-pct", type=click.FloatRange(0, min_open=True), metavar="PCT",
               help="p99 or impact up by more than this is a regression (default 10).")
-@click.option("--no-delivery", is_flag=True, help="Write the files only; skip [delivery].")
+@click.option("--metrics-textfile", metavar="FILE", help="Also write the findings as Prometheus text exposition.")
+@click.option("--push-metrics", metavar="URL", help="Also push the findings as OTLP/HTTP metrics to URL.")
+@click.option("--no-delivery", is_flag=True, help="Write the files only; skip [delivery] (webhook, e-mail, push).")
 @click.option("--evidence-pack", "evidence", multiple=True, metavar="SERVICE",
               help="Also write evidence-SERVICE.md, the pre-rewrite evidence pack of SERVICE. Repeatable.")
 @click.option("--fail-on", "fail_on", multiple=True, type=click.Choice(FAIL_ON),
@@ -74,6 +79,8 @@ def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[st
     plan = make_plan(config, {**flags, "formats": formats_})
     export_credentials(plan)
     targets = delivery_targets(plan)  # unset secrets fail now, not after the run
+    for path in textfiles(plan).values():
+        check_output(path)
     # An existing history is opened before the long part, so a bad file fails in a second; a new
     # one is created only when there is a run to record.
     history = open_history(plan) if plan.history and plan.history.exists() else None
@@ -99,7 +106,7 @@ def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[st
         except (HistoryError, sqlite3.Error) as err:
             click.echo(f"profile-first: error: the run was not recorded in {plan.history}: {err}", err=True)
             failed = True
-    for problem in deliver(plan, targets, reports, files):
+    for problem in [*export_findings(plan, reports), *deliver(plan, targets, reports, files)]:
         click.echo(f"profile-first: error: {problem}; the report files are in {folder}", err=True)
         failed = True
     sys.exit(exit_code(reports, fail_on, delivery_failed=failed))
@@ -192,6 +199,38 @@ def evidence_packs(services: tuple[str, ...], reports: dict[str, dict]) -> dict[
     return files
 
 
+def textfiles(plan: Plan) -> dict[str, str]:
+    """The metrics textfile per team: the configured path, or NAME.TEAM.prom beside it when there are teams."""
+    if not plan.metrics_textfile:
+        return {}
+    path = Path(plan.metrics_textfile)
+    if len(plan.teams) == 1:
+        return {plan.teams[0].name: str(path)}
+    return {t.name: str(path.with_name(f"{path.stem}.{t.name}{path.suffix}")) for t in plan.teams}
+
+
+def export_findings(plan: Plan, reports: dict[str, dict]) -> list[str]:
+    """The findings as metrics (analyzer/export_metrics.py): a textfile per team, an OTLP push per team."""
+    if not (plan.metrics_textfile or plan.push_metrics):
+        return []
+    from analyzer.export_metrics import ExportError, push_otlp, write_textfile
+
+    problems = []
+    paths = textfiles(plan)
+    for team, report in reports.items():
+        if team in paths:
+            try:
+                write_textfile(report, paths[team])
+            except UserError as err:
+                problems.append(f"metrics textfile: {err.message}")
+        if plan.push_metrics:
+            try:
+                push_otlp(report, plan.push_metrics)
+            except ExportError as err:
+                problems.append(str(err))
+    return problems
+
+
 def render_file(plan: Plan, report: dict, fmt: str, trend: list | None) -> str:
     if fmt != "html":
         return render(report, fmt)
@@ -214,6 +253,11 @@ def build_reports(plan: Plan) -> dict[str, dict]:
             if captured.metrics_path is not None:
                 metrics.append(str(captured.metrics_path))
         inputs = read_inputs(traces, metrics, span_columns=span_mapping(None, plan.config))
+    if plan.clickhouse:
+        store = read_clickhouse(plan.clickhouse, {}, plan.config, int(plan.start * 1e9), int(plan.end * 1e9),
+                                plan.services or [])
+        store.signals = inputs.signals
+        inputs = store
     if plan.prometheus:
         inputs.signals = query_prometheus(plan.prometheus, plan.services, plan.start, plan.end, plan.config,
                                           prometheus_settings(plan), inputs.signals)
