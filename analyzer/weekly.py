@@ -35,6 +35,7 @@ class Plan:
     metrics: list[str]
     prometheus: str | None
     clickhouse: str | None  # a ClickHouse otel_traces store: URL or chdb:PATH
+    store: str | None  # a trace store kind (tempo, jaeger, zipkin) from --tempo/... or [sources.KIND] url
     listen: float | None  # seconds of OTLP capture, or None
     start: float
     end: float
@@ -99,6 +100,7 @@ def make_plan(config: Config, flags: dict) -> Plan:
         metrics=list(flags.get("metrics") or sources.get("metrics", [])),
         prometheus=flags.get("prometheus") or sources.get("prometheus"),
         clickhouse=flags.get("clickhouse") or (sources.get("clickhouse") or {}).get("url"),
+        store=flags.get("store"),
         listen=parse_duration(listen) if listen else None,
         start=start,
         end=end,
@@ -117,9 +119,12 @@ def make_plan(config: Config, flags: dict) -> Plan:
         delivery={} if flags.get("no_delivery") else dict(sec.get("delivery", {})),
         credentials=dict(sec.get("credentials", {})),
     )
-    if not (plan.traces or plan.metrics or plan.prometheus or plan.listen or plan.clickhouse):
-        raise UserError("nothing to report on: give [sources] in the config, or --traces, --metrics, --prometheus "
-                        "or --clickhouse")
+    if sum(map(bool, (plan.traces or plan.listen, plan.clickhouse, plan.store))) > 1:
+        raise UserError("read traces from one kind of source at a time: files (or listen), ClickHouse, or one trace "
+                        "store")
+    if not (plan.traces or plan.metrics or plan.prometheus or plan.listen or plan.clickhouse or plan.store):
+        raise UserError("nothing to report on: give [sources] in the config, or --traces, --metrics, --prometheus, "
+                        "--clickhouse or --tempo/--jaeger/--zipkin")
     return plan
 
 
@@ -192,7 +197,7 @@ def team_reports(plan: Plan, inputs: Inputs) -> dict[str, dict]:
         if team.name != "report":
             report["team"] = team.name
         report["completeness"] = assess(report, requested=list(team.services), known=known,
-                                        traces_given=bool(plan.traces or plan.listen or plan.clickhouse), spans_in_window=in_window,
+                                        traces_given=bool(plan.traces or plan.listen or plan.clickhouse or plan.store), spans_in_window=in_window,
                                         span_window=span_window,
                                         prometheus=plan.prometheus, signals=inputs.signals)
         reports[team.name] = report

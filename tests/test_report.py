@@ -181,7 +181,7 @@ def test_staging_is_excluded_unless_asked(prom_env):
         plan = Plan(config=Config(), traces=[], metrics=[], prometheus=server.url, listen=None, start=span[0],
                     end=span[1], teams=[], environments=environments, out_dir=Path("."), formats=("json",),
                     url=None, trace_url=None, metrics_textfile=None, push_metrics=None, history=None,
-                    regression_pct=10, clickhouse=None)
+                    regression_pct=10, clickhouse=None, store=None)
         settings = prometheus_settings(plan)
         signals = collect(server.url, ["shop-env"], *span, PromConfig(extra_matchers=settings["extra_matchers"]))
         return signals.services["shop-env"].get(Signal.CPU_CORES_USED).mean()
@@ -260,3 +260,30 @@ def test_findings_as_metrics_are_written_per_team(tmp_path, orders_n_plus_one_js
                     if f.name == "profile_first_verdict_cause" for s in f.samples
                     if s.value == 1 and s.labels["cause"] == cause}
         assert verdicts == {service}
+
+
+def test_a_tempo_store_named_in_the_config_is_read(tmp_path):
+    """The trace-store stand-in (tests/store_standins.py) serving the Nezha online-boutique traces."""
+    from tests import store_standins as standins
+    from tests.test_trace_stores import OB_CART_DELAY, _window
+
+    traces = standins.nezha_spans(OB_CART_DELAY)
+    server = standins.tempo(traces)
+    try:
+        start, end = _window(traces)
+        cfg = config(tmp_path, f"""
+            [sources.tempo]
+            url = "{server.url}"
+            per_operation = 10
+            [outputs]
+            formats = ["json"]
+        """)
+        p = run("--config", cfg, "--start", str(start), "--end", str(end), "--no-history", cwd=tmp_path)
+    finally:
+        server.close()
+    assert p.returncode in (0, 3), p.stderr  # the Nezha traces carry no runtime metrics: verdicts may be unmeasured
+    (folder,) = (tmp_path / "reports").iterdir()
+    report = json.loads((folder / "report.json").read_text())
+    (source,) = report["input"]["sources"]
+    assert source["format"] == "tempo-api"
+    assert "frontend" in {s["service"] for s in report["services"]}

@@ -22,10 +22,12 @@ from analyzer.compare import week_over_week
 from analyzer.history import History, HistoryError
 from analyzer.commands.capture import receiver_config
 from analyzer.commands.clickhouse import read_clickhouse
+from analyzer.commands.stores import FLAG_PREFIX as STORE_PREFIX
+from analyzer.commands.stores import read_store, store_options, store_requested
 from analyzer.config import ConfigError, load_config
 from analyzer.delivery import Mail, Published, email_message, post_webhook, send_email, subject, webhook_payload
 from analyzer.evidence import evidence_pack
-from analyzer.gather import listen_for, query_prometheus, read_inputs, span_mapping
+from analyzer.gather import listen_for, prometheus_progress, query_prometheus, read_inputs, span_mapping
 from analyzer.output import check_output
 from analyzer.publish import publish
 from analyzer.renderers import formats, render
@@ -69,6 +71,7 @@ EXTENSIONS = {"text": "txt"}  # file extension per format, when it is not the fo
 @click.option("--fail-on", "fail_on", multiple=True, type=click.Choice(FAIL_ON),
               help=f"Exit {EXIT_GATE} when a verdict is recommended, a regression appeared or the report is "
                    "incomplete. Repeatable.")
+@store_options
 def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[str, ...], evidence: tuple[str, ...],
            **flags: object) -> None:
     """Write the scheduled report into a dated folder, compare it with the last run, deliver it."""
@@ -76,7 +79,8 @@ def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[st
         config = load_config(config_path)
     except ConfigError as err:
         raise UserError(str(err)) from err
-    plan = make_plan(config, {**flags, "formats": formats_})
+    store_flags = {k: flags.pop(k) for k in list(flags) if k.startswith(STORE_PREFIX)}
+    plan = make_plan(config, {**flags, "formats": formats_, "store": store_requested(store_flags, config)})
     export_credentials(plan)
     targets = delivery_targets(plan)  # unset secrets fail now, not after the run
     for path in textfiles(plan).values():
@@ -84,7 +88,7 @@ def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[st
     # An existing history is opened before the long part, so a bad file fails in a second; a new
     # one is created only when there is a run to record.
     history = open_history(plan) if plan.history and plan.history.exists() else None
-    reports = build_reports(plan)
+    reports = build_reports(plan, store_flags)
     trends = compare_with_history(plan, history, reports) if history else {}
     packs = evidence_packs(evidence, reports)  # first: a missing service makes its report incomplete
     files = {f"{team}.{EXTENSIONS.get(fmt, fmt)}": render_file(plan, r, fmt, trends.get(team))
@@ -243,7 +247,7 @@ def render_file(plan: Plan, report: dict, fmt: str, trend: list | None) -> str:
                        trace_url_template=plan.trace_url)
 
 
-def build_reports(plan: Plan) -> dict[str, dict]:
+def build_reports(plan: Plan, store_flags: dict[str, object]) -> dict[str, dict]:
     with tempfile.TemporaryDirectory(prefix="profile-first-") as tmp:
         traces = list(plan.traces)
         metrics = list(plan.metrics)
@@ -253,6 +257,12 @@ def build_reports(plan: Plan) -> dict[str, dict]:
             if captured.metrics_path is not None:
                 metrics.append(str(captured.metrics_path))
         inputs = read_inputs(traces, metrics, span_columns=span_mapping(None, plan.config))
+    if plan.store:
+        with prometheus_progress(plan.store.capitalize()) as progress:
+            pulled = read_store(plan.store, store_flags, plan.config, plan.start, plan.end, plan.services or [],
+                                progress)
+        pulled.signals = inputs.signals
+        inputs = pulled
     if plan.clickhouse:
         store = read_clickhouse(plan.clickhouse, {}, plan.config, int(plan.start * 1e9), int(plan.end * 1e9),
                                 plan.services or [])
