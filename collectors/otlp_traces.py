@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gc
 import re
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -98,7 +97,7 @@ class TraceDecoder:
             if not isinstance(resource, dict):
                 _wrong_type(stats, "a resource")
                 continue
-            rattrs = _json_attrs(resource.get("attributes"), None, stats.skipped)
+            rattrs = _json_attrs(resource.get("attributes"), None, stats)
             service = self.service(str(rattrs.get(sc.SERVICE_NAME) or "unknown_service"),
                                    _str_or_none(rattrs.get(sc.PROCESS_RUNTIME_NAME)),
                                    _str_or_none(rattrs.get(sc.TELEMETRY_SDK_LANGUAGE)))
@@ -221,7 +220,7 @@ class TraceDecoder:
             attrs = {k: sv if (sv := val.get("stringValue")) is not None and len(val) == 1 else _json_value(val)
                      for k, val in items}
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):  # else: attribute by attribute
-            attrs = _json_attrs(raw_attrs, sc.SPAN_KEYS, self._source.skipped)
+            attrs = _json_attrs(raw_attrs, sc.SPAN_KEYS, self._source)
         return self.derive(kind, attrs)
 
     def derive(self, kind: int, attrs: dict[str, object]) -> Derived:
@@ -390,7 +389,7 @@ def _location(path: object, line: object, function: object, namespace: object) -
     return f"{where} ({func})" if func and where else (where or str(func))
 
 
-def _json_attrs(attrs: object, wanted: frozenset[str] | None, skipped: Counter) -> dict[str, object]:
+def _json_attrs(attrs: object, wanted: frozenset[str] | None, stats: SourceStats) -> dict[str, object]:
     """The attributes (those in `wanted`) as a dict; one whose key is not a string or whose integer
     does not decode is skipped and counted (`invalid_attributes`)."""
     out: dict[str, object] = {}
@@ -420,7 +419,8 @@ def _json_attrs(attrs: object, wanted: frozenset[str] | None, skipped: Counter) 
                     continue
             out[key] = v
     if bad:
-        skipped["invalid_attributes"] += bad
+        stats.skipped["invalid_attributes"] += bad
+        stats.note(f"{bad} attribute(s) with a key that is not a string or an integer that does not decode; skipped")
     return out
 
 
