@@ -1,0 +1,107 @@
+"""The runtime model's principles (issue 12), one deterministic test each: traces from the REAL
+OpenTelemetry SDK, runtime signals as the collector would hand them over (series on a 15 s grid).
+Each docstring names the workload and the cause a human would name; the live counterparts run on
+real runtimes in tests/test_runtime_live.py and tests/test_runtime_generations.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from analyzer.classify import ClassifyConfig, category_shares, pick
+from analyzer.ceiling import rewrite_ceiling
+from analyzer.config import Config
+from analyzer.signals import Signal
+from analyzer.verdict import HotspotResult
+from heuristics.engine import run_rules
+from tests.test_heuristics_runtime import T0, contexts, fire, one, signals_for, steady, traces  # noqa: F401
+
+CFG = ClassifyConfig()
+
+
+def test_gc_cost_is_gc_seconds_over_requests(traces, tmp_path):
+    """JVM: 0.3 s of pauses per second at 10 req/s is 30 ms of GC per request; 0.4 cores are 40 ms
+    of CPU, 10 ms of it outside GC; requests are 40 ms of self time. A human would say: GC, three
+    quarters of every request. (Pauses x latency would have said 30%.)"""
+    steady(traces, "ledger", "jvm", 240, 5, 40)
+    ctx = one(traces, tmp_path, signals_for("ledger", "jvm", **{
+        Signal.GC_SECONDS_PER_SECOND: 0.3, Signal.CPU_CORES_USED: 0.4, Signal.REQUESTS_PER_SECOND: 10.0}))
+    (g,) = fire("PF-GC001", ctx)
+    assert g.share == pytest.approx(0.75, abs=0.01)
+    ev = {e.signal: e.value for e in g.evidence}
+    assert ev["gc_ms_per_request"] == pytest.approx(30.0) and ev["cpu_ms_per_request_outside_gc"] == pytest.approx(10.0)
+    assert "75% of the runtime cost" in g.message
+
+
+def test_node_gc_says_spans_under_count_pauses(traces, tmp_path):
+    """Node, GC-bound, with 120 ms of event-loop lag: requests wait for the loop before their
+    spans start, so the GC finding carries the lag and says spans under-count pauses."""
+    steady(traces, "feed", "node", 240, 5, 40)
+    ctx = one(traces, tmp_path, signals_for("feed", "node", **{
+        Signal.GC_SECONDS_PER_SECOND: 0.3, Signal.CPU_CORES_USED: 0.35, Signal.REQUESTS_PER_SECOND: 10.0,
+        Signal.EVENT_LOOP_LAG: 0.12}))
+    (g,) = fire("PF-GC001", ctx)
+    assert "under-count" in g.message and "120 ms" in g.message
+    assert any(e.signal == Signal.EVENT_LOOP_LAG and e.value == pytest.approx(0.12) for e in g.evidence)
+
+
+def test_cpython_at_its_one_core_ceiling_is_cpu_bound(traces, tmp_path):
+    """CPython, 0.95 cores (its GIL ceiling is one), 20 req/s, each request 150 ms of self time of
+    which 47.5 ms is its own CPU: three requests at once queue for the GIL behind each other's
+    work. A human would say: CPU-bound (saturated), not waiting."""
+    steady(traces, "thumbs", "python", 1200, 0.05, 150)
+    ctx = one(traces, tmp_path, signals_for("thumbs", "python", **{
+        Signal.CPU_CORES_USED: 0.95, Signal.REQUESTS_PER_SECOND: 20.0}))
+    (c,) = fire("PF-CPU001", ctx)
+    assert c.share == pytest.approx(0.95, abs=0.01) and "GIL" in c.message
+    (sat,) = fire("PF-CPU002", ctx)
+    assert "processes" in sat.remedy and "2x faster" in sat.remedy
+    assert fire("PF-WAIT001", ctx) == []
+
+
+def test_neighbour_contention_below_the_ceiling_is_not_cpu_work(traces, tmp_path):
+    """CPython using 0.1 cores with one request at a time (2 req/s of 400 ms, 5 ms CPU each): far
+    below its ceiling, the rest of the time it waits. Not CPU-bound, whatever made it wait."""
+    steady(traces, "starved", "python", 300, 0.5, 400)
+    ctx = one(traces, tmp_path, signals_for("starved", "python", **{
+        Signal.CPU_CORES_USED: 0.01, Signal.REQUESTS_PER_SECOND: 2.0}))
+    assert fire("PF-CPU001", ctx) == [] and fire("PF-CPU002", ctx) == []
+    assert fire("PF-WAIT001", ctx)
+
+
+def test_background_cpu_is_not_charged_to_rare_requests(traces, tmp_path):
+    """A service with a thread burning 0.3 cores and one 20 ms request a minute: a human would say
+    the requests wait; the CPU is the background thread's. Intervals without requests measure the
+    background, so no CPU share and no ceiling worth quoting."""
+    steady(traces, "quiet", "python", 60, 60, 20)
+    ctx = one(traces, tmp_path, signals_for("quiet", "python", **{Signal.CPU_CORES_USED: 0.3}))
+    assert fire("PF-CPU001", ctx) == []
+    fs = run_rules(ctx, Config())
+    shares = category_shares(ctx.hotspot, fs)
+    assert shares["cpu_bound"] == 0
+    c = rewrite_ceiling([ctx], [HotspotResult(ctx.hotspot.operation, ctx.hotspot.total_ms, 1.0, "unknown", shares, fs)])
+    assert c["mean_pct"] < 1
+
+
+def test_cpu_is_spread_by_self_time_a_probe_gets_none(traces, tmp_path):
+    """One service: GET /render burns 100 ms of CPU per request; GET /healthz, hit once, takes
+    0.05 ms. A human would say: render is CPU-bound; the probe is nothing."""
+    steady(traces, "render", "python", 600, 1, 100, op="GET /render")
+    steady(traces, "render", "python", 1, 1, 0.05, op="GET /healthz", start=T0 + 300.2)
+    ctxs = contexts(traces.table(tmp_path / "t.pb"), signals_for("render", "python", **{
+        Signal.CPU_CORES_USED: 0.1, Signal.REQUESTS_PER_SECOND: 1.0}))
+    assert fire("PF-CPU001", ctxs["render GET /render"])
+    assert fire("PF-CPU001", ctxs["render GET /healthz"]) == []
+
+
+def test_one_story_the_ceiling_uses_the_verdicts_shares(traces, tmp_path):
+    """CPU covers 15% of self time, under PF-CPU001's 20% share: the verdict says 0% CPU, and the
+    ceiling must not be built on the 15% no finding backs."""
+    steady(traces, "api", "jvm", 240, 5, 100)
+    ctx = one(traces, tmp_path, signals_for("api", "jvm", **{
+        Signal.CPU_CORES_USED: 0.003, Signal.REQUESTS_PER_SECOND: 0.2, Signal.GC_SECONDS_PER_SECOND: 0.0}))
+    fs = run_rules(ctx, Config())
+    shares = category_shares(ctx.hotspot, fs)
+    cat, _ = pick(shares, CFG)
+    c = rewrite_ceiling([ctx], [HotspotResult(ctx.hotspot.operation, ctx.hotspot.total_ms, 1.0, cat, shares, fs)])
+    assert shares["cpu_bound"] == 0 and c["basis"]["cpu_share"] == 0 and c["mean_pct"] == 0
+
