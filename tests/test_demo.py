@@ -54,7 +54,7 @@ def _host_busy_says_why(run: DemoResult, service: str) -> bool:
         return False
     verdict = next(s["verdict"] for s in run.report["services"] if s["service"] == service)
     assert verdict["rust_rewrite"] != "recommended" and verdict["cause"] in ("cpu_bound", "unknown"), verdict
-    line = next(line for line in summary(run).splitlines() if f" {service} " in line)
+    line = next(line for line in summary(run).splitlines() if line.startswith(f"demo: {service} "))
     assert f"waited for a CPU core {wait:.0%}" in line and "other work on this host" in line, line
     return True
 
