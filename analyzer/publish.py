@@ -3,12 +3,15 @@
 The files are written into a hidden temporary folder beside the target and fsynced, then the
 folder is renamed into place: a crash or a failed run leaves the previous folder (if any)
 untouched and at most a `.NAME.tmp-*` folder, which the next run removes. A successful rerun
-for the same week replaces the folder: the old one is renamed aside first and removed only
-after the new one is in place.
+for the same week replaces the folder in one atomic exchange (Linux renameat2), so there is no
+moment without it; where that is unavailable, the old folder is renamed aside first and removed
+only after the new one is in place.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 import tempfile
@@ -43,6 +46,9 @@ def _swap_in(tmp: Path, target: Path) -> None:
     if not target.exists():
         os.rename(tmp, target)
         return
+    if _exchange(tmp, target):  # one atomic step: no moment without a target folder
+        shutil.rmtree(tmp, ignore_errors=True)  # now holds the old folder
+        return
     old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
     os.rmdir(old)
     os.rename(target, old)
@@ -52,6 +58,26 @@ def _swap_in(tmp: Path, target: Path) -> None:
         os.rename(old, target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where it is unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # old kernel or a file system without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _remove_stale(parent: Path, name: str) -> None:
