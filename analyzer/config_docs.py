@@ -22,7 +22,6 @@ from analyzer.config_schema import (
     threshold_type,
 )
 from heuristics.registry import all_rules
-import collectors.clickhouse_traces  # noqa: F401,E402  registers [sources.clickhouse], documented here
 import collectors.store_settings  # noqa: F401  (registers the [sources.*] tables of the trace stores)
 
 REPO = Path(__file__).resolve().parent.parent

@@ -80,12 +80,12 @@ def operations(shape: TableShape, w: Window, b: Bounds, limit: int) -> Query:
 
 
 def statements(shape: TableShape, w: Window, b: Bounds, limit: int) -> Query:
-    where, params = _where(w)
+    source, params = _database_keys(shape, w)
     db, db_params = _is_database()
     params.update(db_params, limit=limit)
     d = shape.duration_sql
     return (f"SELECT ServiceName AS service, normalizedQueryHash({_STATEMENT}) AS h, any({_STATEMENT}) AS example, "
-            f"count() AS n, sum({d}) AS total_ns FROM {shape.ref.sql} WHERE {where} AND {db} "
+            f"count() AS n, sum({d}) AS total_ns FROM {source} WHERE {db} "
             f"GROUP BY service, h ORDER BY total_ns DESC LIMIT {{limit:UInt32}}{_settings(b, limit)}", params)
 
 
@@ -93,14 +93,14 @@ def repetitions(shape: TableShape, w: Window, b: Bounds, min_repetitions: int, l
     """Per (service, entry operation, statement hash): traces running it, executions, the most in
     one trace, and the traces (and their executions) with at least `min_repetitions`. One pass
     grouped by (trace, service); the operation is the service's first entry span in the trace."""
-    where, params = _where(w)
+    source, params = _database_keys(shape, w)
     db, db_params = _is_database()
     params.update(db_params, entry_kinds=list(ENTRY_KINDS), min_rep=min_repetitions, limit=limit)
     return (f"SELECT service, operation, h, count() AS traces, sum(n) AS executions, max(n) AS most, "
             f"countIf(n >= {{min_rep:UInt32}}) AS repeating, sumIf(n, n >= {{min_rep:UInt32}}) AS repeated "
             f"FROM (SELECT ServiceName AS service, argMinIf(SpanName, Timestamp, {_ENTRY}) AS operation, "
             f"sumMapIf([normalizedQueryHash({_STATEMENT})], [toUInt64(1)], {db}) AS m "
-            f"FROM {shape.ref.sql} WHERE {where} AND ({_ENTRY} OR {db}) GROUP BY TraceId, service) "
+            f"FROM {source} WHERE {_ENTRY} OR {db} GROUP BY TraceId, service) "
             f"ARRAY JOIN m.1 AS h, m.2 AS n WHERE operation != '' "
             f"GROUP BY service, operation, h ORDER BY repeated DESC, executions DESC LIMIT {{limit:UInt32}}"
             f"{_settings(b, limit)}", params)
@@ -168,6 +168,17 @@ def _first_of(keys: Sequence[str], prefix: str) -> tuple[str, dict[str, object]]
 _STATEMENT, _STATEMENT_PARAMS = _first_of(sc.DB_STATEMENT, "stmt")
 _DB_SYSTEM, _DB_SYSTEM_PARAMS = _first_of(sc.DB_SYSTEM, "dbsys")
 _MESSAGING, _MESSAGING_PARAMS = _first_of(sc.MESSAGING_SYSTEM, "msg")
+
+
+def _database_keys(shape: TableShape, w: Window) -> tuple[str, dict[str, object]]:
+    """The window's spans with their attribute map cut down to the keys that classify a database
+    span, as a subquery: one pass over each map, then lookups in a map of a few entries (reading
+    the map is most of the cost of these queries; a lookup per key in the whole map was ~1.5x slower)."""
+    where, params = _where(w)
+    params["db_keys"] = list(sc.DB_STATEMENT + sc.DB_SYSTEM + sc.MESSAGING_SYSTEM)
+    return (f"(SELECT TraceId, ServiceName, SpanName, SpanKind, ParentSpanId, Timestamp, Duration, "
+            f"mapFilter((k, v) -> k IN {{db_keys:Array(String)}}, SpanAttributes) AS SpanAttributes "
+            f"FROM {shape.ref.sql} WHERE {where})", params)
 
 
 def _is_database() -> tuple[str, dict[str, object]]:

@@ -109,7 +109,7 @@ class HttpSource:
     def _clean(self, e: BaseException) -> str:
         text = " ".join(str(e).split())
         for s in self._secrets:
-            text = text.replace(s, "***")
+            text = text.replace(s, "[REDACTED]")
         return _first_line(text)
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from analyzer.config_schema import Boolean, Key, Number, Table, Text, add_source
 from analyzer.model import SpanTable
 from analyzer.statement import normalize_sql
 from analyzer.store_figures import OperationFigures, Repetition, StoreFigures
@@ -53,36 +52,6 @@ COMPUTED_ON_SAMPLE = [
 ]
 
 
-CONFIG = Table({
-    "url": Key(Text(pattern=r"(https?://|chdb:)\S+", form="an http(s):// URL or chdb:PATH"),
-               "ClickHouse HTTP interface, or chDB's database directory as chdb:PATH (for `report`; `analyze` "
-               "takes --clickhouse)."),
-    "table": Key(Text(pattern=r"([A-Za-z_]\w*\.)?[A-Za-z_]\w*", form="DATABASE.TABLE"),
-                 "The exporter's traces table.", default="otel.otel_traces"),
-    "timeout": Key(Number(0, 86400, above=True), "Seconds: the HTTP read timeout and each query's "
-                                                 "max_execution_time.", default=300.0),
-    "connect_timeout": Key(Number(0, 600, above=True), "Seconds to connect.", default=10.0),
-    "ca_bundle": Key(Text(form="a path"), "PEM file of CAs to trust instead of the system store."),
-    "insecure_skip_verify": Key(Boolean(), "Do not check the TLS certificate (opt-in only).", default=False),
-    "password_file": Key(Text(form="a path"), "File holding the password; the user comes from "
-                                              "`$PROFILE_FIRST_CLICKHOUSE_USER`."),
-    "max_result_rows": Key(Number(1, integer=True), "Most rows any query may return (the server throws beyond).",
-                           default=1_000_000),
-    "max_operations": Key(Number(1, 1_000_000, integer=True), "(service, operation) pairs ranked and sampled.",
-                          default=1_000),
-    "tail_cap": Key(Number(0, 100_000, integer=True), "Traces kept above p95 per operation.", default=100),
-    "body_size": Key(Number(0, 100_000, integer=True), "Traces drawn uniformly below p95 per operation.",
-                     default=100),
-    "listing": Key(Number(1, 1_000_000, integer=True), "Entry spans listed per operation (a uniform draw by "
-                                                       "trace-id hash) for the sampler to choose from.", default=4_000),
-    "max_sample_spans": Key(Number(1, integer=True), "A sample with more spans than this is an error.",
-                            default=5_000_000),
-}, "ClickHouse's `otel_traces` (the OpenTelemetry Collector ClickHouse exporter's table): whole-window figures "
-   "computed in the store, a stratified sample of whole traces analyzed here. Credentials only from "
-   "`$PROFILE_FIRST_CLICKHOUSE_USER` and `$PROFILE_FIRST_CLICKHOUSE_PASSWORD(_FILE)`.")
-add_source("clickhouse", CONFIG)
-
-
 @dataclass(frozen=True)
 class Options:
     table: str = "otel.otel_traces"
@@ -97,7 +66,7 @@ class Options:
 
 
 def options_from(section: Mapping[str, object], min_repetitions: int) -> Options:
-    """Options from a `[sources.clickhouse]` table (validated by the config schema) and flags merged into it."""
+    """Options from a `[sources.clickhouse]` table (collectors/store_settings.py) and flags merged into it."""
     get = section.get
     timeout = float(get("timeout") or 300.0)  # type: ignore[arg-type]
     return Options(

@@ -1,5 +1,5 @@
 """The config tables of the trace sources: `[sources.span_table]`, `[sources.tempo]`,
-`[sources.jaeger]`, `[sources.zipkin]`.
+`[sources.jaeger]`, `[sources.zipkin]`, `[sources.clickhouse]`.
 
 Registered with the config schema (analyzer/config_schema.py `add_source`) when this module is
 imported, which `analyzer.config` and `analyzer.config_docs` do, so a config file is validated and
@@ -8,7 +8,7 @@ documented the same whatever else has been imported.
 
 from __future__ import annotations
 
-from analyzer.config_schema import DURATION, URL, Key, Mapped, Number, Table, Text, add_source
+from analyzer.config_schema import DURATION, URL, Boolean, Key, Mapped, Number, Table, Text, add_source
 from collectors.span_tables import UNITS
 
 _COLUMN = Text(form="a column name")
@@ -60,5 +60,35 @@ JAEGER = _store("Jaeger query", {}, "Pull traces from the Jaeger query service (
                                     "it answers, else the legacy /api/traces.")
 ZIPKIN = _store("Zipkin", {}, "Pull traces from Zipkin (`--zipkin URL`): /api/v2/services and /api/v2/traces.")
 
-for _name, _table in (("span_table", SPAN_TABLE), ("tempo", TEMPO), ("jaeger", JAEGER), ("zipkin", ZIPKIN)):
+CLICKHOUSE = Table({
+    "url": Key(Text(pattern=r"(https?://|chdb:)\S+", form="an http(s):// URL or chdb:PATH"),
+               "ClickHouse HTTP interface, or chDB's database directory as chdb:PATH (for `report`; `analyze` "
+               "takes --clickhouse)."),
+    "table": Key(Text(pattern=r"([A-Za-z_]\w*\.)?[A-Za-z_]\w*", form="DATABASE.TABLE"),
+                 "The exporter's traces table.", default="otel.otel_traces"),
+    "timeout": Key(Number(0, 86400, above=True), "Seconds: the HTTP read timeout and each query's "
+                                                 "max_execution_time.", default=300.0),
+    "connect_timeout": Key(Number(0, 600, above=True), "Seconds to connect.", default=10.0),
+    "ca_bundle": Key(Text(form="a path"), "PEM file of CAs to trust instead of the system store."),
+    "insecure_skip_verify": Key(Boolean(), "Do not check the TLS certificate (opt-in only).", default=False),
+    "password_file": Key(Text(form="a path"), "File holding the password; the user comes from "
+                                              "`$PROFILE_FIRST_CLICKHOUSE_USER`."),
+    "max_result_rows": Key(Number(1, integer=True), "Most rows any query may return (the server throws beyond).",
+                           default=1_000_000),
+    "max_operations": Key(Number(1, 1_000_000, integer=True), "(service, operation) pairs ranked and sampled.",
+                          default=1_000),
+    "tail_cap": Key(Number(0, 100_000, integer=True), "Traces kept above p95 per operation.", default=100),
+    "body_size": Key(Number(0, 100_000, integer=True), "Traces drawn uniformly below p95 per operation.",
+                     default=100),
+    "listing": Key(Number(1, 1_000_000, integer=True), "Entry spans listed per operation (a uniform draw by "
+                                                       "trace-id hash) for the sampler to choose from.", default=4_000),
+    "max_sample_spans": Key(Number(1, integer=True), "A sample with more spans than this is an error.",
+                            default=5_000_000),
+}, "ClickHouse's `otel_traces` (the OpenTelemetry Collector ClickHouse exporter's table): whole-window figures "
+   "computed in the store, a stratified sample of whole traces analyzed here. Credentials only from "
+   "`$PROFILE_FIRST_CLICKHOUSE_USER` and `$PROFILE_FIRST_CLICKHOUSE_PASSWORD(_FILE)`.")
+
+
+for _name, _table in (("span_table", SPAN_TABLE), ("tempo", TEMPO), ("jaeger", JAEGER), ("zipkin", ZIPKIN),
+                      ("clickhouse", CLICKHOUSE)):
     add_source(_name, _table)

@@ -324,3 +324,38 @@ def test_damaged_rows_are_counted_and_skipped(tmp_path: Path, orders_n_plus_one_
     src = report["input"]["sources"][0]
     assert src["skipped"] == {"bad_ids": 1} and src["repaired"] == {"bad_parent_id": 1}
     assert report["input"]["spans"] == 336 + 1
+
+
+def test_the_scheduled_report_reads_sources_clickhouse(tmp_path: Path, workloads_store: Path) -> None:
+    """`profile-first report` with `[sources.clickhouse] url = "chdb:PATH"`: the team's report comes
+    from the store, complete, with the same database verdict as `analyze`."""
+    import subprocess
+    import sys
+    import textwrap
+    from datetime import datetime, timezone
+
+    cfg = tmp_path / "weekly.toml"
+    cfg.write_text(textwrap.dedent(f"""
+        [sources.clickhouse]
+        url = "chdb:{workloads_store}"
+        [[team]]
+        name = "checkout"
+        services = ["orders"]
+        [window]
+        length = "1d"
+        end = "now"
+        [outputs]
+        formats = ["json"]
+    """), encoding="utf-8")
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-m", "analyzer", "report", "--config", str(cfg), "--no-history"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert p.returncode == 0, p.stderr
+    y, w, _ = datetime.now(timezone.utc).isocalendar()
+    report = json.loads((tmp_path / "reports" / f"{y}-W{w:02d}" / "checkout.json").read_text())
+    validate_report(report)
+    assert report["completeness"]["complete"] is True
+    (orders,) = report["services"]
+    assert orders["verdict"]["cause"] == "database"
+    assert report["input"]["sources"][0]["pushdown"]["engine"] == "chdb"

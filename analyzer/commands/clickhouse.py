@@ -13,7 +13,7 @@ from analyzer.pipeline import Inputs
 from collectors.clickhouse_queries import Window
 from collectors.clickhouse_schema import SchemaError
 from collectors.clickhouse_source import ClickHouseError
-from collectors.clickhouse_traces import load_clickhouse, options_from  # registers [sources.clickhouse]
+from collectors.clickhouse_traces import load_clickhouse, options_from
 from heuristics.registry import all_rules
 
 FLAG_PREFIX = "clickhouse_"
@@ -41,9 +41,10 @@ def clickhouse_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def read_clickhouse(spec: str, flags: dict[str, object], config: Config, start_ns: int | None, end_ns: int | None,
-                    services: list[str]) -> Inputs:
+                    services: list[str], require_spans: bool = True) -> Inputs:
     """Whole-window figures and a weighted sample from the store at `spec`; UserError on anything
-    the user can fix (unreachable, refused, a table that does not fit, a missing driver)."""
+    the user can fix (unreachable, refused, a table that does not fit, a missing driver), and on
+    an empty window unless `require_spans` is False (the scheduled report says so itself)."""
     section = dict((config.sections.get("sources") or {}).get("clickhouse") or {})  # type: ignore[union-attr]
     for key, value in flags.items():
         if value is not None:
@@ -55,7 +56,7 @@ def read_clickhouse(spec: str, flags: dict[str, object], config: Config, start_n
                                  Window(start_ns=start_ns, end_ns=end_ns, services=tuple(services)))
     except (ClickHouseError, SchemaError) as err:
         raise UserError(str(err)) from None
-    if not len(loaded.table):
+    if require_spans and not len(loaded.table):
         where = loaded.sources[0].path if loaded.sources else spec
         raise UserError(f"no spans in the window at {where}; check --start/--end/--window and --service")
     return Inputs(loaded.table, loaded.sources, loaded.repairs, store=loaded.figures)
