@@ -329,31 +329,21 @@ def test_damaged_rows_are_counted_and_skipped(tmp_path: Path, orders_n_plus_one_
 def test_the_scheduled_report_reads_sources_clickhouse(tmp_path: Path, workloads_store: Path) -> None:
     """`profile-first report` with `[sources.clickhouse] url = "chdb:PATH"`: the team's report comes
     from the store, complete, with the same database verdict as `analyze`."""
-    import subprocess
-    import sys
-    import textwrap
-    from datetime import datetime, timezone
+    from tests.test_report import config, run, this_week
 
-    cfg = tmp_path / "weekly.toml"
-    cfg.write_text(textwrap.dedent(f"""
+    cfg = config(tmp_path, f"""
+        [window]
+        end = "now"
+        length = "1d"
         [sources.clickhouse]
         url = "chdb:{workloads_store}"
         [[team]]
-        name = "checkout"
         services = ["orders"]
-        [window]
-        length = "1d"
-        end = "now"
-        [outputs]
-        formats = ["json"]
-    """), encoding="utf-8")
-    root = Path(__file__).resolve().parents[1]
-    p = subprocess.run([sys.executable, "-m", "analyzer", "report", "--config", str(cfg), "--no-history"],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(root)})
+        name = "orders-team"
+    """)
+    p = run("--config", cfg, "--no-history", "--format", "json", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    y, w, _ = datetime.now(timezone.utc).isocalendar()
-    report = json.loads((tmp_path / "reports" / f"{y}-W{w:02d}" / "checkout.json").read_text())
+    report = json.loads((tmp_path / "reports" / this_week() / "orders-team.json").read_text())
     validate_report(report)
     assert report["completeness"]["complete"] is True
     (orders,) = report["services"]
