@@ -53,6 +53,7 @@ def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotRes
     gc_ms = cpu_ms = 0.0
     cores, gc_frac = signals_cores, gc_cpu_fraction
     unmeasured = 0
+    cost: dict = {}
     for ctx, r in zip(ctxs, results):
         m = measure(ctx)
         d, s, g, c = _per_request(ctx, r, m)
@@ -68,6 +69,7 @@ def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotRes
         cpu_ms += float(c.sum()) / MS
         if m.cores_used is not None:
             cores = m.cores_used.value
+        cost = cost or runtime_cost(m)
         if m.gc_kind == "cpu" and m.gc_cpu_fraction is not None:
             gc_frac = m.gc_cpu_fraction.value
         elif m.gc_kind == "cpu" and m.cores_used is not None and m.cores_used.value > 0:
@@ -104,11 +106,24 @@ def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotRes
         out["fix_first"] = fix
     basis["assumes"] = (f"GC time removed, CPU work {speed:g}x faster; waiting, I/O and downstream time unchanged"
                         + ("" if gc_frac is not None else "; GC CPU counted inside CPU work"))
+    basis.update(cost)
     out["measured"] = unmeasured == 0
     if unmeasured:
         basis["assumes"] = ("no CPU or GC metrics, so an upper bound: all in-process (self) time of "
                             f"{unmeasured} of {len(results)} hot spots counted as removable")
     out["basis"] = basis
+    return out
+
+
+def runtime_cost(m: RuntimeMeasure) -> dict:
+    """The service's per-request runtime cost split the shares rest on (service-wide figures, the
+    same for every hot spot of the service); only what was measured."""
+    out = {}
+    for key, value in (("gc_ms_per_request", m.gc_ms_per_request), ("cpu_ms_per_request", m.work_ms_per_request),
+                       ("background_cores", m.background_cores if m.cores_used is not None else float("nan")),
+                       ("cpu_ceiling_cores", m.ceiling_cores), ("requests_in_process", m.in_flight)):
+        if np.isfinite(value):
+            out[key] = _r(value)
     return out
 
 

@@ -30,6 +30,11 @@ def test_gc_cost_is_gc_seconds_over_requests(traces, tmp_path):
     ev = {e.signal: e.value for e in g.evidence}
     assert ev["gc_ms_per_request"] == pytest.approx(30.0) and ev["cpu_ms_per_request_outside_gc"] == pytest.approx(10.0)
     assert "75% of the runtime cost" in g.message
+    fs = run_rules(ctx, Config())
+    shares = category_shares(ctx.hotspot, fs)
+    c = rewrite_ceiling([ctx], [HotspotResult(ctx.hotspot.operation, ctx.hotspot.total_ms, 1.0, "gc_pause", shares, fs)])
+    assert c["basis"]["gc_ms_per_request"] == pytest.approx(30.0) and c["basis"]["cpu_ms_per_request"] == pytest.approx(10.0)
+    assert c["basis"]["gc_share"] == pytest.approx(0.75, abs=0.01)
 
 
 def test_node_gc_says_spans_under_count_pauses(traces, tmp_path):
