@@ -26,3 +26,4 @@ bench: install
 docs: install
 	$(PY) -m heuristics.docs
 	$(PY) -m analyzer.config_docs
+	$(PY) -m collectors.catalog_docs

@@ -49,3 +49,11 @@ def test_names_are_the_ones_the_analyzer_reads():
 def test_uninstall_stops_timing(installed):
     gc_pauses.uninstall()
     assert not any(isinstance(cb, gc_pauses.GcPauseRecorder) for cb in gc.callbacks)
+
+
+def test_metrics_reference_is_current():
+    """docs/metrics.md lists what the catalog reads (python_gc_pause_seconds among them)."""
+    from collectors.catalog_docs import PAGE, page
+
+    assert PAGE.read_text(encoding="utf-8") == page(), "docs/metrics.md is stale: run `make docs`"
+    assert f"`{gc_pauses.PROMETHEUS_NAME}_sum`" in page()
