@@ -93,6 +93,7 @@ def hash_slices(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.nd
     length = length.astype(np.int64)
     at = start.astype(np.int64)
     w = words(buf)
+    last = w.shape[0] - 1
     h = np.full(n, _SEED, dtype=np.uint64)
     rows = None  # None: every slice
     k = 0
@@ -103,7 +104,9 @@ def hash_slices(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.nd
             break
         if rows is None:
             left = length - 8 * k
-            folded = _fold(h ^ (w[at + 8 * k] & _MASKS[np.clip(left, 0, 8)]))
+            # (slices that ended are masked out; their index is held inside the buffer, as a short
+            # slice near its end would otherwise be read past the padding)
+            folded = _fold(h ^ (w[np.minimum(at + 8 * k, last)] & _MASKS[np.clip(left, 0, 8)]))
             h = folded if k == 0 else np.where(left > 0, folded, h)
             more = length > 8 * (k + 1)
             alive = int(np.count_nonzero(more))

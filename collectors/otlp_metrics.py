@@ -105,7 +105,9 @@ def read_metric_requests(path: str | Path, stats: SourceStats | None = None,
             else:
                 assert isinstance(msg, bytes)
                 yield ExportMetricsServiceRequest.FromString(msg)
-        except (ValueError, TypeError, OverflowError, RecursionError, json_format.ParseError, DecodeError) as e:
+        # (SystemError: upb's JSON parser raises it for a name holding a lone surrogate)
+        except (ValueError, TypeError, OverflowError, RecursionError, SystemError, json_format.ParseError,
+                DecodeError) as e:
             stats.skipped["invalid_messages"] += 1
             stats.note(f"message {n}: not an OTLP metrics request ({e}); skipped")
 
