@@ -201,3 +201,14 @@ def test_answer_over_the_size_limit_is_missing_evidence_naming_the_limit(prom, s
     reason = sig.services["a.b"].missing[Signal.CPU_CORES_USED].reason
     assert "exceeds the 1 MiB response limit" in reason and "max_response_mb" in reason
     assert len(srv.seen) == 1 + len(sig.failures)  # not retried: it would be as large again
+
+
+def test_a_refusal_echoing_the_token_is_one_redacted_line(span) -> None:
+    def refuse(req, sock):
+        reply(sock, 403, f"forbidden for {req.headers.get('authorization')} ({req.headers.get('x-api-key')})".encode())
+
+    with Misbehaving(refuse) as srv:
+        p = run_cli("analyze", "--prometheus", srv.url, "--start", str(span[0]), "--end", str(span[1]),
+                    "--header", "X-Api-Key=k3y-in-refusal", env={"PROFILE_FIRST_PROM_TOKEN": "tok-in-refusal"})
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "HTTP 403" in p.stderr, p.stderr
+    assert "tok-in-refusal" not in p.stderr and "k3y-in-refusal" not in p.stderr and "[REDACTED]" in p.stderr
