@@ -212,3 +212,23 @@ def test_a_refusal_echoing_the_token_is_one_redacted_line(span) -> None:
                     "--header", "X-Api-Key=k3y-in-refusal", env={"PROFILE_FIRST_PROM_TOKEN": "tok-in-refusal"})
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "HTTP 403" in p.stderr, p.stderr
     assert "tok-in-refusal" not in p.stderr and "k3y-in-refusal" not in p.stderr and "[REDACTED]" in p.stderr
+
+
+def test_hundreds_of_services_pass_a_proxy_that_limits_urls_to_8_kb(prom, span) -> None:
+    """nginx in front of Thanos or Mimir answers 414 past 8 KB of request line; queries go as forms."""
+    seen: list[Request] = []
+    forward_to_prom = spying(prom.url, seen)
+
+    def proxy(req, sock):
+        if len(req.path) > 8192:
+            reply(sock, 414, b"<html>414 Request-URI Too Large</html>", ctype="text/html")
+        else:
+            forward_to_prom(req, sock)
+
+    asked = [*HOSTILE, *(f"checkout-service-{i:04d}.shop.example.internal" for i in range(300))]
+    with Misbehaving(proxy) as srv:
+        sig = collect(srv.url, asked, *span, PromConfig(retries=0))
+    assert sig.failures == [] and max(len(r.body) for r in seen) > 8192  # the query itself is long
+    assert np.allclose(sig.services["a|b"].series[Signal.CPU_CORES_USED].v, 0.02, rtol=1e-6)
+    assert "service not found" in sig.services["checkout-service-0007.shop.example.internal"].missing[
+        Signal.CPU_CORES_USED].reason

@@ -89,7 +89,7 @@ def receiver_config(
 @click.option("--duration", default="10m", show_default=True, help="Capture window, e.g. 30s, 10m, 1h.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_OUTPUT),
               show_default=True, help="Traces file: framed protobuf for a .binpb/.pb name (as fast as receiving), "
-              "OTLP/JSON lines for any other (e.g. capture.otlp.jsonl.gz; ~5x slower to write); .gz/.zst compress. "
+              "OTLP/JSON lines for any other (e.g. capture.otlp.jsonl.gz; 15 to 100x slower to write); .gz/.zst compress. "
               "Metrics go beside it as NAME.metrics.*")
 @click.option("--recover", "recover_spool", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               metavar="SPOOL", help="Write the spool an interrupted capture left (its path was printed) to --output "
