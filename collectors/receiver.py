@@ -309,6 +309,10 @@ class OtlpReceiver:
                 # gRPC applies this to the decompressed message and answers RESOURCE_EXHAUSTED.
                 ("grpc.max_receive_message_length", cfg.max_decompressed_bytes),
                 ("grpc.so_reuseport", 0),
+                # The same bounds as HTTP: a connection that never completes its handshake, or
+                # stays idle, is closed instead of holding a descriptor.
+                ("grpc.server_handshake_timeout_ms", int(cfg.request_timeout_s * 1000)),
+                ("grpc.max_connection_idle_ms", int(cfg.idle_timeout_s * 1000)),
             ],
         )
         # Registered with the request left as bytes (no deserializer) so a request is parsed once,

@@ -141,3 +141,17 @@ def test_hundreds_of_idle_connections_under_a_low_descriptor_limit_do_not_starve
     assert "Traceback" not in err and "out of system resource" not in err, err[-2000:]
     assert spans == len(sent) == 800  # 400 spans and their children, none refused
     assert ok >= 4 and evicted >= 400 - cap
+
+
+def test_grpc_connections_that_never_speak_are_closed(tmp_path: Path) -> None:
+    capture = Capture(tmp_path / "g.binpb").start()
+    config = ReceiverConfig(http_port=None, grpc_port=0, request_timeout_s=1.0, idle_timeout_s=1.0)
+    with OtlpReceiver(capture, config) as r:
+        socks = [socket.create_connection(("127.0.0.1", r.grpc_port), timeout=10) for _ in range(20)]
+        t = time.monotonic()
+        for s in socks:
+            with s:
+                while s.recv(4096):  # whatever the server sends, then its close (a timeout fails the test)
+                    pass
+        assert time.monotonic() - t < 5  # gRPC's own default is 120 s
+    capture.discard()
