@@ -155,6 +155,11 @@ ENABLE: dict[str, dict[str, str]] = {
              "matched with a selector such as {namespace=\"...\", container=\"...\"}; only containers with a CPU "
              "limit are throttled",
     },
+    Signal.CPU_WAIT_SECONDS_PER_SECOND: {
+        "*": "CPU pressure (Linux PSI): cAdvisor container_pressure_cpu_waiting_seconds_total with a selector for "
+             "the container, or node_exporter's node_pressure_cpu_waiting_seconds_total for the host; it tells "
+             "waiting for a core another process holds from waiting on I/O or locks",
+    },
     Signal.EVENT_LOOP_LAG: {
         "node": "prom-client collectDefaultMetrics() (nodejs_eventloop_lag_p99_seconds) or "
                 "@opentelemetry/instrumentation-runtime-node (nodejs.eventloop.delay.p99)",

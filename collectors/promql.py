@@ -267,6 +267,13 @@ CATALOG: tuple[SignalSpec, ...] = (
         _ratio("cadvisor cfs throttled periods / periods", "container_cpu_cfs_throttled_periods_total",
                "container_cpu_cfs_periods_total", _CADVISOR_SPEC, _CADVISOR_SPEC),
     )),
+    SignalSpec(Signal.CPU_WAIT_SECONDS_PER_SECOND, "s/s", (
+        # Linux PSI: time some task of the container (or host) was runnable but waited for a core.
+        _rate_sum("cadvisor container_pressure_cpu_waiting_seconds_total (PSI)",
+                  "container_pressure_cpu_waiting_seconds_total", *_CADVISOR_SPEC),
+        _rate_sum("node_exporter node_pressure_cpu_waiting_seconds_total (host PSI)",
+                  "node_pressure_cpu_waiting_seconds_total"),
+    )),
     SignalSpec(Signal.EVENT_LOOP_LAG, "s", (
         _gauge("prom-client nodejs_eventloop_lag_p99_seconds, worst instance", "max",
                "nodejs_eventloop_lag_p99_seconds"),

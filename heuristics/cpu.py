@@ -40,6 +40,8 @@ def cpu_evidence(m: RuntimeMeasure) -> list[Evidence]:
         ev.append(Evidence(Signal.CPU_CORES_AVAILABLE, m.cores_available.value, "cores", m.cores_available.source))
     if m.throttled is not None:
         ev.append(Evidence(Signal.CPU_THROTTLED_FRACTION, m.throttled.value, "ratio", m.throttled.source))
+    if m.cpu_wait is not None:
+        ev.append(Evidence(Signal.CPU_WAIT_SECONDS_PER_SECOND, m.cpu_wait.value, "s/s", m.cpu_wait.source))
     return ev
 
 

@@ -92,6 +92,7 @@ class RuntimeMeasure:
     peak_utilization: float = float("nan")
     queue_share: float = 0.0  # extra self time of saturated buckets over the others, as a share
     event_loop_lag: Value | None = None
+    cpu_wait: Value | None = None  # s/s some task waited for a core (PSI): contention when the service is below its ceiling
     # GC
     gc: Value | None = None  # seconds per second
     gc_kind: str = ""  # "pause" (wall-clock pauses) | "cpu" (Go GC CPU) | ""
@@ -239,6 +240,7 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
             cpu_v = u_v * m.cores_available.value
     m.throttled, _, _ = windowed(ss, Signal.CPU_THROTTLED_FRACTION, t0, t1)
     m.event_loop_lag, _, _ = windowed(ss, Signal.EVENT_LOOP_LAG, t0, t1)
+    m.cpu_wait, _, _ = windowed(ss, Signal.CPU_WAIT_SECONDS_PER_SECOND, t0, t1)
     n_entries, svc_self_ns, first, last = _service_entries(ctx)
     span_s = (last - first) / NS
     m.rps, _, _ = windowed(ss, Signal.REQUESTS_PER_SECOND, t0, t1)
@@ -248,8 +250,16 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
     _ceiling(m)
     if m.cores_used is not None and cpu_v.size:
         m.background_cores, m.background_source = _background(ctx, cpu_t, cpu_v)
-    req_cores = max(0.0, m.cores_used.value - m.background_cores) if m.cores_used is not None else float("nan")
     have_rate = m.rps is not None and m.rps.value > 0
+    one_thread = m.runtime in ONE_CORE_RUNTIMES and m.ceiling_why == ONE_CORE_RUNTIMES[m.runtime]
+    if one_thread and m.cores_used is not None and have_rate and np.isfinite(m.service_self_ms):
+        # One thread per request: a request cannot burn more CPU than its own time in process.
+        beyond = m.cores_used.value - m.rps.value * m.service_self_ms / 1e3
+        if beyond > m.background_cores:
+            m.background_cores = beyond
+            m.background_source = (f"CPU beyond the requests' own time in process ({m.ceiling_why}: a request "
+                                   f"uses at most its self time of CPU)")
+    req_cores = max(0.0, m.cores_used.value - m.background_cores) if m.cores_used is not None else float("nan")
     if have_rate and np.isfinite(m.service_self_ms):
         m.in_flight = m.rps.value * m.service_self_ms / 1e3
         if np.isfinite(m.ceiling_cores) and m.ceiling_cores > 0:

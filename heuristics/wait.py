@@ -16,7 +16,7 @@ from heuristics.runtime import fmt_ms, measure
 
 @rule("PF-WAIT001", "unattributed-wait", "unknown",
       "Self time dominates but CPU and GC are low: waiting on locks, sleeps or uninstrumented I/O",
-      min_self_share=0.5, max_cpu_coverage=0.3, max_gc_share=0.10)
+      min_self_share=0.5, max_cpu_coverage=0.3, max_gc_share=0.10, min_cpu_wait=0.05)
 def unattributed_wait(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     """
     ## What it detects
@@ -32,6 +32,10 @@ def unattributed_wait(ctx: HotspotContext, th: Mapping[str, float]) -> list[Find
       bounded: GC is CPU work, so GC seconds per second cannot exceed the cores used; the rule
       accepts that bound when the cores used are ≤ `max_gc_share`. Otherwise GC is unknown and
       the verdict asks for the GC metric instead.
+
+    - With CPU pressure exported (Linux PSI: cAdvisor `container_pressure_cpu_waiting_seconds_total`,
+      node_exporter `node_pressure_cpu_waiting_seconds_total`) of at least `min_cpu_wait` s/s,
+      the wait is named: contention for a core with other work, not the service's CPU work.
 
     Category `unknown`: it explains nothing a rewrite could shrink. Its share is the self time
     left once CPU and GC are taken out.
@@ -60,10 +64,14 @@ def unattributed_wait(ctx: HotspotContext, th: Mapping[str, float]) -> list[Find
     else:
         return []
     wait = max(0.0, m.self_share - m.cpu_share - m.gc_share)
+    on_what = "on something the traces do not show (locks, sleeps, uninstrumented I/O or calls)"
+    if m.cpu_wait is not None and m.cpu_wait.value >= th["min_cpu_wait"]:
+        on_what = (f"for a CPU core: its tasks waited {m.cpu_wait.value:.2f} s per second for one (CPU pressure, "
+                   f"Linux PSI) while its own CPU covered {m.coverage:.0%} of its self time: contention from other "
+                   f"work on its cores, not its own CPU work")
     msg = (f"{m.self_share:.0%} of this hot spot is self time ({fmt_ms(m.self_ms)} per request), but the service burns "
            f"only {fmt_ms(m.cpu_ms_per_request)} of CPU per request ({m.coverage:.0%} of its self time; {gc_note}): "
-           f"~{wait:.0%} of the time is waiting on something the traces do not show (locks, sleeps, "
-           f"uninstrumented I/O or calls). Not CPU-bound; a rewrite would not shorten it.")
+           f"~{wait:.0%} of the time is waiting {on_what}. Not CPU-bound; a rewrite would not shorten it.")
     ev = [Evidence("self_share", m.self_share, "ratio", "traces: critical-path breakdown of the entry spans"),
           *cpu_evidence(m), *gc_evidence(m)]
     return [Finding(rule="PF-WAIT001", category="unknown", message=msg,

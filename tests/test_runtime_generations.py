@@ -72,6 +72,12 @@ def build(om: OpenMetrics) -> None:
     piecewise_counter(om, "process_cpu_seconds_total", L, lambda t: cpu_rate(w, t))
     om.counter("http_requests_total", L, 20.0)
 
+    # crowded: a container whose tasks waited 0.6 s per second for a core (cAdvisor CPU PSI) while it
+    # used 0.0001 cores (60 ms per 400 ms request): a neighbour holds its cores.
+    L = {"job": "crowded", "instance": "10.0.0.11:8000"}
+    om.counter("container_pressure_cpu_waiting_seconds_total", {**L, "container": "crowded"}, 0.6)
+    om.counter("process_cpu_seconds_total", L, 0.0001)
+
     # legacy-dotnet: the older OTel .NET runtime instrumentation's collection counter.
     L = {"job": "legacy-dotnet", "instance": "10.0.0.10:9464"}
     om.counter("process_runtime_dotnet_gc_collections_count_total", {**L, "generation": "gen0"}, 3.0)
@@ -98,6 +104,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         traces.request("hodler", "go", "GET /route", t, 100.0)
         traces.request("pyworker", "python", "POST /job", t, 100.0)
         traces.request("weekly", "python", "GET /report", t, 100.0)
+        traces.request("crowded", "python", "GET /page", t, 400.0)
         t += 600.0
     path = write_proto_single(traces.exporter.get_finished_spans(), tmp_path_factory.mktemp("t") / "week.pb")
     traces.shutdown()
@@ -168,3 +175,13 @@ def test_old_otel_runtime_counters_are_read(env):
     ss = env.report["_signals"].services["legacy-dotnet"]
     assert ss.has(Signal.GC_CYCLES_PER_SECOND)
     assert "process_runtime_dotnet_gc_collections_count_total" in ss.get(Signal.GC_CYCLES_PER_SECOND).source
+
+
+def test_cpu_pressure_is_named_as_contention(env):
+    """crowded: 400 ms requests, 60 ms of CPU each, and its container's tasks waited 0.6 s/s for a core.
+    A human would say: starved by a neighbour. Not CPU work, not a rewrite; the wait is named."""
+    s = svc(env.report, "crowded")
+    w = rule(s, "PF-WAIT001")
+    assert "contention" in w["message"]
+    assert ev(w, Signal.CPU_WAIT_SECONDS_PER_SECOND)["value"] == pytest.approx(0.6, rel=0.01)
+    assert s["verdict"]["rust_rewrite"] == "not_recommended" and s["verdict"]["cause"] == "unknown"

@@ -73,6 +73,16 @@ def test_neighbour_contention_below_the_ceiling_is_not_cpu_work(traces, tmp_path
     assert fire("PF-WAIT001", ctx)
 
 
+def test_cpu_pressure_names_the_contention(traces, tmp_path):
+    """As above, in a container whose tasks waited 0.8 s per second for a core (cAdvisor PSI): a
+    human would say a neighbour takes its cores. The wait finding says so, and stays `unknown`."""
+    steady(traces, "starved", "python", 300, 0.5, 400)
+    ctx = one(traces, tmp_path, signals_for("starved", "python", **{
+        Signal.CPU_CORES_USED: 0.01, Signal.REQUESTS_PER_SECOND: 2.0, Signal.CPU_WAIT_SECONDS_PER_SECOND: 0.8}))
+    (w,) = fire("PF-WAIT001", ctx)
+    assert "contention" in w.message and "0.80 s per second" in w.message and w.category == "unknown"
+
+
 def test_background_cpu_is_not_charged_to_rare_requests(traces, tmp_path):
     """A service with a thread burning 0.3 cores and one 20 ms request a minute: a human would say
     the requests wait; the CPU is the background thread's. Intervals without requests measure the
