@@ -40,10 +40,14 @@ def _fill(path: Path, files: list[Path], *, old: bool = False, table: str = "ote
     return path
 
 
+def _analyze_as(fmt: str, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["analyze", *args, "--format", fmt], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr if result.exit_code else ""
+
+
 def _analyze(*args: str) -> tuple[int, dict | None, str]:
-    result = CliRunner().invoke(main, ["analyze", *args, "--format", "json"], catch_exceptions=False)
-    report = json.loads(result.stdout) if result.exit_code == 0 else None
-    return result.exit_code, report, result.stderr if result.exit_code else ""
+    code, out, err = _analyze_as("json", *args)
+    return code, json.loads(out) if code == 0 else None, err
 
 
 @pytest.fixture(scope="session")
@@ -131,6 +135,9 @@ def test_generated_fleet_within_the_sampling_error_it_reports(fleet_store: Path,
     validate_report(store)
     sampling = store["input"]["sources"][0]["sampling"]
     assert sampling["pulled"] < sampling["population"] / 2  # really a sample
+    code, markdown, _ = _analyze_as("md", "--clickhouse", f"chdb:{fleet_store}")
+    head = markdown.split("\n## ")[0]  # said before the first service
+    assert code == 0 and f"a weighted sample of {sampling['pulled']:,} of" in head and "40,000 spans ranked" in head
     assert _verdicts(store) == _verdicts(files)
     got, want = _hotspots(store), _hotspots(files)
     for key, h in want.items():
@@ -349,3 +356,10 @@ def test_the_scheduled_report_reads_sources_clickhouse(tmp_path: Path, workloads
     (orders,) = report["services"]
     assert orders["verdict"]["cause"] == "database"
     assert report["input"]["sources"][0]["pushdown"]["engine"] == "chdb"
+
+
+def test_the_window_is_applied_in_the_store(workloads_store: Path) -> None:
+    """A window before any span: nothing is pulled, and the run says so (exit 2) instead of an empty report."""
+    code, _, err = _analyze("--clickhouse", f"chdb:{workloads_store}", "--start", "2001-01-01T00:00:00Z",
+                            "--end", "2001-01-02T00:00:00Z")
+    assert code == 2 and "no spans in the window" in err

@@ -68,6 +68,11 @@ def input_notes(inp: dict) -> str:
         notes.append(f"{skipped:,} skipped ({', '.join(f'{k} {v}' for k, v in inp['skipped'].items() if v)})")
     if repaired:
         notes.append(f"{repaired:,} repaired ({', '.join(f'{k} {v}' for k, v in inp['repaired'].items() if v)})")
+    for src in inp.get("sources", ()):
+        push, sample = src.get("pushdown"), src.get("sampling")
+        if push and sample:  # a store did the whole-window work: say the spans above are a sample of it
+            notes.append(f"a weighted sample of {sample['pulled']:,} of {push['window_traces']:,} traces from "
+                         f"{push['engine']} {push['table']}, whose {push['window_spans']:,} spans ranked the hot spots")
     return (" · " + "; ".join(notes)) if notes else ""
 
 
