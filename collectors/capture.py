@@ -211,6 +211,10 @@ class Capture:
         self._spool_path.unlink(missing_ok=True)
         return self.stats()
 
+    def flush_to_spool(self) -> None:
+        """Stop accepting and put every accepted request in the spool, fsynced; write nothing."""
+        self._stop_spooling()
+
     @property
     def spool_path(self) -> Path:
         return self._spool_path
@@ -511,9 +515,16 @@ def capture_window(
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        receiver.stop()
-    if on_writing is not None:
-        on_writing(capture)
+        # From here on what was acknowledged must reach the disk: the hook changes what further
+        # signals do before the (up to ~1 s) receiver shutdown, where a double Ctrl-C lands.
+        if on_writing is not None:
+            on_writing(capture)
+        try:
+            receiver.stop()
+        except BaseException as exc:  # stopped while stopping: spool what is buffered and say where
+            capture.flush_to_spool()
+            stats = capture.stats()
+            raise WriteInterrupted(capture.spool_path, capture.output, stats.spans, stats.points, exc) from exc
     result = capture.close(on_progress=on_progress, interrupted=interrupted)
     result.endpoints = endpoints
     return result

@@ -141,3 +141,23 @@ def test_default_output_is_framed_protobuf_with_zstd_that_analyze_reads(tmp_path
     report = json.loads(p.stdout)
     assert [s["service"] for s in report["services"]] == ["shop"]
     assert report["input"]["sources"][0]["spans"] == len(sent)
+
+
+def test_an_impatient_triple_ctrl_c_keeps_every_acknowledged_span(tmp_path: Path) -> None:
+    out = tmp_path / "cap.binpb.zst"
+    proc, port = start_capture(out)
+    sent = _send_spans(HttpSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=30), 2000, "shop")
+    for _ in range(3):  # faster than the receiver shuts down
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert "Traceback" not in stderr and "Aborted" not in stderr, stderr
+    if proc.returncode == 0:  # the machine was quick enough to finish the write anyway
+        assert f"{len(sent):,} spans" in stdout
+        return
+    assert proc.returncode == 130, stderr
+    (spool,) = tmp_path.glob(".*.spool")
+    assert f"--recover {spool}" in stderr.strip().splitlines()[-1]
+    p = subprocess.run([sys.executable, "-m", "analyzer", "capture", "--recover", str(spool)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and f"{len(sent):,} spans" in p.stdout, p.stdout + p.stderr
