@@ -20,6 +20,7 @@ from collectors.http_auth import ENV_PASSWORD, ENV_TOKEN, ENV_USER
 from collectors.promql import quote, re_escape
 
 ENV_LABEL = "deployment_environment"  # deployment.environment as a Prometheus label
+SOURCE_FLAGS = ("traces", "metrics", "prometheus", "clickhouse", "listen", "store_flag")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,9 @@ def make_plan(config: Config, flags: dict) -> Plan:
     """The run's plan: the config's tables, each setting overridden by its flag when given."""
     sec = config.sections
     sources, scope, window = sec.get("sources", {}), sec.get("scope", {}), sec.get("window", {})
+    overridden = any(flags.get(k) for k in SOURCE_FLAGS)
+    if overridden:
+        sources = {}  # sources on the command line replace the file's, they do not add to them
     outputs, history = sec.get("outputs", {}), sec.get("history", {})
     start, end = _window(flags, window)
     services = tuple(flags.get("services") or scope.get("services", ()))
@@ -100,7 +104,7 @@ def make_plan(config: Config, flags: dict) -> Plan:
         metrics=list(flags.get("metrics") or sources.get("metrics", [])),
         prometheus=flags.get("prometheus") or sources.get("prometheus"),
         clickhouse=flags.get("clickhouse") or (sources.get("clickhouse") or {}).get("url"),
-        store=flags.get("store"),
+        store=flags.get("store_flag") if overridden else flags.get("store"),
         listen=parse_duration(listen) if listen else None,
         start=start,
         end=end,
@@ -164,6 +168,8 @@ def prometheus_settings(plan: Plan) -> dict:
 
 def export_credentials(plan: Plan) -> None:
     """Point the Prometheus client's variables at the ones the config names (in this process only)."""
+    if not plan.prometheus:
+        return
     for role, target in (("prometheus_token", ENV_TOKEN), ("prometheus_user", ENV_USER),
                          ("prometheus_password", ENV_PASSWORD)):
         value = secret(plan, role)

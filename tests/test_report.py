@@ -287,3 +287,28 @@ def test_a_tempo_store_named_in_the_config_is_read(tmp_path):
     (source,) = report["input"]["sources"]
     assert source["format"] == "tempo-api"
     assert "frontend" in {s["service"] for s in report["services"]}
+
+
+def test_the_example_config_makes_dated_team_reports_and_a_second_run_shows_week_over_week(
+        tmp_path, orders_n_plus_one_jsonl, gateway_sequential_jsonl):
+    """examples/weekly.toml as shipped, with local traces on the command line in place of its Mimir and
+    trace directory (sources given as flags replace the file's), and no delivery."""
+    example = ROOT / "examples" / "weekly.toml"
+    args = ("--config", str(example), "--traces", str(orders_n_plus_one_jsonl), "--traces",
+            str(gateway_sequential_jsonl), "--end", "now", "--window", "1d", "--no-delivery")
+    first = run(*args, cwd=tmp_path)
+    # The example's teams name services these recordings do not have (cart, profile, feed, ...).
+    assert first.returncode == 3, first.stderr
+    folder = tmp_path / "reports" / this_week()
+    names = sorted(f.name for f in folder.iterdir())
+    assert names == sorted(f"{team}.{ext}" for team in ("checkout", "content") for ext in ("json", "md", "txt", "html"))
+    checkout = json.loads((folder / "checkout.json").read_text())
+    validate_report(checkout)
+    assert {s["service"] for s in checkout["services"]} == {"orders", "gateway"}
+    assert "service 'cart' is in no trace or metric" in (folder / "checkout.md").read_text()
+    second = run(*args, cwd=tmp_path)
+    assert second.returncode == 3, second.stderr
+    again = json.loads((folder / "checkout.json").read_text())
+    assert again["week_over_week"]["previous"]["run"] == 1
+    assert "## Since the previous run" in (folder / "checkout.md").read_text()
+    assert 'id="week-over-week"' in (folder / "checkout.html").read_text()

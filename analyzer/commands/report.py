@@ -23,7 +23,7 @@ from analyzer.history import History, HistoryError
 from analyzer.commands.capture import receiver_config
 from analyzer.commands.clickhouse import read_clickhouse
 from analyzer.commands.stores import FLAG_PREFIX as STORE_PREFIX
-from analyzer.commands.stores import read_store, store_options, store_requested
+from analyzer.commands.stores import KINDS, read_store, store_options, store_requested
 from analyzer.config import ConfigError, load_config
 from analyzer.delivery import Mail, Published, email_message, post_webhook, send_email, subject, webhook_payload
 from analyzer.evidence import evidence_pack
@@ -80,7 +80,9 @@ def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[st
     except ConfigError as err:
         raise UserError(str(err)) from err
     store_flags = {k: flags.pop(k) for k in list(flags) if k.startswith(STORE_PREFIX)}
-    plan = make_plan(config, {**flags, "formats": formats_, "store": store_requested(store_flags, config)})
+    store_flag = next((k for k in KINDS if store_flags.get(STORE_PREFIX + k)), None)
+    plan = make_plan(config, {**flags, "formats": formats_, "store_flag": store_flag,
+                              "store": store_requested(store_flags, config)})
     export_credentials(plan)
     targets = delivery_targets(plan)  # unset secrets fail now, not after the run
     for path in textfiles(plan).values():
