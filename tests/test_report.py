@@ -32,8 +32,8 @@ def this_week() -> str:
     return f"{y}-W{w:02d}"
 
 
-def config(tmp_path: Path, text: str) -> str:
-    p = tmp_path / "weekly.toml"
+def config(tmp_path: Path, text: str, name: str = "weekly.toml") -> str:
+    p = tmp_path / name
     p.write_text(textwrap.dedent(text), encoding="utf-8")
     return str(p)
 
@@ -128,9 +128,10 @@ def test_bad_settings_fail_before_reading_and_leave_the_last_report_alone(tmp_pa
     (week / "report.json").write_text("last week's report")
     cases = [
         ("--traces", str(tmp_path / "missing.jsonl"), "--end", "2020-01-08T00:00:00Z"),
-        ("--config", config(tmp_path, "[outputs]\nformats = [\"pdf\"]\n"), "--traces", str(orders_n_plus_one_jsonl)),
-        ("--config", config(tmp_path, '[credentials]\nprometheus_token = "NOT_SET_ANYWHERE"\n'),
+        ("--config", config(tmp_path, "[outputs]\nformats = [\"pdf\"]\n", "pdf.toml"),
          "--traces", str(orders_n_plus_one_jsonl)),
+        ("--config", config(tmp_path, '[credentials]\nprometheus_token = "NOT_SET_ANYWHERE"\n', "unset.toml"),
+         "--traces", str(orders_n_plus_one_jsonl), "--prometheus", "http://127.0.0.1:9"),
         ("--end", "2020-01-08T00:00:00Z"),
     ]
     for args in cases:
