@@ -21,7 +21,7 @@ from tests.prom import OpenMetrics, Window, prometheus_with
 pytestmark = pytest.mark.prometheus
 ROOT = Path(__file__).resolve().parents[1]
 # Names a service can have once traces are attacker-controlled: regex and PromQL metacharacters.
-HOSTILE = ["a.b", "a|b", 'x"y', ".*", "back\\slash", "paren)(", "dollar$1"]
+HOSTILE = ["a.b", "a|b", 'x"y', ".*", "back\\slash", "paren)(", "dollar$1", "tab\there", "new\nline", "ünï{code}"]
 DECOYS = ["aXb", "a", "b", "xy", "anything"]
 
 
