@@ -110,7 +110,7 @@ def candidates(shape: TableShape, w: Window, b: Bounds, groups: Sequence[tuple[s
                thresholds: Sequence[int], per_group: int) -> Query:
     """Root spans of `groups` (service, operation) whose trace id hashes below the group's
     threshold (out of HASH_RANGE): a uniform draw whose size the caller sets from the group's
-    count of roots; `LIMIT BY` caps each group at `per_group` whatever the hash gives. Roots only:
+    count of roots; `LIMIT BY` bounds each group at `per_group` whatever the hash gives. Roots only:
     each trace is then listed once, under its root operation, so its sample weight (1 / its
     chance of being drawn there) holds for every span in it, downstream services included."""
     where, params = _where(w)

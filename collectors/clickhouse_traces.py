@@ -4,11 +4,12 @@
 2. Over the whole window, in the store (`clickhouse_queries`): entry spans per (service,
    operation) with count, total, p50/p95/p99 and errors; database statements with an example of
    each; per-trace repetitions of each normalized statement.
-3. Per hot spot, a hash-uniform listing of its entry spans (trace id, duration) goes to the
+3. Per root operation, a hash-uniform listing of its root spans (trace id, duration) goes to the
    stratified sampler (`collectors/sampling.py`: the tail above p95 up to a cap, a uniform draw
    below, weights 1 / inclusion probability, scaled by the store's count over the listing).
-4. Every span of the sampled traces is fetched, with only the attributes the SpanTable derives
-   from (by map key), and decoded by the same derivation as the OTLP readers (`TraceDecoder`).
+4. Every span of the sampled traces is fetched in one query, with only the attributes the
+   SpanTable derives from (the map filtered to those keys), and decoded by the same derivation
+   as the OTLP readers (`TraceDecoder.derive`).
 
 Memory here grows with the sample (operations x traces per operation x spans per trace), not
 with the table: the whole-window figures are a few rows per operation and statement.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from analyzer.statement import normalize_sql
 from analyzer.store_figures import OperationFigures, Repetition, StoreFigures
 from analyzer.table import Batch, Repairs, TableBuilder
 from collectors import clickhouse_queries as q
-from collectors.clickhouse_schema import KIND_NAMES, STATUS_NAMES, SchemaError, TableRef, TableShape, check
+from collectors.clickhouse_schema import KIND_NAMES, STATUS_NAMES, TableRef, TableShape, check
 from collectors.clickhouse_source import ClickHouseError, Source, Transport, open_source
 from collectors.otlp_files import SourceStats
 from collectors.otlp_traces import TraceDecoder
@@ -45,7 +46,7 @@ COMPUTED_IN_STORE = [
     "hot-spot ranking: entry spans per (service, operation) with count, total time, p50/p95/p99 and errors",
     "database statements: executions and time per normalized statement",
     "N+1: per-trace repetitions of each normalized statement, every trace of the window",
-    "the candidate listing of entry spans per hot spot for the stratified sample",
+    "the candidate listing for the stratified sample: root spans per root operation, uniform by trace-id hash",
 ]
 COMPUTED_ON_SAMPLE = [
     "critical-path breakdown, category shares and rule findings (weighted by the sample weights)",
@@ -58,8 +59,8 @@ class Options:
     transport: Transport = Transport()
     bounds: q.Bounds = q.Bounds()
     plan: SamplingPlan = SamplingPlan()
-    max_operations: int = 1_000  # hot spots ranked in the store; the sample covers these
-    listing: int = 4_000  # entry spans listed per hot spot for the sampler (hash-uniform)
+    max_operations: int = 1_000  # hot spots ranked in the store; the sample's strata are the root ones among them
+    listing: int = 4_000  # root spans listed per root operation for the sampler (hash-uniform)
     max_statements: int = 10_000
     min_repetitions: int = 5  # PF-DB001's default: a trace repeating a statement this often counts
     max_sample_spans: int = 5_000_000  # a sample larger than this is an error (raise it or sample less)
@@ -140,7 +141,7 @@ def _load(src: Source, ref: TableRef, opts: Options, window: q.Window) -> Loaded
             _add_spans(builder, decoder, batch, stats, pulled)
             if stats.spans > opts.max_sample_spans:
                 raise ClickHouseError(f"the sample holds more than {opts.max_sample_spans:,} spans; "
-                                      f"lower the sample size ([clickhouse] tail_cap, body_size)")
+                                      f"lower the sample size ([sources.clickhouse] tail_cap, body_size)")
     table = weigh(builder.finish(), sample.weights)
     stats.messages = queries
     stats.sampling = sample.report(pulled=len(pulled))
@@ -188,8 +189,10 @@ def _sample(figures: StoreFigures, rows, shape: TableShape, window: q.Window, op
     groups = list(roots)
     if not groups:
         return draw([], opts.plan)
-    thresholds = [min(q.HASH_RANGE, math.ceil(q.HASH_RANGE * 1.25 * opts.listing / n)) for n in roots.values()]
-    listed = rows(q.candidates(shape, window, opts.bounds, groups, thresholds, opts.listing))
+    # The hash threshold aims at `listing` per operation; LIMIT BY at twice that is only a bound
+    # (it would keep the first rows in table order, i.e. the earliest, so it must not cut in practice).
+    thresholds = [min(q.HASH_RANGE, math.ceil(q.HASH_RANGE * opts.listing / n)) for n in roots.values()]
+    listed = rows(q.candidates(shape, window, opts.bounds, groups, thresholds, 2 * opts.listing))
     cands = [Candidate(r["trace_id"], r["service"], r["operation"], int(r["dur"])) for r in listed]
     counted: dict[tuple[str, str], int] = {}
     for c in cands:
