@@ -137,6 +137,7 @@ WRITER = textwrap.dedent("""
     big = {"window": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-08T00:00:00Z"}, "services": [],
            "padding": "x" * 200_000}
     with History(path) as h:
+        print("ready", flush=True)
         for i in range(10_000):
             h.record(f"{who}-{i}", {"a": (big, ["s1"]), "b": (big, None)})
 """)
@@ -145,12 +146,14 @@ WRITER = textwrap.dedent("""
 def test_concurrent_and_killed_writers_never_corrupt_the_history(tmp_path):
     path = tmp_path / "h.sqlite"
     rng = random.Random(14)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     rounds = 0
     while rounds < 8 and time.monotonic() < deadline:
         procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"w{rounds}.{k}"], env=ENV,
-                                  stderr=subprocess.PIPE) for k in range(3)]
-        time.sleep(rng.uniform(0.2, 1.2))
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for k in range(3)]
+        for proc in procs:  # each has opened the history and is writing (a loaded machine starts slowly)
+            assert proc.stdout.readline() == b"ready\n"
+        time.sleep(rng.uniform(0.05, 1.0))
         for proc in procs:  # killed at a random point of a write, or between writes
             os.kill(proc.pid, signal.SIGKILL)
             time.sleep(rng.uniform(0, 0.05))
