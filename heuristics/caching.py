@@ -377,7 +377,7 @@ def repeated_fetch(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding
             message=(f"Repeated identical fetch: `{text}` (no parameters) runs in {requests} of {n} requests "
                      f"(p50 {p50:.1f} ms), {share:.0%} of the hot spot's time; every request gets the same rows."),
             remedy=("Cache the result with a TTL matching how stale it may be (an in-process TTL cache, or redis "
-                    f"cache-aside), or precompute it (a materialized view); saves about {saving:.1f} ms per request."),
+                    f"cache-aside), or precompute it (a materialized view); saves about {saving:.1f} ms per {ctx.hotspot.operation} request."),
             share=share, saving_ms=saving,
             evidence=[Evidence("requests_with_fetch", float(requests), "requests", text),
                       Evidence("fetch_p50", p50, "ms", text),

@@ -103,7 +103,7 @@ def n_plus_one(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
                      f"{share:.0%} of the hot spot's time."),
             remedy=(f"Load the rows in one round trip: {how}, or eager-load the relation in the ORM "
                     f"(SQLAlchemy selectinload, Django prefetch_related, Rails includes). "
-                    f"Saves about {ms(saving) / ctx.hotspot.count:.1f} ms per request."),
+                    f"Saves about {ms(saving) / ctx.hotspot.count:.1f} ms per {ctx.hotspot.operation} request."),
             share=share, saving_ms=ms(saving) / ctx.hotspot.count,
             evidence=[
                 Evidence("repetitions_per_request", reps, "queries", text),
@@ -189,7 +189,7 @@ def slow_statement(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding
             remedy=("Check its plan (EXPLAIN QUERY PLAN / EXPLAIN ANALYZE); "
                     + (f"a scan over {', '.join(cols)} wants an index on "
                        f"{'that column' if len(cols) == 1 else 'those columns'}. " if cols else "")
-                    + f"Bringing it to {th['target_ms']:g} ms saves about {ms(saving):.1f} ms per request; "
+                    + f"Bringing it to {th['target_ms']:g} ms saves about {ms(saving):.1f} ms per {ctx.hotspot.operation} request; "
                       "if the plan is already indexed, read fewer rows or cache the result."),
             share=share, saving_ms=ms(saving),
             evidence=[
@@ -272,7 +272,7 @@ def sequential_queries(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
                  f"the request would wait {saving_ms:.1f} ms less ({share:.0%} of the hot spot's time)."),
         remedy=("If none of them uses another's result, issue them concurrently on separate pooled connections "
                 "(asyncio.gather, a thread pool) or merge them into one round trip (subqueries, a CTE or UNION ALL); "
-                f"saves about {saving_ms:.1f} ms per request. Dependent queries: merge them with a join."),
+                f"saves about {saving_ms:.1f} ms per {ctx.hotspot.operation} request. Dependent queries: merge them with a join."),
         share=share, saving_ms=saving_ms,
         evidence=[Evidence("sequential_statement_time_per_request", v, "ms", text) for text, v in per_stmt[:5]]
         + [Evidence("concurrent_saving_per_request", saving_ms, "ms", "sum minus max of the sequential statements"),
@@ -346,7 +346,7 @@ def pool_wait(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
                      f"{share:.0%} of the hot spot's latency."),
             remedy=("Hold connections for less time (no remote calls or rendering inside a transaction), then size "
                     "the pool to the database's capacity or add a server-side pooler (PgBouncer); "
-                    f"removing the wait saves about {saving:.1f} ms per request."),
+                    f"removing the wait saves about {saving:.1f} ms per {ctx.hotspot.operation} request."),
             share=share, saving_ms=saving, evidence=evidence,
         )]
     if sig.has(Signal.POOL_PENDING):

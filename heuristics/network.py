@@ -164,7 +164,7 @@ def slow_downstream(ctx: HotspotContext, th: Mapping[str, float]) -> list[Findin
             remedy = ("The gap dominates: the network path or the connection costs more than the downstream's work. "
                       "Reuse connections (keep-alive, a pooled session, HTTP/2), avoid a DNS lookup and TLS handshake "
                       "per call, look for queueing in proxies or sidecars and for a downstream in another zone or "
-                      f"region; saves about {saving:.1f} ms per request.")
+                      f"region; saves about {saving:.1f} ms per {ctx.hotspot.operation} request.")
         else:
             remedy = ("Propagate trace context to the downstream (or get its server latency metric, "
                       "http.server.request.duration) to tell its time from the network's; cache its responses if "
@@ -248,7 +248,7 @@ def sequential_fan_out(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
                  f"shrink by {ms(saving) / n:.1f} ms ({share:.0%} of the hot spot's time)."),
         remedy=("If the calls are independent, issue them concurrently (asyncio.gather, a thread pool with the trace "
                 "context attached, CompletableFuture.allOf, Promise.all) with a timeout on each; the request then "
-                f"waits for the slowest call only, about {ms(saving) / n:.1f} ms less per request."),
+                f"waits for the slowest call only, about {ms(saving) / n:.1f} ms less per {ctx.hotspot.operation} request."),
         share=share, saving_ms=ms(saving) / n,
         evidence=[Evidence("sequential_call_time_per_request", v, "ms", name) for name, v in zip(names, per_down)]
         + [Evidence("critical_path_shrink_per_request", ms(saving) / n, "ms", "sum minus max of the sequential calls"),
@@ -313,7 +313,7 @@ def chatty_calls(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
                      f"{share:.0%} of the hot spot's time."),
             remedy=(f"Replace the {per_call:.0f} round trips with one batch call (a batch endpoint such as "
                     "`?ids=a,b,c`, a repeated gRPC field, a DataLoader), or fetch once and reuse within the request; "
-                    f"saves about {saving:.1f} ms per request."),
+                    f"saves about {saving:.1f} ms per {ctx.hotspot.operation} request."),
             share=share, saving_ms=saving,
             evidence=[
                 Evidence("calls_per_request", per_call, "calls", name),
