@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 from collectors import jaeger_json, otlp_wrapped
 from collectors.otlp_files import SourceStats
+from collectors.otlp_shape import trace_id as hex_trace_id
 from collectors.store_pull import (NS, Found, Payload, StoreError, StoreSettings, candidate_of, checked, get_json,
                                    sliced)
 
@@ -67,8 +68,7 @@ class Jaeger:
             if not isinstance(trace, dict):
                 continue
             doc = jaeger_json.trace_to_otlp(trace, scratch)
-            tid = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] if doc["resourceSpans"] else ""
-            c = candidate_of(tid, doc)
+            c = candidate_of(hex_trace_id(trace.get("traceID")), doc)
             if c is not None:
                 out.append(Found(c, ("json", {"data": [trace]})))
         return out
@@ -80,9 +80,9 @@ class Jaeger:
             if not line.strip():
                 continue
             try:
-                doc = otlp_wrapped.unwrap(json.loads(line))
-            except ValueError:
-                raise StoreError(f"{self.api.base_url}/api/v3/traces: the answer is not JSON") from None
+                doc = otlp_wrapped.hex_ids(otlp_wrapped.unwrap(json.loads(line)), SourceStats(path=""))
+            except (ValueError, AttributeError):
+                raise StoreError(f"{self.api.base_url}/api/v3/traces: the answer is not OTLP JSON") from None
             by_trace: dict[str, list] = {}
             for rs in doc.get("resourceSpans") or ():
                 for ss in rs.get("scopeSpans") or ():

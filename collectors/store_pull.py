@@ -178,10 +178,24 @@ def pull(store: Store, settings: StoreSettings, start_ns: int, end_ns: int, serv
     finally:
         if gc_was:
             gc.enable()
-    table = weigh(builder.finish(), pulled)
+    table = weigh(builder.finish(), _reweighted(pulled, sample.weights, by_id))
     stats.format = f"{store.name}-api"  # the converters name the payloads' format; the source is the API
     stats.sampling = sample.report(pulled=len(pulled))
     return LoadedTraces(table=table, sources=[stats], repairs=builder.repairs)
+
+
+def _reweighted(pulled: dict[str, float], selected: dict[str, float], by_id: dict[str, Found]) -> dict[str, float]:
+    """Weights of the traces pulled, scaled per (service, operation) so that they add up to what the
+    selected ones did: a trace that could not be fetched is stood for by the others of its stratum
+    (the usual non-response adjustment) instead of silently lowering the totals."""
+    want: dict[tuple[str, str], float] = {}
+    got: dict[tuple[str, str], float] = {}
+    key = {t: (by_id[t].candidate.service, by_id[t].candidate.operation) for t in selected}
+    for t, w in selected.items():
+        want[key[t]] = want.get(key[t], 0.0) + w
+    for t, w in pulled.items():
+        got[key[t]] = got.get(key[t], 0.0) + w
+    return {t: w * want[key[t]] / got[key[t]] for t, w in pulled.items()}
 
 
 def _fetch_all(store: Store, ids: list[str], by_id: dict[str, Found], concurrency: int,

@@ -141,6 +141,14 @@ def test_tempo_tenant_retries_and_a_trace_too_slow_to_fetch(ob_traces) -> None:
         assert stats.sampling["pulled"] == 478 and stats.sampling["selected"] == 479
         assert any("no whole-window counts" in e for e in stats.errors)  # this Tempo has no TraceQL metrics
         assert all(r.headers.get("x-scope-orgid") == "shop" for r in server.requests[1:])
+        # The others of its operation stand for the trace that could not be fetched.
+        root = standins.root_of(ob_traces[slow])
+        same = sum(1 for t in ob_traces.values() if (standins.root_of(t).service, standins.root_of(t).name)
+                   == (root.service, root.name))
+        report = analyze(Inputs(loaded.table, loaded.sources, loaded.repairs), Config())
+        (svc,) = [x for x in report["services"] if x["service"] == root.service]
+        (hot,) = [h for h in svc["hotspots"] if h["operation"] == root.name]
+        assert hot["count"] == same - 1 and hot["estimated_count"] == pytest.approx(same)
     finally:
         server.close()
 
