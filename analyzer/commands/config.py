@@ -6,6 +6,7 @@ import click
 
 from analyzer.cliutil import EXIT_USAGE
 from analyzer.config import ConfigError, read_config
+from analyzer.renderers.escape import for_terminal
 
 
 @click.group("config")
@@ -21,6 +22,6 @@ def check(path: str) -> None:
         data = read_config(path)
     except ConfigError as err:
         for problem in err.problems:
-            click.echo(f"{path!s}: {problem}", err=True)
+            click.echo(f"{for_terminal(path)}: {for_terminal(problem)}", err=True)
         raise SystemExit(EXIT_USAGE) from None
-    click.echo(f"{path}: ok ({', '.join(sorted(data)) or 'empty'})")
+    click.echo(f"{for_terminal(path)}: ok ({', '.join(sorted(data)) or 'empty'})")
