@@ -84,6 +84,8 @@ def check_output(path: str | os.PathLike[str]) -> None:
     name = _checked_name(path)
     try:
         kind, where = _destination(name)
+        if kind == "direct" and not os.path.exists(name):  # never created under /dev or /proc
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
         if kind != "file":
             return
         directory, base = os.path.split(where)

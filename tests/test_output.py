@@ -193,3 +193,13 @@ def test_check_output_refuses_before_a_long_run(tmp_path):
                         "--http-port", "0", "--grpc-port", "0", "--output", str(tmp_path / "nope" / "r.md")],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert_one_line_exit_2(p, "does not exist")
+
+
+def test_nothing_is_created_under_dev_and_capture_needs_a_directory_for_its_metrics(tmp_path):
+    p = analyze("--output", "/dev/profile-first-nope.md")
+    assert_one_line_exit_2(p, "does not exist")
+    assert not os.path.exists("/dev/profile-first-nope.md")
+    p = subprocess.run([sys.executable, "-m", "analyzer", "capture", "--duration", "1s", "--output", "/dev/stdout",
+                        "--http-port", "0", "--grpc-port", "0"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert_one_line_exit_2(p, "metrics beside the traces")
+    assert not [f for f in os.listdir("/dev") if f.startswith(("stdout.", ".stdout."))]

@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from analyzer.cliutil import UserError, parse_duration
-from analyzer.output import check_output
+from analyzer.output import OutputError, check_output
 from collectors.capture import (
     DEFAULT_BUFFER_SPANS,
     Capture,
@@ -35,6 +35,7 @@ from collectors.capture import (
     ProgressLine,
     WriteInterrupted,
     capture_window,
+    metrics_path_for,
     output_for_spool,
     recover,
     stale_files,
@@ -118,6 +119,11 @@ def capture(ctx: click.Context, duration: str, output: Path, recover_spool: Path
         return
     seconds = parse_duration(duration)
     check_output(output)
+    try:
+        check_output(metrics_path_for(output))
+    except OutputError as e:
+        raise UserError(f"{e.message}; capture writes the metrics beside the traces, so name a file in a "
+                        "writable directory") from None
     token = read_token(token_file)
     config = receiver_config(bind, http_port, None if no_grpc else grpc_port, allow_remote, token, max_request_bytes)
 
