@@ -13,9 +13,12 @@ from pathlib import Path
 import cmarkgfm
 import pytest
 from cmarkgfm.cmark import Options
+from hypothesis import HealthCheck, given, settings
 
+from analyzer.renderers import render
 from analyzer.renderers.escape import for_terminal
 from analyzer.renderers.json import to_json
+from tests.test_escape import telemetry_text
 from tests.workloads.hostile import ROUTES, SERVICES, TABLE, hostile_services
 from tests.workloads.recording import record, write_jsonl
 
@@ -81,3 +84,47 @@ def test_json_with_a_lone_surrogate_is_valid_utf8_and_reads_back():
     text = to_json(report)
     text.encode("utf-8")  # would raise on a raw surrogate
     assert json.loads(text) == report
+
+
+@pytest.fixture(scope="module")
+def real_report() -> dict:
+    """The report of a real SDK capture (examples/mixed: orders with an N+1, pricing in-process)."""
+    p = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--traces", str(ROOT / "examples" / "mixed.otlp.jsonl"),
+                        "--format", "json"], capture_output=True, cwd=ROOT, timeout=120)
+    return json.loads(p.stdout)
+
+
+def with_names(report: dict, name: str) -> dict:
+    """`report` with every telemetry-derived string replaced by (or ending in) `name`."""
+    r = json.loads(json.dumps(report))
+    for s in r["services"]:
+        s["service"] = s["runtime"] = name
+        s["verdict"]["reason"] += name
+        for f in s.get("fix_first") or []:
+            f["operation"], f["message"], f["remedy"] = name, f["message"] + name, name
+        for h in s["hotspots"]:
+            h["operation"] = name
+            for f in h["findings"]:
+                f["message"] += name
+                f["remedy"] = name
+                f["location"] = name
+                for e in f["evidence"]:
+                    e["source"] = name
+    return r
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=telemetry_text)
+def test_any_name_through_the_whole_renderers(real_report, name):
+    """Property over the real renderers: no raw control character reaches the text report, the
+    Markdown keeps one heading per service and 12 cells per table row, and no HTML tag survives."""
+    r = with_names(real_report, name)
+    text = render(r, "text", width=200)
+    assert not RAW_CONTROL.search(text)
+    html = cmarkgfm.markdown_to_html_with_extensions(render(r, "md"), options=Options.CMARK_OPT_UNSAFE,
+                                                     extensions=["table", "strikethrough", "autolink"])
+    assert len(re.findall(r"<h2>", html)) == len(r["services"]) and len(re.findall(r"<h1>", html)) == 1
+    for row in re.findall(r"<tr>(.*?)</tr>", html, re.S):
+        assert len(re.findall(r"<t[hd]", row)) == 12
+    assert not re.search(r"<(?!/?(h[12]|p|code|strong|ol|ul|li|table|thead|tbody|tr|th|td|blockquote)\b)"
+                         r"(?!a href=\"mailto:)(?!/a>)(?!td align=)(?!th align=)", html), html
