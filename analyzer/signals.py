@@ -28,6 +28,7 @@ class Signal:
     CPU_UTILIZATION = "cpu_utilization"  # 0..1 of the cores available to the process (OTel *.cpu.utilization)
     CPU_THROTTLED_FRACTION = "cpu_throttled_fraction"  # 0..1 of CFS periods throttled
     CPU_WAIT_SECONDS_PER_SECOND = "cpu_wait_seconds_per_second"  # s/s some task waited for a core (PSI)
+    PROCESSES = "processes"  # processes (instances) of the service: each has its own GIL / event loop
     EVENT_LOOP_LAG = "event_loop_lag_seconds"  # s
     REQUESTS_PER_SECOND = "requests_per_second"  # 1/s, from server metrics
     CACHE_HIT_RATIO = "cache_hit_ratio"  # 0..1

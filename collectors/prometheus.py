@@ -155,6 +155,10 @@ ENABLE: dict[str, dict[str, str]] = {
              "matched with a selector such as {namespace=\"...\", container=\"...\"}; only containers with a CPU "
              "limit are throttled",
     },
+    Signal.PROCESSES: {
+        "*": "the Prometheus client library's process collector (process_start_time_seconds), one series per "
+             "process: CPython and Node use about one core per process",
+    },
     Signal.CPU_WAIT_SECONDS_PER_SECOND: {
         "*": "CPU pressure (Linux PSI): cAdvisor container_pressure_cpu_waiting_seconds_total with a selector for "
              "the container, or node_exporter's node_pressure_cpu_waiting_seconds_total for the host; it tells "

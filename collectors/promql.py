@@ -263,6 +263,10 @@ CATALOG: tuple[SignalSpec, ...] = (
         Variant("node_exporter cores", ("node_cpu_seconds_total",),
                 lambda s: s.agg("count", s.m("node_cpu_seconds_total", 'mode="idle"'))),
     )),
+    SignalSpec(Signal.PROCESSES, "processes", (
+        # One series per process in every Prometheus client library's process collector.
+        _gauge("count of process_start_time_seconds series", "count", "process_start_time_seconds"),
+    )),
     SignalSpec(Signal.CPU_THROTTLED_FRACTION, "ratio", (
         _ratio("cadvisor cfs throttled periods / periods", "container_cpu_cfs_throttled_periods_total",
                "container_cpu_cfs_periods_total", _CADVISOR_SPEC, _CADVISOR_SPEC),

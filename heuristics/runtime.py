@@ -92,6 +92,7 @@ class RuntimeMeasure:
     peak_utilization: float = float("nan")
     queue_share: float = 0.0  # extra self time of saturated buckets over the others, as a share
     event_loop_lag: Value | None = None
+    processes: Value | None = None  # processes of the service (instances)
     cpu_wait: Value | None = None  # s/s some task waited for a core (PSI): contention when the service is below its ceiling
     # GC
     gc: Value | None = None  # seconds per second
@@ -241,6 +242,7 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
     m.throttled, _, _ = windowed(ss, Signal.CPU_THROTTLED_FRACTION, t0, t1)
     m.event_loop_lag, _, _ = windowed(ss, Signal.EVENT_LOOP_LAG, t0, t1)
     m.cpu_wait, _, _ = windowed(ss, Signal.CPU_WAIT_SECONDS_PER_SECOND, t0, t1)
+    m.processes, _, _ = windowed(ss, Signal.PROCESSES, t0, t1)
     n_entries, svc_self_ns, first, last = _service_entries(ctx)
     span_s = (last - first) / NS
     m.rps, _, _ = windowed(ss, Signal.REQUESTS_PER_SECOND, t0, t1)
@@ -251,7 +253,7 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
     if m.cores_used is not None and cpu_v.size:
         m.background_cores, m.background_source = _background(ctx, cpu_t, cpu_v)
     have_rate = m.rps is not None and m.rps.value > 0
-    one_thread = m.runtime in ONE_CORE_RUNTIMES and m.ceiling_why == ONE_CORE_RUNTIMES[m.runtime]
+    one_thread = m.runtime in ONE_CORE_RUNTIMES and m.ceiling_why.startswith(ONE_CORE_RUNTIMES[m.runtime])
     if one_thread and m.cores_used is not None and have_rate and np.isfinite(m.service_self_ms):
         # One thread per request: a request cannot burn more CPU than its own time in process.
         beyond = m.cores_used.value - m.rps.value * m.service_self_ms / 1e3
@@ -330,14 +332,16 @@ def is_gc_cpu(source: str) -> bool:
 
 
 def _ceiling(m: RuntimeMeasure) -> None:
-    """The cores the service's runtime can use: one for CPython and Node (bounded by a quota) when
-    the service uses at most about one core (a single process), else the quota or the runtime's
-    CPU count when exported."""
+    """The cores the service's runtime can use: for CPython and Node one per process (processes
+    counted from the process collector's series; without that count, one when the service uses
+    at most about a core), bounded by a quota; else the quota or the runtime's CPU count."""
     avail = m.cores_available.value if m.cores_available is not None and m.cores_available.value > 0 else float("nan")
-    one_process = m.cores_used is not None and m.cores_used.value <= 1.05  # more is several processes or replicas
-    if m.runtime in ONE_CORE_RUNTIMES and one_process:
-        m.ceiling_cores = min(1.0, avail) if np.isfinite(avail) else 1.0
-        m.ceiling_why = ONE_CORE_RUNTIMES[m.runtime]
+    procs = m.processes.value if m.processes is not None and m.processes.value >= 1 else float("nan")
+    if not np.isfinite(procs) and m.cores_used is not None and m.cores_used.value <= 1.05:
+        procs = 1.0
+    if m.runtime in ONE_CORE_RUNTIMES and np.isfinite(procs):
+        m.ceiling_cores = min(procs, avail) if np.isfinite(avail) else procs
+        m.ceiling_why = ONE_CORE_RUNTIMES[m.runtime] + (f", x {procs:.0f} processes" if procs > 1 else "")
     elif np.isfinite(avail):
         m.ceiling_cores, m.ceiling_why = avail, f"cores available ({m.cores_available.source})"
 

@@ -63,6 +63,17 @@ def test_cpython_at_its_one_core_ceiling_is_cpu_bound(traces, tmp_path):
     assert fire("PF-WAIT001", ctx) == []
 
 
+def test_each_process_has_its_own_core(traces, tmp_path):
+    """Four CPython worker processes, 0.8 cores in all, 10 req/s of 300 ms self time (3 in
+    process at once, 80 ms CPU each): each worker has its own GIL, so nobody queues for one.
+    A human would say: they wait on something (220 ms of 300 are not CPU). Not CPU-bound, not
+    saturated (0.8 of 4 cores)."""
+    steady(traces, "workers", "python", 1200, 0.1, 300)
+    ctx = one(traces, tmp_path, signals_for("workers", "python", **{
+        Signal.CPU_CORES_USED: 0.8, Signal.REQUESTS_PER_SECOND: 10.0, Signal.PROCESSES: 4.0}))
+    assert fire("PF-CPU001", ctx) == [] and fire("PF-CPU002", ctx) == []
+
+
 def test_neighbour_contention_below_the_ceiling_is_not_cpu_work(traces, tmp_path):
     """CPython using 0.1 cores with one request at a time (2 req/s of 400 ms, 5 ms CPU each): far
     below its ceiling, the rest of the time it waits. Not CPU-bound, whatever made it wait."""
