@@ -91,7 +91,8 @@ class SourceStats:
 
     def note(self, message: str) -> None:
         if len(self.errors) < 5:
-            self.errors.append(message)
+            # (a parser's message can quote the input at length)
+            self.errors.append(message if len(message) <= 300 else message[:300] + "…")
 
     def to_dict(self) -> dict:
         return {

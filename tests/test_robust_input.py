@@ -116,6 +116,37 @@ def test_a_line_over_the_message_limit_is_stepped_over(tmp_path):
     assert both.sources[0].messages == 2 and len(both.table) == got["spans"] > 0
 
 
+def test_a_pretty_printed_document_over_the_message_limit_is_skipped(tmp_path):
+    doc = json.loads(SAMPLE.read_text().splitlines()[0])
+    path = tmp_path / "pretty.json"
+    path.write_text(json.dumps(doc, indent=2))
+    assert path.stat().st_size > 128 << 10
+    assert len(load_traces([str(path)]).table) > 0
+    refused = load_traces([str(path)], Limits(message=64 << 10))
+    assert len(refused.table) == 0 and refused.sources[0].skipped == {"over_message_limit": 1}
+
+
+def test_an_unreadable_subdirectory_is_counted(tmp_path, monkeypatch):
+    # Root reads every directory, so the permission error is made up: os.walk reports it through
+    # the scandir call it makes for each directory.
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.jsonl").write_bytes(SAMPLE.read_bytes())
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "b.jsonl").write_bytes(SAMPLE.read_bytes())
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    loaded = load_traces([str(tmp_path)])
+    skipped = {Path(s.path).name: dict(s.skipped) for s in loaded.sources}
+    assert skipped == {"a.jsonl": {}, "locked": {"unreadable": 1}}
+    assert len(loaded.table) > 0
+
+
 def test_a_single_protobuf_request_is_streamed_by_its_resource_spans(tmp_path):
     # A ResourceSpans over the limit is skipped alone; the others in the same request are read.
     good = ExportTraceServiceRequest.FromString(_sample_request())
