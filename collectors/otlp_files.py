@@ -130,6 +130,12 @@ def shown(path: Path | str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def strings_cut(stats: SourceStats, n: int, limits: Limits) -> None:
+    """Count `n` names, statements or URLs cut to the string limit."""
+    stats.repaired["truncated_strings"] += n
+    stats.note(f"{n} string(s) over the string limit ({limits.string} characters or bytes) cut to it")
+
+
 def damage_summary(sources: list[SourceStats]) -> str:
     """What was skipped across `sources`, and the first note about it, for a one-line message."""
     skipped: Counter = Counter()
@@ -201,7 +207,6 @@ class _Guarded(io.RawIOBase):
         self._raw, self._limits, self._what = raw, limits, what
         # One underlying read per call, so the data before a damaged spot is returned before the error.
         self._read = getattr(stream, "readinto1", None) or stream.readinto
-        self._stream = stream
         self._out = 0
 
     def readable(self) -> bool:
@@ -260,7 +265,7 @@ class _ZstdFrames(io.RawIOBase):
         return n
 
 
-def _decompressed(raw: BinaryIO, name: str, limits: Limits) -> BinaryIO:
+def _decompressed(raw: BinaryIO, limits: Limits) -> BinaryIO:
     head = raw.read(4)
     raw.seek(0)
     if head[:2] == GZIP_MAGIC:
@@ -282,7 +287,7 @@ def iter_messages(path: Path, stats: SourceStats, limits: Limits = DEFAULT_LIMIT
         raise InputError(f"{name}: cannot open: {e.strerror or e}", skip="unreadable") from e
     with raw:
         try:
-            reader = _decompressed(raw, name, limits)
+            reader = _decompressed(raw, limits)
             head = reader.peek(16)[:16]
         except (OSError, DamagedStream, LimitExceeded) as e:
             raise InputError(f"{name}: cannot decompress: {e}") from e

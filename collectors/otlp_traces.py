@@ -31,7 +31,8 @@ from analyzer.model import Kind, SpanClass, SpanTable, Status as SpanStatus
 from analyzer.statement import normalize_command, normalize_sql
 from analyzer.table import Batch, Repairs, TableBuilder
 from collectors import span_tables, trace_json
-from collectors.otlp_files import DEFAULT_LIMITS, InputError, Limits, SourceStats, expand_paths, iter_messages, shown
+from collectors.otlp_files import (DEFAULT_LIMITS, InputError, Limits, SourceStats, expand_paths, iter_messages, shown,
+                                   strings_cut)
 from collectors.proto_traces import NO_PEER as _NO_PEER, ProtoTraces
 from collectors.span_tables import ColumnMapping
 
@@ -201,7 +202,7 @@ class TraceDecoder:
         cap = self.limits.string
         if not texts or max(map(len, texts)) <= cap:
             return texts
-        self._source.repaired["truncated_strings"] += sum(len(t) > cap for t in texts)
+        strings_cut(self._source, sum(len(t) > cap for t in texts), self.limits)
         return [t[:cap] for t in texts]
 
     def service(self, name: str, process_runtime: str | None, sdk_language: str | None) -> int:
@@ -210,7 +211,7 @@ class TraceDecoder:
                               process_runtime, sdk_language)
 
     def _cut(self, text: str) -> str:
-        self._source.repaired["truncated_strings"] += 1
+        strings_cut(self._source, 1, self.limits)
         return text[:self.limits.string]
 
     def _derive_json(self, kind: int, raw_attrs: object) -> Derived:

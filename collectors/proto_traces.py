@@ -35,7 +35,7 @@ from analyzer.statement import shape_keys
 from analyzer.table import Batch
 from collectors import protowire as pw
 from collectors import span_wire as sw
-from collectors.otlp_files import SourceStats
+from collectors.otlp_files import SourceStats, strings_cut
 
 if TYPE_CHECKING:
     from collectors.otlp_traces import TraceDecoder
@@ -221,7 +221,7 @@ class ProtoTraces:
         over = int(np.count_nonzero(length > cap))
         if not over:
             return length
-        stats.repaired["truncated_strings"] += over
+        strings_cut(stats, over, self.d.limits)
         return np.minimum(length, cap)
 
     def _name_codes(self, buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
