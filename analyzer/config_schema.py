@@ -224,7 +224,24 @@ SOURCES = Table({
     "traces": Key(ListOf(Text(form="a path")), "OTLP trace files or directories.", default=[]),
     "metrics": Key(ListOf(Text(form="a path")), "OTLP metrics files.", default=[]),
     "listen": Key(DURATION, "Receive OTLP on 127.0.0.1:4318/4317 for this long, then analyze what arrived."),
+    "profiles": Key(ListOf(Text(form="a path, or SERVICE=PATH")),
+                    "CPU profiles (pprof, folded stacks, speedscope, V8 .cpuprofile): files or directories; "
+                    "`SERVICE=PATH` names the service.", default=[]),
+    "pyroscope": Key(URL, "Grafana Pyroscope query API to pull each service's merged CPU profile for the window."),
 }, "Where `report` reads telemetry. `analyze` takes these as flags.")
+
+PROFILES = Table({
+    "cover": Key(Number(0, 1, above=True), "The partial-rewrite target covers this share of the CPU charged to "
+                                           "the service's own functions.", default=0.80),
+    "cheaper_fix_share": Key(SHARE, "A CPU verdict becomes not_recommended when PF-PROF findings (serialization, "
+                                    "regexes, logging, strings, parsing) hold at least this share of the profiled "
+                                    "CPU.", default=0.50),
+    "own": Key(ListOf(Text(form="a path or name prefix")), "Frames whose file or name starts so are the "
+                                                           "service's own code.", default=[]),
+    "library": Key(ListOf(Text(form="a path or name prefix")), "Frames whose file or name starts so are library "
+                                                               "code (e.g. third-party packages py-spy shows "
+                                                               "without site-packages).", default=[]),
+}, "How CPU profiles are read into the verdict (`--profile`, `--pyroscope`).")
 
 CREDENTIALS = Table({
     "prometheus_token": Key(ENV_NAME, "Environment variable holding the Prometheus bearer token."),
@@ -322,6 +339,7 @@ ROOT = Table({
                                "and defaults of each rule are in docs/rules/ and `profile-first rule CODE`."),
     "override": Key(TableArray(OVERRIDE), OVERRIDE.doc),
     "rewrite": Key(REWRITE, REWRITE.doc),
+    "profiles": Key(PROFILES, PROFILES.doc),
     "prometheus": Key(PROMETHEUS, PROMETHEUS.doc),
     "sources": Key(SOURCES, SOURCES.doc),
     "credentials": Key(CREDENTIALS, CREDENTIALS.doc),

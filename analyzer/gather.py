@@ -1,4 +1,4 @@
-"""Gathering a run's inputs: trace and metrics files, an OTLP capture, a Prometheus query.
+"""Gathering a run's inputs: trace and metrics files, an OTLP capture, a Prometheus query, CPU profiles.
 
 Shared by `analyze` and `report`; every failure a user can fix is a UserError (one line, exit 2).
 """
@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+import numpy as np
 
 from analyzer.cliutil import UserError
 from analyzer.config import Config
+from analyzer.model import Kind, SpanTable
 from analyzer.pipeline import Inputs
 from analyzer.signals import Signals
 from analyzer.table import TableBuilder
@@ -134,3 +136,53 @@ def prometheus_progress(name: str = "Prometheus"):
             bar.update(task, completed=done, total=max(total, 1), description=f"{name}: {label}")
 
         yield update
+
+
+def read_profiles(inputs: Inputs, specs: list[str], pyroscope: str | None, start_s: float | None,
+                  end_s: float | None, services: list[str]) -> None:
+    from collectors.profiles import ProfileSource, load_profiles  # only runs that give profiles pay for it
+
+    table = inputs.table
+    known = list(table.services) + [s for s in services if s not in table.services]
+    if specs:
+        loaded = load_profiles(specs, known)
+        inputs.profiles.extend(loaded.profiles)
+        inputs.profile_sources.extend(loaded.sources)
+        for src in loaded.sources:
+            if src.error:
+                click.echo(f"profile-first: warning: profile {src.path!r} skipped: {src.error}", err=True)
+        if not loaded.profiles:
+            raise UserError(f"no CPU profile could be read from {', '.join(specs)} (reasons above)")
+    if pyroscope:
+        from collectors.pyroscope import PyroscopeError, fetch_profiles
+
+        if start_s is None or end_s is None:
+            if not len(table):
+                raise UserError("--pyroscope without traces needs a window: give --window 7d or --start/--end")
+            start_s = float(table.start.min()) / 1e9 if start_s is None else start_s
+            end_s = float(table.end.max()) / 1e9 if end_s is None else end_s
+        want = services or list(table.services)
+        if not want:
+            raise UserError("--pyroscope needs services: give --service NAME or traces that name them")
+        try:
+            got, problems = fetch_profiles(pyroscope, want, start_s, end_s, entry_operations(table))
+        except PyroscopeError as err:
+            raise UserError(str(err)) from err
+        inputs.profiles.extend(got)
+        inputs.profile_sources.extend(ProfileSource(p.source, p.service, p.format, p.total, p.unit) for p in got)
+        for problem in problems:
+            click.echo(f"profile-first: warning: {problem}", err=True)
+
+
+def entry_operations(table: SpanTable, per_service: int = 20) -> dict[str, list[str]]:
+    """The most frequent SERVER/CONSUMER span names of each service: the operations worth a span profile."""
+    entry = np.isin(table.kind, (Kind.SERVER, Kind.CONSUMER))
+    out: dict[str, list[str]] = {}
+    if not entry.any():
+        return out
+    pairs, counts = np.unique(np.stack([table.service[entry], table.name[entry]], axis=1), axis=0, return_counts=True)
+    for (svc, name), _ in sorted(zip(pairs.tolist(), counts.tolist()), key=lambda pc: -pc[1]):
+        ops = out.setdefault(table.services[svc], [])
+        if len(ops) < per_service:
+            ops.append(table.names[name])
+    return out

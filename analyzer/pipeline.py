@@ -15,6 +15,8 @@ from analyzer.config import Config
 from analyzer.findings import Finding
 from analyzer.hotspots import Hotspot, find_hotspots
 from analyzer.model import SpanTable
+from analyzer.profile import Profile
+from analyzer.profile_verdict import attach, profile_config, views_by_service
 from analyzer.signals import Signal, Signals
 from analyzer.store_figures import OperationFigures, StoreFigures
 from analyzer.table import Repairs
@@ -23,6 +25,7 @@ from analyzer.verdict import HotspotResult, decide
 from collectors.otlp_files import SourceStats
 from heuristics.context import HotspotContext
 from heuristics.engine import run_rules
+from heuristics.profiles import CHEAPER_FIX_RULES
 
 SCHEMA = "profile-first.report/v1"
 MAX_HOTSPOTS_PER_SERVICE = 20
@@ -35,6 +38,8 @@ class Inputs:
     repairs: Repairs = field(default_factory=Repairs)
     signals: Signals | None = None
     store: StoreFigures | None = None  # whole-window figures a trace store computed (ClickHouse)
+    profiles: list[Profile] = field(default_factory=list)
+    profile_sources: list = field(default_factory=list)  # collectors.profiles.ProfileSource
 
 
 def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns: int | None = None,
@@ -63,6 +68,10 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
         for name in services:
             if name in signals.services:
                 by_service.setdefault(name, [])
+    views = views_by_service(inputs.profiles, config)
+    for name in views:  # a profiled service gets its profile summary even without traced requests
+        if services is None or name in services:
+            by_service.setdefault(name, [])
 
     service_reports = []
     for service, hs in by_service.items():
@@ -73,7 +82,8 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
         hot_reports, results, ctxs = [], [], []
         for h in hs:
             ctx = HotspotContext(table=t, breakdown=b, hotspot=h, signals=svc_signals,
-                                 all_hotspots=all_hotspots, classify=config.classify, store=inputs.store)
+                                 all_hotspots=all_hotspots, classify=config.classify, store=inputs.store,
+                                 profile=views.get(service))
             ctxs.append(ctx)
             findings = run_rules(ctx, config)
             shares = category_shares(h, findings)
@@ -97,6 +107,8 @@ def analyze(inputs: Inputs, config: Config, start_ns: int | None = None, end_ns:
         series = service_timeseries(t, hs, svc_signals, _seconds(start_ns), _seconds(end_ns))
         if series is not None:
             service_report["timeseries"] = series
+        if service in views:
+            attach(service_report, views[service], profile_config(config), CHEAPER_FIX_RULES)
         service_reports.append(service_report)
     service_reports.sort(key=lambda s: (-s["total_ms"], s["service"]))
     return {
@@ -172,7 +184,7 @@ def _fix_first(results: list[HotspotResult], hs: list[Hotspot]) -> list[dict]:
     for r, h in zip(results, hs):
         best: dict[tuple[str, frozenset[str]], Finding] = {}
         for f in r.findings:
-            if f.saving_ms > 0 and f.category in ("database", "network", "caching"):
+            if f.saving_ms > 0 and (f.category in ("database", "network", "caching") or f.rule in CHEAPER_FIX_RULES):
                 sources = frozenset(e.source for e in f.evidence if not e.source.startswith("trace "))
                 subject = (f.category, sources or frozenset({f.rule}))
                 if subject not in best or f.saving_ms > best[subject].saving_ms:
@@ -212,6 +224,7 @@ def _input(inputs: Inputs, t: SpanTable, ignored: list[Hotspot]) -> dict:
         "metric_queries": signals.queries if signals else 0,
         # hot spots left out by the config's scope.ignore_operations, so none disappears unseen
         "ignored_operations": [{"service": h.service, "operation": h.operation, "count": h.count} for h in ignored],
+        **({"profiles": [p.to_dict() for p in inputs.profile_sources]} if inputs.profile_sources else {}),
     }
 
 

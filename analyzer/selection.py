@@ -18,8 +18,9 @@ MAX_LISTED = 20
 
 
 def require_services(requested: list[str], inputs: Inputs) -> None:
-    """Every requested service is in the traces or the metrics read."""
-    known = sorted(set(inputs.table.services) | set(inputs.signals.services if inputs.signals else ()))
+    """Every requested service is in the traces, the metrics or the CPU profiles read."""
+    known = sorted(set(inputs.table.services) | set(inputs.signals.services if inputs.signals else ())
+                   | {p.service for p in inputs.profiles if p.service})
     unknown = [name for name in requested if name not in known]
     if not unknown:
         return

@@ -52,6 +52,8 @@ class Plan:
     regression_pct: float
     delivery: dict = field(default_factory=dict)
     credentials: dict[str, str] = field(default_factory=dict)  # role -> NAME of the env variable
+    profiles: list[str] = field(default_factory=list)  # CPU profile files or directories, [SERVICE=]PATH
+    pyroscope: str | None = None
 
     @property
     def week(self) -> str:
@@ -122,6 +124,8 @@ def make_plan(config: Config, flags: dict) -> Plan:
         regression_pct=float(flags.get("regression_pct") or history.get("regression_pct", 10.0)),
         delivery={} if flags.get("no_delivery") else dict(sec.get("delivery", {})),
         credentials=dict(sec.get("credentials", {})),
+        profiles=list(flags.get("profiles") or sources.get("profiles", [])),
+        pyroscope=flags.get("pyroscope") or sources.get("pyroscope"),
     )
     if sum(map(bool, (plan.traces or plan.listen, plan.clickhouse, plan.store))) > 1:
         raise UserError("read traces from one kind of source at a time: files (or listen), ClickHouse, or one trace "

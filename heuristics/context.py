@@ -13,6 +13,7 @@ from analyzer.breakdown import Breakdown
 from analyzer.classify import ClassifyConfig
 from analyzer.hotspots import Hotspot
 from analyzer.model import SpanTable
+from analyzer.profile_summary import ProfileView
 from analyzer.signals import ServiceSignals
 from analyzer.store_figures import StoreFigures
 
@@ -30,6 +31,7 @@ class HotspotContext:
     classify: ClassifyConfig = ClassifyConfig()  # the user's margins, for naming another hot spot's category
     # Whole-window figures from the trace store when the table is a sample of it (ClickHouse).
     store: StoreFigures | None = None
+    profile: ProfileView | None = None  # the service's CPU profiles, when given (--profile, --pyroscope)
     _derived: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     def once(self, key: str, compute: Callable[[], T]) -> T:

@@ -6,3 +6,4 @@ import heuristics.caching  # noqa: F401,E402
 import heuristics.gc  # noqa: F401,E402
 import heuristics.cpu  # noqa: F401,E402
 import heuristics.wait  # noqa: F401,E402
+import heuristics.profiles  # noqa: F401,E402

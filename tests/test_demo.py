@@ -196,3 +196,19 @@ def test_a_service_that_cannot_start_is_reported_with_its_log(tmp_path: Path) ->
     child = demo_run_module._spawn("broken", "analyzer.demo.services", ["no-such-service"], tmp_path)
     with pytest.raises(DemoError, match=r"(?s)broken exited with 2.*invalid choice"):
         demo_run_module._wait_ready([child], 30)
+
+
+def test_cpu_bound_service_comes_with_its_profile_and_rewrite_target(demo_run: DemoResult) -> None:
+    """render spends its CPU in the pure-Python fractal loop `mandelbrot`: the profile the demo takes
+    names it as the function to rewrite, with the ceiling of rewriting only it."""
+    render = next(s for s in demo_run.report["services"] if s["service"] == "render")
+    prof = render["profile"]
+    part = prof["partial_rewrite"]
+    assert part["functions"][0]["function"] == "mandelbrot"
+    assert part["functions"][0]["share"] >= 0.6
+    assert prof["functions"][0]["function"] == "mandelbrot" and prof["functions"][0]["owner"] == "own"
+    if render["verdict"]["rust_rewrite"] != "recommended":
+        _skip_if_host_busy(demo_run, "render")
+    assert part["recommendation"] == "partial"
+    assert "mandelbrot" in render["verdict"]["reason"] and "PyO3" in render["verdict"]["reason"]
+    assert part["ceiling_ms"] is not None and part["ceiling_ms"] <= part["full_ceiling_ms"]

@@ -14,6 +14,7 @@ from analyzer.commands.clickhouse import FLAG_PREFIX, clickhouse_options, read_c
 from analyzer.config import ConfigError, load_config
 from analyzer.commands.stores import FLAG_PREFIX as STORE_PREFIX, read_store, store_options, store_requested
 from analyzer.gather import (listen_for, prometheus_progress, prometheus_window, query_prometheus, read_inputs,
+                             read_profiles,
                              span_mapping)
 from analyzer.output import check_output, write_output
 from analyzer.pipeline import analyze
@@ -77,6 +78,11 @@ from collectors.otlp_ports import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 @click.option("--max-message", metavar="SIZE", default="64MiB", show_default=True,
               help="Largest JSON line, frame, ResourceSpans or JSON document read from a file; larger ones "
                    "are skipped and counted (input.skipped.over_message_limit).")
+@click.option("--profile", "profiles", multiple=True, metavar="[SERVICE=]PATH",
+              help="CPU profile file or directory (pprof, folded stacks, speedscope, V8 .cpuprofile); "
+                   "SERVICE= names its service. Repeatable.")
+@click.option("--pyroscope", metavar="URL", help="Grafana Pyroscope: pull each service's CPU profile for the window. "
+                                                 "Credentials from $PROFILE_FIRST_PYROSCOPE_TOKEN or _USER/_PASSWORD.")
 @clickhouse_options
 @store_options
 def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: str | None, start: str | None,
@@ -85,14 +91,16 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
                 push_metrics: str | None, listen: bool, duration: str,
                 capture_output: str | None, http_port: int, grpc_port: int, bind: str, allow_remote: bool,
                 clickhouse: str | None, max_message: str,
-                span_columns: str | None, **prom_flags: object) -> None:
+                span_columns: str | None, profiles: tuple[str, ...], pyroscope: str | None,
+                **prom_flags: object) -> None:
     """Analyze traces and metrics and print the verdict per service."""
     ch_flags = {k: prom_flags.pop(k) for k in list(prom_flags) if k.startswith(FLAG_PREFIX)}
     store_flags = {k: prom_flags.pop(k) for k in list(prom_flags) if k.startswith(STORE_PREFIX)}
     store_cli = next((k for k in ("tempo", "jaeger", "zipkin") if store_flags.get(STORE_PREFIX + k)), None)
-    if not (traces or prometheus or metrics or listen or clickhouse or store_cli or config_path):
+    if not (traces or prometheus or metrics or listen or clickhouse or store_cli or config_path or profiles
+            or pyroscope):
         raise UserError("nothing to analyze: give --traces PATH, --metrics PATH, --prometheus URL, --clickhouse URL, "
-                        "--tempo/--jaeger/--zipkin URL or --listen")
+                        "--tempo/--jaeger/--zipkin URL, --listen or --profile PATH")
     if clickhouse and (traces or listen):
         raise UserError("--clickhouse reads the traces from the store: give it without --traces or --listen")
     s, e = resolve_window(start, end, window)
@@ -121,9 +129,9 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
                 metrics.append(str(captured.metrics_path))
         inputs = read_inputs(traces, metrics, limits, span_mapping(span_columns, config))
     store_kind = store_requested(store_flags, config) if not (traces or listen or clickhouse) else store_cli
-    if store_kind is None and not (traces or prometheus or metrics or listen or clickhouse):
+    if store_kind is None and not (traces or prometheus or metrics or listen or clickhouse or profiles or pyroscope):
         raise UserError("nothing to analyze: give --traces PATH, --metrics PATH, --prometheus URL, --clickhouse URL, "
-                        "--tempo/--jaeger/--zipkin URL or --listen")
+                        "--tempo/--jaeger/--zipkin URL, --listen or --profile PATH")
     if store_kind is not None:
         if traces or listen or clickhouse:
             raise UserError(f"--{store_kind} reads the traces from the store: give it without --traces, --listen "
@@ -142,6 +150,8 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
         s, e = prometheus_window(inputs, s, e)
         want = list(services) or (list(inputs.table.services) if len(inputs.table) else None)
         inputs.signals = query_prometheus(prometheus, want, s, e, config, prom_flags, inputs.signals)
+    if profiles or pyroscope:
+        read_profiles(inputs, list(profiles), pyroscope, s, e, list(services))
     if services:
         require_services(list(services), inputs)
     report = analyze(inputs, config,

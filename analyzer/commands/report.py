@@ -27,7 +27,7 @@ from analyzer.commands.stores import KINDS, read_store, store_options, store_req
 from analyzer.config import ConfigError, load_config
 from analyzer.delivery import Mail, Published, email_message, post_webhook, send_email, subject, webhook_payload
 from analyzer.evidence import evidence_pack
-from analyzer.gather import listen_for, prometheus_progress, query_prometheus, read_inputs, span_mapping
+from analyzer.gather import listen_for, prometheus_progress, query_prometheus, read_inputs, read_profiles, span_mapping
 from analyzer.output import check_output
 from analyzer.publish import publish
 from analyzer.renderers import formats, render
@@ -48,6 +48,9 @@ EXTENSIONS = {"text": "txt"}  # file extension per format, when it is not the fo
 @click.option("--metrics", multiple=True, metavar="PATH", help="OTLP metrics file. Repeatable.")
 @click.option("--prometheus", metavar="URL", help="Prometheus-compatible API (credentials: see [credentials]).")
 @click.option("--clickhouse", metavar="URL", help="ClickHouse otel_traces store (or chdb:PATH); [sources.clickhouse].")
+@click.option("--profile", "profiles", multiple=True, metavar="[SERVICE=]PATH",
+              help="CPU profile file or directory (pprof, folded, speedscope, .cpuprofile). Repeatable.")
+@click.option("--pyroscope", metavar="URL", help="Grafana Pyroscope: each service's CPU profile for the window.")
 @click.option("--start", metavar="T", help="Window start: RFC 3339 or unix seconds.")
 @click.option("--end", metavar="T", help='Window end: RFC 3339, unix seconds, "now" or "last_full_day" (default).')
 @click.option("--window", metavar="DURATION", help="Window length (default 7d).")
@@ -273,6 +276,8 @@ def build_reports(plan: Plan, store_flags: dict[str, object]) -> dict[str, dict]
     if plan.prometheus:
         inputs.signals = query_prometheus(plan.prometheus, plan.services, plan.start, plan.end, plan.config,
                                           prometheus_settings(plan), inputs.signals)
+    if plan.profiles or plan.pyroscope:
+        read_profiles(inputs, plan.profiles, plan.pyroscope, plan.start, plan.end, plan.services or [])
     return team_reports(plan, inputs)
 
 

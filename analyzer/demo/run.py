@@ -41,6 +41,7 @@ from analyzer.renderers import format_for_path, render
 from collectors.capture import Capture, CaptureStats
 from collectors.otlp_metrics import signals_from_file
 from collectors.otlp_traces import load_traces
+from collectors.profiles import LoadedProfiles, load_profiles
 from collectors.receiver import OtlpReceiver, ReceiverConfig
 
 DEFAULT_DURATION_S = 45.0
@@ -324,6 +325,7 @@ class _System:
     def __init__(self, work: Path, endpoint: str, db: Path, life_s: float) -> None:
         self.work, self.endpoint, self.db = work, endpoint, db
         self.life = ["--max-seconds", str(int(life_s))]
+        self.render_profile = work / "render.speedscope.json"  # the CPU-bound service profiles itself
         self.children: list[Child] = []
 
     def _spawn(self, name: str, module: str, args: list[str]) -> Child:
@@ -347,7 +349,8 @@ class _System:
             self._spawn("profile", "analyzer.demo.services",
                         ["profile", "--cache", f"127.0.0.1:{cache.port}", *common]),
             self._spawn("gateway", "analyzer.demo.services", ["gateway", *calls, *common]),
-            self._spawn("render", "analyzer.demo.services", ["render", *common]),
+            self._spawn("render", "analyzer.demo.services", ["render", "--profile-out", str(self.render_profile),
+                                                             *common]),
             self._spawn("feed", "analyzer.demo.services", ["feed", *common]),
         ]
         _wait_ready(services, READY_TIMEOUT_S)
@@ -419,11 +422,17 @@ def run_demo_detailed(duration_s: float = DEFAULT_DURATION_S, progress: bool = T
         bar.note("analyzing")
         loaded = load_traces([str(result.traces_path)])
         signals = signals_from_file(result.metrics_path) if result.metrics_path else None
-        report = analyze(Inputs(loaded.table, loaded.sources, loaded.repairs, signals), Config())
+        profiles = load_profiles([f"render={system.render_profile}"]) if system.render_profile.exists() \
+            else LoadedProfiles()
+        report = analyze(Inputs(loaded.table, loaded.sources, loaded.repairs, signals, profiles.profiles,
+                                profiles.sources), Config())
         if save_capture is None:
             # The capture lived in the temp dir; a path there would point nowhere.
-            for src in report["input"]["sources"]:
+            for src in report["input"]["sources"] + report["input"].get("profiles", []):
                 src["path"] = Path(src["path"]).name
+            for svc in report["services"]:
+                if "profile" in svc:
+                    svc["profile"]["sources"] = [Path(p).name for p in svc["profile"]["sources"]]
     return DemoResult(report=report, load=stats, spans=result.spans, points=result.points, load_s=load_s,
                       total_s=time.monotonic() - t_start,
                       capture_paths=[p for p in (result.traces_path, result.metrics_path) if p is not None]

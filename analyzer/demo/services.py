@@ -8,7 +8,7 @@ caller's trace when it sends `traceparent`) and carries exactly one cause:
 - inventory / pricing / shipping: the gateway's downstreams, each sleeping a few tens of ms.
 - profile: cache-aside (memcached protocol) whose 1 s TTL is shorter than the time between two
   requests for the same profile, so nearly every request misses and pays a SQLite aggregate.
-- render:  pure-Python escape-time fractal, CPU-bound.
+- render:  pure-Python escape-time fractal, CPU-bound; profiles its own CPU (`--profile-out`).
 - feed:    a large live heap, plus a cyclic object graph per request kept for pagination: the
   graphs survive into the old generation and trigger long full (gen-2) collections.
 
@@ -39,6 +39,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from analyzer.demo import data
+from analyzer.demo.sampler import CpuSampler
 from analyzer.demo.telemetry import SCOPE, Telemetry, setup
 
 Handler = Callable[[str, dict[str, str]], bytes]  # (path, query) -> response body
@@ -322,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-ms", default="20,40", help="lo,hi sleep per request (downstream)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=600.0, help="exit after this long, whatever happens")
+    p.add_argument("--profile-out", type=Path, help="write a CPU profile of this process here (speedscope JSON)")
     args = p.parse_args(argv)
+    sampler = CpuSampler().start() if args.profile_out else None
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -338,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
         server.shutdown()
     finally:
+        if sampler is not None:
+            sampler.stop(args.profile_out)
         tel.shutdown()  # exports what is still buffered: the demo waits for it
     return 0
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from analyzer.renderers.escape import for_html
+from analyzer.renderers.escape import for_html, for_terminal
 
 #: Critical-path parts as charted: (key in the report, label, colour).
 PARTS = (
@@ -115,6 +115,40 @@ def timeseries_chart(ts: dict) -> str | None:
         axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=timezone.utc))
         axes[-1].set_xlabel("UTC", fontsize=8)
         return _svg(fig, "Time series over the window: " + ", ".join(p[0] for p in panels))
+
+
+_OWNER_COLOURS = {"own": "#d62728", "library": "#1f77b4", "runtime": "#7f7f7f"}
+
+
+def flame_chart(nodes: Sequence[dict]) -> str | None:
+    """An icicle of a service's CPU profile: callers on top, width = share of the CPU, coloured by
+    whose code it is (own, library, runtime). `nodes` is a profile's `flame`."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    if not nodes:
+        return None
+    depth = max(n["depth"] for n in nodes) + 1
+    with _style():
+        fig = Figure(figsize=(7.2, 0.26 * depth + 0.5), layout="constrained")
+        ax = fig.add_subplot()
+        for n in nodes:
+            colour = _OWNER_COLOURS.get(n["owner"], "#bbbbbb")
+            ax.barh([n["depth"]], [n["width"]], left=n["start"], height=0.92, color=colour, edgecolor="white",
+                    linewidth=0.5)
+            chars = int(n["width"] * 130)  # about 130 characters fit across the chart at this size
+            if chars >= 4:
+                ax.text(n["start"] + 0.003, n["depth"], _shorten(for_terminal(n["function"]), chars), va="center", ha="left",
+                        fontsize=7, color="white", clip_on=True)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(depth - 0.5, -0.5)
+        ax.set_yticks([])
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x:.0%}")
+        ax.set_xlabel("share of profiled CPU", fontsize=8)
+        ax.legend(handles=[Patch(color=c, label=o) for o, c in _OWNER_COLOURS.items()], loc="lower right",
+                  fontsize=7, frameon=False, ncols=3, bbox_to_anchor=(1.0, 1.0))
+        return _svg(fig, "CPU profile as an icicle chart: " + ", ".join(
+            f"{for_terminal(n['function'])} {n['width']:.0%}" for n in sorted(nodes, key=lambda n: -n["width"])[:5]))
 
 
 def trend_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]],

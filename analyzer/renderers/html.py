@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from analyzer.renderers import charts
+from analyzer.renderers import profile as profile_section
 from analyzer.renderers.escape import for_html as h
 from analyzer.renderers.phrases import VERDICT_LABEL, ceiling_text, input_notes
 from analyzer.renderers.run_notes import incomplete_lines
@@ -199,6 +200,8 @@ def _service(s: dict, links: TraceLinks) -> str:
                    + "".join(f" · <code>{h(name)}</code> from <code>{h(src)}</code>"
                              for name, src in (ts.get("sources") or {}).items())
                    + "</figcaption></figure>")
+    if s.get("profile"):
+        out.append(profile_section.html_section(s["profile"]))
     if s["hotspots"]:
         out.append(f"<h3>Hot spots by impact</h3>{_legend()}")
         for rank, hs in enumerate(s["hotspots"], 1):

@@ -7,6 +7,7 @@ Telemetry-derived strings go through `for_markdown` (prose, headings, cells) or 
 
 from __future__ import annotations
 
+from analyzer.renderers import profile as profile_section
 from analyzer.renderers.escape import for_markdown as md
 from analyzer.renderers.escape import markdown_code as code
 from analyzer.renderers.phrases import (PARTS, VERDICT_LABEL, Said, ceiling_text, input_notes, per_request, reason_text,
@@ -46,6 +47,8 @@ def to_markdown(report: dict) -> str:
                            f"(saves {f['saving_ms_per_request']:.1f} ms {md(per_request(f['operation']))}, "
                            f"{f['saving_total_ms'] / 1000:.1f} s in the window). {md(remedy)}")
             out.append("")
+        if s.get("profile"):
+            out += profile_section.markdown_section(s["profile"])
         if s["hotspots"]:
             out += ["| operation | category | share | count | p50 ms | p95 ms | p99 ms | "
                     + " | ".join(f"{p} ms" for p in PARTS) + " |",

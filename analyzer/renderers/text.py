@@ -13,6 +13,7 @@ import io
 from rich.console import Console
 from rich.table import Table
 
+from analyzer.renderers import profile as profile_section
 from analyzer.renderers.escape import for_rich_markup as esc
 from analyzer.renderers.phrases import (VERDICT_LABEL, Said, breakdown_parts, ceiling_text, input_notes, per_request,
     reason_text, remedy_text, span_counts)
@@ -44,6 +45,9 @@ def to_text(report: dict, width: int = 120, color: bool = False) -> str:
             fix_no[(f["rule"], f["operation"])] = i
             con.print(f"  {i}. [cyan]{esc(f['rule'])}[/] {esc(f['operation'])}: {esc(f['message'])} "
                       f"→ saves {f['saving_ms_per_request']:.1f} ms {esc(per_request(f['operation']))}")
+        if s.get("profile"):
+            for part in profile_section.text_section(s["profile"]):
+                con.print(part)
         if not s["hotspots"]:
             continue
         table = Table(show_edge=False, pad_edge=False)
