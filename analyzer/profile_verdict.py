@@ -89,8 +89,10 @@ def _partial_ceiling(ceiling: dict, covers: float) -> dict:
     basis = ceiling.get("basis") or {}
     mean_ms, mean_pct = ceiling.get("mean_ms"), ceiling.get("mean_pct")
     cpu_share, speedup = basis.get("cpu_share"), ceiling.get("cpu_speedup")
-    if not ceiling.get("measured") or None in (mean_ms, mean_pct, cpu_share, speedup) or not mean_pct:
+    if not ceiling.get("measured") or None in (mean_ms, mean_pct, cpu_share, speedup):
         return {"ceiling_ms": None, "full_ceiling_ms": mean_ms}
+    if not mean_pct:  # a full rewrite would save nothing measurable: neither would a partial one
+        return {"ceiling_ms": 0.0, "ceiling_pct": 0.0, "full_ceiling_ms": mean_ms}
     mean_latency = mean_ms / (mean_pct / 100.0)
     partial = mean_latency * cpu_share * covers * (1.0 - 1.0 / speedup)
     return {"ceiling_ms": round(partial, 3), "ceiling_pct": round(100 * partial / mean_latency, 3),

@@ -14,8 +14,7 @@ from analyzer.commands.clickhouse import FLAG_PREFIX, clickhouse_options, read_c
 from analyzer.config import ConfigError, load_config
 from analyzer.commands.stores import FLAG_PREFIX as STORE_PREFIX, read_store, store_options, store_requested
 from analyzer.gather import (listen_for, prometheus_progress, prometheus_window, query_prometheus, read_inputs,
-                             read_profiles,
-                             span_mapping)
+                             read_profiles, span_mapping)
 from analyzer.output import check_output, write_output
 from analyzer.pipeline import analyze
 from analyzer.renderers import format_for_path, formats, render

@@ -424,8 +424,8 @@ def run_demo_detailed(duration_s: float = DEFAULT_DURATION_S, progress: bool = T
         signals = signals_from_file(result.metrics_path) if result.metrics_path else None
         profiles = load_profiles([f"render={system.render_profile}"]) if system.render_profile.exists() \
             else LoadedProfiles()
-        report = analyze(Inputs(loaded.table, loaded.sources, loaded.repairs, signals, profiles.profiles,
-                                profiles.sources), Config())
+        report = analyze(Inputs(loaded.table, loaded.sources, loaded.repairs, signals,
+                            profiles=profiles.profiles, profile_sources=profiles.sources), Config())
         if save_capture is None:
             # The capture lived in the temp dir; a path there would point nowhere.
             for src in report["input"]["sources"] + report["input"].get("profiles", []):
