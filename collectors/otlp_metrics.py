@@ -206,6 +206,16 @@ def _window_start(metric: _Metric) -> int:
     return min((p[0] for pts in metric.streams.values() for p in pts), default=0)
 
 
+def _born_seconds(metric: _Metric, t: int, start: int) -> float:
+    """The time a stream's first point covers when the stream began inside the window. Its start
+    time is when the SDK first saw the attribute set, which can be the collection itself (values
+    recorded in bulk just before it, e.g. GC pauses timed in a callback and drained at export):
+    then t - start is microseconds and the rate absurd. The values arrived since the metric's
+    previous collection, so that is the interval when it is longer."""
+    earlier = [p[0] for pts in metric.streams.values() for p in pts if p[0] < t]
+    return (t - min(start, max(earlier))) / 1e9 if earlier else (t - start) / 1e9
+
+
 def _rates(metric: _Metric, points: list[tuple]) -> _Rows:
     """Per-second rate of a Sum stream (cumulative or delta), keyed by the point's time."""
     rows: _Rows = {}
@@ -219,7 +229,7 @@ def _rates(metric: _Metric, points: list[tuple]) -> _Rows:
     # process) counts from its start; one that started before it needs two points.
     t, start, v = pts[0]
     if start >= _window_start(metric) and t > start:
-        rows[t] = v / ((t - start) / 1e9)
+        rows[t] = v / _born_seconds(metric, t, start)
     for (t0, s0, v0), (t1, s1, v1) in zip(pts, pts[1:]):
         if t1 <= t0:
             continue
@@ -266,6 +276,7 @@ def _intervals(metric: _Metric, points: list[tuple]) -> dict[int, _Interval]:
     if pts and pts[0][1] >= _window_start(metric) and pts[0][0] > pts[0][1]:  # born inside the window
         iv = _interval_of(pts[0], None, expo, scale)
         if iv is not None:
+            iv.seconds = _born_seconds(metric, pts[0][0], pts[0][1])
             out[pts[0][0]] = iv
     for prev, cur in zip(pts, pts[1:]):
         if cur[0] <= prev[0]:

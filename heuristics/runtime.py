@@ -162,7 +162,20 @@ def windowed(ss: ServiceSignals | None, name: str, t0: float, t1: float) -> tupl
     t, v = in_window(s, t0, t1)
     if not v.size:
         return None, t, v
-    return Value(float(v.mean()), s.source, s.unit), t, v
+    return Value(time_weighted_mean(t, v), s.source, s.unit), t, v
+
+
+def time_weighted_mean(t: np.ndarray, v: np.ndarray) -> float:
+    """The mean of rates over the time they cover: a rate at t covers the interval since the point
+    before. SDKs export again at shutdown, a few ms after the last periodic export; a plain mean
+    would give that sliver the weight of a whole interval (one GC pause over 1 ms reads as 10 s/s)."""
+    if v.size < 2:
+        return float(v.mean())
+    dt = np.diff(t)
+    first = float(np.median(dt))  # the first point's interval starts before the window's points
+    w = np.concatenate(([first], dt))
+    total = float(w.sum())
+    return float((w * v).sum() / total) if total > 0 else float(v.mean())
 
 
 def _corr(x: np.ndarray, y: np.ndarray) -> float:

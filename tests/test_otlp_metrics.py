@@ -221,14 +221,16 @@ def test_cpython_gc_counts_only_say_pause_time_is_not_measurable(receiver: tuple
 
     points = _points(result, "cpython.gc.collections")
     t1, t2 = _times(points)[:2]
-    # Generation 2 first appears at t2: its stream began inside the window, so it counts from its start.
+    # Generation 2 first appears at t2. The SDK starts its stream when it first sees the attribute
+    # set, microseconds before that collection, but its two collections happened since the previous
+    # one: they are spread over the collection interval, not over those microseconds.
     gen2 = next(p for p in points if p["attributes"][0]["value"]["intValue"] == "2")
-    gen2_rate = 2 / ((t2 - int(gen2["startTimeUnixNano"])) / 1e9)
+    assert (t2 - int(gen2["startTimeUnixNano"])) < (t2 - t1)
     sig = signals_from_file(result.metrics_path).for_service("batch")
     assert sig is not None and sig.runtime == "python"
     cycles = sig.get(Signal.GC_CYCLES_PER_SECOND)
     assert cycles is not None and cycles.source == "cpython.gc.collections"
-    assert cycles.v[0] == pytest.approx(6 / ((t2 - t1) / 1e9) + gen2_rate)
+    assert cycles.v[0] == pytest.approx(8 / ((t2 - t1) / 1e9))
     assert not sig.has(Signal.GC_SECONDS_PER_SECOND)
     missing = sig.missing[Signal.GC_SECONDS_PER_SECOND]
     assert "not measurable" in missing.reason and "cpython.gc.pause.duration" in missing.enable
@@ -268,3 +270,41 @@ def test_cumulative_exponential_histogram_survives_a_scale_change(receiver: tupl
     base = 2 ** (2 ** -points[2]["scale"])
     assert 5.0 / base <= p50.v[1] <= 5.0  # within the one (coarser) bucket holding 5.0
     assert list(mx.v[:2]) == pytest.approx([0.02, 5.0])
+
+
+def test_a_gc_pause_stream_born_at_a_collection_is_spread_over_the_interval(receiver: tuple[OtlpReceiver, Capture]) -> None:
+    """The demo's GC recorder times pauses in gc.callbacks and records them just before each export.
+    A generation's first pause therefore opens its stream microseconds before the collection; read
+    over those microseconds, 1 ms of GC became 10 s of GC per second."""
+    import time
+
+    r, capture = receiver
+    exporter = HttpMetricExporter(endpoint=f"{r.http_endpoint}/v1/metrics")
+    provider, reader = _provider(exporter, {"service.name": "feed", "telemetry.sdk.language": "python"})
+    pauses = provider.get_meter("runtime").create_histogram("cpython.gc.pause.duration", unit="s")
+    pauses.record(0.002, {"cpython.gc.generation": 0})
+    reader.force_flush()
+    time.sleep(0.3)
+    pauses.record(0.001, {"cpython.gc.generation": 1})  # a new attribute set, recorded at collection
+    reader.force_flush()
+    provider.shutdown()
+    result = capture.close()
+    t1, t2 = _times(_points(result, "cpython.gc.pause.duration"))[:2]
+    sig = signals_from_file(result.metrics_path).for_service("feed")
+    gc = sig.get(Signal.GC_SECONDS_PER_SECOND)
+    assert gc is not None
+    at_t2 = gc.v[np.searchsorted(gc.t, t2 / 1e9 - 1e-6)]
+    assert at_t2 == pytest.approx(0.001 / ((t2 - t1) / 1e9), rel=1e-6)
+    assert gc.v.max() < 0.01
+
+
+def test_window_means_weigh_each_rate_by_the_time_it_covers() -> None:
+    """Points every 0.5 s at 0.1 s/s of GC, and a shutdown export 5 ms after the last one at 1 s/s
+    (5 ms of GC in 5 ms): over the window that sliver is 1% of the time, not 1 point in 6."""
+    from heuristics.runtime import time_weighted_mean
+
+    t = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 2.005])
+    v = np.array([0.1, 0.1, 0.1, 0.1, 0.1, 1.0])
+    expected = (0.1 * 2.5 + 1.0 * 0.005) / 2.505  # the first point covers a median interval too
+    assert time_weighted_mean(t, v) == pytest.approx(expected)
+    assert time_weighted_mean(t, v) < 0.11
