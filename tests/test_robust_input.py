@@ -29,6 +29,7 @@ from tests.workloads.recording import encode, entry_span, record
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "profile-cache-miss.otlp.jsonl"  # a real SDK capture
+CORPUS_GOOD = ROOT / "tests" / "corpus" / "good.jsonl"
 MiB = 1 << 20
 
 
@@ -272,3 +273,19 @@ def test_the_limits_leave_a_real_5_mib_export_whole(tmp_path):
         assert len(loaded.table) == len(spans) and not loaded.sources[0].skipped
     refused = load_traces([str(framed)], Limits(message=4 * MiB))
     assert len(refused.table) == 0 and refused.sources[0].skipped == {"over_message_limit": 1}
+
+
+def test_damage_in_a_metrics_file_is_counted_in_the_report(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_bytes(b"{not json\n" + b'{"resourceMetrics":' + b"[" * 5000 + b"]" * 5000 + b"}\n")
+    got = _input(_cli("--traces", str(CORPUS_GOOD), "--metrics", str(metrics)))
+    by_path = {s["path"]: s for s in got["sources"]}
+    assert by_path[str(metrics)]["skipped"] == {"invalid_lines": 2}
+    assert got["skipped"] == {"invalid_lines": 2}
+
+
+def test_a_bad_message_limit_is_one_line_and_exit_2():
+    run = _cli("--traces", str(CORPUS_GOOD), "--max-message", "12")
+    assert run.returncode == 2
+    assert run.stderr.decode().strip().splitlines() == [
+        "profile-first: error: --max-message '12' is not a size of at least 1KiB like 64MiB, 4MB or 1048576"]
