@@ -246,3 +246,153 @@ def test_a_profile_with_no_service_says_how_to_name_it(tmp_path):
     loaded = load_profiles([str(p)], ["checkout"])
     assert not loaded.profiles
     assert "SERVICE=PATH" in loaded.sources[0].error
+
+
+# -- Pyroscope ------------------------------------------------------------------------------------
+# No Pyroscope server can be installed here: a stand-in on loopback answers the render API with a
+# flamebearer built from a real profile (node --cpu-prof), as Pyroscope encodes one.
+
+
+def _flamebearer(profile, keep=lambda names: True) -> dict:
+    """Pyroscope's single-format flamebearer of `profile` in nanosecond ticks: a tree of the
+    stacks, one level per depth, each node (x offset delta, total, self, name index)."""
+    tree: dict = {}
+    for i in range(profile.n_stacks):
+        names = [profile.frames[c].name for c in profile.stack_of(i)]
+        if not names or not keep(names):
+            continue
+        node = tree
+        ticks = int(profile.weights[i] * 1e9)
+        for d, name in enumerate(names):
+            child = node.setdefault(name, {"total": 0, "self": 0, "children": {}})
+            child["total"] += ticks
+            if d == len(names) - 1:
+                child["self"] += ticks
+            node = child["children"]
+    names, index = ["total"], {"total": 0}
+    total = sum(c["total"] for c in tree.values())
+    levels = [[0, total, 0, 0]]
+    frontier = [(0, tree)]  # (absolute x, children) of the previous level, left to right
+    while frontier:
+        level, nxt, prev_end = [], [], 0
+        for x, children in frontier:
+            for name, c in children.items():
+                level += [x - prev_end, c["total"], c["self"], index.setdefault(name, len(names))]
+                if index[name] == len(names):
+                    names.append(name)
+                nxt.append((x, c["children"]))
+                prev_end = x + c["total"]
+                x += c["total"]
+        if level:
+            levels.append(level)
+        frontier = nxt
+    return {"version": 1, "flamebearer": {"names": names, "levels": levels, "numTicks": total, "maxSelf": 0},
+            "metadata": {"format": "single", "sampleRate": 1_000_000_000, "units": "nanoseconds"}}
+
+
+@pytest.fixture(scope="module")
+def node_profile(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("node")
+    subprocess.run([shutil.which("node"), "--cpu-prof", f"--cpu-prof-dir={tmp}",
+                    str(WORKLOADS / "profiled_node" / "work.js"), "1"], check=True, timeout=60, capture_output=True)
+    return load_profiles([f"shop={glob.glob(str(tmp / '*.cpuprofile'))[0]}"]).profiles[0]
+
+
+@pytest.fixture
+def pyroscope(node_profile):
+    import json as _json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    seen: list[dict] = []
+    state = {"status": 200}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            url = urlsplit(self.path)
+            q = {k: v[0] for k, v in parse_qs(url.query).items()}
+            seen.append({"path": url.path, "query": q, "auth": self.headers.get("Authorization"),
+                         "tenant": self.headers.get("X-Scope-OrgID")})
+            if state["status"] != 200:
+                self.send_response(state["status"])
+                self.send_header("Location", "http://127.0.0.2:1/elsewhere")
+                self.end_headers()
+                return
+            if 'service_name="shop"' not in q.get("query", ""):
+                doc = {"flamebearer": {"names": [], "levels": [], "numTicks": 0, "maxSelf": 0}}
+            elif 'span_name="GET /fib"' in q["query"]:  # a span profile: the samples of that operation
+                doc = _flamebearer(node_profile, keep=lambda names: "fib" in names)
+            else:
+                doc = _flamebearer(node_profile)
+            body = _json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen, state
+    server.shutdown()
+
+
+def test_pyroscope_profiles_match_the_profile_they_came_from_and_link_span_samples(pyroscope, node_profile):
+    from collectors.pyroscope import fetch_profiles
+
+    url, seen, _ = pyroscope
+    env = {"PROFILE_FIRST_PYROSCOPE_TOKEN": "s3cret", "PROFILE_FIRST_PYROSCOPE_TENANT": "team-a"}
+    got, problems = fetch_profiles(url, ["shop", "idle"], 1_700_000_000, 1_700_003_600,
+                                   {"shop": ["GET /fib", "GET /report"]}, env=env)
+    assert problems == ["Pyroscope has no CPU profile for idle in the window"]
+    (p,) = got
+    # The same CPU, function by function, as the file the server's answer was built from.
+    want = summarize(merge("shop", [node_profile]))
+    have = summarize(merge("shop", [p]))
+    assert have["total"] == pytest.approx(want["total"], rel=1e-3)
+    assert {f["function"]: f["self_share"] for f in have["functions"][:2]} == pytest.approx(
+        {f["function"]: f["self_share"] for f in want["functions"][:2]}, abs=0.01)
+    # Samples under fib came back in the span profile of GET /fib: they are linked to it, once.
+    view = merge("shop", [p])
+    linked = view.for_span("GET /fib")
+    assert linked is not None and linked.any()
+    fib = view.frame_mask(lambda f: f.name == "fib")
+    assert view.share_of_stacks_with(fib, linked) == pytest.approx(1.0)
+    assert float(view.weights[linked].sum()) == pytest.approx(
+        view.share_of_stacks_with(fib) * view.total, rel=1e-3)
+    queries = [s["query"] for s in seen]
+    assert queries[0]["query"] == 'process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="shop"}'
+    assert queries[0]["from"] == "1700000000" and queries[0]["format"] == "json"
+    assert all(s["auth"] == "Bearer s3cret" and s["tenant"] == "team-a" for s in seen)
+
+
+def test_pyroscope_refusing_or_redirecting_is_one_line_and_exit_2(pyroscope):
+    url, seen, state = pyroscope
+    for status in (500, 302):
+        state["status"] = status
+        proc = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--pyroscope", url, "--service", "shop",
+                               "--start", "1700000000", "--end", "1700003600"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "PROFILE_FIRST_PYROSCOPE_TOKEN": "s3cret"})
+        assert proc.returncode == 2, proc.stderr
+        assert f"HTTP {status}" in proc.stderr and "Traceback" not in proc.stderr
+        assert "s3cret" not in proc.stderr
+    assert not any(s["path"] == "/elsewhere" for s in seen)  # the redirect was not followed
+
+
+def test_pyroscope_through_the_cli_gives_the_service_its_profile_section(pyroscope):
+    url, _, _ = pyroscope
+    proc = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--pyroscope", url, "--service", "shop",
+                           "--start", "1700000000", "--end", "1700003600", "--format", "json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    import json as _json
+
+    report = _json.loads(proc.stdout)
+    validate_report(report)
+    svc = _service(report, "shop")
+    assert {f["function"] for f in svc["profile"]["functions"][:2]} == {"fib", "encodeReport"}
+    assert report["input"]["profiles"][0]["format"] == "pyroscope"
