@@ -363,3 +363,17 @@ def test_the_window_is_applied_in_the_store(workloads_store: Path) -> None:
     code, _, err = _analyze("--clickhouse", f"chdb:{workloads_store}", "--start", "2001-01-01T00:00:00Z",
                             "--end", "2001-01-02T00:00:00Z")
     assert code == 2 and "no spans in the window" in err
+
+
+def test_a_missing_driver_says_how_to_install_it(tmp_path: Path) -> None:
+    """Without chDB (hidden from the interpreter: it cannot be uninstalled for one test) the
+    run stops with one line naming the extra to install, exit 2."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['chdb'] = None; from analyzer.cli import main; "
+            f"main(['analyze', '--clickhouse', 'chdb:{tmp_path}'])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 2 and "pip install 'profile-first[clickhouse]'" in p.stderr
+    assert "Traceback" not in p.stderr
