@@ -33,6 +33,7 @@ NATIVE_EXTENSION = {
 }
 MAX_PARTIAL_FUNCTIONS = 10  # more functions than this is a rewrite of the service in all but name
 MIN_PARTIAL_COVER = 0.5  # the set must cover at least this share of all profiled CPU
+GC_WORTH_SAYING = 0.05  # profiled GC share from which the verdict's reason mentions it
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,10 @@ def attach(service: dict, view: ProfileView, cfg: ProfileConfig, cheaper_fix_rul
         verdict["reason"] += " " + _target_sentence(part, service.get("runtime", "unknown"))
     else:
         part["recommendation"] = "none"
+    if summary["gc_share"] >= GC_WORTH_SAYING:
+        # GC the profiler saw is evidence beside the GC metrics (and the only GC evidence without them).
+        verdict["reason"] += (f" The CPU profile puts {summary['gc_share']:.0%} of the service's CPU in the runtime's "
+                              "garbage collector.")
     service["profile"] = summary
 
 

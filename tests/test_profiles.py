@@ -220,6 +220,12 @@ def test_go_pprof_names_the_hot_function_and_the_serializer(tmp_path):
     assert 0.25 <= serialization <= 0.7
     assert s["gc_share"] > 0  # encoding/json allocates: the Go GC shows in the profile
     assert s["partial_rewrite"]["functions"][0]["function"] in ("main.checksum", "main.encodeReport")
+    # GC the profiler saw joins the GC evidence: the verdict's reason says it.
+    svc = {"service": "go-svc", "runtime": "go", "hotspots": [], "rewrite_ceiling": {},
+           "verdict": {"rust_rewrite": "insufficient_evidence", "cause": "unknown", "reason": "No GC metrics."}}
+    attach(svc, view, ProfileConfig(), CHEAPER_FIX_RULES)
+    if s["gc_share"] >= 0.05:
+        assert f"{s['gc_share']:.0%} of the service's CPU in the runtime's garbage collector" in svc["verdict"]["reason"]
 
 
 @pytest.mark.parametrize("content,reason", [
