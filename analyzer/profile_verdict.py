@@ -129,11 +129,13 @@ def _target_sentence(part: dict, runtime: str) -> str:
     if not fns:
         return "The profile shows no CPU in the service's own code to target."
     names = ", ".join(f["function"] for f in fns[:5]) + (f" and {len(fns) - 5} more" if len(fns) > 5 else "")
-    ceil = (f"; rewriting only them saves at most {part['ceiling_ms']:.1f} ms per request against "
+    ceil = (f"; rewriting only {'it' if len(fns) == 1 else 'them'} saves at most {part['ceiling_ms']:.1f} ms per request against "
             f"{part['full_ceiling_ms']:.1f} ms for a full rewrite" if part.get("ceiling_ms") is not None else "")
     if part["recommendation"] == "partial":
         how = NATIVE_EXTENSION.get(runtime, "a native library called from the service")
-        return (f"Rewrite target: {len(fns)} function{'s' if len(fns) > 1 else ''} ({names}) hold "
-                f"{part['covers']:.0%} of its CPU{ceil}: move them into {how} rather than rewriting the service.")
+        one = len(fns) == 1
+        return (f"Rewrite target: {len(fns)} function{'' if one else 's'} ({names}) hold{'s' if one else ''} "
+                f"{part['covers']:.0%} of its CPU{ceil}: move {'it' if one else 'them'} into {how} rather than "
+                "rewriting the service.")
     return (f"Its own hottest functions ({names}) hold only {part['covers']:.0%} of its CPU{ceil}, so the gain "
             f"needs a full rewrite.")
