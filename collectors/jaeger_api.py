@@ -20,7 +20,7 @@ from collectors import jaeger_json, otlp_wrapped
 from collectors.otlp_files import SourceStats
 from collectors.otlp_shape import trace_id as hex_trace_id
 from collectors.store_pull import (NS, Found, Payload, StoreError, StoreSettings, candidate_of, checked, get_json,
-                                   sliced)
+                                   search_each)
 
 
 class Jaeger:
@@ -46,13 +46,8 @@ class Jaeger:
     def search(self, start_ns: int, end_ns: int, services: list[str] | None, limit: int) -> list[Found]:
         known = self._services()
         wanted = [s for s in known if not services or s in services]
-        found: dict[str, Found] = {}
-        for service in wanted:
-            got, _ = sliced(lambda s, e, svc=service: self._search(svc, s, e, limit), start_ns, end_ns, limit,
-                            self.settings.max_searches, int(self.settings.min_slice_s * NS))
-            for f in got:
-                found.setdefault(f.candidate.trace_id, f)
-        return list(found.values())
+        return search_each(wanted, lambda svc, s, e: self._search(svc, s, e, limit), start_ns, end_ns, limit,
+                           self.settings)
 
     def _search(self, service: str, start_ns: int, end_ns: int, limit: int) -> list[Found]:
         if self.v3:

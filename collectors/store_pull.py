@@ -143,6 +143,19 @@ def sliced(search: Callable[[int, int], list[Found]], start_ns: int, end_ns: int
     return list(out.values()), sent
 
 
+def search_each(keys: list, search: Callable[[object, int, int], list[Found]], start_ns: int, end_ns: int,
+                limit: int, settings: StoreSettings) -> list[Found]:
+    """`search(key, start, end)` over the window for every key (a service, a query), sliced where an
+    answer is full (`sliced`); each trace once."""
+    found: dict[str, Found] = {}
+    for key in keys:
+        got, _ = sliced(lambda s, e, k=key: search(k, s, e), start_ns, end_ns, limit, settings.max_searches,
+                        int(settings.min_slice_s * NS))
+        for f in got:
+            found.setdefault(f.candidate.trace_id, f)
+    return list(found.values())
+
+
 def pull(store: Store, settings: StoreSettings, start_ns: int, end_ns: int, services: list[str] | None,
          progress: Progress | None = None) -> LoadedTraces:
     """The sampled traces of the window as one weighted SpanTable (see the module docstring)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 
 from collectors.sampling import Candidate
-from collectors.store_pull import NS, Found, Payload, StoreError, StoreSettings, checked, get_json, sliced
+from collectors.store_pull import NS, Found, Payload, StoreError, StoreSettings, checked, get_json, search_each
 
 ROOTS_COUNT = "{ nestedSetParent = -1 } | count_over_time() by (resource.service.name, name)"
 
@@ -36,13 +36,8 @@ class Tempo:
 
     def search(self, start_ns: int, end_ns: int, services: list[str] | None, limit: int) -> list[Found]:
         queries = [self._query(s) for s in services] if services else [self.settings.query]
-        found: dict[str, Found] = {}
-        for q in queries:
-            got, _ = sliced(lambda s, e, q=q: self._search(q, s, e, limit), start_ns, end_ns, limit,
-                            self.settings.max_searches, int(self.settings.min_slice_s * NS))
-            for f in got:
-                found.setdefault(f.candidate.trace_id, f)
-        return list(found.values())
+        return search_each(queries, lambda q, s, e: self._search(q, s, e, limit), start_ns, end_ns, limit,
+                           self.settings)
 
     def _query(self, service: str) -> str:
         """`{resource.service.name="svc"}`, joined with the configured filter when there is one."""

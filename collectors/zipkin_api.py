@@ -11,7 +11,7 @@ from __future__ import annotations
 from collectors import zipkin_json
 from collectors.otlp_files import SourceStats
 from collectors.otlp_shape import trace_id as hex_trace_id
-from collectors.store_pull import NS, Found, Payload, StoreError, StoreSettings, candidate_of, get_json, sliced
+from collectors.store_pull import Found, Payload, StoreError, StoreSettings, candidate_of, get_json, search_each
 
 
 class Zipkin:
@@ -25,13 +25,9 @@ class Zipkin:
         known = get_json(self.api, "/api/v2/services", None, "the service list")
         if not isinstance(known, list):
             raise StoreError(f"{self.api.base_url}/api/v2/services: not a Zipkin answer (a list of services)")
-        found: dict[str, Found] = {}
-        for service in [str(s) for s in known if not services or s in services]:
-            got, _ = sliced(lambda s, e, svc=service: self._search(svc, s, e, limit), start_ns, end_ns, limit,
-                            self.settings.max_searches, int(self.settings.min_slice_s * NS))
-            for f in got:
-                found.setdefault(f.candidate.trace_id, f)
-        return list(found.values())
+        wanted = [str(s) for s in known if not services or s in services]
+        return search_each(wanted, lambda svc, s, e: self._search(svc, s, e, limit), start_ns, end_ns, limit,
+                           self.settings)
 
     def _search(self, service: str, start_ns: int, end_ns: int, limit: int) -> list[Found]:
         end_ms, start_ms = end_ns // 1_000_000, start_ns // 1_000_000
