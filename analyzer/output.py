@@ -174,7 +174,7 @@ def _atomically(name: str, target: str) -> Iterator[BinaryIO]:
                 os.fsync(fd)
             os.replace(tmp, target)
             tmp = None
-            _fsync_directory(directory)
+            fsync_directory(directory)
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -208,7 +208,7 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_directory(directory: str) -> None:
+def fsync_directory(directory: str) -> None:
     """Make the rename itself durable; some file systems cannot fsync a directory."""
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from analyzer.output import fsync_directory
+
 STALE_SECONDS = 3600  # a temporary folder this old is from a run that died
 
 
@@ -38,7 +40,7 @@ def publish(files: dict[str, str], target: Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(parent)
+    fsync_directory(parent)
     return target
 
 
@@ -88,11 +90,3 @@ def _remove_stale(parent: Path, name: str) -> None:
                 shutil.rmtree(p, ignore_errors=True)
         except OSError:
             pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
