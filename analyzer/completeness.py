@@ -8,8 +8,7 @@ them first and `report` turns them into exit code 3.
 
 from __future__ import annotations
 
-import difflib
-
+from analyzer.cliutil import closest
 from analyzer.signals import Signals
 
 INSUFFICIENT = "insufficient_evidence"
@@ -26,8 +25,8 @@ def assess(report: dict, *, requested: list[str] | None, known: list[str], trace
     reported = {s["service"] for s in report["services"]}
     for name in requested or ():
         if name not in reported:
-            near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            hint = f" (did you mean {near[0]!r}?)" if near else (
+            near = closest(name, list(known))
+            hint = f" (did you mean {near!r}?)" if near else (
                 f"; services seen: {', '.join(sorted(known)[:20])}" if known else "")
             problems.append({"kind": "service_not_found", "service": name,
                              "message": f"service {name!r} is in no trace or metric of the window{hint}"})

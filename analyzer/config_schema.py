@@ -15,12 +15,12 @@ and handed to that module as `config.sections["sources"][name]`.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from analyzer.cliutil import closest
 from analyzer.renderers import formats
 
 # --- node types ------------------------------------------------------------------------------
@@ -469,9 +469,9 @@ def _allowed(kind: object) -> str:
 def _suggest(name: str, known: Mapping[str, object]) -> str:
     """"; did you mean 'x'?" for a near miss, else the allowed names when they are few."""
     names = list(known)
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6) or [n for n in names if n.lower() == name.lower()]
+    close = closest(name, names)
     if close:
-        return f"; did you mean {close[0]!r}?"
+        return f"; did you mean {close!r}?"
     if names and all(n.startswith("PF-") for n in names):
         return " (`profile-first rules` lists them)"
     return f" (allowed: {', '.join(names)})" if names else ""
