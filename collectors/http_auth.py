@@ -82,9 +82,10 @@ def limits(t: Transport) -> Limits:
                   backoff_s=float(t.backoff))
 
 
-def connect(url: str, t: Transport, prefix: str = "PROFILE_FIRST_PROM") -> HttpClient:
-    """A bounded client for `url` with our credentials (from $PREFIX_*), headers and TLS settings."""
-    auth_headers, basic = credentials(t, prefix=prefix)
+def connect(url: str, t: Transport, prefix: str = "PROFILE_FIRST_PROM", env: dict[str, str] | None = None) -> HttpClient:
+    """A bounded client for `url` with our credentials (from $PREFIX_* in `env`, default the
+    process environment), headers and TLS settings."""
+    auth_headers, basic = credentials(t, env=env, prefix=prefix)
     headers = {**t.headers, **auth_headers}
     secrets = header_secrets(headers) + (basic_secrets(*basic) if basic else [])
     url_password = urlsplit(url).password  # requests sends user:password@ as basic auth

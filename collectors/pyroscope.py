@@ -9,9 +9,11 @@ Span profiles (Pyroscope's otel-profiling integrations) label samples with `span
 for `{service_name="X", span_name="OP"}` gives the samples of one operation, which the PF-PROF
 rules then use for that hot spot.
 
-Credentials come from the environment only: `$PROFILE_FIRST_PYROSCOPE_TOKEN` (bearer) or
-`$PROFILE_FIRST_PYROSCOPE_USER` + `$PROFILE_FIRST_PYROSCOPE_PASSWORD`; `$PROFILE_FIRST_PYROSCOPE_TENANT`
-is sent as `X-Scope-OrgID`.
+Requests go through the bounded client (collectors/http_client.py: total deadline, size cap,
+retries, no credentials across a redirect to another host, secrets redacted). Credentials come
+from the environment only: `$PROFILE_FIRST_PYROSCOPE_TOKEN(_FILE)` (bearer) or
+`$PROFILE_FIRST_PYROSCOPE_USER` + `$PROFILE_FIRST_PYROSCOPE_PASSWORD(_FILE)`;
+`$PROFILE_FIRST_PYROSCOPE_TENANT` is sent as `X-Scope-OrgID`.
 """
 
 from __future__ import annotations
@@ -19,16 +21,15 @@ from __future__ import annotations
 import bisect
 import json
 import os
-import time
-from collections.abc import Sequence
-
-import requests
+from collections.abc import Mapping, Sequence
 
 from analyzer.profile import Profile, ProfileBuilder
+from collectors.http_auth import Transport, connect
+from collectors.http_client import HttpClient, TransportError
 from collectors.profile_text import split_frame
 
 PROFILE_TYPE = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
-MAX_RESPONSE = 64 << 20  # a merged flame graph is a summary; this bounds a misbehaving server
+ENV_PREFIX = "PROFILE_FIRST_PYROSCOPE"
 MAX_SPAN_QUERIES = 20  # operations asked for span profiles, per service
 
 
@@ -50,10 +51,10 @@ def fetch_profiles(url: str, services: Sequence[str], start_s: float, end_s: flo
     """(profiles, problems): one merged profile per service with samples, plus span-linked ones.
 
     A service with no profile in the window is reported in `problems`, never silently dropped."""
-    session = _session(os.environ if env is None else env)
+    client = _client(url, timeout, os.environ if env is None else env)
     profiles, problems = [], []
     for service in services:
-        base = _render(session, url, selector(service), start_s, end_s, timeout)
+        base = _render(client, selector(service), start_s, end_s)
         if base is None:
             problems.append(f"Pyroscope has no CPU profile for {service} in the window")
             continue
@@ -62,7 +63,7 @@ def fetch_profiles(url: str, services: Sequence[str], start_s: float, end_s: flo
         for stack, w in _stacks(b, base):
             weights[(stack, None)] = weights.get((stack, None), 0.0) + w
         for op in (operations or {}).get(service, [])[:MAX_SPAN_QUERIES]:
-            doc = _render(session, url, selector(service, op), start_s, end_s, timeout)
+            doc = _render(client, selector(service, op), start_s, end_s)
             # Span-linked samples are a subset of the service's: move them under the span's name.
             for stack, w in (_stacks(b, doc) if doc is not None else ()):
                 moved = min(w, weights.get((stack, None), 0.0))
@@ -74,40 +75,28 @@ def fetch_profiles(url: str, services: Sequence[str], start_s: float, end_s: flo
     return profiles, problems
 
 
-def _session(env) -> requests.Session:  # noqa: ANN001 - a Mapping[str, str]
-    s = requests.Session()
-    token, user = env.get("PROFILE_FIRST_PYROSCOPE_TOKEN"), env.get("PROFILE_FIRST_PYROSCOPE_USER")
-    if token:
-        s.headers["Authorization"] = f"Bearer {token}"
-    elif user:
-        s.auth = (user, env.get("PROFILE_FIRST_PYROSCOPE_PASSWORD", ""))
-    if env.get("PROFILE_FIRST_PYROSCOPE_TENANT"):
-        s.headers["X-Scope-OrgID"] = env["PROFILE_FIRST_PYROSCOPE_TENANT"]
-    return s
+def _client(url: str, timeout: float, env: Mapping[str, str]) -> HttpClient:
+    tenant = env.get(f"{ENV_PREFIX}_TENANT")
+    transport = Transport(timeout=timeout, headers={"X-Scope-OrgID": tenant} if tenant else {})
+    try:
+        return connect(url.rstrip("/"), transport, prefix=ENV_PREFIX, env=dict(env))
+    except ValueError as err:
+        raise PyroscopeError(str(err)) from None
 
 
-def _render(session: requests.Session, url: str, query: str, start_s: float, end_s: float,
-            timeout: float) -> dict | None:
+def _render(client: HttpClient, query: str, start_s: float, end_s: float) -> dict | None:
     params = {"query": query, "from": str(int(start_s)), "until": str(int(end_s) + 1), "format": "json"}
-    deadline = time.monotonic() + timeout
+    where = f"{client.base_url}/pyroscope/render"
     try:
-        with session.get(url.rstrip("/") + "/pyroscope/render", params=params, timeout=timeout, stream=True,
-                         allow_redirects=False) as r:
-            body = bytearray()
-            for chunk in r.iter_content(65536):
-                body += chunk
-                if len(body) > MAX_RESPONSE:
-                    raise PyroscopeError(f"Pyroscope answered more than {MAX_RESPONSE >> 20} MiB for {query}")
-                if time.monotonic() > deadline:
-                    raise PyroscopeError(f"Pyroscope did not answer within {timeout:g} s for {query}")
-            if r.status_code != 200:
-                raise PyroscopeError(f"Pyroscope answered HTTP {r.status_code} for {query} at {url}")
-    except requests.RequestException as err:
-        raise PyroscopeError(f"cannot reach Pyroscope at {url}: {type(err).__name__}") from None
+        r = client.request("GET", "/pyroscope/render", params=params)
+    except TransportError as err:
+        raise PyroscopeError(f"cannot get {query} from Pyroscope at {where}: {err}") from None
+    if r.status != 200:
+        raise PyroscopeError(f"Pyroscope answered HTTP {r.status} for {query} at {where}")
     try:
-        doc = json.loads(body)
+        doc = json.loads(r.body)
     except ValueError:
-        raise PyroscopeError(f"{url} does not look like a Pyroscope API (the answer is not JSON)") from None
+        raise PyroscopeError(f"{where} does not look like a Pyroscope API (the answer is not JSON)") from None
     fb = doc.get("flamebearer") if isinstance(doc, dict) else None
     if not isinstance(fb, dict) or not fb.get("numTicks"):
         return None

@@ -378,15 +378,16 @@ def test_pyroscope_profiles_match_the_profile_they_came_from_and_link_span_sampl
 
 def test_pyroscope_refusing_or_redirecting_is_one_line_and_exit_2(pyroscope):
     url, seen, state = pyroscope
-    for status in (500, 302):
+    for status, said in ((500, "HTTP 500"), (302, "cannot get")):
         state["status"] = status
         proc = subprocess.run([sys.executable, "-m", "analyzer", "analyze", "--pyroscope", url, "--service", "shop",
                                "--start", "1700000000", "--end", "1700003600"], cwd=ROOT, capture_output=True,
                               text=True, timeout=120, env={**os.environ, "PROFILE_FIRST_PYROSCOPE_TOKEN": "s3cret"})
         assert proc.returncode == 2, proc.stderr
-        assert f"HTTP {status}" in proc.stderr and "Traceback" not in proc.stderr
+        assert said in proc.stderr and "Traceback" not in proc.stderr
         assert "s3cret" not in proc.stderr
-    assert not any(s["path"] == "/elsewhere" for s in seen)  # the redirect was not followed
+    # The redirect pointed at another host (nothing listens there): no second request reached us.
+    assert not any(s["path"] == "/elsewhere" for s in seen)
 
 
 def test_pyroscope_through_the_cli_gives_the_service_its_profile_section(pyroscope):
