@@ -37,25 +37,26 @@ DIR = REPO / ".bench" / "clickhouse"
 DEFAULT_SPANS = 5_000_000
 DEFAULT_BASE = 200_000
 HOUR_S = 3600
+COPIES_PER_INSERT = 10  # 2M spans per INSERT ... SELECT at the default base
 
 
 def table_name(n_spans: int) -> str:
     return f"otel.traces_{n_spans}"
 
 
-def build(n_spans: int, base_spans: int = DEFAULT_BASE, seed: int = 0) -> Path:
-    """The chDB directory holding `table_name(n)` for n = n_spans and n_spans // 4 (cached)."""
+def build(sizes: Sequence[int], base_spans: int = DEFAULT_BASE, seed: int = 0, directory: Path = DIR) -> Path:
+    """The chDB directory holding `table_name(n)` for each n in `sizes` (cached per table)."""
     from chdb import session
 
     from benchmarks.gen_traces import generate_traces
     from benchmarks.otel_traces_table import create_table, load_otlp_jsonl
 
-    path = DIR / f"db-{base_spans}-{seed}"
-    done = path / f".built-{n_spans}"
-    if done.exists():
+    path = directory / f"db-{base_spans}-{seed}"
+    todo = [n for n in sizes if not (path / f".built-{n}").exists()]
+    if not todo:
         return path
-    DIR.mkdir(parents=True, exist_ok=True)
-    base_file = DIR / f"fleet-{base_spans}-{seed}.otlp.jsonl"
+    directory.mkdir(parents=True, exist_ok=True)
+    base_file = directory / f"fleet-{base_spans}-{seed}.otlp.jsonl"
     if not base_file.exists():
         gen = generate_traces(base_spans, seed=seed, window_s=HOUR_S)
         tmp = base_file.with_suffix(".tmp")
@@ -68,24 +69,38 @@ def build(n_spans: int, base_spans: int = DEFAULT_BASE, seed: int = 0) -> Path:
         create_table(s, "otel.base")
         if not int(str(s.query("SELECT count() FROM otel.base", "CSV")).strip() or 0):
             load_otlp_jsonl(s, base_file, "otel.base")
-        for n in (n_spans // 4, n_spans):
-            table = table_name(n)
-            s.query(f"DROP TABLE IF EXISTS {table}")
-            create_table(s, table)
-            copies = math.ceil(n / base_spans)
-            s.query(f"""
-                INSERT INTO {table} SELECT * REPLACE (
-                    Timestamp + toIntervalSecond({HOUR_S} * c) AS Timestamp,
-                    {_new_id('TraceId', 32)} AS TraceId,
-                    {_new_id('SpanId', 16)} AS SpanId,
-                    if(ParentSpanId = '', '', {_new_id('ParentSpanId', 16)}) AS ParentSpanId)
-                FROM otel.base ARRAY JOIN range({copies}) AS c
-                LIMIT {n}
-            """)
-        done.touch()
+        for n in todo:
+            _fill_copies(s, table_name(n), n, base_spans)
+            (path / f".built-{n}").touch()
     finally:
         s.close()
     return path
+
+
+def _fill_copies(s, table: str, n: int, base_spans: int) -> None:
+    """`table` := the base hour copied into consecutive hours with fresh ids, inside the engine:
+    INSERT ... SELECT from the base joined with `numbers()` (the copy number), a few copies per
+    statement so each insert's blocks stay small. A last partial copy keeps whole traces (by
+    trace-id hash), so the table holds about n spans."""
+    from benchmarks.otel_traces_table import create_table
+
+    s.query(f"DROP TABLE IF EXISTS {table}")
+    create_table(s, table)
+    copies = math.ceil(n / base_spans)
+    # Of the last copy, the share of traces (in 1/10,000ths) that brings the table to about n spans.
+    last = round(10_000 * (n - (copies - 1) * base_spans) / base_spans)
+    for c0 in range(0, copies, COPIES_PER_INSERT):
+        k = min(COPIES_PER_INSERT, copies - c0)
+        s.query(f"""
+            INSERT INTO {table} SELECT * EXCEPT c REPLACE (
+                Timestamp + toIntervalSecond({HOUR_S} * c) AS Timestamp,
+                {_new_id('TraceId', 32)} AS TraceId,
+                {_new_id('SpanId', 16)} AS SpanId,
+                if(ParentSpanId = '', '', {_new_id('ParentSpanId', 16)}) AS ParentSpanId)
+            FROM otel.base CROSS JOIN (SELECT number AS c FROM numbers({c0}, {k})) AS copies
+            WHERE c < {copies - 1} OR cityHash64(otel.base.TraceId) % 10000 < {last}
+            SETTINGS max_threads = 2, max_insert_threads = 2
+        """)
 
 
 def _new_id(column: str, digits: int) -> str:

@@ -4,15 +4,22 @@ Tables are created with the OpenTelemetry Collector ClickHouse exporter's DDL an
 the exporter maps them, from real SDK recordings (tests/workloads: N+1 on SQLite, a sequential
 gateway on loopback HTTP, cache-aside on a real redis, CPU-bound rendering) and from the
 generated benchmark fleet. Each is analyzed twice, from the store and from the same spans as
-OTLP files, and the hot spots and verdicts are compared. One test runs against a real
-clickhouse-server when one is reachable on loopback (see the README), and is skipped otherwise.
+OTLP files, and the hot spots and verdicts are compared. `--clickhouse http://` runs end to end
+through clickhouse-connect against tests/clickhouse_http.py (ClickHouse's HTTP interface in front
+of the same engine); one more test runs against a real clickhouse-server when one is reachable on
+loopback (see the README), and is skipped otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -302,13 +309,100 @@ def test_clickhouse_server_over_http(server_url: str, workloads_store: Path) -> 
             src.close()
         code, got, err = _analyze("--clickhouse", server_url, "--clickhouse-table", table)
         assert code == 0, err
-        code, want, err = _analyze("--clickhouse", f"chdb:{workloads_store}")
-        assert got["input"]["sources"][0]["format"] == "clickhouse"
-        assert _verdicts(got) == _verdicts(want)
-        assert {k: (h["count"], h["p99_ms"]) for k, h in _hotspots(got).items()} == \
-            {k: (h["count"], h["p99_ms"]) for k, h in _hotspots(want).items()}
+        _assert_same_as_chdb(got, workloads_store)
     finally:
         client.command("DROP DATABASE IF EXISTS profile_first_test")
+
+
+def _assert_same_as_chdb(got: dict, store: Path) -> None:
+    code, want, err = _analyze("--clickhouse", f"chdb:{store}")
+    assert code == 0, err
+    validate_report(got)
+    src = got["input"]["sources"][0]
+    assert src["format"] == "clickhouse" and src["pushdown"]["engine"] == "clickhouse"
+    assert src["pushdown"]["window_spans"] == want["input"]["sources"][0]["pushdown"]["window_spans"]
+    assert _verdicts(got) == _verdicts(want)
+    assert {k: (h["count"], h["p99_ms"], h["category"], [f["rule"] for f in h["findings"]])
+            for k, h in _hotspots(got).items()} == \
+        {k: (h["count"], h["p99_ms"], h["category"], [f["rule"] for f in h["findings"]])
+         for k, h in _hotspots(want).items()}
+
+
+@dataclass
+class StandIn:
+    url: str
+    password: str
+    password_file: Path
+    proc: subprocess.Popen
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory, workloads: list[Path]) -> Iterator[StandIn]:
+    """tests/clickhouse_http.py serving the workloads' table (filled again: a chDB directory is
+    open in one process at a time) as user `analyst` with a password, on a free loopback port."""
+    from tests.workloads.servers import free_port
+
+    root = tmp_path_factory.mktemp("standin")
+    _fill(root / "db", workloads)
+    password = "s3cr3t-" + os.urandom(6).hex()
+    (root / "pw").write_text(password + "\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.clickhouse_http", "--path", str(root / "db"), "--port",
+                             str(port), "--user", "analyst", "--password-file", str(root / "pw")],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield StandIn(f"http://127.0.0.1:{port}", password, root / "pw", proc)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_over_http_through_clickhouse_connect(standin: StandIn, workloads_store: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--clickhouse http://...` end to end: clickhouse-connect's requests (settings as URL
+    parameters, `param_*` in a multipart body, ArrowStream, compressed responses) to the HTTP
+    interface, the password from $PROFILE_FIRST_CLICKHOUSE_PASSWORD_FILE: the chDB report."""
+    monkeypatch.setenv("PROFILE_FIRST_CLICKHOUSE_USER", "analyst")
+    monkeypatch.setenv("PROFILE_FIRST_CLICKHOUSE_PASSWORD_FILE", str(standin.password_file))
+    code, got, err = _analyze("--clickhouse", standin.url)
+    assert code == 0, err
+    _assert_same_as_chdb(got, workloads_store)
+
+
+def test_over_http_a_wrong_password_and_a_server_error(standin: StandIn, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's errors are one line, exit 2, with the server's code and message and never
+    the password: authentication refused (516), and a result over the configured
+    `max_result_rows` refused by the engine (396), not cut."""
+    monkeypatch.setenv("PROFILE_FIRST_CLICKHOUSE_USER", "analyst")
+    monkeypatch.setenv("PROFILE_FIRST_CLICKHOUSE_PASSWORD", "not-" + standin.password)
+    code, _, err = _analyze("--clickhouse", standin.url)
+    assert code == 2 and "516" in err and "Authentication failed" in err, err
+    assert standin.password not in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setenv("PROFILE_FIRST_CLICKHOUSE_PASSWORD", standin.password)
+    cfg = tmp_path / "ch.toml"
+    cfg.write_text("[sources.clickhouse]\nmax_result_rows = 2\n")
+    code, _, err = _analyze("--clickhouse", standin.url, "--config", str(cfg))
+    assert code == 2 and "Limit for result exceeded" in err and "Traceback" not in err, err
+    assert standin.password not in err and len(err.strip().splitlines()) == 1
+
+
+def test_over_http_a_stalled_server_times_out(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that accepts the connection and never answers (stopped with SIGSTOP, for real):
+    the run ends after about --clickhouse-timeout with one line saying so, exit 2."""
+    monkeypatch.setenv("PROFILE_FIRST_CLICKHOUSE_USER", "analyst")
+    monkeypatch.setenv("PROFILE_FIRST_CLICKHOUSE_PASSWORD", standin.password)
+    os.kill(standin.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        code, _, err = _analyze("--clickhouse", standin.url, "--clickhouse-timeout", "2")
+        took = time.monotonic() - t0
+    finally:
+        os.kill(standin.proc.pid, signal.SIGCONT)
+    assert code == 2 and "timed out" in err.lower() and standin.url.split("//")[1] in err, err
+    assert took < 30 and len(err.strip().splitlines()) == 1
 
 
 def test_damaged_rows_are_counted_and_skipped(tmp_path: Path, orders_n_plus_one_jsonl: Path) -> None:
