@@ -6,14 +6,16 @@ Each query ends in a SETTINGS clause that bounds it on the server: `max_executio
 error, never a silent cut), and Arrow strings as strings.
 
 The whole-window queries read only the columns they need and attribute values by key
-(`SpanAttributes[{k:String}]`), never whole maps. What they compute:
+(`SpanAttributes[{k:String}]`), never whole maps, and attribute maps only where the figure needs
+them. What they compute:
 - `operations`: entry spans per (service, operation): count, total time, exact p50/p95/p99,
   errors. The hot-spot ranking.
-- `statements`: database spans per (service, normalized statement): executions, time, an example.
 - `repetitions`: per trace and service, how often each normalized statement ran, aggregated per
-  (service, entry operation, statement): the whole-window figure behind the N+1 rule.
+  (service, entry operation, statement): the whole-window figure behind the N+1 rule, for the
+  statements a sampled trace repeats (the rule quotes it only beside a finding of the sample).
 - `candidates`: a hash-uniform listing of root spans per root operation for the sampler.
-- `spans`: every span of the sampled traces, with the attributes the SpanTable derives from.
+- `spans`: every span of the sampled traces, with the attributes the SpanTable derives from and
+  its statement's `normalizedQueryHash`.
 
 An entry span here is a root or a SERVER/CONSUMER span: the table has no parent's service or
 kind without a join, so a SERVER span called from inside its own service (rare) counts as an
@@ -79,28 +81,24 @@ def operations(shape: TableShape, w: Window, b: Bounds, limit: int) -> Query:
             f"{_settings(b, limit)}", params)
 
 
-def statements(shape: TableShape, w: Window, b: Bounds, limit: int) -> Query:
-    source, params = _database_keys(shape, w)
+def repetitions(shape: TableShape, w: Window, b: Bounds, min_repetitions: int, services: Sequence[str],
+                hashes: Sequence[int], limit: int) -> Query:
+    """Per (service, entry operation, statement hash), for the statements `hashes` of `services`
+    (what the sample repeats): traces running it, executions, the most in one trace, and the
+    traces (and their executions) with at least `min_repetitions`. One pass grouped by (trace,
+    service) over those services only (the ordering key's first column: their parts' granules
+    alone are read), attribute maps read only for spans that carry a statement key (a PREWHERE
+    on the map's keys); the operation is the service's first entry span in the trace."""
+    source, params = _database_keys(shape, w, services)
     db, db_params = _is_database()
-    params.update(db_params, limit=limit)
-    d = shape.duration_sql
-    return (f"SELECT ServiceName AS service, normalizedQueryHash({_STATEMENT}) AS h, any({_STATEMENT}) AS example, "
-            f"count() AS n, sum({d}) AS total_ns FROM {source} WHERE {db} "
-            f"GROUP BY service, h ORDER BY total_ns DESC LIMIT {{limit:UInt32}}{_settings(b, limit)}", params)
-
-
-def repetitions(shape: TableShape, w: Window, b: Bounds, min_repetitions: int, limit: int) -> Query:
-    """Per (service, entry operation, statement hash): traces running it, executions, the most in
-    one trace, and the traces (and their executions) with at least `min_repetitions`. One pass
-    grouped by (trace, service); the operation is the service's first entry span in the trace."""
-    source, params = _database_keys(shape, w)
-    db, db_params = _is_database()
-    params.update(db_params, entry_kinds=list(ENTRY_KINDS), min_rep=min_repetitions, limit=limit)
+    params.update(db_params, entry_kinds=list(ENTRY_KINDS), min_rep=min_repetitions, limit=limit,
+                  hashes=[int(h) for h in hashes])
     return (f"SELECT service, operation, h, count() AS traces, sum(n) AS executions, max(n) AS most, "
             f"countIf(n >= {{min_rep:UInt32}}) AS repeating, sumIf(n, n >= {{min_rep:UInt32}}) AS repeated "
             f"FROM (SELECT ServiceName AS service, argMinIf(SpanName, Timestamp, {_ENTRY}) AS operation, "
-            f"sumMapIf([normalizedQueryHash({_STATEMENT})], [toUInt64(1)], {db}) AS m "
-            f"FROM {source} WHERE {_ENTRY} OR {db} GROUP BY TraceId, service) "
+            f"sumMapIf([normalizedQueryHash({_STATEMENT})], [toUInt64(1)], {db} "
+            f"AND normalizedQueryHash({_STATEMENT}) IN {{hashes:Array(UInt64)}}) AS m "
+            f"FROM {source} GROUP BY TraceId, service) "
             f"ARRAY JOIN m.1 AS h, m.2 AS n WHERE operation != '' "
             f"GROUP BY service, operation, h ORDER BY repeated DESC, executions DESC LIMIT {{limit:UInt32}}"
             f"{_settings(b, limit)}", params)
@@ -112,20 +110,20 @@ def candidates(shape: TableShape, w: Window, b: Bounds, groups: Sequence[tuple[s
     threshold (out of HASH_RANGE): a uniform draw whose size the caller sets from the group's
     count of roots; `LIMIT BY` bounds each group at `per_group` whatever the hash gives. Roots only:
     each trace is then listed once, under its root operation, so its sample weight (1 / its
-    chance of being drawn there) holds for every span in it, downstream services included."""
+    chance of being drawn there) holds for every span in it, downstream services included. The
+    (service, operation) condition is on the ordering key's prefix: only those operations'
+    granules are read."""
     where, params = _where(w)
     params.update(groups=[tuple(g) for g in groups], thresholds=[int(t) for t in thresholds], per_group=per_group)
     limit_rows = max(1, per_group * len(groups))
     return (f"SELECT TraceId AS trace_id, ServiceName AS service, SpanName AS operation, {shape.duration_sql} AS dur "
-            f"FROM {shape.ref.sql} WHERE {where} AND ParentSpanId = '' "
-            f"AND cityHash64(TraceId) % {HASH_RANGE} < arrayElement({{thresholds:Array(UInt32)}}, "
+            f"FROM {shape.ref.sql} WHERE {where} AND (ServiceName, SpanName) IN {{groups:Array(Tuple(String, String))}} "
+            f"AND ParentSpanId = '' AND cityHash64(TraceId) % {HASH_RANGE} < arrayElement({{thresholds:Array(UInt32)}}, "
             f"indexOf({{groups:Array(Tuple(String, String))}}, (ServiceName, SpanName))) "
             f"LIMIT {{per_group:UInt32}} BY ServiceName, SpanName{_settings(b, limit_rows)}", params)
 
 
-def spans(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end_ns: int | None,
-          b: Bounds, max_rows: int) -> Query:
-    """Every span of `trace_ids` (in the time range when given, to prune partitions)."""
+def _trace_conds(trace_ids: Sequence[str], start_ns: int | None, end_ns: int | None) -> tuple[str, dict[str, object]]:
     params: dict[str, object] = {"ids": list(trace_ids)}
     conds = ["TraceId IN {ids:Array(String)}"]
     if start_ns is not None:
@@ -134,18 +132,36 @@ def spans(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end
     if end_ns is not None:
         conds.append("Timestamp < fromUnixTimestamp64Nano({t1:Int64})")
         params["t1"] = int(end_ns)
+    return " AND ".join(conds), params
+
+
+def resources(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end_ns: int | None,
+              b: Bounds) -> Query:
+    """The runtime-telling resource attributes per service, from the entry spans of `trace_ids`:
+    a service's resource is the same on all its spans, and the entry spans' granules are a small
+    part of the table, so the (large) ResourceAttributes map is read there only, not per span."""
+    where, params = _trace_conds(trace_ids, start_ns, end_ns)
+    params.update(r0=RESOURCE_KEYS[0], r1=RESOURCE_KEYS[1], entry_kinds=list(ENTRY_KINDS))
+    return (f"SELECT ServiceName AS service, ResourceAttributes[{{r0:String}}] AS r0, "
+            f"ResourceAttributes[{{r1:String}}] AS r1, count() AS n FROM {shape.ref.sql} "
+            f"PREWHERE {where} AND {_ENTRY} GROUP BY service, r0, r1{_settings(b, 1_000_000)}", params)
+
+
+def spans(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end_ns: int | None,
+          b: Bounds, max_rows: int) -> Query:
+    """Every span of `trace_ids` (in the time range when given, to prune partitions)."""
+    where, params = _trace_conds(trace_ids, start_ns, end_ns)
     params["span_keys"] = list(SPAN_KEYS)
-    resource = []
-    for i, key in enumerate(RESOURCE_KEYS):
-        resource.append(f"ResourceAttributes[{{r{i}:String}}] AS r{i}" if shape.has_resource_attributes else f"'' AS r{i}")
-        params[f"r{i}"] = key
+    # The statement's normalizedQueryHash ties the sample's statements to the store's repetition counts.
+    params.update(_STATEMENT_PARAMS)
     # One pass over each span's map keeping the keys the SpanTable derives from (several times
     # faster than a lookup per key), and none for entry spans, whose attributes are not read.
     return (f"SELECT TraceId AS trace_id, SpanId AS span_id, ParentSpanId AS parent_id, SpanName AS name, "
             f"SpanKind AS kind, ServiceName AS service, toUnixTimestamp64Nano(Timestamp) AS start, "
             f"{shape.duration_sql} AS dur, StatusCode AS status, "
-            f"if({_ENTRY}, map(), mapFilter((k, v) -> k IN {{span_keys:Array(String)}}, SpanAttributes)) AS attrs, "
-            f"{', '.join(resource)} FROM {shape.ref.sql} WHERE {' AND '.join(conds)}{_settings(b, max_rows)}",
+            f"if({_ENTRY} OR {_STATEMENT} = '', toUInt64(0), normalizedQueryHash({_STATEMENT})) AS h, "
+            f"if({_ENTRY}, map(), mapFilter((k, v) -> k IN {{span_keys:Array(String)}}, SpanAttributes)) AS attrs "
+            f"FROM {shape.ref.sql} WHERE {where}{_settings(b, max_rows)}",
             {**params, "entry_kinds": list(ENTRY_KINDS)})
 
 
@@ -170,15 +186,18 @@ _DB_SYSTEM, _DB_SYSTEM_PARAMS = _first_of(sc.DB_SYSTEM, "dbsys")
 _MESSAGING, _MESSAGING_PARAMS = _first_of(sc.MESSAGING_SYSTEM, "msg")
 
 
-def _database_keys(shape: TableShape, w: Window) -> tuple[str, dict[str, object]]:
-    """The window's spans with their attribute map cut down to the keys that classify a database
-    span, as a subquery: one pass over each map, then lookups in a map of a few entries (reading
-    the map is most of the cost of these queries; a lookup per key in the whole map was ~1.5x slower)."""
+def _database_keys(shape: TableShape, w: Window, services: Sequence[str]) -> tuple[str, dict[str, object]]:
+    """The window's entry spans and spans with a statement key of `services`, their attribute map
+    cut down to the keys that classify a database span, as a subquery. The PREWHERE reads the
+    map's keys alone; the values are read for the rows it keeps, and each is looked up in a map
+    of a few entries (reading the map is most of the cost of these queries)."""
     where, params = _where(w)
-    params["db_keys"] = list(sc.DB_STATEMENT + sc.DB_SYSTEM + sc.MESSAGING_SYSTEM)
-    return (f"(SELECT TraceId, ServiceName, SpanName, SpanKind, ParentSpanId, Timestamp, Duration, "
+    params.update(db_keys=list(sc.DB_STATEMENT + sc.DB_SYSTEM + sc.MESSAGING_SYSTEM),
+                  stmt_keys=list(sc.DB_STATEMENT), r_services=list(services), entry_kinds=list(ENTRY_KINDS))
+    return (f"(SELECT TraceId, ServiceName, SpanName, SpanKind, ParentSpanId, Timestamp, "
             f"mapFilter((k, v) -> k IN {{db_keys:Array(String)}}, SpanAttributes) AS SpanAttributes "
-            f"FROM {shape.ref.sql} WHERE {where})", params)
+            f"FROM {shape.ref.sql} PREWHERE ServiceName IN {{r_services:Array(String)}} "
+            f"AND ({_ENTRY} OR hasAny(mapKeys(SpanAttributes), {{stmt_keys:Array(String)}})) WHERE {where})", params)
 
 
 def _is_database() -> tuple[str, dict[str, object]]:

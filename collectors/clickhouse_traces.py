@@ -2,14 +2,17 @@
 
 1. The table's columns are checked against the exporter's contract (`clickhouse_schema`).
 2. Over the whole window, in the store (`clickhouse_queries`): entry spans per (service,
-   operation) with count, total, p50/p95/p99 and errors; database statements with an example of
-   each; per-trace repetitions of each normalized statement.
+   operation) with count, total, p50/p95/p99 and errors (columns only, no attribute map).
 3. Per root operation, a hash-uniform listing of its root spans (trace id, duration) goes to the
    stratified sampler (`collectors/sampling.py`: the tail above p95 up to a cap, a uniform draw
    below, weights 1 / inclusion probability, scaled by the store's count over the listing).
 4. Every span of the sampled traces is fetched in one query, with only the attributes the
-   SpanTable derives from (the map filtered to those keys), and decoded by the same derivation
-   as the OTLP readers (`TraceDecoder.derive`).
+   SpanTable derives from (the map filtered to those keys), the runtime of each service from its
+   entry spans' resource (one more query), and decoded by the same derivation
+   as the OTLP readers (`TraceDecoder.derive`), each statement with its `normalizedQueryHash`.
+5. For the statements a sampled trace runs more than once (the only ones an N+1 finding can
+   name), their per-trace repetitions over every trace of the window, in the store, reading
+   only those services' granules and only the attribute maps of spans with a statement key.
 
 Memory here grows with the sample (operations x traces per operation x spans per trace), not
 with the table: the whole-window figures are a few rows per operation and statement.
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from analyzer import semconv as sc
 from analyzer.model import SpanTable
 from analyzer.statement import normalize_sql
 from analyzer.store_figures import OperationFigures, Repetition, StoreFigures
@@ -44,9 +48,8 @@ TRACE_MARGIN_NS = 3600 * 10**9
 
 COMPUTED_IN_STORE = [
     "hot-spot ranking: entry spans per (service, operation) with count, total time, p50/p95/p99 and errors",
-    "database statements: executions and time per normalized statement",
-    "N+1: per-trace repetitions of each normalized statement, every trace of the window",
     "the candidate listing for the stratified sample: root spans per root operation, uniform by trace-id hash",
+    "N+1: per-trace repetitions over every trace of the window, for the statements a sampled trace repeats",
 ]
 COMPUTED_ON_SAMPLE = [
     "critical-path breakdown, category shares and rule findings (weighted by the sample weights)",
@@ -124,10 +127,6 @@ def _load(src: Source, ref: TableRef, opts: Options, window: q.Window) -> Loaded
         figures.operations[(r["service"], r["operation"])] = OperationFigures(
             count=int(r["n"]), total_ns=int(r["total_ns"]), quantiles_ns=dict(zip(q.QUANTILES, map(float, r["q"]))),
             errors=int(r["errors"]), roots=int(r["roots"]))
-    shapes = {(r["service"], r["h"]): normalize_sql(r["example"])
-              for r in rows(q.statements(shape, window, b, opts.max_statements))}
-    _repetitions(figures, shapes, rows(q.repetitions(shape, window, b, opts.min_repetitions, opts.max_statements)))
-
     sample = _sample(figures, rows, shape, window, opts)
     builder = TableBuilder()
     decoder = TraceDecoder(builder)
@@ -135,13 +134,23 @@ def _load(src: Source, ref: TableRef, opts: Options, window: q.Window) -> Loaded
     t0 = window.start_ns - TRACE_MARGIN_NS if window.start_ns is not None else None
     t1 = window.end_ns + TRACE_MARGIN_NS if window.end_ns is not None else None
     pulled: set[str] = set()
+    statements = SampleStatements()
     for i in range(0, len(ids), IDS_PER_QUERY):
+        chunk = ids[i:i + IDS_PER_QUERY]
+        runtimes = _runtimes(rows(q.resources(shape, chunk, t0, t1, b))) if shape.has_resource_attributes else {}
         queries += 1
-        for batch in src.batches(*q.spans(shape, ids[i:i + IDS_PER_QUERY], t0, t1, b, opts.max_sample_spans)):
-            _add_spans(builder, decoder, batch, stats, pulled)
+        for batch in src.batches(*q.spans(shape, chunk, t0, t1, b, opts.max_sample_spans)):
+            _add_spans(builder, decoder, batch, stats, pulled, statements, runtimes)
             if stats.spans > opts.max_sample_spans:
                 raise ClickHouseError(f"the sample holds more than {opts.max_sample_spans:,} spans; "
                                       f"lower the sample size ([sources.clickhouse] tail_cap, body_size)")
+    repeated = statements.repeated()
+    if repeated:
+        services = sorted({s for s, _ in repeated})
+        hashes = sorted({h for _, h in repeated})
+        shapes = {k: normalize_sql(text) for k, text in statements.examples.items() if k in repeated}
+        _repetitions(figures, shapes, rows(q.repetitions(shape, window, b, opts.min_repetitions, services, hashes,
+                                                         opts.max_statements)))
     table = weigh(builder.finish(), sample.weights)
     stats.messages = queries
     stats.sampling = sample.report(pulled=len(pulled))
@@ -157,6 +166,25 @@ def _load(src: Source, ref: TableRef, opts: Options, window: q.Window) -> Loaded
         "computed_on_sample": COMPUTED_ON_SAMPLE,
     }
     return LoadedStore(table=table, sources=[stats], repairs=builder.repairs, figures=figures)
+
+
+class SampleStatements:
+    """The sample's statements by (trace, service, normalizedQueryHash): which of them a trace
+    repeats, and an example of each hash's text."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.examples: dict[tuple[str, int], str] = {}
+
+    def add(self, trace_id: str, service: str, h: int, text: str) -> None:
+        key = (trace_id, service, h)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.examples.setdefault((service, h), text)
+
+    def repeated(self) -> set[tuple[str, int]]:
+        """(service, hash) of the statements some sampled trace runs more than once: the only ones
+        an N+1 finding of the sample can name, so the only ones whose window figures are fetched."""
+        return {(service, h) for (_, service, h), n in self.counts.items() if n > 1}
 
 
 def _repetitions(figures: StoreFigures, shapes: dict[tuple[str, int], str], rows: list[dict[str, Any]]) -> None:
@@ -201,10 +229,22 @@ def _sample(figures: StoreFigures, rows, shape: TableShape, window: q.Window, op
     return draw(cands, opts.plan, population=population)
 
 
-def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: SourceStats, pulled: set[str]) -> None:
+def _runtimes(rows: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """Service -> (process.runtime.name, telemetry.sdk.language) its entry spans carry most often,
+    a known value before an empty one."""
+    best: dict[str, tuple[tuple[bool, int], tuple[str, str]]] = {}
+    for r in rows:
+        rank = (bool(r["r0"] or r["r1"]), int(r["n"]))
+        if r["service"] not in best or rank > best[r["service"]][0]:
+            best[r["service"]] = (rank, (r["r0"], r["r1"]))
+    return {service: values for service, (_, values) in best.items()}
+
+
+def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: SourceStats, pulled: set[str],
+               statements: SampleStatements, runtimes: dict[str, tuple[str, str]]) -> None:
     """One Arrow batch of the `spans` query into the builder, attributes derived by the decoder."""
     cols = {name: batch.column(name).to_pylist()
-            for name in ("trace_id", "span_id", "parent_id", "name", "kind", "service", "r0", "r1", "status")}
+            for name in ("trace_id", "span_id", "parent_id", "name", "kind", "service", "status")}
     tids, sids, pids = cols["trace_id"], cols["span_id"], cols["parent_id"]
     # Ids are checked for all rows at once; only a damaged row goes through Python.
     keep_mask = _hex_ids(tids, 32) & _hex_ids(sids, 16)
@@ -221,15 +261,21 @@ def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: 
     kinds = [KIND_NAMES.get(k, 0) for k in cols["kind"]]
     attrs = batch.column("attrs")  # per span, the wanted keys of its map: read from the flat arrays
     keys, values, offsets = attrs.keys.to_pylist(), attrs.items.to_pylist(), attrs.offsets.to_numpy().tolist()
-    services: dict[tuple[str, str, str], int] = {}
+    services: dict[str, int] = {}
     svc = []
-    for name, r0, r1 in zip(cols["service"], cols["r0"], cols["r1"]):
-        k = (name, r0, r1)
-        code = services.get(k)
+    for name in cols["service"]:
+        code = services.get(name)
         if code is None:
-            code = services[k] = builder.service(name or "unknown_service", r0 or None, r1 or None)
+            r0, r1 = runtimes.get(name, ("", ""))
+            code = services[name] = builder.service(name or "unknown_service", r0 or None, r1 or None)
         svc.append(code)
     rows = keep.tolist()
+    hashes = batch.column("h").to_numpy()
+    for i in np.flatnonzero(hashes[keep] != 0).tolist():
+        r = rows[i]
+        attrs_of = dict(zip(keys[offsets[r]:offsets[r + 1]], values[offsets[r]:offsets[r + 1]]))
+        text = next((attrs_of[k] for k in sc.DB_STATEMENT if attrs_of.get(k)), "")
+        statements.add(tids[r], cols["service"][r], int(hashes[r]), text)
     derived = np.array([decoder.derive(kinds[i], dict(zip(keys[offsets[i]:offsets[i + 1]],
                                                           values[offsets[i]:offsets[i + 1]])))
                         for i in rows], dtype=np.int32).reshape(-1, 6)
