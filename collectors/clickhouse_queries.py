@@ -88,7 +88,9 @@ def repetitions(shape: TableShape, w: Window, b: Bounds, min_repetitions: int, s
     traces (and their executions) with at least `min_repetitions`. One pass grouped by (trace,
     service) over those services only (the ordering key's first column: their parts' granules
     alone are read), attribute maps read only for spans that carry a statement key (a PREWHERE
-    on the map's keys); the operation is the service's first entry span in the trace."""
+    on the map's keys); the operation is the service's first entry span in the trace. Traces are
+    grouped by a 64-bit hash of their id (a fixed-size key: a third of the memory of the hex
+    strings, and two of a million traces collide with odds of about 1 in 10^7)."""
     source, params = _database_keys(shape, w, services)
     db, db_params = _is_database()
     params.update(db_params, entry_kinds=list(ENTRY_KINDS), min_rep=min_repetitions, limit=limit,
@@ -98,7 +100,7 @@ def repetitions(shape: TableShape, w: Window, b: Bounds, min_repetitions: int, s
             f"FROM (SELECT ServiceName AS service, argMinIf(SpanName, Timestamp, {_ENTRY}) AS operation, "
             f"sumMapIf([normalizedQueryHash({_STATEMENT})], [toUInt64(1)], {db} "
             f"AND normalizedQueryHash({_STATEMENT}) IN {{hashes:Array(UInt64)}}) AS m "
-            f"FROM {source} GROUP BY TraceId, service) "
+            f"FROM {source} GROUP BY cityHash64(TraceId) AS trace, service) "
             f"ARRAY JOIN m.1 AS h, m.2 AS n WHERE operation != '' "
             f"GROUP BY service, operation, h ORDER BY repeated DESC, executions DESC LIMIT {{limit:UInt32}}"
             f"{_settings(b, limit)}", params)
@@ -135,16 +137,21 @@ def _trace_conds(trace_ids: Sequence[str], start_ns: int | None, end_ns: int | N
     return " AND ".join(conds), params
 
 
-def resources(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end_ns: int | None,
-              b: Bounds) -> Query:
-    """The runtime-telling resource attributes per service, from the entry spans of `trace_ids`:
-    a service's resource is the same on all its spans, and the entry spans' granules are a small
-    part of the table, so the (large) ResourceAttributes map is read there only, not per span."""
-    where, params = _trace_conds(trace_ids, start_ns, end_ns)
+def resources(shape: TableShape, services: Sequence[str], w: Window, b: Bounds) -> Query:
+    """The runtime-telling resource attributes of each of `services`, from one of its entry spans
+    that has them (a service's resource is the same on all its spans): one `LIMIT 1` branch per
+    service, which reads the first granules of the service's range in the ordering key, never
+    the (large) ResourceAttributes map of every span."""
+    where, params = _where(w)
     params.update(r0=RESOURCE_KEYS[0], r1=RESOURCE_KEYS[1], entry_kinds=list(ENTRY_KINDS))
-    return (f"SELECT ServiceName AS service, ResourceAttributes[{{r0:String}}] AS r0, "
-            f"ResourceAttributes[{{r1:String}}] AS r1, count() AS n FROM {shape.ref.sql} "
-            f"PREWHERE {where} AND {_ENTRY} GROUP BY service, r0, r1{_settings(b, 1_000_000)}", params)
+    branches = []
+    for i, service in enumerate(services):
+        params[f"s{i}"] = service
+        branches.append(f"(SELECT ServiceName AS service, ResourceAttributes[{{r0:String}}] AS r0, "
+                        f"ResourceAttributes[{{r1:String}}] AS r1 FROM {shape.ref.sql} "
+                        f"WHERE ServiceName = {{s{i}:String}} AND {where} AND {_ENTRY} "
+                        f"AND (r0 != '' OR r1 != '') LIMIT 1)")
+    return f"{' UNION ALL '.join(branches)}{_settings(b, max(1, len(services)))}", params
 
 
 def spans(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end_ns: int | None,

@@ -113,6 +113,16 @@ class HttpSource:
         return _first_line(text)
 
 
+# chDB runs the queries in this process, so its memory is ours: aggregations and sorts past
+# 256 MiB spill to disk instead of growing with the window (the per-trace grouping of the N+1
+# figures is the one state that grows with it). No max_memory_usage: chDB's streaming queries
+# count memory they have already freed towards it, and fail well below the real use.
+CHDB_MEMORY_SETTINGS = {
+    "max_bytes_before_external_group_by": 256 << 20,
+    "max_bytes_before_external_sort": 256 << 20,
+}
+
+
 class ChdbSource:
     engine = "chdb"
 
@@ -127,6 +137,8 @@ class ChdbSource:
             raise ClickHouseError(f"--clickhouse chdb:{path} needs chDB: {INSTALL_HINT}") from e
         try:
             self._session = session.Session(str(path))
+            for name, value in CHDB_MEMORY_SETTINGS.items():
+                self._session.query(f"SET {name} = {value}")
         except Exception as e:
             raise ClickHouseError(f"chDB at {path}: {_first_line(str(e))}") from None
 

@@ -7,8 +7,8 @@
    stratified sampler (`collectors/sampling.py`: the tail above p95 up to a cap, a uniform draw
    below, weights 1 / inclusion probability, scaled by the store's count over the listing).
 4. Every span of the sampled traces is fetched in one query, with only the attributes the
-   SpanTable derives from (the map filtered to those keys), the runtime of each service from its
-   entry spans' resource (one more query), and decoded by the same derivation
+   SpanTable derives from (the map filtered to those keys), the runtime of each service from
+   one of its entry spans' resource (one more query, reading a granule per service), and decoded by the same derivation
    as the OTLP readers (`TraceDecoder.derive`), each statement with its `normalizedQueryHash`.
 5. For the statements a sampled trace runs more than once (the only ones an N+1 finding can
    name), their per-trace repetitions over every trace of the window, in the store, reading
@@ -43,6 +43,9 @@ from collectors.sampling import Candidate, Sample, SamplingPlan, draw, weigh
 # of its traces, which with ids spread over the window is nearly all of them: one fetch for the
 # whole sample (parameters go in the request body over HTTP, so their size does not matter).
 IDS_PER_QUERY = 1_000_000
+# Services per runtime query (a UNION ALL branch each: the query's text stays well under
+# ClickHouse's max_query_size of 256 KiB).
+SERVICES_PER_QUERY = 200
 # Spans of a sampled trace may start a little before the window or end after it.
 TRACE_MARGIN_NS = 3600 * 10**9
 
@@ -135,9 +138,14 @@ def _load(src: Source, ref: TableRef, opts: Options, window: q.Window) -> Loaded
     t1 = window.end_ns + TRACE_MARGIN_NS if window.end_ns is not None else None
     pulled: set[str] = set()
     statements = SampleStatements()
+    runtimes: dict[str, tuple[str, str]] = {}
+    if shape.has_resource_attributes:
+        services = sorted({s for s, _ in figures.operations})
+        for i in range(0, len(services), SERVICES_PER_QUERY):
+            runtimes.update((r["service"], (r["r0"], r["r1"]))
+                            for r in rows(q.resources(shape, services[i:i + SERVICES_PER_QUERY], window, b)))
     for i in range(0, len(ids), IDS_PER_QUERY):
         chunk = ids[i:i + IDS_PER_QUERY]
-        runtimes = _runtimes(rows(q.resources(shape, chunk, t0, t1, b))) if shape.has_resource_attributes else {}
         queries += 1
         for batch in src.batches(*q.spans(shape, chunk, t0, t1, b, opts.max_sample_spans)):
             _add_spans(builder, decoder, batch, stats, pulled, statements, runtimes)
@@ -227,17 +235,6 @@ def _sample(figures: StoreFigures, rows, shape: TableShape, window: q.Window, op
         counted[(c.service, c.operation)] = counted.get((c.service, c.operation), 0) + 1
     population = {k: n for k, n in roots.items() if counted.get(k)}
     return draw(cands, opts.plan, population=population)
-
-
-def _runtimes(rows: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
-    """Service -> (process.runtime.name, telemetry.sdk.language) its entry spans carry most often,
-    a known value before an empty one."""
-    best: dict[str, tuple[tuple[bool, int], tuple[str, str]]] = {}
-    for r in rows:
-        rank = (bool(r["r0"] or r["r1"]), int(r["n"]))
-        if r["service"] not in best or rank > best[r["service"]][0]:
-            best[r["service"]] = (rank, (r["r0"], r["r1"]))
-    return {service: values for service, (_, values) in best.items()}
 
 
 def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: SourceStats, pulled: set[str],
