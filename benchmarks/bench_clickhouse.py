@@ -1,30 +1,37 @@
-"""`analyze --clickhouse chdb:PATH` against a bare scan of the same `otel_traces` table.
+"""`analyze --clickhouse` against a bare scan of the same `otel_traces` table.
 
-    python -m benchmarks.bench_clickhouse [--spans 5000000] [--base 200000]
+    python -m benchmarks.bench_clickhouse [--spans 1250000,5000000] [--dir DIR] [--no-http]
+    python -m benchmarks.bench_clickhouse --spans 2000000,10000000,50000000 --dir /scratch/ch
 
-The table: the benchmark fleet (`gen_traces`, `--base` spans, one hour) loaded with the exporter's
-mapping (`otel_traces_table`), then copied inside ClickHouse into consecutive hours with fresh
-trace and span ids (cityHash64 of the id and the copy number) until it holds `--spans` spans, in
-chDB's MergeTree on disk under `.bench/clickhouse/`. A quarter-size table beside it shows what
-grows with the table and what does not.
+The tables: the benchmark fleet (`gen_traces`, `--base` spans, one hour) loaded with the
+exporter's mapping (`otel_traces_table`), then copied inside the engine (INSERT ... SELECT from the
+base joined with `numbers()`, ten copies a statement) into consecutive hours with fresh trace and
+span ids (cityHash64 of the id and the copy number), one table per size, in chDB's MergeTree on
+disk under `--dir` (default `.bench/clickhouse/`; 50M spans are ~2.7 GB and take ~13 minutes to
+build on 2 cores, once).
 
-Measured, each in a fresh process (`common.measure_in_subprocess`), wall seconds of the call:
+Measured, each in a fresh process (`common.measure_in_subprocess`): wall seconds of the call and
+CPU seconds of the process (the machine is shared; CPU time drifts less):
 - the floor: chDB opening the database and `SELECT ServiceName, SpanName, count(), sum(Duration)
   ... GROUP BY ServiceName, SpanName`;
 - the tool: chDB opening the database, every push-down query, the sample pulled and decoded, the
-  analysis and the JSON report (Python imports excluded from both).
-The ratio is tool / floor. Peak RSS is the process's (chDB runs in it, so the engine's own memory
-is in both); the tool's peak above the floor's is what the sample costs.
+  analysis and the JSON report (Python imports excluded from both);
+- for the largest table, the tool again over HTTP (clickhouse-connect) against
+  tests/clickhouse_http.py serving the same directory from another process.
+The ratio is tool / floor. Peak RSS is the process's: with chDB the engine runs in it (~430 MiB
+resident once loaded, in the floor too); over HTTP it holds the streamed results and the sample.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from analyzer.config import Config
@@ -34,7 +41,7 @@ from benchmarks.common import REPO, Figures, measure_in_subprocess
 from collectors.clickhouse_traces import Options, load_clickhouse
 
 DIR = REPO / ".bench" / "clickhouse"
-DEFAULT_SPANS = 5_000_000
+DEFAULT_SIZES = (1_250_000, 5_000_000)
 DEFAULT_BASE = 200_000
 HOUR_S = 3600
 COPIES_PER_INSERT = 10  # 2M spans per INSERT ... SELECT at the default base
@@ -125,10 +132,11 @@ def bare_scan(path: str, table: str) -> dict:
     return {"spans": n, "bytes": 0, "seconds": seconds}
 
 
-def tool(path: str, table: str) -> dict:
-    """The tool's whole run from a chDB directory to a JSON report (imports done before)."""
+def tool(path: str, table: str, url: str | None = None) -> dict:
+    """The tool's whole run from the store to a JSON report (imports done before): chDB over the
+    directory at `path`, or a server's HTTP interface at `url` (chDB is then not even imported)."""
     t0 = time.perf_counter()
-    loaded = load_clickhouse(f"chdb:{path}", Options(table=table))
+    loaded = load_clickhouse(url or f"chdb:{path}", Options(table=table))
     report = analyze(Inputs(loaded.table, loaded.sources, loaded.repairs, store=loaded.figures), Config())
     text = render(report, "json")
     seconds = time.perf_counter() - t0
@@ -138,41 +146,80 @@ def tool(path: str, table: str) -> dict:
             "queries": src["pushdown"]["queries"], "operations": src["pushdown"]["operations"]}
 
 
-def bench(n_spans: int, base_spans: int = DEFAULT_BASE, emit=print) -> list[dict]:
-    path = build(n_spans, base_spans)
+def bench(sizes: Sequence[int], base_spans: int = DEFAULT_BASE, directory: Path = DIR, http: bool = True,
+          emit=print) -> list[dict]:
+    """Floor and tool for each table size; then, for the largest, the tool over HTTP against
+    tests/clickhouse_http.py serving the same directory in another process (its peak RSS is then
+    the sample's and the streamed results', the engine's memory being the server's)."""
+    path = build(sizes, base_spans, directory=directory)
     rows = []
-    for n in (n_spans // 4, n_spans):
+    for n in sizes:
         table = table_name(n)
         # chDB imports first in both processes, so their baselines and peaks compare.
         floor = measure_in_subprocess("benchmarks.bench_clickhouse:bare_scan", {"path": str(path), "table": table},
                                       label=f"bare GROUP BY, {n:,} spans")
         run = measure_in_subprocess("benchmarks.bench_clickhouse:tool", {"path": str(path), "table": table},
-                                    label=f"analyze --clickhouse, {n:,} spans")
-        row = _row(n, floor, run)
-        emit(f"{run.label:<38} {run.seconds:7.2f} s (floor {floor.seconds:6.2f} s, x{row['ratio']:.1f})  "
-             f"peak RSS {run.peak_rss / 2**20:6.0f} MiB (floor {floor.peak_rss / 2**20:6.0f} MiB, "
-             f"+{row['sample_mib']:.0f} MiB for {row['sample_spans']:,} sampled spans in {row['sample_traces']:,} "
-             f"traces, {row['queries']} queries)")
-        rows.append(row)
+                                    label=f"analyze --clickhouse chdb:, {n:,} spans")
+        rows.append(_emit(emit, _row(n, "chdb", floor, run), run))
+    if http:
+        n = max(sizes)
+        with _standin(path) as url:
+            run = measure_in_subprocess("benchmarks.bench_clickhouse:tool",
+                                        {"path": str(path), "table": table_name(n), "url": url},
+                                        label=f"analyze --clickhouse http://, {n:,} spans")
+        rows.append(_emit(emit, _row(n, "http", floor, run), run))
     return rows
 
 
-def _row(n: int, floor: Figures, run: Figures) -> dict:
-    return {"spans": n, "tool_s": round(run.seconds, 3), "floor_s": round(floor.seconds, 3),
+def _emit(emit, row: dict, run: Figures) -> dict:
+    emit(f"{run.label:<44} {row['tool_s']:7.2f} s, cpu {row['tool_cpu_s']:6.2f} s (floor {row['floor_s']:5.2f} s, "
+         f"cpu {row['floor_cpu_s']:5.2f} s: x{row['ratio']:.1f} wall, x{row['cpu_ratio']:.1f} cpu)  peak RSS "
+         f"{row['tool_peak_mib']:5d} MiB (floor {row['floor_peak_mib']} MiB; {row['sample_spans']:,} sampled spans "
+         f"in {row['sample_traces']:,} traces, {row['queries']} queries)")
+    return row
+
+
+@contextlib.contextmanager
+def _standin(path: Path) -> Iterator[str]:
+    """tests/clickhouse_http.py (ClickHouse's HTTP interface in front of chDB) on a free port."""
+    from tests.workloads.servers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.clickhouse_http", "--path", str(path), "--port", str(port)],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", "the stand-in did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _row(n: int, engine: str, floor: Figures, run: Figures) -> dict:
+    return {"spans": n, "engine": engine, "tool_s": round(run.seconds, 3), "floor_s": round(floor.seconds, 3),
+            "tool_cpu_s": round(run.cpu_seconds, 2), "floor_cpu_s": round(floor.cpu_seconds, 2),
             "ratio": round(run.seconds / floor.seconds, 2) if floor.seconds else None,
+            "cpu_ratio": round(run.cpu_seconds / floor.cpu_seconds, 2) if floor.cpu_seconds else None,
             "tool_peak_mib": round(run.peak_rss / 2**20), "floor_peak_mib": round(floor.peak_rss / 2**20),
-            "sample_mib": round((run.peak_rss - floor.peak_rss) / 2**20), **run.extra}
+            **run.extra}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_clickhouse", description=__doc__.split("\n")[0])
-    ap.add_argument("--spans", type=int, default=DEFAULT_SPANS, help="spans in the large table (a quarter-size one too)")
-    ap.add_argument("--base", type=int, default=DEFAULT_BASE, help="spans generated, then copied up to --spans")
+    ap.add_argument("--spans", default=",".join(map(str, DEFAULT_SIZES)),
+                    help="comma list of table sizes (the issue's target: 50000000)")
+    ap.add_argument("--base", type=int, default=DEFAULT_BASE, help="spans generated, then copied up to each size")
+    ap.add_argument("--dir", type=Path, default=DIR, help="where the chDB database is built and cached")
+    ap.add_argument("--no-http", action="store_true", help="skip the run over HTTP")
     ap.add_argument("--rebuild", action="store_true", help="drop the cached tables first")
     args = ap.parse_args(argv)
     if args.rebuild:
-        shutil.rmtree(DIR / f"db-{args.base}-0", ignore_errors=True)
-    bench(args.spans, args.base)
+        shutil.rmtree(args.dir / f"db-{args.base}-0", ignore_errors=True)
+    bench(parse_sizes(args.spans), args.base, args.dir, http=not args.no_http)
+
+
+def parse_sizes(text: str) -> list[int]:
+    return sorted({int(float(s)) for s in text.split(",") if s.strip()})
 
 
 if __name__ == "__main__":

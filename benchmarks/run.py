@@ -16,8 +16,8 @@
    (`scripts/install-test-servers.sh` installs them).
 4. ClickHouse (`bench_clickhouse`): `analyze --clickhouse chdb:PATH` against a bare
    `GROUP BY ServiceName, SpanName` over the same exporter table in chDB's MergeTree, at
-   `--clickhouse-spans` (default 5M; the issue's target is 50M) and a quarter of it; the tool's
-   peak memory above the bare query's is the sample's.
+   `--clickhouse-spans` (default 1.25M and 5M; opt-in `2000000,10000000,50000000`, the issue's
+   target, with `--clickhouse-dir` on a disk with ~4 GB free), then over HTTP for the largest.
 
 Generated traces are cached under `.bench/traces/seed-0/` (by size and seed), the Prometheus TSDB
 under `.bench/prom-*`; the figures are also written to `.bench/results.json`. About 4 minutes on
@@ -107,18 +107,22 @@ def prometheus() -> dict:
     return {"exit": max(exits), "lines": lines}
 
 
-def clickhouse(n_spans: int) -> list[dict]:
-    _section(f"ClickHouse: analyze --clickhouse chdb:PATH vs a bare GROUP BY over the same table ({n_spans:,} spans)")
+def clickhouse(sizes: Sequence[int], directory: Path) -> list[dict]:
+    _section(f"ClickHouse: analyze --clickhouse vs a bare GROUP BY over the same table "
+             f"({', '.join(f'{n:,}' for n in sizes)} spans)")
     from benchmarks import bench_clickhouse
 
-    return bench_clickhouse.bench(n_spans, emit=lambda line: print(line, flush=True))
+    return bench_clickhouse.bench(sizes, directory=directory, emit=lambda line: print(line, flush=True))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="100k and 300k spans only, no gzip forms")
     ap.add_argument("--skip", default="", help="comma list of analysis,receiver,prometheus,clickhouse")
-    ap.add_argument("--clickhouse-spans", type=int, default=5_000_000, help="spans in the ClickHouse table")
+    ap.add_argument("--clickhouse-spans", default="1250000,5000000",
+                    help="comma list of ClickHouse table sizes (opt-in: 2000000,10000000,50000000)")
+    ap.add_argument("--clickhouse-dir", type=Path, default=REPO / ".bench" / "clickhouse",
+                    help="where the ClickHouse tables are built and cached (50M spans: ~2.7 GB)")
     ap.add_argument("--no-json", action="store_true", help="do not write .bench/results.json")
     args = ap.parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
@@ -136,7 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"skipped: {e}", flush=True)
             results["prometheus"] = {"skipped": str(e)}
     if "clickhouse" not in skip:
-        results["clickhouse"] = clickhouse(1_000_000 if args.quick else args.clickhouse_spans)
+        from benchmarks.bench_clickhouse import parse_sizes
+
+        sizes = [250_000, 1_000_000] if args.quick else parse_sizes(args.clickhouse_spans)
+        results["clickhouse"] = clickhouse(sizes, args.clickhouse_dir)
     results["wall_s"] = round(time.monotonic() - wall, 1)
     print(f"\nall benchmarks: {results['wall_s']:.0f} s", flush=True)
     if not args.no_json:

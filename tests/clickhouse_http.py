@@ -21,7 +21,8 @@ base). What it does as the server's HTTP handler does:
   `X-ClickHouse-Exception-Code: N` and the HTTP status the server maps that code to.
 
 Queries run one at a time (one chDB session per process); the client under test sends one at a
-time too. Run as `python -m tests.clickhouse_http --path DB --port N [--user U --password-file F]`;
+time too. Run as `python -m tests.clickhouse_http --path DB --port N [--user U --password-file F]
+[--https-port M --tls-cert PEM --tls-key PEM]` (HTTPS beside HTTP, as a server's https_port);
 it prints `ready` when it listens. A test stalls it for real with SIGSTOP to cause a read timeout.
 """
 
@@ -260,15 +261,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--user", default="default")
     ap.add_argument("--password-file", help="file holding the user's password (none: empty)")
+    ap.add_argument("--https-port", type=int, help="also serve HTTPS here, with --tls-cert and --tls-key")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     args = ap.parse_args(argv)
     password = open(args.password_file, encoding="utf-8").read().strip() if args.password_file else ""
     handler = type("BoundHandler", (Handler,), {"engine": Engine(args.path), "user": args.user, "password": password})
-    server = _Server(("127.0.0.1", args.port), handler)
+    servers = [_Server(("127.0.0.1", args.port), handler)]
+    if args.https_port:
+        import ssl
+
+        tls = _Server(("127.0.0.1", args.https_port), handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        tls.socket = context.wrap_socket(tls.socket, server_side=True)
+        servers.append(tls)
+    for extra in servers[1:]:
+        threading.Thread(target=extra.serve_forever, daemon=True).start()
     print("ready", flush=True)
     try:
-        server.serve_forever()
+        servers[0].serve_forever()
     finally:
-        server.server_close()
+        for server in servers:
+            server.server_close()
 
 
 if __name__ == "__main__":

@@ -334,25 +334,30 @@ class StandIn:
     password: str
     password_file: Path
     proc: subprocess.Popen
+    https_url: str
+    ca: Path
 
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory, workloads: list[Path]) -> Iterator[StandIn]:
     """tests/clickhouse_http.py serving the workloads' table (filled again: a chDB directory is
     open in one process at a time) as user `analyst` with a password, on a free loopback port."""
+    from tests.prom import make_tls
     from tests.workloads.servers import free_port
 
     root = tmp_path_factory.mktemp("standin")
     _fill(root / "db", workloads)
     password = "s3cr3t-" + os.urandom(6).hex()
     (root / "pw").write_text(password + "\n")
-    port = free_port()
+    tls = make_tls(root)
+    port, https_port = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tests.clickhouse_http", "--path", str(root / "db"), "--port",
-                             str(port), "--user", "analyst", "--password-file", str(root / "pw")],
+                             str(port), "--user", "analyst", "--password-file", str(root / "pw"),
+                             "--https-port", str(https_port), "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)],
                             cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        yield StandIn(f"http://127.0.0.1:{port}", password, root / "pw", proc)
+        yield StandIn(f"http://127.0.0.1:{port}", password, root / "pw", proc, f"https://127.0.0.1:{https_port}", tls.ca)
     finally:
         os.kill(proc.pid, signal.SIGCONT)
         proc.terminate()
@@ -369,6 +374,21 @@ def test_over_http_through_clickhouse_connect(standin: StandIn, workloads_store:
     code, got, err = _analyze("--clickhouse", standin.url)
     assert code == 0, err
     _assert_same_as_chdb(got, workloads_store)
+
+
+def test_over_https_with_a_ca_bundle(standin: StandIn, workloads_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLS as for Prometheus: a certificate from a CA the system does not trust is refused (one
+    line, exit 2) until --clickhouse-ca-bundle names that CA; --clickhouse-insecure-skip-verify
+    is the opt-in way around it."""
+    monkeypatch.setenv("PROFILE_FIRST_CLICKHOUSE_USER", "analyst")
+    monkeypatch.setenv("PROFILE_FIRST_CLICKHOUSE_PASSWORD", standin.password)
+    code, _, err = _analyze("--clickhouse", standin.https_url, "--clickhouse-timeout", "20")
+    assert code == 2 and "certificate" in err.lower() and len(err.strip().splitlines()) == 1, err
+    code, got, err = _analyze("--clickhouse", standin.https_url, "--clickhouse-ca-bundle", str(standin.ca))
+    assert code == 0, err
+    _assert_same_as_chdb(got, workloads_store)
+    code, _, err = _analyze("--clickhouse", standin.https_url, "--clickhouse-insecure-skip-verify", "--service", "orders")
+    assert code == 0, err
 
 
 def test_over_http_a_wrong_password_and_a_server_error(standin: StandIn, tmp_path: Path,
