@@ -85,22 +85,30 @@ def repetitions(shape: TableShape, w: Window, b: Bounds, min_repetitions: int, s
                 hashes: Sequence[int], limit: int) -> Query:
     """Per (service, entry operation, statement hash), for the statements `hashes` of `services`
     (what the sample repeats): traces running it, executions, the most in one trace, and the
-    traces (and their executions) with at least `min_repetitions`. One pass grouped by (trace,
-    service) over those services only (the ordering key's first column: their parts' granules
-    alone are read), attribute maps read only for spans that carry a statement key (a PREWHERE
-    on the map's keys); the operation is the service's first entry span in the trace. Traces are
-    grouped by a 64-bit hash of their id (a fixed-size key: a third of the memory of the hex
-    strings, and two of a million traces collide with odds of about 1 in 10^7)."""
-    source, params = _database_keys(shape, w, services)
+    traces (and their executions) with at least `min_repetitions`. Two reads of those services
+    only (the ordering key's first column: their granules alone are read): their entry spans,
+    from columns only, and their spans that carry a statement key (a PREWHERE on the map's keys;
+    the maps are read for those alone), grouped together by (trace, service); the operation is
+    the service's first entry span in the trace. Traces are grouped by a 64-bit hash of their id
+    (a fixed-size key: a third of the memory of the hex strings; two of a million traces collide
+    with odds of about 1 in 10^7)."""
+    where, params = _where(w)
+    source, db_source_params = _database_keys(shape, w, services)
     db, db_params = _is_database()
+    params.update(db_source_params)
     params.update(db_params, entry_kinds=list(ENTRY_KINDS), min_rep=min_repetitions, limit=limit,
-                  hashes=[int(h) for h in hashes])
+                  hashes=[int(h) for h in hashes], r_services=list(services))
+    entries = (f"SELECT cityHash64(TraceId) AS trace, ServiceName AS service, toString(SpanName) AS entry_op, "
+               f"Timestamp AS ts, toUInt64(0) AS h FROM {shape.ref.sql} "
+               f"PREWHERE ServiceName IN {{r_services:Array(String)}} AND {_ENTRY} WHERE {where}")
+    statements = (f"SELECT cityHash64(TraceId) AS trace, ServiceName AS service, '' AS entry_op, Timestamp AS ts, "
+                  f"normalizedQueryHash({_STATEMENT}) AS h FROM {source} "
+                  f"WHERE {db} AND normalizedQueryHash({_STATEMENT}) IN {{hashes:Array(UInt64)}}")
     return (f"SELECT service, operation, h, count() AS traces, sum(n) AS executions, max(n) AS most, "
             f"countIf(n >= {{min_rep:UInt32}}) AS repeating, sumIf(n, n >= {{min_rep:UInt32}}) AS repeated "
-            f"FROM (SELECT ServiceName AS service, argMinIf(SpanName, Timestamp, {_ENTRY}) AS operation, "
-            f"sumMapIf([normalizedQueryHash({_STATEMENT})], [toUInt64(1)], {db} "
-            f"AND normalizedQueryHash({_STATEMENT}) IN {{hashes:Array(UInt64)}}) AS m "
-            f"FROM {source} GROUP BY cityHash64(TraceId) AS trace, service) "
+            f"FROM (SELECT service, argMinIf(entry_op, ts, h = 0) AS operation, "
+            f"sumMapIf([h], [toUInt64(1)], h != 0) AS m FROM ({entries} UNION ALL {statements}) "
+            f"GROUP BY trace, service) "
             f"ARRAY JOIN m.1 AS h, m.2 AS n WHERE operation != '' "
             f"GROUP BY service, operation, h ORDER BY repeated DESC, executions DESC LIMIT {{limit:UInt32}}"
             f"{_settings(b, limit)}", params)
@@ -194,17 +202,16 @@ _MESSAGING, _MESSAGING_PARAMS = _first_of(sc.MESSAGING_SYSTEM, "msg")
 
 
 def _database_keys(shape: TableShape, w: Window, services: Sequence[str]) -> tuple[str, dict[str, object]]:
-    """The window's entry spans and spans with a statement key of `services`, their attribute map
-    cut down to the keys that classify a database span, as a subquery. The PREWHERE reads the
-    map's keys alone; the values are read for the rows it keeps, and each is looked up in a map
-    of a few entries (reading the map is most of the cost of these queries)."""
+    """The window's spans of `services` with a statement key, their attribute map cut down to the
+    keys that classify a database span, as a subquery. The PREWHERE reads the map's keys alone;
+    the values are read for the rows it keeps, and each is looked up in a map of a few entries."""
     where, params = _where(w)
     params.update(db_keys=list(sc.DB_STATEMENT + sc.DB_SYSTEM + sc.MESSAGING_SYSTEM),
-                  stmt_keys=list(sc.DB_STATEMENT), r_services=list(services), entry_kinds=list(ENTRY_KINDS))
-    return (f"(SELECT TraceId, ServiceName, SpanName, SpanKind, ParentSpanId, Timestamp, "
+                  stmt_keys=list(sc.DB_STATEMENT), r_services=list(services))
+    return (f"(SELECT TraceId, ServiceName, SpanKind, Timestamp, "
             f"mapFilter((k, v) -> k IN {{db_keys:Array(String)}}, SpanAttributes) AS SpanAttributes "
             f"FROM {shape.ref.sql} PREWHERE ServiceName IN {{r_services:Array(String)}} "
-            f"AND ({_ENTRY} OR hasAny(mapKeys(SpanAttributes), {{stmt_keys:Array(String)}})) WHERE {where})", params)
+            f"AND hasAny(mapKeys(SpanAttributes), {{stmt_keys:Array(String)}}) WHERE {where})", params)
 
 
 def _is_database() -> tuple[str, dict[str, object]]:
