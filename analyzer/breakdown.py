@@ -29,8 +29,8 @@ from functools import cached_property
 
 import numpy as np
 
-from analyzer.arrays import dense_ranks
-from analyzer.model import Kind, SpanClass, SpanTable
+from analyzer.model.arrays import dense_ranks
+from analyzer.model.spans import Kind, SpanClass, SpanTable
 
 PARTS = ("self", "database", "cache", "remote_server", "remote_gap", "messaging")
 P_SELF, P_DB, P_CACHE, P_SERVER, P_GAP, P_MSG = range(6)

@@ -9,7 +9,7 @@ them first and `report` turns them into exit code 3.
 from __future__ import annotations
 
 from analyzer.cliutil import closest
-from analyzer.signals import Signals
+from analyzer.model.signals import Signals
 
 INSUFFICIENT = "insufficient_evidence"
 

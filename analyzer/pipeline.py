@@ -12,14 +12,14 @@ from analyzer.breakdown import compute
 from analyzer.ceiling import DEFAULT_CPU_SPEEDUP, rewrite_ceiling
 from analyzer.classify import category_shares, pick
 from analyzer.config import Config
-from analyzer.findings import Finding
+from analyzer.model.findings import Finding
 from analyzer.hotspots import Hotspot, find_hotspots
-from analyzer.model import SpanTable
-from analyzer.profile import Profile
+from analyzer.model.spans import SpanTable
+from analyzer.model.profile import Profile
 from analyzer.profile_verdict import attach, profile_config, views_by_service
-from analyzer.signals import Signal, Signals
-from analyzer.store_figures import OperationFigures, StoreFigures
-from analyzer.table import Repairs
+from analyzer.model.signals import Signal, Signals
+from analyzer.model.store_figures import OperationFigures, StoreFigures
+from analyzer.model.table import Repairs
 from analyzer.timeseries import sample_traces, service_timeseries
 from analyzer.verdict import HotspotResult, decide
 from collectors.otlp_files import SourceStats

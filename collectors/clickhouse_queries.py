@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from analyzer import semconv as sc
+from analyzer.model import semconv as sc
 from collectors.clickhouse_schema import ENTRY_KINDS, ERROR_STATUSES, KIND_NAMES, TableRef, TableShape
-from analyzer.model import Kind
+from analyzer.model.spans import Kind
 
 QUANTILES = (0.5, 0.95, 0.99)
 HASH_RANGE = 1 << 20  # candidates are listed where cityHash64(TraceId) % HASH_RANGE < the group's limit

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from analyzer.model import SpanTable
-from analyzer.statement import normalize_sql
-from analyzer.store_figures import OperationFigures, Repetition, StoreFigures
-from analyzer.table import Batch, Repairs, TableBuilder
+from analyzer.model.spans import SpanTable
+from analyzer.model.statement import normalize_sql
+from analyzer.model.store_figures import OperationFigures, Repetition, StoreFigures
+from analyzer.model.table import Batch, Repairs, TableBuilder
 from collectors import clickhouse_queries as q
 from collectors.clickhouse_schema import KIND_NAMES, STATUS_NAMES, TableRef, TableShape, check
 from collectors.clickhouse_source import ClickHouseError, Source, Transport, open_source

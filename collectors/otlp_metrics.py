@@ -35,8 +35,8 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from analyzer.semconv import PROCESS_RUNTIME_NAME, TELEMETRY_SDK_LANGUAGE, runtime_of
-from analyzer.signals import Missing, Series, ServiceSignals, Signal, Signals
+from analyzer.model.semconv import PROCESS_RUNTIME_NAME, TELEMETRY_SDK_LANGUAGE, runtime_of
+from analyzer.model.signals import Missing, Series, ServiceSignals, Signal, Signals
 from collectors.otlp_files import DEFAULT_LIMITS, InputError, Limits, SourceStats, iter_messages, shown
 
 # -- the names this module understands (signals.md §2, §3) ------------------------------------

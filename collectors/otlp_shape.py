@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from analyzer import semconv as sc
-from analyzer.model import Kind, Status
+from analyzer.model import semconv as sc
+from analyzer.model.spans import Kind, Status
 
 KIND_BY_NAME = {
     "server": Kind.SERVER, "client": Kind.CLIENT, "producer": Kind.PRODUCER, "consumer": Kind.CONSUMER,

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import numpy as np
-from analyzer import semconv as sc
-from analyzer.model import Kind, SpanClass, SpanTable, Status as SpanStatus
-from analyzer.statement import normalize_command, normalize_sql
-from analyzer.table import Batch, Repairs, TableBuilder
+from analyzer.model import semconv as sc
+from analyzer.model.spans import Kind, SpanClass, SpanTable, Status as SpanStatus
+from analyzer.model.statement import normalize_command, normalize_sql
+from analyzer.model.table import Batch, Repairs, TableBuilder
 from collectors import span_tables, trace_json
 from collectors.otlp_files import (DEFAULT_LIMITS, InputError, Limits, SourceStats, expand_paths, iter_messages, shown,
                                    strings_cut)

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from analyzer.signals import Missing, Series, Signal, Signals
+from analyzer.model.signals import Missing, Series, Signal, Signals
 from collectors.http_auth import Transport, connect
 from collectors.http_client import HttpClient, Response, TransportError
 from collectors.promql import (

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from analyzer.signals import Signal
+from analyzer.model.signals import Signal
 
 SERVICE_LABEL = "pf_service"  # written by our label_replace; never expected on stored series
 

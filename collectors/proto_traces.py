@@ -12,7 +12,7 @@ What the attributes decide is derived once per distinct value, never per span:
   a signature (`_signatures_of`); `derive_base` runs once per new signature;
 - statements and URLs carry per-request literals: each distinct one is normalized once, and
   SQL statements that differ only in their numbers are normalized once for all of them
-  (`analyzer.statement.shape_keys`);
+  (`analyzer.model.statement.shape_keys`);
 - names are hashed and interned once per distinct name.
 
 Damage: a request or ResourceSpans whose framing does not decode is skipped and counted
@@ -28,11 +28,11 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from analyzer import semconv as sc
-from analyzer.arrays import dense_ranks, hash_slices, mix
-from analyzer.model import Kind, SpanClass
-from analyzer.statement import shape_keys
-from analyzer.table import Batch
+from analyzer.model import semconv as sc
+from analyzer.model.arrays import dense_ranks, hash_slices, mix
+from analyzer.model.spans import Kind, SpanClass
+from analyzer.model.statement import shape_keys
+from analyzer.model.table import Batch
 from collectors import protowire as pw
 from collectors import span_wire as sw
 from collectors.otlp_files import SourceStats, strings_cut

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analyzer.hotspots import weighted_quantile
-from analyzer.model import SpanTable
+from analyzer.model.arrays import weighted_quantile
+from analyzer.model.spans import SpanTable
 
 
 @dataclass(frozen=True)

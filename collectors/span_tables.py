@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from analyzer.model import Kind
+from analyzer.model.spans import Kind
 from collectors import otlp_shape as shape
 from collectors.otlp_files import InputError, SourceStats
 

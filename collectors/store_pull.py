@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from analyzer.table import TableBuilder
+from analyzer.model.table import TableBuilder
 from collectors import trace_json
 from collectors.http_auth import Transport, connect
 from collectors.http_client import HttpClient, Response, TransportError

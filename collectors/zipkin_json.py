@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from analyzer.model import Status
+from analyzer.model.spans import Status
 from collectors import otlp_shape as shape
 from collectors.otlp_files import SourceStats
 

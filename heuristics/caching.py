@@ -1,6 +1,6 @@
 """Caching detectors: cache-aside misses, low hit ratio, slow cache operations, cacheable repeated fetches.
 
-Cache spans are database spans of a cache system (redis, memcached, ...; see analyzer.semconv).
+Cache spans are database spans of a cache system (redis, memcached, ...; see analyzer.model.semconv).
 Redis and memcached instrumentations sanitize arguments (`GET ?`), so keys are usually not
 visible: cache-aside is recognized by the order of operations within one request, and keys
 are compared only where spans carry them.
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.arrays import sorted_unique
+from analyzer.model.arrays import sorted_unique
 from analyzer.classify import CACHEABLE_DATABASE, FALL_THROUGH_DATABASE, FALL_THROUGH_NETWORK
-from analyzer.findings import Evidence, Finding
-from analyzer.model import SpanClass
-from analyzer.signals import Signal
+from analyzer.model.findings import Evidence, Finding
+from analyzer.model.spans import SpanClass
+from analyzer.model.signals import Signal
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
 from heuristics.spans import (

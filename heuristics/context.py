@@ -12,10 +12,10 @@ import numpy as np
 from analyzer.breakdown import Breakdown
 from analyzer.classify import ClassifyConfig
 from analyzer.hotspots import Hotspot
-from analyzer.model import SpanTable
+from analyzer.model.spans import SpanTable
 from analyzer.profile_summary import ProfileView
-from analyzer.signals import ServiceSignals
-from analyzer.store_figures import StoreFigures
+from analyzer.model.signals import ServiceSignals
+from analyzer.model.store_figures import StoreFigures
 
 T = TypeVar("T")
 

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from analyzer.findings import Evidence, Finding
-from analyzer.signals import Signal
+from analyzer.model.findings import Evidence, Finding
+from analyzer.model.signals import Signal
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
 from heuristics.runtime import SATURATED, RuntimeMeasure, fmt_ms, measure

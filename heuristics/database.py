@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from analyzer.arrays import sorted_unique
-from analyzer.findings import Evidence, Finding
-from analyzer.model import SpanClass
-from analyzer.signals import Signal
+from analyzer.model.arrays import sorted_unique
+from analyzer.model.findings import Evidence, Finding
+from analyzer.model.spans import SpanClass
+from analyzer.model.signals import Signal
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
 from heuristics.spans import (

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.arrays import sorted_unique
+from analyzer.model.arrays import sorted_unique
 from analyzer.classify import ClassifyConfig, pick, trace_shares
-from analyzer.findings import Evidence, Finding
+from analyzer.model.findings import Evidence, Finding
 from analyzer.hotspots import Hotspot
-from analyzer.model import SpanClass
+from analyzer.model.spans import SpanClass
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
 from heuristics.spans import NS_PER_MS, Waiting, location, ms, run_ids, sample_evidence, waiting

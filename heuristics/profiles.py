@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.findings import Evidence, Finding
-from analyzer.profile import Frame
-from analyzer.profile_frames import language
+from analyzer.model.findings import Evidence, Finding
+from analyzer.model.profile import Frame
+from analyzer.model.profile_frames import language
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
 from heuristics.runtime import fmt_ms, measure

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analyzer.signals import Series, ServiceSignals, Signal
+from analyzer.model.signals import Series, ServiceSignals, Signal
 from analyzer.hotspots import Hotspot
-from analyzer.model import SpanTable
+from analyzer.model.spans import SpanTable
 from heuristics.context import HotspotContext
 
 NS = 1e9

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.arrays import sorted_unique
-from analyzer.findings import Evidence
-from analyzer.model import NO_CODE
+from analyzer.model.arrays import sorted_unique
+from analyzer.model.findings import Evidence
+from analyzer.model.spans import NO_CODE
 from heuristics.context import HotspotContext
 
 NS_PER_MS = 1e6

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from analyzer.findings import Evidence, Finding
+from analyzer.model.findings import Evidence, Finding
 from heuristics.context import HotspotContext
 from heuristics.cpu import cpu_evidence
 from heuristics.gc import gc_evidence

@@ -15,7 +15,7 @@ import pytest
 
 from analyzer.publish import publish
 from analyzer.report_schema import validate_report
-from analyzer.signals import Signal
+from analyzer.model.signals import Signal
 from collectors.prometheus import PromConfig, collect
 from tests.prom import OpenMetrics, Window, prometheus_with, require_binaries
 

@@ -10,7 +10,7 @@ import pytest
 from analyzer.classify import ClassifyConfig, category_shares, pick
 from analyzer.ceiling import rewrite_ceiling
 from analyzer.config import Config
-from analyzer.signals import Signal
+from analyzer.model.signals import Signal
 from analyzer.verdict import HotspotResult
 from heuristics.engine import run_rules
 from tests.test_heuristics_runtime import T0, contexts, fire, one, signals_for, steady, traces  # noqa: F401

@@ -18,8 +18,9 @@ from opentelemetry.trace import SpanKind
 
 from analyzer.breakdown import compute
 from analyzer.config import Config
-from analyzer.hotspots import Hotspot, find_hotspots, weighted_quantile
-from analyzer.model import SpanTable
+from analyzer.hotspots import Hotspot, find_hotspots
+from analyzer.model.arrays import weighted_quantile
+from analyzer.model.spans import SpanTable
 from analyzer.pipeline import Inputs, analyze
 from analyzer.report_schema import validate_report
 from collectors.otlp_traces import load_traces

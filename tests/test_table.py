@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyzer.arrays import mix
-from analyzer.table import Batch, TableBuilder, _stable_argsort
+from analyzer.model.arrays import mix
+from analyzer.model.table import Batch, TableBuilder, _stable_argsort
 
 U64 = (1 << 64) - 1
 A, B, C = (7 << 64) | 1, (7 << 64) | 2, 3 << 64  # A and B share their high 8 bytes; C < A < B

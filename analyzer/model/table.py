@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analyzer.arrays import mix, unique_inverse
-from analyzer.model import SpanTable
-from analyzer.semconv import runtime_of
+from analyzer.model.arrays import mix, unique_inverse
+from analyzer.model.spans import SpanTable
+from analyzer.model.semconv import runtime_of
 
 
 class Interner:
