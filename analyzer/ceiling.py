@@ -121,7 +121,8 @@ def runtime_cost(m: RuntimeMeasure) -> dict:
     out = {}
     for key, value in (("gc_ms_per_request", m.gc_ms_per_request), ("cpu_ms_per_request", m.work_ms_per_request),
                        ("background_cores", m.background_cores if m.cores_used is not None else float("nan")),
-                       ("cpu_ceiling_cores", m.ceiling_cores), ("requests_in_process", m.in_flight)):
+                       ("cpu_ceiling_cores", m.ceiling_cores), ("requests_in_process", m.in_flight),
+                       ("gc_ms_before_spans_per_request", m.gc_outside_ms)):
         if np.isfinite(value):
             out[key] = _r(value)
     return out

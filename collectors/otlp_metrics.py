@@ -51,7 +51,9 @@ GC_TIME_COUNTERS = ("dotnet.gc.pause.time", "process.runtime.dotnet.gc.duration"
 GC_CYCLE_COUNTERS = ("dotnet.gc.collections", "process.runtime.dotnet.gc.collections.count", "go.memory.gc.cycles",
                      "process.runtime.go.gc.count", "cpython.gc.collections")
 EVENT_LOOP_LAG = ("nodejs.eventloop.delay.p99", "nodejs.eventloop.delay.mean", "nodejs.eventloop.delay.p50")
-_ALL = frozenset(CPU_TIME + CPU_UTILIZATION + CPU_COUNT + GC_HISTOGRAMS + GC_TIME_COUNTERS + GC_CYCLE_COUNTERS + EVENT_LOOP_LAG)
+EVENT_LOOP_DELAY = ("nodejs.eventloop.delay.mean", "nodejs.eventloop.delay.min")
+_ALL = frozenset(CPU_TIME + CPU_UTILIZATION + CPU_COUNT + GC_HISTOGRAMS + GC_TIME_COUNTERS + GC_CYCLE_COUNTERS + EVENT_LOOP_LAG
+                 + EVENT_LOOP_DELAY)
 
 # CPU modes that are not time the process spent on a CPU.
 _IDLE_MODES = frozenset({"idle", "wait"})
@@ -465,6 +467,15 @@ def _derive(sig: ServiceSignals, metrics: dict[str, _Metric], runtime: str) -> N
         scale = _scale(lag)
         levels = {k: {t: v * scale for t, v in _levels(lag, p).items()} for k, p in lag.streams.items()}
         _put(sig, Signal.EVENT_LOOP_LAG, _series(_sum_by_instance(levels), "mean", lag.name, "s"))
+    mean, low = metrics.get("nodejs.eventloop.delay.mean"), metrics.get("nodejs.eventloop.delay.min")
+    if mean is not None and low is not None and mean.kind == low.kind == "gauge":
+        # The mean less the minimum, the delay monitor's own resolution (see Signal.EVENT_LOOP_DELAY_MEAN).
+        rows = {}
+        for k, p in mean.streams.items():
+            lows = _levels(low, low.streams.get(k, []))
+            rows[k] = {t: (v - lows[t]) * _scale(mean) for t, v in _levels(mean, p).items() if t in lows}
+        _put(sig, Signal.EVENT_LOOP_DELAY_MEAN, _series(_sum_by_instance(rows), "mean",
+                                                        f"{mean.name} - {low.name}", "s"))
 
     _note_missing(sig, metrics)
 

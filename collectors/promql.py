@@ -140,6 +140,10 @@ def _gauge(key: str, op: str, name: str, *extra: str, scale: str = "") -> Varian
     return Variant(key, (name,), lambda s: s.agg(op, s.m(name, *extra)) + scale)
 
 
+def _delay_beyond_min(key: str, mean: str, minimum: str) -> Variant:
+    return Variant(key, (mean, minimum), lambda s: f"{s.agg('avg', s.m(mean))} - {s.agg('avg', s.m(minimum))}")
+
+
 # cAdvisor: drop the pod sandbox ("POD") and cgroup roots (container=""), and per-CPU series.
 _CADVISOR = ('container!=""', 'container!="POD"', 'cpu!~"cpu[0-9]+"')
 _CADVISOR_SPEC = ('container!=""', 'container!="POD"')
@@ -286,6 +290,16 @@ CATALOG: tuple[SignalSpec, ...] = (
                "nodejs_eventloop_delay_p99_seconds"),
         _gauge("otel-js nodejs_eventloop_delay_p99 (no unit suffix), worst instance", "max",
                "nodejs_eventloop_delay_p99"),
+    )),
+    SignalSpec(Signal.EVENT_LOOP_DELAY_MEAN, "s", (
+        # monitorEventLoopDelay histograms: the mean less the minimum, which is the timer's own
+        # resolution (prom-client's 10 ms by default) when the loop is ever free.
+        _delay_beyond_min("prom-client nodejs_eventloop_lag_mean_seconds - _min_seconds, mean of instances",
+                          "nodejs_eventloop_lag_mean_seconds", "nodejs_eventloop_lag_min_seconds"),
+        _delay_beyond_min("otel nodejs_eventloop_delay_mean_seconds - _min_seconds, mean of instances",
+                          "nodejs_eventloop_delay_mean_seconds", "nodejs_eventloop_delay_min_seconds"),
+        _gauge("prom-client nodejs_eventloop_lag_seconds (setImmediate), mean of instances", "avg",
+               "nodejs_eventloop_lag_seconds"),
     )),
     SignalSpec(Signal.REQUESTS_PER_SECOND, "1/s", (
         _rate_sum("otel http_server_request_duration_seconds_count", "http_server_request_duration_seconds_count"),

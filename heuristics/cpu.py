@@ -217,7 +217,8 @@ def cpu_queueing(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     end). Pearson r between each bucket's mean latency and its utilization (cores used ÷ cores
     available). The queueing share is the extra self time of requests in saturated buckets
     (utilization ≥ 0.8) over the mean self time of the other requests, as a share of the hot
-    spot's time; the finding's share is the CPU-accounted share plus that, bounded by the self
+    spot's time, less GC's part of the runtime cost (a core filled by a GC storm is GC, not CPU
+    queueing); the finding's share is the CPU-accounted share plus that, bounded by the self
     share less GC.
 
     Fires when r ≥ `min_correlation` over ≥ `min_buckets` buckets and the peak utilization ≥

@@ -5,6 +5,7 @@ Only GC measured by runtime metrics counts; self time alone is never read as GC.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -38,6 +39,10 @@ def gc_evidence(m: RuntimeMeasure) -> list[Evidence]:
         ev.append(Evidence(Signal.ALLOC_BYTES_PER_SECOND, m.alloc.value, "B/s", m.alloc.source))
     if m.event_loop_lag is not None:
         ev.append(Evidence(Signal.EVENT_LOOP_LAG, m.event_loop_lag.value, "s", m.event_loop_lag.source))
+    if np.isfinite(m.gc_outside_ms) and m.loop_delay is not None:
+        ev.append(Evidence("gc_ms_before_spans_per_request", m.gc_outside_ms, "ms",
+                           f"mean event-loop delay ({m.loop_delay.source}) x GC's part of the runtime cost "
+                           f"({m.gc_fraction:.0%}): wait before server spans start, which they under-count"))
     if np.isfinite(m.gc_ms_per_request):
         ev.append(Evidence("gc_ms_per_request", m.gc_ms_per_request, "ms",
                            f"GC seconds over the window / requests over the window ({Signal.REQUESTS_PER_SECOND})"))
@@ -57,13 +62,24 @@ def gc_evidence(m: RuntimeMeasure) -> list[Evidence]:
 
 def outside_spans(m: RuntimeMeasure) -> str:
     """What the spans miss of a stop-the-world pause: the wait before a request's span starts."""
+    if np.isfinite(m.gc_outside_ms) and m.loop_delay is not None and m.gc_outside_ms >= 0.05:
+        return (f" Requests also wait for the event loop before their server spans start: "
+                f"{m.loop_delay.value * 1e3:.1f} ms on average ({_metric_names(m.loop_delay.source)}), "
+                f"~{fmt_ms(m.gc_outside_ms)} of it behind GC ({m.gc_fraction:.0%} of what blocks the loop): "
+                f"server spans under-count GC by that much per request.")
     if m.event_loop_lag is not None and m.event_loop_lag.value >= 0.005:
         return (f" Requests also wait for the blocked event loop before their server spans start (lag "
-                f"{m.event_loop_lag.value * 1e3:.0f} ms, {m.event_loop_lag.source.split('(')[-1].split('{')[0]}): "
+                f"{m.event_loop_lag.value * 1e3:.0f} ms, {_metric_names(m.event_loop_lag.source)}): "
                 f"server spans under-count the pauses.")
     if m.gc_kind == "pause" and m.runtime == "jvm":
         return " A safepoint holds every thread, including requests not yet in a span: spans under-count pauses."
     return ""
+
+
+def _metric_names(source: str) -> str:
+    """The metric names in a source (a PromQL query or OTLP names), without the query around them."""
+    names = dict.fromkeys(re.findall(r"\b(?:nodejs|v8js)[_.][a-z0-9_.]+\b", source))
+    return " - ".join(names) or source
 
 
 @rule("PF-GC001", "gc-time", "gc_pause", "Garbage collection takes a material share of the hot spot's time",
@@ -93,8 +109,12 @@ def gc_time(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
       by their per-request times. The cause is `gc_pause` when GC per request is at least the
       non-GC CPU per request.
     - Stop-the-world time outside spans: a Node request arriving during a pause waits in the event
-      loop before its span starts (event-loop lag); a JVM safepoint holds every thread. The
-      message says so: server spans under-count pauses.
+      loop before its span starts. The mean event-loop delay (prom-client
+      `nodejs_eventloop_lag_mean_seconds` less `_min_seconds`, the monitor's resolution; OTel
+      `nodejs.eventloop.delay.mean` less `.min`; or the older `nodejs_eventloop_lag_seconds`)
+      times GC's part of the runtime cost is GC wait per request the spans miss: quoted as
+      `gc_ms_before_spans_per_request` and counted in the rewrite ceiling's basis. A JVM
+      safepoint holds every thread; the message says server spans under-count pauses.
     - Pause quantiles (p50, p99, max), GC cycles per second and allocation rate are quoted as
       evidence where exposed; so are the correlation of per-bucket latency with GC time and the
       share of tail requests in GC-heavy intervals (see PF-GC002).

@@ -20,6 +20,10 @@ Model (why the shares are what they are), per request of the service over the wi
   one for CPython's GIL and Node's event loop, else the quota or the runtime's CPU count), the
   coverage is scaled by that queue, so GIL or event-loop queueing counts as CPU cost, while
   time the process did not get a core for (another process on its cores) stays uncounted.
+- Outside the spans: a Node request that arrives while the event loop is blocked waits before
+  its server span starts. The mean event-loop delay (beyond the monitor's resolution) is that
+  wait; GC's part of it, in the runtime cost's GC/CPU proportion, is GC cost the spans miss.
+  Queueing measured in CPU-saturated intervals is split the same way.
 - The hot spot's runtime share is its self share times that coverage (at most 1), split between
   GC and CPU work by their per-request times. Every operation gets the service's coverage of its
   own self time: CPU is spread by self time, so a probe with no self time gets none.
@@ -46,6 +50,7 @@ ONE_CORE_RUNTIMES = {"python": "CPython runs Python code on one core at a time (
 MIN_IDLE_BUCKETS = 3  # intervals without requests needed to measure background CPU
 MIN_FIT_BUCKETS = 8  # intervals needed to regress CPU on the request rate ...
 MIN_RATE_CV = 0.5  # ... and how much the rate must vary between them (std / mean)
+SIGNIFICANT = 3.0  # standard errors the per-request slope must clear to be charged to requests
 CPU_UTILIZATION = getattr(Signal, "CPU_UTILIZATION", "cpu_utilization")  # OTel *.cpu.utilization, 0..1
 
 
@@ -90,8 +95,11 @@ class RuntimeMeasure:
     cpu_latency_r: float = float("nan")  # correlation of bucket latency with CPU use
     cpu_buckets: int = 0
     peak_utilization: float = float("nan")
-    queue_share: float = 0.0  # extra self time of saturated buckets over the others, as a share
+    queue_share: float = 0.0  # extra self time of saturated buckets over the others, as a share, GC's part excluded
+    gc_fraction: float = 0.0  # GC's part of the runtime cost per request (GC / (GC + other CPU work))
     event_loop_lag: Value | None = None
+    loop_delay: Value | None = None  # mean wait of an event for the event loop (before any server span starts)
+    gc_outside_ms: float = float("nan")  # GC's part of that wait per request: the spans under-count it
     processes: Value | None = None  # processes of the service (instances)
     cpu_wait: Value | None = None  # s/s some task waited for a core (PSI): contention when the service is below its ceiling
     # GC
@@ -254,6 +262,7 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
             cpu_v = u_v * m.cores_available.value
     m.throttled, _, _ = windowed(ss, Signal.CPU_THROTTLED_FRACTION, t0, t1)
     m.event_loop_lag, _, _ = windowed(ss, Signal.EVENT_LOOP_LAG, t0, t1)
+    m.loop_delay, _, _ = windowed(ss, Signal.EVENT_LOOP_DELAY_MEAN, t0, t1)
     m.cpu_wait, _, _ = windowed(ss, Signal.CPU_WAIT_SECONDS_PER_SECOND, t0, t1)
     m.processes, _, _ = windowed(ss, Signal.PROCESSES, t0, t1)
     n_entries, svc_self_ns, first, last = _service_entries(ctx)
@@ -325,8 +334,15 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
         runtime_ms = gc_ms + m.work_ms_per_request
         m.work_coverage = m.work_ms_per_request / m.service_self_ms * m.queue_factor
         m.runtime_share = m.self_share * min(1.0, runtime_ms / m.service_self_ms * m.queue_factor)
-        gc_frac = gc_ms / runtime_ms if runtime_ms > 0 else 0.0
+        gc_frac = m.gc_fraction = gc_ms / runtime_ms if runtime_ms > 0 else 0.0
         m.gc_share = m.runtime_share * gc_frac
+        # A saturated core is busy with GC as much as with other work: the queue behind it is
+        # split the same way, so a GC storm that fills the core is not read as CPU queueing.
+        m.queue_share *= 1.0 - gc_frac
+        if m.loop_delay is not None and m.gc is not None:
+            # The loop is blocked by GC pauses and by other work in the runtime cost's proportion (a
+            # lower bound for GC: a long pause delays more arrivals than the same time in short tasks).
+            m.gc_outside_ms = max(0.0, m.loop_delay.value) * 1e3 * gc_frac
         m.cpu_share = m.runtime_share - m.gc_share
         if m.gc is not None:
             g_tail = m.gc_at_tail if np.isfinite(m.gc_at_tail) else m.gc.value
@@ -382,10 +398,17 @@ def _background(ctx: HotspotContext, cpu_t: np.ndarray, cpu_v: np.ndarray) -> tu
     cores = np.clip(cpu_v, 0.0, None)
     mean = float(cores.mean())
     if cores.size >= MIN_FIT_BUCKETS and rate.mean() > 0 and rate.std() >= MIN_RATE_CV * rate.mean():
-        slope = float(np.polyfit(rate, cores, 1)[0])
-        per_request = min(mean, max(0.0, slope) * float(rate.mean()))
+        (slope, _), cov = np.polyfit(rate, cores, 1, cov=True)
+        slope, se = float(slope), float(np.sqrt(max(0.0, cov[0, 0])))
+        if slope - SIGNIFICANT * se <= 0:
+            # The background's own variation (a busy host, a bursty thread) hides any per-request
+            # part: no CPU is charged to requests that the data cannot tell from noise.
+            return mean, (f"CPU regressed on the request rate over {cores.size} intervals: "
+                          f"{slope * 1e3:.1f} ± {se * 1e3:.1f} ms per request, not distinguishable from the "
+                          f"background's variation, so all of it is background")
+        per_request = min(mean, slope * float(rate.mean()))
         return mean - per_request, (f"CPU regressed on the request rate over {cores.size} intervals: "
-                                    f"{max(0.0, slope) * 1e3:.1f} ms per request, the rest is background")
+                                    f"{slope * 1e3:.1f} ms per request, the rest is background")
     idle = busy <= 0
     if idle.sum() < MIN_IDLE_BUCKETS:
         return 0.0, ""

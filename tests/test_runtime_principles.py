@@ -49,6 +49,25 @@ def test_node_gc_says_spans_under_count_pauses(traces, tmp_path):
     assert any(e.signal == Signal.EVENT_LOOP_LAG and e.value == pytest.approx(0.12) for e in g.evidence)
 
 
+def test_node_gc_wait_before_spans_is_counted_as_gc(traces, tmp_path):
+    """Node, GC-bound (30 ms of pauses and 5 ms of other CPU per request), with a mean event-loop
+    delay of 12 ms: a request arriving during a pause waits before its span starts. A human would
+    say: GC costs each request more than its span shows. GC's part of the wait (30/35 of what
+    blocks the loop: ~10.3 ms) is GC evidence, in the finding and the ceiling's basis."""
+    steady(traces, "feed", "node", 240, 5, 40)
+    ctx = one(traces, tmp_path, signals_for("feed", "node", **{
+        Signal.GC_SECONDS_PER_SECOND: 0.3, Signal.CPU_CORES_USED: 0.35, Signal.REQUESTS_PER_SECOND: 10.0,
+        Signal.EVENT_LOOP_DELAY_MEAN: 0.012}))
+    (g,) = fire("PF-GC001", ctx)
+    ev = {e.signal: e.value for e in g.evidence}
+    assert ev["gc_ms_before_spans_per_request"] == pytest.approx(12.0 * 30 / 35, rel=0.01)
+    assert "under-count GC by that much" in g.message and "12.0 ms on average" in g.message
+    fs = run_rules(ctx, Config())
+    c = rewrite_ceiling([ctx], [HotspotResult(ctx.hotspot.operation, ctx.hotspot.total_ms, 1.0, "gc_pause",
+                                              category_shares(ctx.hotspot, fs), fs)])
+    assert c["basis"]["gc_ms_before_spans_per_request"] == pytest.approx(12.0 * 30 / 35, rel=0.01)
+
+
 def test_cpython_at_its_one_core_ceiling_is_cpu_bound(traces, tmp_path):
     """CPython, 0.95 cores (its GIL ceiling is one), 20 req/s, each request 150 ms of self time of
     which 47.5 ms is its own CPU: three requests at once queue for the GIL behind each other's

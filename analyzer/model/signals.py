@@ -30,6 +30,8 @@ class Signal:
     CPU_WAIT_SECONDS_PER_SECOND = "cpu_wait_seconds_per_second"  # s/s some task waited for a core (PSI)
     PROCESSES = "processes"  # processes (instances) of the service: each has its own GIL / event loop
     EVENT_LOOP_LAG = "event_loop_lag_seconds"  # s
+    # s: mean wait of an event for the Node event loop, beyond the delay monitor's own resolution
+    EVENT_LOOP_DELAY_MEAN = "event_loop_delay_mean_seconds"
     REQUESTS_PER_SECOND = "requests_per_second"  # 1/s, from server metrics
     CACHE_HIT_RATIO = "cache_hit_ratio"  # 0..1
     POOL_WAIT_SECONDS = "pool_wait_seconds"  # s, mean wait to get a DB connection
