@@ -256,9 +256,10 @@ CREDENTIALS = Table({
 SCOPE = Table({
     "services": Key(ListOf(Text()), "Only these services (empty: every service found).", default=[]),
     "environments": Key(ListOf(Text()), "`deployment.environment` values to report on, applied to Prometheus "
-                                        "series as the label `deployment_environment` (series without it are kept; "
-                                        "trace sources are not filtered by it yet); staging is excluded unless "
-                                        "listed here.",
+                                        "series (the label `deployment_environment`) and to spans (the resource "
+                                        "attribute `deployment.environment.name` or `deployment.environment`); "
+                                        "what names none is kept; staging is excluded unless listed here; "
+                                        "`[\"*\"]` or `[]`: no filter.",
                         default=["production"]),
     "ignore_operations": Key(ListOf(Text(form="an operation name or glob")),
                              "Operations never reported, by exact name or glob (`*`, `?`, `[...]`): health checks, "

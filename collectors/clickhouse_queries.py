@@ -34,7 +34,7 @@ HASH_RANGE = 1 << 20  # candidates are listed where cityHash64(TraceId) % HASH_R
 _PRODUCER_KINDS = tuple(n for n, k in KIND_NAMES.items() if k == Kind.PRODUCER)
 # Span attributes fetched for the sample: what `derive_base` and the statement/URL readers use.
 SPAN_KEYS = tuple(sorted(sc.SPAN_KEYS))
-RESOURCE_KEYS = (sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE)
+RESOURCE_KEYS = (sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE, *sc.DEPLOYMENT_ENVIRONMENT)
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ class Window:
     start_ns: int | None = None
     end_ns: int | None = None
     services: tuple[str, ...] = ()
+    # deployment.environment values kept (and spans whose resource names none); empty: no filter.
+    # Needs the ResourceAttributes column.
+    environments: tuple[str, ...] = ()
 
 
 Query = tuple[str, dict[str, object]]
@@ -200,6 +203,12 @@ def _where(w: Window) -> tuple[str, dict[str, object]]:
     if w.services:
         conds.append("ServiceName IN {w_services:Array(String)}")
         params["w_services"] = list(w.services)
+    if w.environments:
+        keys = [f"ResourceAttributes[{{w_env{i}:String}}]" for i in range(len(sc.DEPLOYMENT_ENVIRONMENT))]
+        first = ", ".join(k + " != '', " + k for k in keys)  # the first name set, as _first_of
+        conds.append(f"multiIf({first}, '') IN {{w_envs:Array(String)}}")
+        params.update({f"w_env{i}": k for i, k in enumerate(sc.DEPLOYMENT_ENVIRONMENT)})
+        params["w_envs"] = [*w.environments, ""]  # "": the resource names no environment, kept
     return " AND ".join(conds), params
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from analyzer.model import semconv as sc
 from analyzer.model.spans import SpanTable
 from analyzer.model.statement import normalize_sql
 from analyzer.model.store_figures import OperationFigures, Repetition, StoreFigures
@@ -118,6 +119,9 @@ def _load(src: Source, ref: TableRef, opts: Options, window: q.Window) -> Loaded
         return out
 
     shape = check(ref, {r["name"]: r["type"] for r in rows(q.columns(ref, b))})
+    if window.environments and not shape.has_resource_attributes:
+        stats.note("the table has no ResourceAttributes column: spans are not filtered by deployment.environment")
+        window = replace(window, environments=())
     total = rows(q.totals(shape, window, b))[0]
     figures = StoreFigures(engine=src.engine, min_repetitions=opts.min_repetitions)
     for r in rows(q.operations(shape, window, b, opts.max_operations)):
@@ -204,7 +208,8 @@ def _sample(figures: StoreFigures, rows, shape: TableShape, window: q.Window, op
 def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: SourceStats, pulled: set[str]) -> None:
     """One Arrow batch of the `spans` query into the builder, attributes derived by the decoder."""
     cols = {name: batch.column(name).to_pylist()
-            for name in ("trace_id", "span_id", "parent_id", "name", "kind", "service", "r0", "r1", "status")}
+            for name in ("trace_id", "span_id", "parent_id", "name", "kind", "service", "r0", "r1", "r2", "r3",
+                         "status")}
     tids, sids, pids = cols["trace_id"], cols["span_id"], cols["parent_id"]
     # Ids are checked for all rows at once; only a damaged row goes through Python.
     keep_mask = _hex_ids(tids, 32) & _hex_ids(sids, 16)
@@ -221,14 +226,16 @@ def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: 
     kinds = [KIND_NAMES.get(k, 0) for k in cols["kind"]]
     attrs = batch.column("attrs")  # per span, the wanted keys of its map: read from the flat arrays
     keys, values, offsets = attrs.keys.to_pylist(), attrs.items.to_pylist(), attrs.offsets.to_numpy().tolist()
-    services: dict[tuple[str, str, str], int] = {}
+    services: dict[tuple[str, str, str, str, str], tuple[int, int]] = {}
     svc = []
-    for name, r0, r1 in zip(cols["service"], cols["r0"], cols["r1"]):
-        k = (name, r0, r1)
+    for k in zip(cols["service"], cols["r0"], cols["r1"], cols["r2"], cols["r3"]):
         code = services.get(k)
         if code is None:
-            code = services[k] = builder.service(name or "unknown_service", r0 or None, r1 or None)
+            name, r0, r1, r2, r3 = k
+            code = services[k] = (builder.service(name or "unknown_service", r0 or None, r1 or None),
+                                  builder.environment(dict(zip(sc.DEPLOYMENT_ENVIRONMENT, (r2, r3)))))
         svc.append(code)
+    resource = np.asarray(svc, np.int32).reshape(-1, 2)[keep]
     rows = keep.tolist()
     derived = np.array([decoder.derive(kinds[i], dict(zip(keys[offsets[i]:offsets[i + 1]],
                                                           values[offsets[i]:offsets[i + 1]])))
@@ -237,7 +244,7 @@ def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: 
     start = batch.column("start").to_numpy().astype(np.int64)[keep]
     dur = np.minimum(batch.column("dur").to_numpy().astype(np.uint64)[keep], np.uint64(1 << 62)).astype(np.int64)
     builder.add(Batch(
-        service=np.asarray(svc, np.int32)[keep], trace_hi=ids[:, 0].astype(np.uint64),
+        service=resource[:, 0], environment=resource[:, 1], trace_hi=ids[:, 0].astype(np.uint64),
         trace_lo=ids[:, 1].astype(np.uint64),
         span_id=np.frombuffer(bytes.fromhex("".join([sids[i] for i in rows])), dtype=">u8").astype(np.uint64),
         parent_id=np.frombuffer(bytes.fromhex("".join([pids[i] or "0" * 16 for i in rows])),

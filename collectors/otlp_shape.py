@@ -18,7 +18,7 @@ KIND_BY_NAME = {
     "server": Kind.SERVER, "client": Kind.CLIENT, "producer": Kind.PRODUCER, "consumer": Kind.CONSUMER,
     "internal": Kind.INTERNAL,
 }
-RESOURCE_KEYS = frozenset({sc.SERVICE_NAME, sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE})
+RESOURCE_KEYS = frozenset({sc.SERVICE_NAME, sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE, *sc.DEPLOYMENT_ENVIRONMENT})
 
 
 def trace_id(raw: object) -> str:

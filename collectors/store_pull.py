@@ -59,6 +59,7 @@ class StoreSettings:
     token_file: str | None = None
     max_searches: int = 64
     min_slice_s: float = 60.0
+    environments: tuple[str, ...] = ()  # deployment.environment values a store that can filter keeps
 
     def client(self, accept: str = "application/json") -> HttpClient:
         headers = {**self.headers, "Accept": accept}

@@ -22,7 +22,8 @@ SPAN_TABLE = Table({
         ("end", "Column of the end time (or give `duration`)."), ("duration", "Column of the duration."),
         ("kind", "Column of the span kind (optional: inferred from the tree when missing)."),
         ("status", "Column of the status code (optional)."),
-        ("attributes", "Column of the span attributes as a JSON object (optional)."))},
+        ("attributes", "Column of the span attributes as a JSON object (optional)."),
+        ("environment", "Column of the `deployment.environment` the span ran in (optional)."))},
     "time_unit": Key(Text(choices=tuple(UNITS)), "Unit of integer start and end times.", default="ns"),
     "duration_unit": Key(Text(choices=tuple(UNITS)), "Unit of the duration column.", default="ns"),
     "service_from": Key(Text(choices=("pod",)), "`pod`: the service is the Deployment name in a pod name "

@@ -14,16 +14,21 @@
   the sample's weights when the search listed fewer traces than there were. A Tempo without
   metrics (404, or an error) is noted and the search's own list is the population.
 - Multi-tenant installs: `X-Scope-OrgID` from `--tenant` / `tenant`.
+- Environments (`report`'s `deployment.environment` filter): each of the two attribute names
+  the Tempo knows values of (`/api/v2/search/tag/<name>/values`) becomes a condition in every
+  search and in the count, so only those environments' traces are listed. A Tempo whose
+  resources name no environment is searched unfiltered (TraceQL cannot say "absent").
 """
 
 from __future__ import annotations
 
 import json
 
+from analyzer.model.semconv import DEPLOYMENT_ENVIRONMENT
 from collectors.sampling import Candidate
 from collectors.store_pull import NS, Found, Payload, StoreError, StoreSettings, checked, get_json, search_each
 
-ROOTS_COUNT = "{ nestedSetParent = -1 } | count_over_time() by (resource.service.name, name)"
+ROOTS_COUNT = "{ nestedSetParent = -1%s } | count_over_time() by (resource.service.name, name)"
 
 
 class Tempo:
@@ -33,17 +38,38 @@ class Tempo:
         self.settings = settings
         self.api = settings.client("application/json")
         self.raw = settings.client("application/protobuf")
+        self.environment: str | None = None  # the TraceQL condition of the environments, "" for none
 
     def search(self, start_ns: int, end_ns: int, services: list[str] | None, limit: int) -> list[Found]:
-        queries = [self._query(s) for s in services] if services else [self.settings.query]
+        self.environment = self._environment(start_ns, end_ns)
+        queries = [self._query(f"resource.service.name={_string(s)}") for s in services] if services else [
+            self._query("")]
         return search_each(queries, lambda q, s, e: self._search(q, s, e, limit), start_ns, end_ns, limit,
                            self.settings)
 
-    def _query(self, service: str) -> str:
-        """`{resource.service.name="svc"}`, joined with the configured filter when there is one."""
-        own = '{resource.service.name="' + service.replace("\\", "\\\\").replace('"', '\\"') + '"}'
+    def _query(self, condition: str) -> str:
+        """`{condition && (environments)}`, joined with the configured filter when there is one."""
+        own = " && ".join(c for c in (condition, f"({self.environment})" if self.environment else "") if c)
         q = self.settings.query.strip()
-        return own if q in ("", "{}") else f"{q} && {own}"
+        if not own:
+            return q
+        return "{" + own + "}" if q in ("", "{}") else f"{q} && {{{own}}}"
+
+    def _environment(self, start_ns: int, end_ns: int) -> str:
+        """`resource.<name> = "production" || ...` over the names of the environment attribute this
+        Tempo has values for; "" when none (or no filter asked)."""
+        if not self.settings.environments:
+            return ""
+        params = {"start": str(start_ns // NS), "end": str(max(end_ns // NS, start_ns // NS + 1))}
+        known = []
+        for name in DEPLOYMENT_ENVIRONMENT:
+            try:
+                answer = get_json(self.api, f"/api/v2/search/tag/resource.{name}/values", params, f"the {name} values")
+            except StoreError:  # an older Tempo, or none: the spans are filtered once read
+                continue
+            if isinstance(answer, dict) and answer.get("tagValues"):
+                known.append(name)
+        return " || ".join(f"resource.{name} = {_string(env)}" for name in known for env in self.settings.environments)
 
     def _search(self, query: str, start_ns: int, end_ns: int, limit: int) -> list[Found]:
         params = {"q": query, "start": str(start_ns // NS), "end": str(max(end_ns // NS, start_ns // NS + 1)),
@@ -73,7 +99,8 @@ class Tempo:
         return "proto", body
 
     def population(self, start_ns: int, end_ns: int) -> dict[tuple[str, str], int]:
-        params = {"q": ROOTS_COUNT, "start": str(start_ns // NS), "end": str(max(end_ns // NS, start_ns // NS + 1))}
+        roots = ROOTS_COUNT % (f" && ({self.environment})" if self.environment else "")
+        params = {"q": roots, "start": str(start_ns // NS), "end": str(max(end_ns // NS, start_ns // NS + 1))}
         answer = get_json(self.api, "/api/metrics/query", params, "the TraceQL metrics count")
         out: dict[tuple[str, str], int] = {}
         for series in (answer.get("series") or []) if isinstance(answer, dict) else []:
@@ -86,6 +113,11 @@ class Tempo:
             except (TypeError, ValueError):
                 continue
         return out
+
+
+def _string(text: str) -> str:
+    """A TraceQL string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _label_value(value: object) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from analyzer.model.arrays import mix, unique_inverse
 from analyzer.model.spans import SpanTable
-from analyzer.model.semconv import runtime_of
+from analyzer.model.semconv import DEPLOYMENT_ENVIRONMENT, runtime_of
 
 
 class Interner:
@@ -78,6 +78,7 @@ class Batch:
     peer: np.ndarray  # int32
     code_location: np.ndarray  # int32
     cache_key: np.ndarray  # int32
+    environment: np.ndarray | None = None  # int32 codes of TableBuilder.environments; None: all absent
 
 
 @dataclass
@@ -99,6 +100,7 @@ class TableBuilder:
     peers: Interner = field(default_factory=Interner)
     code_locations: Interner = field(default_factory=Interner)
     strings: Interner = field(default_factory=Interner)
+    environments: Interner = field(default_factory=Interner)
     runtimes: dict[str, str] = field(default_factory=dict)
     batches: list[Batch] = field(default_factory=list)
     repairs: Repairs = field(default_factory=Repairs)
@@ -110,8 +112,18 @@ class TableBuilder:
             self.runtimes[name] = runtime
         return code
 
+    def environment(self, attrs: dict) -> int:
+        """The code of a resource's `deployment.environment` (under either name), -1 when it names none."""
+        for key in DEPLOYMENT_ENVIRONMENT:
+            value = attrs.get(key)
+            if value is not None and value != "":
+                return self.environments.code(str(value))
+        return -1
+
     def add(self, batch: Batch) -> None:
         if batch.kind.shape[0]:
+            if batch.environment is None:
+                batch.environment = np.full(batch.kind.shape[0], -1, dtype=np.int32)
             self.batches.append(batch)
 
     def finish(self) -> SpanTable:
@@ -166,6 +178,7 @@ class TableBuilder:
             peers=self.peers.values(),
             code_locations=self.code_locations.values(),
             strings=self.strings.values(),
+            environments=self.environments.values(),
             runtimes=dict(self.runtimes),
             **cols,
         )
@@ -174,7 +187,7 @@ class TableBuilder:
 _COLUMNS = (("service", np.int32), ("span_id", np.uint64), ("parent_id", np.uint64), ("name", np.int32), ("kind", np.int8),
             ("start", np.int64), ("end", np.int64), ("status", np.int8), ("span_class", np.int8),
             ("db_system", np.int32), ("statement", np.int32), ("peer", np.int32), ("code_location", np.int32),
-            ("cache_key", np.int32))
+            ("cache_key", np.int32), ("environment", np.int32))
 
 
 def _stable_order(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
