@@ -184,11 +184,11 @@ def compare_with_history(plan: Plan, history: History, reports: dict[str, dict])
     for team in plan.teams:
         report = reports[team.name]
         services = list(team.services)
-        previous = history.previous(team.name, services, report["window"]["end"])
+        previous = history.previous(team.name, services, report["window"]["end"], plan.environments)
         if previous is not None:
             entry, before = previous
             report["week_over_week"] = week_over_week(report, before, entry.id, plan.regression_pct)
-        trends[team.name] = history.trend(team.name, services)
+        trends[team.name] = history.trend(team.name, services, environments=plan.environments)
     return trends
 
 
