@@ -109,7 +109,10 @@ def _entry_count(report: dict) -> int:
 
 def test_report_keeps_production_unless_staging_is_asked_for(production, staging, tmp_path: Path) -> None:
     both = write_jsonl(production + staging, tmp_path / "both.otlp.jsonl")
-    _, report, _ = _report(tmp_path / "default", both)
+    _, report, markdown = _report(tmp_path / "default", both)
+    # The header says what was left out, with the figures.
+    assert (f"deployment.environment production: {len(production):,} of {len(production) + len(staging):,} "
+            f"spans read kept (left out: {len(staging):,} staging)") in markdown.splitlines()[2]
     f = report["environment_filter"]
     assert f["environments"] == ["production"]
     assert f["by_environment"] == {"production": len(production), "staging": len(staging)}

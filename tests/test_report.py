@@ -313,3 +313,22 @@ def test_the_example_config_makes_dated_team_reports_and_a_second_run_shows_week
     assert again["week_over_week"]["previous"]["run"] == 1
     assert "## Since the previous run" in (folder / "checkout.md").read_text()
     assert 'id="week-over-week"' in (folder / "checkout.html").read_text()
+
+
+def test_fail_on_recommended_and_the_order_of_exit_codes():
+    """The gate and the documented order when several hold: 4 (a --fail-on condition), then 5 (a
+    delivery failed), then 3 (incomplete)."""
+    from analyzer.commands.report import exit_code
+
+    def report(verdict: str = "not_recommended", complete: bool = True, regressions: int = 0) -> dict:
+        return {"services": [{"verdict": {"rust_rewrite": verdict}}], "completeness": {"complete": complete},
+                "week_over_week": {"regressions": [{}] * regressions}}
+
+    assert exit_code({"t": report("recommended")}, (), delivery_failed=False) == 0
+    assert exit_code({"t": report("recommended")}, ("recommended",), delivery_failed=False) == 4
+    assert exit_code({"t": report(), "u": report("recommended")}, ("recommended",), delivery_failed=False) == 4
+    assert exit_code({"t": report("insufficient_evidence")}, ("recommended",), delivery_failed=False) == 0
+    assert exit_code({"t": report(regressions=1)}, ("regression",), delivery_failed=False) == 4
+    assert exit_code({"t": report(complete=False)}, (), delivery_failed=False) == 3
+    assert exit_code({"t": report(complete=False)}, (), delivery_failed=True) == 5
+    assert exit_code({"t": report("recommended", complete=False)}, ("recommended",), delivery_failed=True) == 4

@@ -60,6 +60,18 @@ def span_counts(report: dict) -> str:
     return f"{inp['spans']:,} spans in {inp['traces']:,} traces"
 
 
+def environment_note(report: dict) -> str:
+    """" · deployment.environment production: 120 of 240 spans read kept (left out: staging 120)", when
+    the report's environment filter left spans out; "" otherwise."""
+    f = report.get("environment_filter")
+    if not f or f["spans_kept"] == f["spans_read"]:
+        return ""
+    out = [f"{n:,} {name}" for name, n in sorted(f["by_environment"].items(), key=lambda x: -x[1])
+           if name and name not in f["environments"]]
+    return (f" · deployment.environment {' or '.join(f['environments'])}: {f['spans_kept']:,} of "
+            f"{f['spans_read']:,} spans read kept (left out: {', '.join(out)})")
+
+
 def input_notes(inp: dict) -> str:
     skipped = sum(inp.get("skipped", {}).values())
     repaired = sum(inp.get("repaired", {}).values())
