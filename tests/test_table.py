@@ -189,11 +189,11 @@ def test_random_spans_match_the_reference(seed):
 
 @pytest.mark.parametrize("width", [128, 64])
 def test_a_table_finished_per_range_of_traces_matches_the_reference(width, monkeypatch):
-    # Past CHUNK rows, finish works per range of trace ids (a radix sort on an id prefix, then each
-    # range on its own): with a small CHUNK, 20k spans of 500 traces make ~80 ranges, and every row,
+    # Past RANGE_ROWS rows, finish works per range of trace ids (a radix sort on an id prefix, then each
+    # range on its own): with a small RANGE_ROWS, 20k spans of 500 traces make ~80 ranges, and every row,
     # parent and repair must be what finishing them as a whole gives. 64-bit ids (the high half
     # zero, as from Zipkin or Jaeger) are ranged by their low half.
-    monkeypatch.setattr(table_module, "CHUNK", 256)
+    monkeypatch.setattr(table_module, "RANGE_ROWS", 256)
     rng = np.random.default_rng(width)
     hi = rng.integers(0, 1 << 64, 500, dtype=np.uint64) if width == 128 else np.zeros(500, dtype=np.uint64)
     traces = [(int(h) << 64) | int(l) for h, l in zip(hi, rng.integers(1, 1 << 64, 500, dtype=np.uint64))]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analyzer.model.arrays import mix, unique_inverse
+from analyzer.model.arrays import RANGE_ROWS, mix, unique_inverse
 from analyzer.model.spans import SpanTable
 from analyzer.model.semconv import DEPLOYMENT_ENVIRONMENT, runtime_of
 
@@ -203,23 +203,18 @@ _COLUMNS = (("service", np.int32), ("span_id", np.uint64), ("parent_id", np.uint
             ("cache_key", np.int32), ("environment", np.int32))
 
 
-# Rows per range of traces in `finish` (and per range in the breakdown): a range's sorts and
-# gathers stay in the 2 MB L2 and 32 MB L3 caches, so cost per span does not grow with the table.
-CHUNK = 1 << 17
-
-
 def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
 def _trace_ranges(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """Rows grouped by the top 16 bits of their trace id (read order kept within a group: a radix
-    sort), and cut points into them about `CHUNK` rows apart at group boundaries. Each range
+    sort), and cut points into them about `RANGE_ROWS` rows apart at group boundaries. Each range
     holds whole traces, and the ranges come in trace-id order. The prefix is taken of the high
     half, or of the low half when every high half is equal (64-bit ids), below the bits all
-    share; a group larger than `CHUNK` (ids made by hand) is one range, just slower to sort."""
+    share; a group larger than `RANGE_ROWS` (ids made by hand) is one range, just slower to sort."""
     n = hi.shape[0]
-    if n <= CHUNK:
+    if n <= RANGE_ROWS:
         return np.arange(n, dtype=np.intp), [0, n]
     word = lo if hi.min() == hi.max() else hi
     low = word.min()
@@ -227,7 +222,7 @@ def _trace_ranges(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, list[int]
     group = ((word - low) >> np.uint64(shift)).astype(np.uint16)
     perm = np.argsort(group, kind="stable")
     ends = np.cumsum(np.bincount(group, minlength=1 << 16))
-    at = np.searchsorted(ends, np.arange(CHUNK, n, CHUNK))
+    at = np.searchsorted(ends, np.arange(RANGE_ROWS, n, RANGE_ROWS))
     return perm, [0, *sorted(set(ends[at].tolist()) - {n}), n]
 
 
