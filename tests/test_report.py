@@ -332,3 +332,18 @@ def test_fail_on_recommended_and_the_order_of_exit_codes():
     assert exit_code({"t": report(complete=False)}, (), delivery_failed=False) == 3
     assert exit_code({"t": report(complete=False)}, (), delivery_failed=True) == 5
     assert exit_code({"t": report("recommended", complete=False)}, ("recommended",), delivery_failed=True) == 4
+
+
+def test_the_readme_config_passes_config_check(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Weekly reports"):readme.index("### The HTML report")]
+    (block,) = [b.split("\n", 1)[1] for b in section.split("```")[1::2] if b.startswith("toml")]
+    (tmp_path / "weekly.toml").write_text(block, encoding="utf-8")
+    p = subprocess.run([sys.executable, "-m", "analyzer", "config", "check", "weekly.toml"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stdout + p.stderr
+    # The same file misspelled is refused with a did-you-mean, as the text above the block says.
+    (tmp_path / "typo.toml").write_text(block.replace("[scope]", "[scoep]"), encoding="utf-8")
+    p = subprocess.run([sys.executable, "-m", "analyzer", "config", "check", "typo.toml"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 2 and "did you mean" in p.stdout + p.stderr and "scope" in p.stdout + p.stderr
