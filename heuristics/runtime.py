@@ -192,29 +192,34 @@ def _corr(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def _bucket_corr(bucket: np.ndarray, latency_ms: np.ndarray, values: np.ndarray) -> tuple[float, int]:
-    """Pearson r between each bucket's mean request latency and the signal's value there."""
+def _bucket_corr(bucket: np.ndarray, latency_ms: np.ndarray, values: np.ndarray,
+                 weights: np.ndarray) -> tuple[float, int]:
+    """Pearson r between each bucket's (weighted) mean request latency and the signal's value there."""
     n = values.size
-    counts = np.bincount(bucket, minlength=n)
-    sums = np.bincount(bucket, weights=latency_ms, minlength=n)
+    counts = np.bincount(bucket, minlength=n)  # requests seen: enough for a mean
+    mass = np.bincount(bucket, weights=weights, minlength=n)
+    sums = np.bincount(bucket, weights=latency_ms * weights, minlength=n)
     used = counts >= MIN_BUCKET_REQUESTS
     if used.sum() < 3:
         return float("nan"), int(used.sum())
-    return _corr(sums[used] / counts[used], values[used]), int(used.sum())
+    return _corr(sums[used] / mass[used], values[used]), int(used.sum())
 
 
-def _summary(h: Hotspot, t: SpanTable) -> tuple[int, float, int, int]:
-    """(count, self ns, first start, last end) of one hot spot, memoized on it: every hot spot of a
-    service reads every other one's, so computing each once keeps a run linear in the spans."""
+def _summary(h: Hotspot, t: SpanTable) -> tuple[float, float, int, int]:
+    """(requests, self ns, first start, last end) of one hot spot (weighted in a sample), memoized on
+    it: every hot spot of a service reads every other one's, so computing each once keeps a run
+    linear in the spans."""
     cached = h.__dict__.get("_pf_summary")
     if cached is None:
         e = h.entries
-        cached = h.__dict__["_pf_summary"] = (h.count, float(h.parts[:, 0].sum()), int(t.start[e].min()),
-                                              int(t.end[e].max()))
+        self_ns = h.parts[:, 0].astype(np.float64)
+        cached = h.__dict__["_pf_summary"] = (
+            h.estimated_count, float(self_ns.sum() if h.weights is None else self_ns @ h.weights),
+            int(t.start[e].min()), int(t.end[e].max()))
     return cached
 
 
-def _service_entries(ctx: HotspotContext) -> tuple[int, float, int, int]:
+def _service_entries(ctx: HotspotContext) -> tuple[float, float, int, int]:
     """(entry count, self ns, first start ns, last end ns) of the hot spot's whole service."""
     hs = [h for h in ctx.all_hotspots if h.service == ctx.hotspot.service] or [ctx.hotspot]
     parts = [_summary(h, ctx.table) for h in hs]
@@ -229,16 +234,18 @@ def measure(ctx: HotspotContext) -> RuntimeMeasure:
 def _measure(ctx: HotspotContext) -> RuntimeMeasure:
     h, t = ctx.hotspot, ctx.table
     dur = h.durations.astype(np.float64)
-    total = float(dur.sum())
+    wt = ctx.req_weight  # a sample's weights: every sum, mean and quantile below is the window's estimate
+    total = float(dur @ wt)
+    n = ctx.n_requests
     self_ns = h.parts[:, 0].astype(np.float64)
-    p95 = float(np.quantile(dur, TAIL_Q)) if dur.size else 0.0
+    p95 = h.quantile_ns(TAIL_Q) if dur.size else 0.0
     tail = dur >= p95
-    tail_total = float(dur[tail].sum())
+    tail_total = float(dur[tail] @ wt[tail])
     m = RuntimeMeasure(
-        runtime=runtime_of(ctx), count=h.count, mean_ms=float(dur.mean()) / MS if dur.size else 0.0,
-        p99_ms=h.quantile_ms(0.99), self_share=float(self_ns.sum()) / total if total > 0 else 0.0,
-        self_ms=float(self_ns.mean()) / MS if dur.size else 0.0,
-        tail_self_share=float(self_ns[tail].sum()) / tail_total if tail_total > 0 else 0.0,
+        runtime=runtime_of(ctx), count=h.count, mean_ms=total / n / MS if dur.size else 0.0,
+        p99_ms=h.quantile_ms(0.99), self_share=float(self_ns @ wt) / total if total > 0 else 0.0,
+        self_ms=float(self_ns @ wt) / n / MS if dur.size else 0.0,
+        tail_self_share=float(self_ns[tail] @ wt[tail]) / tail_total if tail_total > 0 else 0.0,
     )
     ss = ctx.signals
     if ss is not None:
@@ -269,7 +276,8 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
     span_s = (last - first) / NS
     m.rps, _, _ = windowed(ss, Signal.REQUESTS_PER_SECOND, t0, t1)
     if (m.rps is None or m.rps.value <= 0) and span_s > 0:
-        m.rps = Value(n_entries / span_s, f"traces: {n_entries} entry spans of {h.service} over {span_s:.0f} s", "1/s")
+        m.rps = Value(n_entries / span_s, f"traces: {n_entries:.0f} entry spans of {h.service} over {span_s:.0f} s"
+                      + (" (weighted sample)" if ctx.sampled else ""), "1/s")
     m.service_self_ms = svc_self_ns / n_entries / MS if n_entries else float("nan")
     _ceiling(m)
     if m.cores_used is not None and cpu_v.size:
@@ -298,8 +306,8 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
             util = cpu_v / m.ceiling_cores
             m.peak_utilization = float(np.nanmax(util))
             bucket = np.clip(np.searchsorted(cpu_t, ends_s, side="left"), 0, cpu_t.size - 1)
-            m.cpu_latency_r, m.cpu_buckets = _bucket_corr(bucket, lat_ms, util)
-            m.queue_share = _queue_share(bucket, self_ns, util, total)
+            m.cpu_latency_r, m.cpu_buckets = _bucket_corr(bucket, lat_ms, util, wt)
+            m.queue_share = _queue_share(bucket, self_ns, wt, util, total)
 
     # --- GC ---
     m.gc, gc_t, gc_v = windowed(ss, Signal.GC_SECONDS_PER_SECOND, t0, t1)
@@ -315,14 +323,14 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
         go_cpu = is_gc_cpu(m.gc.source)
         m.gc_kind = "cpu" if go_cpu else "pause"
         bucket = np.clip(np.searchsorted(gc_t, ends_s, side="left"), 0, gc_t.size - 1)
-        m.gc_latency_r, m.gc_buckets = _bucket_corr(bucket, lat_ms, gc_v)
-        m.gc_at_tail = float(gc_v[bucket][tail].mean()) if tail.any() else float("nan")
+        m.gc_latency_r, m.gc_buckets = _bucket_corr(bucket, lat_ms, gc_v, wt)
+        m.gc_at_tail = float(np.average(gc_v[bucket][tail], weights=wt[tail])) if tail.any() else float("nan")
         mean_g = float(gc_v.mean())
         heavy = (gc_v > mean_g) & (gc_v >= 1.25 * mean_g)  # a flat series has no heavy intervals
         if heavy.any():
             in_heavy = heavy[bucket]
-            m.all_in_heavy = float(in_heavy.mean())
-            m.tail_in_heavy = float(in_heavy[tail].mean()) if tail.any() else float("nan")
+            m.all_in_heavy = float(np.average(in_heavy, weights=wt))
+            m.tail_in_heavy = float(np.average(in_heavy[tail], weights=wt[tail])) if tail.any() else float("nan")
         gc_sps = max(0.0, m.gc.value)
         if go_cpu and m.gc_cpu_fraction is not None and m.cores_used is not None and "go_cpu_classes" in m.gc.source:
             gc_sps = min(1.0, max(0.0, m.gc_cpu_fraction.value)) * m.cores_used.value
@@ -390,11 +398,17 @@ def _background(ctx: HotspotContext, cpu_t: np.ndarray, cpu_v: np.ndarray) -> tu
     step = float(np.median(np.diff(cpu_t)))
     t, hs = ctx.table, [h for h in ctx.all_hotspots if h.service == ctx.hotspot.service] or [ctx.hotspot]
     e = np.concatenate([h.entries for h in hs])
-    starts, ends = np.sort(t.start[e] / NS), np.sort(t.end[e] / NS)
+    wt = np.concatenate([h.weights if h.weights is not None else np.ones(h.count) for h in hs])
+    by_start, by_end = np.argsort(t.start[e]), np.argsort(t.end[e])
+    starts, ends = t.start[e][by_start] / NS, t.end[e][by_end] / NS
+    # Requests (weighted in a sample) started / ended up to each point: cumulative weights.
+    started = np.concatenate(([0.0], np.cumsum(wt[by_start])))
+    ended = np.concatenate(([0.0], np.cumsum(wt[by_end])))
     lo, hi = cpu_t - 2 * step, cpu_t
     # requests overlapping (lo, hi]: started before hi, minus those that ended by lo
-    busy = np.searchsorted(starts, hi, side="right") - np.searchsorted(ends, lo, side="right")
-    rate = (np.searchsorted(ends, hi, side="right") - np.searchsorted(ends, lo, side="right")) / (2 * step)
+    ended_by_lo = ended[np.searchsorted(ends, lo, side="right")]
+    busy = started[np.searchsorted(starts, hi, side="right")] - ended_by_lo
+    rate = (ended[np.searchsorted(ends, hi, side="right")] - ended_by_lo) / (2 * step)
     cores = np.clip(cpu_v, 0.0, None)
     mean = float(cores.mean())
     if cores.size >= MIN_FIT_BUCKETS and rate.mean() > 0 and rate.std() >= MIN_RATE_CV * rate.mean():
@@ -409,21 +423,21 @@ def _background(ctx: HotspotContext, cpu_t: np.ndarray, cpu_v: np.ndarray) -> tu
         per_request = min(mean, slope * float(rate.mean()))
         return mean - per_request, (f"CPU regressed on the request rate over {cores.size} intervals: "
                                     f"{slope * 1e3:.1f} ms per request, the rest is background")
-    idle = busy <= 0
+    idle = busy <= 1e-9
     if idle.sum() < MIN_IDLE_BUCKETS:
         return 0.0, ""
     bg = min(float(cores[idle].mean()), mean)
     return bg, f"mean CPU of {int(idle.sum())} of {cpu_t.size} intervals with no request in flight"
 
 
-def _queue_share(bucket: np.ndarray, self_ns: np.ndarray, util: np.ndarray, total: float) -> float:
+def _queue_share(bucket: np.ndarray, self_ns: np.ndarray, wt: np.ndarray, util: np.ndarray, total: float) -> float:
     """Extra self time of requests in CPU-saturated buckets over the mean of the others, as a
     share of the hot spot's time: the measured cost of waiting for a core. Self time, so a
     database that slows at peak load is not counted as CPU queueing."""
     sat = util[bucket] >= SATURATED
     if not sat.any() or sat.all() or total <= 0:
         return 0.0
-    excess = float((self_ns[sat] - self_ns[~sat].mean()).clip(min=0).sum())
+    excess = float((self_ns[sat] - np.average(self_ns[~sat], weights=wt[~sat])).clip(min=0) @ wt[sat])
     return min(1.0, excess / total)
 
 
