@@ -31,7 +31,7 @@ from collectors.http_auth import Transport, connect
 from collectors.http_client import HttpClient, Response, TransportError
 from collectors.otlp_files import SourceStats
 from collectors.otlp_traces import LoadedTraces, TraceDecoder
-from collectors.sampling import Candidate, SamplingPlan, draw, weigh
+from collectors.sampling import Candidate, SamplingPlan, Whole, draw, weigh
 
 ENV_PREFIX = "PROFILE_FIRST_TRACES"
 NS = 1_000_000_000
@@ -51,6 +51,7 @@ class StoreSettings:
     tenant: str | None = None  # X-Scope-OrgID (Tempo, multi-tenant Jaeger behind a gateway)
     query: str = "{}"  # Tempo: TraceQL filter
     per_operation: int = 50  # sampling: tail cap and body size per (service, operation)
+    top_operations: int = 50  # Tempo with TraceQL metrics: entry operations pulled, by their time over the window
     search_limit: int = 1000  # traces listed per search request
     concurrency: int = 4
     timeout: float = 30.0
@@ -89,8 +90,13 @@ class Store(Protocol):
     def fetch(self, trace_id: str) -> Payload:
         """One whole trace."""
 
-    def population(self, start_ns: int, end_ns: int) -> dict[tuple[str, str], int]:
-        """The store's own count of traces per (root service, root operation), where it offers one."""
+    def population(self, start_ns: int, end_ns: int) -> dict[tuple[str, str], int | Whole]:
+        """The store's own count of traces per (root service, root operation), where it offers one,
+        with the tail threshold and tail count where its search was targeted."""
+
+    def ranking(self) -> dict:
+        """How the operations were ranked and listed before sampling (`ranked_by`, and `ranked` where
+        the store aggregated the window itself), and what the listing could not see; for `input`."""
 
 
 def get_json(client: HttpClient, path: str, params: dict[str, str] | None, what: str) -> object:
@@ -194,7 +200,7 @@ def pull(store: Store, settings: StoreSettings, start_ns: int, end_ns: int, serv
             gc.enable()
     table = weigh(builder.finish(), _reweighted(pulled, sample.weights, by_id))
     stats.format = f"{store.name}-api"  # the converters name the payloads' format; the source is the API
-    stats.sampling = sample.report(pulled=len(pulled))
+    stats.sampling = {**sample.report(pulled=len(pulled)), **store.ranking()}
     return LoadedTraces(table=table, sources=[stats], repairs=builder.repairs)
 
 

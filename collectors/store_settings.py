@@ -55,11 +55,17 @@ TEMPO = _store("Tempo", {
     "tenant": Key(Text(), "X-Scope-OrgID of a multi-tenant Tempo."),
     "query": Key(Text(form="a TraceQL query"), "TraceQL search filter, e.g. `{resource.service.name=\"checkout\"}`.",
                  default="{}"),
-}, "Pull traces from Grafana Tempo (`--tempo URL`): TraceQL search over the window, then a stratified "
-   "sample of traces by id.")
+    "top_operations": Key(Number(1, 100_000, integer=True),
+                          "With TraceQL metrics: the entry operations pulled, the first by their time over the whole "
+                          "window (count x p50 from the metrics); each gets a tail and a body search.", default=50),
+}, "Pull traces from Grafana Tempo (`--tempo URL`): entry operations ranked over the window by TraceQL metrics "
+   "(else by the search results), a TraceQL search of each one's tail and body, then a stratified sample of "
+   "traces by id.")
 JAEGER = _store("Jaeger query", {}, "Pull traces from the Jaeger query service (`--jaeger URL`): /api/v3 when "
-                                    "it answers, else the legacy /api/traces.")
-ZIPKIN = _store("Zipkin", {}, "Pull traces from Zipkin (`--zipkin URL`): /api/v2/services and /api/v2/traces.")
+                                    "it answers, else the legacy /api/traces; searched per (service, operation), "
+                                    "and each entry operation's tail again with minDuration at its p95.")
+ZIPKIN = _store("Zipkin", {}, "Pull traces from Zipkin (`--zipkin URL`): /api/v2/services and /api/v2/traces "
+                              "per service, and once without serviceName for traces whose spans name no service.")
 
 CLICKHOUSE = Table({
     "url": Key(Text(pattern=r"(https?://|chdb:)\S+", form="an http(s):// URL or chdb:PATH"),
