@@ -27,8 +27,9 @@ from analyzer.model import SpanTable
 from analyzer.pipeline import Inputs, analyze
 from analyzer.report_schema import validate_report
 from collectors.otlp_traces import load_traces
-from collectors.sampling import Candidate, SamplingPlan, draw, weigh
-from tests.workloads.recording import Recorder, write_jsonl
+from collectors.sampling import SamplingPlan
+from tests.test_sampling import draw_sample
+from tests.workloads.recording import Recorder, record, write_jsonl
 
 MS = 1_000_000
 REQUESTS = 3000
@@ -65,24 +66,13 @@ def _checkout(rec: Recorder) -> None:
 
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory) -> SpanTable:
-    rec = Recorder()
-    try:
-        _checkout(rec)
-        spans = rec.spans()
-    finally:
-        rec.shutdown()
-    path = write_jsonl(spans, Path(tmp_path_factory.mktemp("sampled")) / "checkout.jsonl")
+    path = write_jsonl(record(_checkout), Path(tmp_path_factory.mktemp("sampled")) / "checkout.jsonl")
     return load_traces([str(path)]).table
 
 
 def _sample(t: SpanTable) -> SpanTable:
-    roots = np.flatnonzero(t.parent < 0)
-    cands = [Candidate(t.trace_id_hex(int(t.trace[r])), t.services[t.service[r]], t.names[t.name[r]],
-                       int(t.end[r] - t.start[r])) for r in roots]
-    sample = draw(cands, SamplingPlan(tail_cap=100, body_size=300, seed=3))
-    keep = {bytes.fromhex(tid) for tid in sample.weights}
-    in_sample = np.array([bytes(t.trace_ids[c]) in keep for c in range(t.n_traces)])
-    return weigh(t.take(in_sample[t.trace]), sample.weights)
+    sub, _ = draw_sample(t, SamplingPlan(tail_cap=100, body_size=300, seed=3))
+    return sub
 
 
 def _report(t: SpanTable) -> dict:
