@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from analyzer.hotspots import weighted_quantile
+from analyzer.model.arrays import weighted_quantile
 from collectors import jaeger_json, otlp_wrapped
 from collectors.otlp_files import SourceStats
 from collectors.otlp_shape import trace_id as hex_trace_id

@@ -23,7 +23,7 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.trace import SpanKind
 
 from analyzer.config import Config
-from analyzer.model import SpanTable
+from analyzer.model.spans import SpanTable
 from analyzer.pipeline import Inputs, analyze
 from analyzer.report_schema import validate_report
 from collectors.otlp_traces import load_traces
