@@ -3,7 +3,8 @@
 `/api/v3` (Jaeger v2, recent 1.x) is asked first: `GET /api/v3/services`, per service
 `GET /api/v3/operations?service=` (`{"operations": [{"name", "spanKind"}]}`), then per (service,
 operation) `GET /api/v3/traces?query.service_name=&query.operation_name=&query.start_time_min=
-&query.start_time_max=&query.num_traces=` (RFC 3339 times; `query.duration_min` as "1.5s"),
+&query.start_time_max=&query.search_depth=` (and its older name `query.num_traces`; RFC 3339
+times; `query.duration_min` as "1.5s"),
 whose answer is the traces themselves as OTLP/JSON wrapped in `{"result": …}` (one object per
 line when it streams). A Jaeger that answers 404 there gets the legacy API the UI uses:
 `GET /api/services`, `GET /api/services/{service}/operations` (`{"data": [name, …]}`) and
@@ -110,7 +111,8 @@ class Jaeger:
         if self.v3:
             params = {"query.service_name": service, "query.operation_name": operation,
                       "query.start_time_min": _rfc3339(start_ns), "query.start_time_max": _rfc3339(end_ns),
-                      "query.num_traces": str(limit)}
+                      # search_depth since Jaeger 2.x renamed num_traces, which stays an alias there
+                      "query.search_depth": str(limit), "query.num_traces": str(limit)}
             if min_us is not None:
                 params["query.duration_min"] = f"{min_us / 1e6:.6f}s"
             body = checked(self.api, "/api/v3/traces", params, what).body

@@ -315,7 +315,7 @@ def jaeger(traces: dict[str, list[Span]], v3: bool = False) -> StandIn:
             end = int(datetime.fromisoformat(req.query["query.start_time_max"].replace("Z", "+00:00")).timestamp() * 1e9)
             min_ns = int(float(req.query.get("query.duration_min", "0s").rstrip("s")) * 1e9)
             hits = matching(req.query["query.service_name"], req.query.get("query.operation_name"), min_ns, start, end,
-                            int(req.query["query.num_traces"]))
+                            int(req.query.get("query.search_depth") or req.query["query.num_traces"]))
             lines = [json.dumps({"result": otlp_request(t)}) for t in hits]  # streamed: one object per line
             return 200, {"Content-Type": "application/json"}, "\n".join(lines).encode()
         if req.path == "/api/v3/operations" and v3:

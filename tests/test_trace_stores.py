@@ -66,7 +66,7 @@ def _cart_finding(report: dict) -> dict:
     return next(f for f in hot["findings"] if f["rule"] == "PF-NET001" and "on cartservice" in f["message"])
 
 
-def test_tempo_end_to_end_samples_the_window_and_keeps_the_cart_delay(tempo, ob_traces) -> None:
+def test_tempo_end_to_end_samples_the_window_and_keeps_the_cart_delay(tempo, ob_traces, tmp_path: Path) -> None:
     start, end = _window(ob_traces)
     p = run("analyze", "--tempo", tempo.url, "--start", str(start), "--end", str(end), "--per-operation", "20",
             "--format", "json")
@@ -89,6 +89,13 @@ def test_tempo_end_to_end_samples_the_window_and_keeps_the_cart_delay(tempo, ob_
     # Traces came as protobuf by id; one search, one metrics query.
     fetches = [r for r in tempo.requests if r.path.startswith("/api/traces/")]
     assert len(fetches) == sampling["pulled"] and all(r.headers["accept"] == "application/protobuf" for r in fetches)
+    # The same from the config file's [sources.tempo] (every setting but the window's bounds).
+    config = tmp_path / "pf.toml"
+    config.write_text(f'[sources.tempo]\nurl = "{tempo.url}"\nper_operation = 5\ntop_operations = 1\n')
+    p = run("analyze", "--config", str(config), "--start", str(start), "--end", str(end), "--format", "json")
+    assert p.returncode == 0, p.stderr
+    sampling = json.loads(p.stdout)["input"]["sources"][0]["sampling"]
+    assert sampling["selected"] == 10 and sampling["ranked"][0]["targeted"]
 
 
 def test_tempo_weighted_sample_matches_the_whole_window(tempo, ob_traces) -> None:
@@ -179,6 +186,17 @@ def test_tempo_without_instant_metrics(ob_traces, metrics) -> None:
             assert [r.query["q"] for r in server.requests if r.path == "/api/search"] == ["{}"]
     finally:
         server.close()
+
+
+def test_pulling_reports_progress_per_trace(tempo, ob_traces) -> None:
+    """The progress callback (the CLI's bar on a terminal) hears of every trace, ending at all of them."""
+    start, end = _window(ob_traces)
+    seen: list[tuple[int, int, str]] = []
+    s = StoreSettings(url=tempo.url, per_operation=5, concurrency=3)
+    loaded = pull(Tempo(s), s, start * NS, end * NS, None, progress=lambda d, t, what: seen.append((d, t, what)))
+    pulled = loaded.sources[0].sampling["pulled"]
+    assert seen[-1] == (pulled, pulled, "traces") and len(seen) == pulled + 1  # the start, then one per trace
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
 
 
 def test_tempo_tenant_retries_and_a_trace_too_slow_to_fetch(ob_traces) -> None:
