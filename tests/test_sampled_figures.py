@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind
 from analyzer.config import Config
 from analyzer.model.spans import SpanTable
 from analyzer.pipeline import Inputs, analyze
+from analyzer.renderers import render
 from analyzer.report_schema import validate_report
 from collectors.otlp_traces import load_traces
 from collectors.sampling import SamplingPlan
@@ -134,3 +135,10 @@ def test_weighted_figures_are_the_windows_within_the_reported_error(population: 
                              "ceiling_mean_ms")
            if abs(raw[name] - want[name]) > K * errors[ERROR_OF.get(name, name)]]
     assert off == ["total_ms", "p50_ms", "p95_ms", "database_share", "PF-DB002", "fix_first_ms", "ceiling_mean_ms"]
+
+
+def test_reports_say_the_estimated_requests_and_the_traces_they_rest_on(population: SpanTable) -> None:
+    report = _report(_sample(population))
+    for fmt in ("text", "md", "html"):
+        assert "~3,000 (400 sampled)" in render(report, fmt), fmt
+    assert "~3,000" not in render(_report(population), "md")

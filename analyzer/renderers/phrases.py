@@ -17,6 +17,14 @@ VERDICT_LABEL = {
 PARTS = ("self", "database", "cache", "remote", "messaging")
 
 
+def requests(hotspot: dict) -> str:
+    """A hot spot's request count: the estimate with the traces it rests on when the run was a
+    sample (`~12,400 (150 sampled)`), else the count."""
+    if "estimated_count" in hotspot:
+        return f"~{hotspot['estimated_count']:,.0f} ({hotspot['count']:,} sampled)"
+    return f"{hotspot['count']:,}"
+
+
 class Said:
     """Explanations already given in one report, and where."""
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from analyzer.renderers import profile as profile_section
 from analyzer.renderers.escape import for_rich_markup as esc
 from analyzer.renderers.phrases import (VERDICT_LABEL, Said, breakdown_parts, ceiling_text, environment_note,
-                                        input_notes, per_request, reason_text, remedy_text, span_counts)
+                                        input_notes, per_request, reason_text, remedy_text, requests, span_counts)
 from analyzer.renderers.run_notes import incomplete_lines, week_over_week_lines
 
 STYLE = {"recommended": "bold red", "not_recommended": "bold green", "insufficient_evidence": "bold yellow"}
@@ -57,7 +57,7 @@ def to_text(report: dict, width: int = 120, color: bool = False) -> str:
             table.add_column(col, justify="right", no_wrap=True)
         table.add_column("mean critical path, ms", min_width=15)
         for h in s["hotspots"]:
-            table.add_row(esc(h["operation"]), esc(h["category"]), f"{h['share']:.0%}", str(h["count"]),
+            table.add_row(esc(h["operation"]), esc(h["category"]), f"{h['share']:.0%}", requests(h),
                           f"{h['p50_ms']:.1f}", f"{h['p95_ms']:.1f}", f"{h['p99_ms']:.1f}", "\n".join(breakdown_parts(h["breakdown"])))  # a part per line: never split
         con.print(table)
         for h in s["hotspots"]:
