@@ -167,6 +167,8 @@ def pull(store: Store, settings: StoreSettings, start_ns: int, end_ns: int, serv
          progress: Progress | None = None) -> LoadedTraces:
     """The sampled traces of the window as one weighted SpanTable (see the module docstring)."""
     stats = SourceStats(path=settings.url, format=f"{store.name}-api")
+    if progress:
+        progress(0, 1, "listing the window's traces")  # ranking and searches come before any count is known
     found = store.search(start_ns, end_ns, services, settings.search_limit)
     if not found:
         raise StoreError(f"{settings.url}: the {store.name} search found no traces between "

@@ -91,7 +91,9 @@ class Tempo:
         if services:
             ranked = [r for r in ranked if r.service in services]
         if not ranked:
-            self._ranking = {"ranked_by": "search results (TraceQL metrics counted no entry spans in the window)"}
+            why = ("no entry operation of " + ", ".join(services) + ": their spans are not trace roots"
+                   if services else "TraceQL metrics counted no entry spans in the window")
+            self._ranking = {"ranked_by": f"search results ({why})"}
             return self._plain_search(start_ns, end_ns, services, limit)
         top = ranked[: self.settings.top_operations]
         found: dict[str, Found] = {}

@@ -188,6 +188,17 @@ def test_tempo_without_instant_metrics(ob_traces, metrics) -> None:
         server.close()
 
 
+def test_tempo_service_that_is_never_a_root_is_searched_by_service(tempo, ob_traces) -> None:
+    """cartservice only ever answers the frontend: no entry operation of its own to rank, so its
+    traces are listed by a service search, and `input` says why."""
+    start, end = _window(ob_traces)
+    s = StoreSettings(url=tempo.url, per_operation=5)
+    loaded = pull(Tempo(s), s, start * NS, end * NS, ["cartservice"])
+    assert "not trace roots" in loaded.sources[0].sampling["ranked_by"]
+    assert [r.query["q"] for r in tempo.requests if r.path == "/api/search"] == ['{resource.service.name="cartservice"}']
+    assert "cartservice" in loaded.table.services
+
+
 def test_pulling_reports_progress_per_trace(tempo, ob_traces) -> None:
     """The progress callback (the CLI's bar on a terminal) hears of every trace, ending at all of them."""
     start, end = _window(ob_traces)
@@ -195,7 +206,8 @@ def test_pulling_reports_progress_per_trace(tempo, ob_traces) -> None:
     s = StoreSettings(url=tempo.url, per_operation=5, concurrency=3)
     loaded = pull(Tempo(s), s, start * NS, end * NS, None, progress=lambda d, t, what: seen.append((d, t, what)))
     pulled = loaded.sources[0].sampling["pulled"]
-    assert seen[-1] == (pulled, pulled, "traces") and len(seen) == pulled + 1  # the start, then one per trace
+    assert seen[0] == (0, 1, "listing the window's traces")
+    assert seen[-1] == (pulled, pulled, "traces") and len(seen) == pulled + 2  # listing, the start, one per trace
     assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
 
 
