@@ -52,8 +52,9 @@ GC_CYCLE_COUNTERS = ("dotnet.gc.collections", "process.runtime.dotnet.gc.collect
                      "process.runtime.go.gc.count", "cpython.gc.collections")
 EVENT_LOOP_LAG = ("nodejs.eventloop.delay.p99", "nodejs.eventloop.delay.mean", "nodejs.eventloop.delay.p50")
 EVENT_LOOP_DELAY = ("nodejs.eventloop.delay.mean", "nodejs.eventloop.delay.min")
+CORE_WAIT = "process.cpu.wait.time"  # analyzer.instrument.core_wait: run-queue wait of the process's threads
 _ALL = frozenset(CPU_TIME + CPU_UTILIZATION + CPU_COUNT + GC_HISTOGRAMS + GC_TIME_COUNTERS + GC_CYCLE_COUNTERS + EVENT_LOOP_LAG
-                 + EVENT_LOOP_DELAY)
+                 + EVENT_LOOP_DELAY + (CORE_WAIT,))
 
 # CPU modes that are not time the process spent on a CPU.
 _IDLE_MODES = frozenset({"idle", "wait"})
@@ -429,6 +430,9 @@ def _derive(sig: ServiceSignals, metrics: dict[str, _Metric], runtime: str) -> N
     cpu = first(CPU_TIME)
     if cpu is not None and cpu.kind == "sum":
         _put(sig, Signal.CPU_CORES_USED, _series(_sum_rates(cpu, _not_idle), "sum", cpu.name, "cores"))
+    waited = metrics.get(CORE_WAIT)
+    if waited is not None and waited.kind == "sum":
+        _put(sig, Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND, _series(_sum_rates(waited), "sum", waited.name, "s/s"))
     count = first(CPU_COUNT)
     if count is not None and count.kind in ("sum", "gauge"):
         levels = _sum_by_instance({k: _levels(count, p) for k, p in count.streams.items()})

@@ -282,6 +282,12 @@ CATALOG: tuple[SignalSpec, ...] = (
         _rate_sum("node_exporter node_pressure_cpu_waiting_seconds_total (host PSI)",
                   "node_pressure_cpu_waiting_seconds_total"),
     )),
+    SignalSpec(Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND, "s/s", (
+        # Run-queue wait of the service's own threads: what it waited for a core others held.
+        _rate_sum("process_cpu_wait_seconds_total (analyzer.instrument.core_wait)", "process_cpu_wait_seconds_total"),
+        _rate_sum("cadvisor container_cpu_schedstat_runqueue_seconds_total",
+                  "container_cpu_schedstat_runqueue_seconds_total", *_CADVISOR_SPEC),
+    )),
     SignalSpec(Signal.EVENT_LOOP_LAG, "s", (
         _gauge("prom-client nodejs_eventloop_lag_p99_seconds, worst instance", "max",
                "nodejs_eventloop_lag_p99_seconds"),

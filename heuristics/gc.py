@@ -5,7 +5,6 @@ Only GC measured by runtime metrics counts; self time alone is never read as GC.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -14,7 +13,7 @@ from analyzer.model.findings import Evidence, Finding
 from analyzer.model.signals import Signal
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
-from heuristics.runtime import RuntimeMeasure, fmt_ms, measure
+from heuristics.runtime import RuntimeMeasure, fmt_ms, measure, metric_names
 
 _REMEDY_GC = ("Cut allocation on this path first (reuse buffers, avoid per-request copies and boxing, stream instead "
               "of materializing), then tune the collector (heap size / GOGC / GOMEMLIMIT, a low-pause collector such "
@@ -64,22 +63,16 @@ def outside_spans(m: RuntimeMeasure) -> str:
     """What the spans miss of a stop-the-world pause: the wait before a request's span starts."""
     if np.isfinite(m.gc_outside_ms) and m.loop_delay is not None and m.gc_outside_ms >= 0.05:
         return (f" Requests also wait for the event loop before their server spans start: "
-                f"{m.loop_delay.value * 1e3:.1f} ms on average ({_metric_names(m.loop_delay.source)}), "
+                f"{m.loop_delay.value * 1e3:.1f} ms on average ({metric_names(m.loop_delay.source, ' less ')}), "
                 f"~{fmt_ms(m.gc_outside_ms)} of it behind GC ({m.gc_fraction:.0%} of what blocks the loop): "
                 f"server spans under-count GC by that much per request.")
     if m.event_loop_lag is not None and m.event_loop_lag.value >= 0.005:
         return (f" Requests also wait for the blocked event loop before their server spans start (lag "
-                f"{m.event_loop_lag.value * 1e3:.0f} ms, {_metric_names(m.event_loop_lag.source)}): "
+                f"{m.event_loop_lag.value * 1e3:.0f} ms, {metric_names(m.event_loop_lag.source)}): "
                 f"server spans under-count the pauses.")
     if m.gc_kind == "pause" and m.runtime == "jvm":
         return " A safepoint holds every thread, including requests not yet in a span: spans under-count pauses."
     return ""
-
-
-def _metric_names(source: str) -> str:
-    """The metric names in a source (a PromQL query or OTLP names), without the query around them."""
-    names = dict.fromkeys(re.findall(r"\b(?:nodejs|v8js)[_.][a-z0-9_.]+\b", source))
-    return " - ".join(names) or source
 
 
 @rule("PF-GC001", "gc-time", "gc_pause", "Garbage collection takes a material share of the hot spot's time",
@@ -147,6 +140,9 @@ def gc_time(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
             f"(~{fmt_ms(per_req)} per request)." if runtime_share > 0 else f"; {m.gc_share:.0%} of this hot spot's time.")
     if m.gc_kind == "cpu" and m.cores_used is not None and m.cores_used.value > 0:
         msg = f"Go GC uses {min(1.0, m.gc.value / m.cores_used.value):.0%} of the service's CPU. " + msg
+    if m.runtime == "node":
+        msg += (" V8 times its atomic pauses only: incremental marking steps between them run on the event loop and "
+                "count as other CPU work here, so GC is a lower bound.")
     if "go_gc_duration_seconds_sum" in m.gc.source:
         msg += " Stop-the-world pauses only: a lower bound of Go's GC cost (its concurrent mark is CPU work)."
     if "p99" in m.pause or "max" in m.pause:

@@ -24,6 +24,9 @@ Model (why the shares are what they are), per request of the service over the wi
   its server span starts. The mean event-loop delay (beyond the monitor's resolution) is that
   wait; GC's part of it, in the runtime cost's GC/CPU proportion, is GC cost the spans miss.
   Queueing measured in CPU-saturated intervals is split the same way.
+- Waiting for a core: when the service exports its own run-queue wait (schedstat), that wait per
+  request is taken out of the self time the CPU is compared with (`own_coverage`): a CPU-bound
+  service on a busy host still reads as CPU work, while the wait itself is counted as no one's CPU.
 - The hot spot's runtime share is its self share times that coverage (at most 1), split between
   GC and CPU work by their per-request times. Every operation gets the service's coverage of its
   own self time: CPU is spread by self time, so a probe with no self time gets none.
@@ -31,6 +34,7 @@ Model (why the shares are what they are), per request of the service over the wi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,6 +106,9 @@ class RuntimeMeasure:
     gc_outside_ms: float = float("nan")  # GC's part of that wait per request: the spans under-count it
     processes: Value | None = None  # processes of the service (instances)
     cpu_wait: Value | None = None  # s/s some task waited for a core (PSI): contention when the service is below its ceiling
+    run_queue: Value | None = None  # s/s the service's own threads waited for a core other processes held
+    core_wait_ms: float = float("nan")  # that wait per request: not its CPU work, not counted as CPU cost
+    own_coverage: float = float("nan")  # CPU per request / (self time - core wait): its work when it has a core
     # GC
     gc: Value | None = None  # seconds per second
     gc_kind: str = ""  # "pause" (wall-clock pauses) | "cpu" (Go GC CPU) | ""
@@ -272,6 +279,7 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
     m.loop_delay, _, _ = windowed(ss, Signal.EVENT_LOOP_DELAY_MEAN, t0, t1)
     m.cpu_wait, _, _ = windowed(ss, Signal.CPU_WAIT_SECONDS_PER_SECOND, t0, t1)
     m.processes, _, _ = windowed(ss, Signal.PROCESSES, t0, t1)
+    m.run_queue, _, _ = windowed(ss, Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND, t0, t1)
     n_entries, svc_self_ns, first, last = _service_entries(ctx)
     span_s = (last - first) / NS
     m.rps, _, _ = windowed(ss, Signal.REQUESTS_PER_SECOND, t0, t1)
@@ -299,7 +307,16 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
     if m.cores_used is not None and have_rate:
         m.cpu_ms_per_request = req_cores / m.rps.value * 1e3
         if m.service_self_ms > 0:
-            m.coverage = m.cpu_ms_per_request / m.service_self_ms * m.queue_factor
+            m.coverage = m.own_coverage = m.cpu_ms_per_request / m.service_self_ms * m.queue_factor
+        if m.run_queue is not None and m.service_self_ms > 0:
+            # Time its threads waited for a core another process held is in the self time but is not
+            # its work: the CPU per request is measured against the time it had a core (or waited on
+            # anything else). The shares stay shares of the whole time: the wait is nobody's CPU.
+            m.core_wait_ms = min(m.service_self_ms, max(0.0, m.run_queue.value) / m.rps.value * 1e3)
+            # The process's wait is its threads' sum: taken as the request threads' (exporter threads
+            # mostly sleep). When it covers all the time the CPU does not, the CPU is all it did.
+            running = m.service_self_ms - m.core_wait_ms
+            m.own_coverage = min(1.0, m.cpu_ms_per_request / running) * m.queue_factor if running > 0 else 1.0
     if m.cores_used is not None and np.isfinite(m.ceiling_cores) and m.ceiling_cores > 0:
         m.utilization = m.cores_used.value / m.ceiling_cores
         if cpu_v.size:
@@ -439,6 +456,13 @@ def _queue_share(bucket: np.ndarray, self_ns: np.ndarray, wt: np.ndarray, util: 
         return 0.0
     excess = float((self_ns[sat] - np.average(self_ns[~sat], weights=wt[~sat])).clip(min=0) @ wt[sat])
     return min(1.0, excess / total)
+
+
+def metric_names(source: str, sep: str = ", ") -> str:
+    """The metric names in a source, for a message: the names a PromQL query selects (followed by
+    a label matcher), else the source itself (OTLP sources are metric names already)."""
+    names = dict.fromkeys(re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{", source))
+    return sep.join(names) or source
 
 
 def fmt_ms(x: float) -> str:

@@ -86,15 +86,9 @@ def test_window_means_are_the_counters_increase_over_a_short_window(live, report
     assert got.value == pytest.approx(want, rel=0.2, abs=0.01)
 
 
-# Known, and why issue 12 stays open: in about half of the runs on a shared 2-core host, the
-# Node service's GC/CPU split reads as CPU work (seen 2026-12-03; go-gc and jvm-gc held).
-NODE_SPLIT_UNDER_CONTENTION = pytest.mark.xfail(
-    reason="under CPU contention the Node GC/CPU split can read as CPU work (issue 12, open)", strict=False)
-
-
-@pytest.mark.parametrize("name", [pytest.param("node-gc", marks=NODE_SPLIT_UNDER_CONTENTION), "go-gc", "jvm-gc"])
+@pytest.mark.parametrize("name", ["node-gc", "go-gc", "jvm-gc"])
 def test_gc_bound_runtimes_are_never_called_cpu_work(live, report, name):
-    """Allocation-heavy Node (single-threaded GC), Go (GOGC=5) and JVM (serial collector)
+    """Allocation-heavy Node (single-threaded, non-incremental GC), Go (GOGC=5) and JVM (serial collector)
     services. A human would say: garbage collection. GC per request is at least the other CPU
     per request, so the runtime cost is GC's; on a host that gives them their cores, the
     verdict is a gc_pause rewrite recommendation."""

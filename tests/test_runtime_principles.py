@@ -113,6 +113,37 @@ def test_cpu_pressure_names_the_contention(traces, tmp_path):
     assert "contention" in w.message and "0.80 s per second" in w.message and w.category == "unknown"
 
 
+def test_own_cpu_work_on_a_busy_host_is_still_cpu_bound(traces, tmp_path):
+    """CPython render service, one request at a time (5 req/s of 190 ms), 90 ms of its own CPU each
+    (0.45 cores), on a host where other processes hold its core: its threads waited 0.5 s per
+    second for one (run-queue wait, analyzer.instrument.core_wait). A human would say: CPU-bound,
+    slowed further by neighbours. Its CPU covers 90 of the 90 ms it was not waiting for a core: CPU
+    work, with the CPU's own share (~47%), and the wait named as contention. Without the run-queue
+    signal the same service reads as under half CPU and gets no CPU finding."""
+    steady(traces, "render", "python", 600, 0.2, 190)
+    base = {Signal.CPU_CORES_USED: 0.45, Signal.REQUESTS_PER_SECOND: 5.0}
+    assert fire("PF-CPU001", one(traces, tmp_path, signals_for("render", "python", **base))) == []
+    ctx = one(traces, tmp_path, signals_for("render", "python", **base, **{Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND: 0.5}))
+    (c,) = fire("PF-CPU001", ctx)
+    assert c.share == pytest.approx(90 / 190, abs=0.01)
+    assert "waited 100.0 ms per request for a core other processes held" in c.message
+    fs = run_rules(ctx, Config())
+    assert pick(category_shares(ctx.hotspot, fs), CFG)[0] == "cpu_bound"
+    assert fire("PF-WAIT001", ctx) == []
+
+
+def test_run_queue_wait_alone_is_contention_not_cpu_work(traces, tmp_path):
+    """CPython, 2 req/s of 400 ms with 5 ms of CPU each, its threads waiting 0.78 s per second for a
+    core others hold. A human would say: starved by neighbours; a rewrite changes nothing. No CPU
+    finding; the wait finding names the contention and stays `unknown`."""
+    steady(traces, "starved", "python", 300, 0.5, 400)
+    ctx = one(traces, tmp_path, signals_for("starved", "python", **{
+        Signal.CPU_CORES_USED: 0.01, Signal.REQUESTS_PER_SECOND: 2.0, Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND: 0.78}))
+    assert fire("PF-CPU001", ctx) == [] and fire("PF-CPU002", ctx) == []
+    (w,) = fire("PF-WAIT001", ctx)
+    assert "for a CPU core" in w.message and "390.0 ms per request" in w.message and w.category == "unknown"
+
+
 def test_background_cpu_is_not_charged_to_rare_requests(traces, tmp_path):
     """A service with a thread burning 0.3 cores and one 20 ms request a minute: a human would say
     the requests wait; the CPU is the background thread's. Intervals without requests measure the

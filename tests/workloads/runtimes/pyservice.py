@@ -2,7 +2,8 @@
 
 Each is a real process: a ThreadingHTTPServer whose requests are SERVER spans of the real
 OpenTelemetry SDK (written to SPANS as OTLP protobuf on SIGTERM), with prometheus_client's
-process collector and a request counter on /metrics for Prometheus to scrape.
+process collector, a request counter and the process's own wait for a core
+(analyzer.instrument.core_wait) on /metrics for Prometheus to scrape.
 
 - `gil`: every request runs ~15 ms of pure-Python arithmetic. Run pinned to one core under
   concurrent load: requests queue for the GIL behind each other's work.
@@ -33,6 +34,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, generate_latest
 
+from analyzer.instrument import core_wait
 from tests.workloads.recording import write_proto_single
 
 
@@ -92,6 +94,7 @@ def main(kind: str, port: int, spans_path: str) -> None:
     tracer = tp.get_tracer("tests.workloads.runtimes")
     requests = Counter("http_requests_total", "Requests served.")
     routes = handler_for(kind)
+    core_wait.install(otel=False)  # process_cpu_wait_seconds_total: its own wait for a core
     if kind == "pygc":
         from analyzer.instrument import gc_pauses
 
