@@ -137,7 +137,9 @@ def test_causes_are_measured_not_assumed(demo_run: DemoResult) -> None:
         return
     cpu = rules("render")["PF-CPU001"]
     assert evidence(cpu, "cpu_cores_used")["source"] == "process.cpu.time"
-    assert evidence(cpu, "cpu_cores_used")["value"] > 0.3
+    # One client back to back on CPU-bound requests: render is on a core or waiting for one most of
+    # the time (its own run-queue wait is exported beside its CPU).
+    assert evidence(cpu, "cpu_cores_used")["value"] + evidence(cpu, "cpu_run_queue_seconds_per_second")["value"] > 0.5
 
 
 def test_everything_arrived_and_every_process_is_gone(demo_run: DemoResult) -> None:
