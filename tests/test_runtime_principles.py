@@ -5,6 +5,7 @@ real runtimes in tests/test_runtime_live.py and tests/test_runtime_generations.p
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from analyzer.classify import ClassifyConfig, category_shares, pick
@@ -156,6 +157,23 @@ def test_background_cpu_is_not_charged_to_rare_requests(traces, tmp_path):
     assert shares["cpu_bound"] == 0
     c = rewrite_ceiling([ctx], [HotspotResult(ctx.hotspot.operation, ctx.hotspot.total_ms, 1.0, "unknown", shares, fs)])
     assert c["mean_pct"] < 1
+
+
+def test_background_rhythm_is_not_read_as_request_cpu(traces, tmp_path):
+    """A cache warmer whose CPU swings 0.22-0.38 cores on its own 170 s cycle, and requests that
+    sleep 30 ms, every 3 s one minute and every 12 s the next. A human would say: the requests
+    wait; the CPU is the warmer's. Over this window the swing happens to line up with the busier
+    minutes (a regression slope of ~30 ms per request), but it is far inside its own noise: no
+    CPU is charged to the requests."""
+    t = T0
+    while t < T0 + 1800:
+        traces.request("quiet", "python", "GET /work", t, 30, 0.0)
+        t += 3 if int((t - T0) // 60) % 2 == 0 else 12
+    ctx = one(traces, tmp_path, signals_for("quiet", "python", **{
+        Signal.CPU_CORES_USED: lambda tt: 0.3 + 0.08 * np.sin(2 * np.pi * (tt - T0) / 170)}))
+    assert fire("PF-CPU001", ctx) == []
+    fs = run_rules(ctx, Config())
+    assert category_shares(ctx.hotspot, fs)["cpu_bound"] == 0
 
 
 def test_cpu_is_spread_by_self_time_a_probe_gets_none(traces, tmp_path):
