@@ -41,8 +41,11 @@ def assess(report: dict, *, requested: list[str] | None, known: list[str], trace
                                     f"--environment)"})
     elif traces_given and spans_in_window == 0:
         read = f" (the traces read cover {span_window[0]} → {span_window[1]})" if span_window else ""
+        # A store that took the environment filter into its search may have returned nothing for it.
+        asked = (f" (deployment.environment {' or '.join(env['environments'])}, or none, was asked for)"
+                 if env and not env["spans_read"] else "")
         problems.append({"kind": "no_spans_in_window",
-                         "message": f"no spans start in the window {w['start']} → {w['end']}{read}"})
+                         "message": f"no spans start in the window {w['start']} → {w['end']}{read}{asked}"})
     if prometheus:
         for s in report["services"]:
             svc = signals.for_service(s["service"]) if signals else None

@@ -199,6 +199,15 @@ def test_clickhouse_takes_the_filter_in_its_queries(production, staging, tmp_pat
     assert pushdown["window_spans"] == len(production)
     assert _entry_count(report) == REQUESTS
     assert report["environment_filter"]["by_environment"] == {"production": report["environment_filter"]["spans_read"]}
+    # An environment the store has no span of: the queries find nothing, and the first problem says what was asked.
+    p = subprocess.run([sys.executable, "-m", "analyzer", "report", "--clickhouse", f"chdb:{store}", "--end", "now",
+                        "--window", "1d", "--no-history", "--format", "json", "--output-dir", str(tmp_path / "qa"),
+                        "--environment", "qa"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 3, p.stderr
+    (folder,) = (tmp_path / "qa").iterdir()
+    (problem,) = json.loads((folder / "report.json").read_text())["completeness"]["problems"]
+    assert problem["kind"] == "no_spans_in_window"
+    assert problem["message"].endswith("(deployment.environment qa, or none, was asked for)")
 
 
 @pytest.mark.parametrize("known", [("deployment.environment.name",), ()])
