@@ -29,8 +29,8 @@ from functools import cached_property
 
 import numpy as np
 
-from analyzer.arrays import dense_ranks
-from analyzer.model import Kind, SpanClass, SpanTable
+from analyzer.model.arrays import RANGE_ROWS, dense_ranks
+from analyzer.model.spans import Kind, SpanClass, SpanTable
 
 PARTS = ("self", "database", "cache", "remote_server", "remote_gap", "messaging")
 P_SELF, P_DB, P_CACHE, P_SERVER, P_GAP, P_MSG = range(6)
@@ -163,45 +163,22 @@ def compute(t: SpanTable) -> Breakdown:
     n = len(t)
     parent = t.parent
     is_entry = entry_mask(t)
-    cls = t.span_class  # int8, read only
-
-    start, end = t.start, t.end  # read only
-    clip_s, clip_e = start.copy(), end.copy()  # interval as seen by the parent's accounting
-    frame_s, frame_e = start.copy(), end.copy()  # interval offered to the children
-    eff = cls.copy()  # effective class, inherited from database/cache/remote/messaging ancestors
-    owner = np.arange(n, dtype=np.int64)
-    lv = levels(parent)
     # SERVER entry spans called by a CLIENT span: the ones a clock offset may have moved.
     may_skew = is_entry & (t.kind == Kind.SERVER) & (parent >= 0) & (t.kind[np.maximum(parent, 0)] == Kind.CLIENT)
-    for rows in lv[1:]:
-        p = parent[rows]
-        ps, pe = frame_s[p], frame_e[p]
-        s, e = start[rows], end[rows]
-        k = np.flatnonzero(may_skew[rows])
-        if k.size:
-            s[k], e[k] = _unskew(s[k], e[k], ps[k], pe[k])
-        # (minimum of maximum rather than np.clip: the same, without clip's fixed cost per call,
-        # which a trace a million levels deep pays a million times)
-        cs = np.minimum(np.maximum(s, ps), pe)
-        ce = np.minimum(np.maximum(e, cs), pe)
-        clip_s[rows], clip_e[rows] = cs, ce
-        ent = is_entry[rows]
-        frame_s[rows] = np.where(ent, start[rows], cs)
-        frame_e[rows] = np.where(ent, end[rows], ce)
-        peff = eff[p]
-        inherit = (peff != _INTERNAL) & ~is_entry[p] & ~ent
-        eff[rows] = np.where(inherit, peff, cls[rows])
-        owner[rows] = np.where(ent, rows, owner[p])
+    start, end = t.start, t.end  # read only
+    clip_s, clip_e = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    eff = np.empty(n, dtype=t.span_class.dtype)
+    owner = np.empty(n, dtype=np.int64)
+    critical = np.empty(n, dtype=bool)
+    # Frames, chains and critical marks per range of whole traces: each range's level walks and
+    # sorts stay in cache, so their cost per span does not grow with the table.
+    for a, b in _trace_ranges(t.trace, parent):
+        w = slice(a, b)
+        local = np.where(parent[w] >= 0, parent[w] - a, -1)
+        clip_s[w], clip_e[w], eff[w], owner[w], critical[w] = _walk(
+            local, is_entry[w], may_skew[w], t.span_class[w], start[w], end[w])
+        owner[w] += a
 
-    on_path = _critical_chains(parent, clip_s, clip_e, frame_s)
-
-    critical = np.zeros(n, dtype=bool)
-    for rows in lv:
-        p = parent[rows]
-        has_p = p >= 0
-        q = np.where(has_p, p, 0)
-        crit_p = np.where(has_p, critical[q] | is_entry[q], False)  # (gathered first: O(level), not O(n))
-        critical[rows] = np.where(has_p, on_path[rows] & crit_p, False)
     length = np.where(is_entry, end - start, clip_e - clip_s)
     child_crit = np.where(critical & (parent >= 0), clip_e - clip_s, 0)
     covered = np.bincount(np.where(critical & (parent >= 0), parent, 0), weights=child_crit, minlength=n).astype(np.int64)
@@ -231,6 +208,64 @@ def compute(t: SpanTable) -> Breakdown:
     return Breakdown(entries=entries, parts=parts, owner=owner, critical_ns=critical_ns,
                      on_path=critical | is_entry, entry_index=entry_index,
                      clip_start=clip_s, clip_end=clip_e, effective_class=eff, start=t.start, parent=parent)
+
+
+def _trace_ranges(trace: np.ndarray, parent: np.ndarray) -> list[tuple[int, int]]:
+    """Row ranges of about `RANGE_ROWS` rows, cut where a trace starts (the table's rows are by
+    trace), that hold the parent of every row in them; one range for a table where they would not
+    (rows made by hand)."""
+    n = trace.shape[0]
+    if n <= RANGE_ROWS:
+        return [(0, n)]
+    starts = np.flatnonzero(trace[1:] != trace[:-1]) + 1
+    at = np.searchsorted(starts, np.arange(RANGE_ROWS, n, RANGE_ROWS))
+    bounds = [0, *np.unique(starts[at[at < starts.shape[0]]]).tolist(), n]
+    which = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+    if (which[np.maximum(parent, 0)] != which)[parent >= 0].any():
+        return [(0, n)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _walk(parent: np.ndarray, is_entry: np.ndarray, may_skew: np.ndarray, cls: np.ndarray, start: np.ndarray,
+          end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1 to 3 of the module docstring over rows whose parents are among them: each row's
+    clipped interval, effective class, owner (a row) and whether it is critical for its owner."""
+    n = parent.shape[0]
+    clip_s, clip_e = start.copy(), end.copy()  # interval as seen by the parent's accounting
+    frame_s, frame_e = start.copy(), end.copy()  # interval offered to the children
+    eff = cls.copy()  # effective class, inherited from database/cache/remote/messaging ancestors
+    owner = np.arange(n, dtype=np.int64)
+    lv = levels(parent)
+    for rows in lv[1:]:
+        p = parent[rows]
+        ps, pe = frame_s[p], frame_e[p]
+        s, e = start[rows], end[rows]
+        k = np.flatnonzero(may_skew[rows])
+        if k.size:
+            s[k], e[k] = _unskew(s[k], e[k], ps[k], pe[k])
+        # (minimum of maximum rather than np.clip: the same, without clip's fixed cost per call,
+        # which a trace a million levels deep pays a million times)
+        cs = np.minimum(np.maximum(s, ps), pe)
+        ce = np.minimum(np.maximum(e, cs), pe)
+        clip_s[rows], clip_e[rows] = cs, ce
+        ent = is_entry[rows]
+        frame_s[rows] = np.where(ent, start[rows], cs)
+        frame_e[rows] = np.where(ent, end[rows], ce)
+        peff = eff[p]
+        inherit = (peff != _INTERNAL) & ~is_entry[p] & ~ent
+        eff[rows] = np.where(inherit, peff, cls[rows])
+        owner[rows] = np.where(ent, rows, owner[p])
+
+    on_path = _critical_chains(parent, clip_s, clip_e, frame_s)
+
+    critical = np.zeros(n, dtype=bool)
+    for rows in lv:
+        p = parent[rows]
+        has_p = p >= 0
+        q = np.where(has_p, p, 0)
+        crit_p = np.where(has_p, critical[q] | is_entry[q], False)  # (gathered first: O(level), not O(n))
+        critical[rows] = np.where(has_p, on_path[rows] & crit_p, False)
+    return clip_s, clip_e, eff, owner, critical
 
 
 def _unskew(s: np.ndarray, e: np.ndarray, ps: np.ndarray, pe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,8 @@ A hot spot without CPU or GC metrics has no measured share: its whole self time 
 bound (`measured` is false), never a zero we did not measure.
 
 p50/p99/mean savings are the service's latency quantiles before minus after subtracting saved_j,
-so a GC storm that hits the tail shows in p99 and not in p50. CPU cost: cores used x
+so a GC storm that hits the tail shows in p99 and not in p50. In a weighted sample each request
+counts as the traces it stands for (quantiles, means and fix-first counts alike). CPU cost: cores used x
 (GC CPU fraction + (1 - GC fraction) x (1 - 1/S)); the GC CPU fraction is known only for Go
 (runtime/metrics), elsewhere GC CPU is inside the CPU figure. Everything is an upper bound
 under these assumptions: allocation, I/O and waiting do not get faster.
@@ -31,6 +32,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from analyzer.model.arrays import weighted_quantile
+from analyzer.sampling_error import ratio_se
 from analyzer.verdict import OTHER_CAUSES, HotspotResult
 from heuristics.context import HotspotContext
 from heuristics.runtime import RuntimeMeasure, measure
@@ -49,7 +52,7 @@ def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotRes
     speed = max(1.0, float(cpu_speedup))
     keep = 1.0 - 1.0 / speed
     out: dict = {"cpu_speedup": speed}
-    durations, saved = [], []
+    durations, saved, weights = [], [], []
     gc_ms = cpu_ms = 0.0
     cores, gc_frac = signals_cores, gc_cpu_fraction
     unmeasured = 0
@@ -58,6 +61,7 @@ def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotRes
         m = measure(ctx)
         d, s, g, c = _per_request(ctx, r, m)
         durations.append(d)
+        weights.append(ctx.req_weight)
         if m.cores_used is None and m.gc is None:
             # No CPU or GC metrics: 0 would be a claim we did not measure. The honest bound is
             # that all in-process time could go.
@@ -65,8 +69,8 @@ def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotRes
             saved.append(s)
             continue
         saved.append(g + c * keep)
-        gc_ms += float(g.sum()) / MS
-        cpu_ms += float(c.sum()) / MS
+        gc_ms += float(g @ ctx.req_weight) / MS
+        cpu_ms += float(c @ ctx.req_weight) / MS
         if m.cores_used is not None:
             cores = m.cores_used.value
         cost = cost or runtime_cost(m)
@@ -76,17 +80,22 @@ def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotRes
             gc_frac = m.gc.value / m.cores_used.value
     if durations:
         d = np.concatenate(durations).astype(np.float64)
-        after = d - np.concatenate(saved)
-        total_ms = float(d.sum()) / MS
-        qs = (0.50, 0.99)  # both from one selection pass per array
-        for name, q_before, q_after in zip(("p50", "p99"), np.quantile(d, qs), np.quantile(after, qs)):
-            before = float(q_before) / MS
-            cut = before - float(q_after) / MS
+        cut_ns = np.concatenate(saved)
+        after = d - cut_ns
+        sampled = any(c.sampled for c in ctxs)
+        w = np.concatenate(weights) if sampled else None  # a sample's requests count as many as they stand for
+        n = float(w.sum()) if w is not None else float(d.size)
+        total_ms = float(d.sum() if w is None else d @ w) / MS
+        for name, q in (("p50", 0.50), ("p99", 0.99)):
+            before = weighted_quantile(d, q, w) / MS
+            cut = before - weighted_quantile(after, q, w) / MS
             out[f"{name}_ms"] = _r(cut)
             out[f"{name}_pct"] = _r(100 * cut / before if before > 0 else 0.0)
-        mean_cut = float(np.concatenate(saved).sum()) / MS / d.size
+        mean_cut = float(cut_ns.sum() if w is None else cut_ns @ w) / MS / n
         out["mean_ms"] = _r(mean_cut)
-        out["mean_pct"] = _r(100 * mean_cut / (total_ms / d.size) if total_ms > 0 else 0.0)
+        out["mean_pct"] = _r(100 * mean_cut / (total_ms / n) if total_ms > 0 else 0.0)
+        if w is not None:
+            out["mean_ms_error"] = _r(ratio_se(cut_ns, np.ones_like(cut_ns), w) / MS)
         basis = {"gc_share": _r(gc_ms / total_ms if total_ms else 0.0),
                  "cpu_share": _r(cpu_ms / total_ms if total_ms else 0.0)}
     else:
@@ -99,7 +108,7 @@ def rewrite_ceiling(ctxs: Sequence[HotspotContext], results: Sequence[HotspotRes
         basis["cpu_cores_saved"] = _r(cores * cut_frac)
         if gc_frac is not None:
             basis["gc_cpu_fraction"] = _r(f)
-    fix = _fix_first(results, [c.hotspot.count for c in ctxs])
+    fix = _fix_first(results, [c.n_requests for c in ctxs])
     if fix:
         out["fix_first_ms"] = fix["mean_ms"]
         out["fix_first_pct"] = fix["pct"]
@@ -121,7 +130,8 @@ def runtime_cost(m: RuntimeMeasure) -> dict:
     out = {}
     for key, value in (("gc_ms_per_request", m.gc_ms_per_request), ("cpu_ms_per_request", m.work_ms_per_request),
                        ("background_cores", m.background_cores if m.cores_used is not None else float("nan")),
-                       ("cpu_ceiling_cores", m.ceiling_cores), ("requests_in_process", m.in_flight)):
+                       ("cpu_ceiling_cores", m.ceiling_cores), ("requests_in_process", m.in_flight),
+                       ("gc_ms_before_spans_per_request", m.gc_outside_ms)):
         if np.isfinite(value):
             out[key] = _r(value)
     return out
@@ -147,7 +157,7 @@ def _has(r: HotspotResult, category: str) -> bool:
     return any(f.category == category and f.share > 0 for f in r.findings)
 
 
-def _fix_first(results: Sequence[HotspotResult], counts: Sequence[int]) -> dict | None:
+def _fix_first(results: Sequence[HotspotResult], counts: Sequence[float]) -> dict | None:
     total = sum(r.total_ms for r in results)
     n_all = sum(counts)
     if total <= 0 or n_all <= 0:

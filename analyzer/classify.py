@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyzer.findings import CATEGORIES, UNKNOWN, Finding
+from analyzer.model.findings import CATEGORIES, UNKNOWN, Finding
 from analyzer.hotspots import Hotspot
 
 # Evidence signals that move a share of one category's time to the finding's category.

@@ -1,6 +1,7 @@
 """Whether a report answers what was asked: the problems a scheduled run must not keep quiet.
 
-A report is incomplete when a requested service matched nothing, the window holds no spans,
+A report is incomplete when a requested service matched nothing, the environment filter matched
+no span, the window holds no spans,
 Prometheus gave no series for a service or a query failed, or a verdict could not be measured.
 Each problem is one sentence naming the service, the window or the signal; renderers print
 them first and `report` turns them into exit code 3.
@@ -9,14 +10,14 @@ them first and `report` turns them into exit code 3.
 from __future__ import annotations
 
 from analyzer.cliutil import closest
-from analyzer.signals import Signals
+from analyzer.model.signals import Signals
 
 INSUFFICIENT = "insufficient_evidence"
 
 
 def assess(report: dict, *, requested: list[str] | None, known: list[str], traces_given: bool,
            spans_in_window: int, span_window: tuple[str, str] | None, prometheus: str | None,
-           signals: Signals | None) -> dict:
+           signals: Signals | None, environment_filter: dict | None = None) -> dict:
     """`report["completeness"]`: {"complete": bool, "problems": [{"kind", "message", "service"?}]}.
 
     `spans_in_window` counts the spans of any service that start in the window; `span_window` is
@@ -31,10 +32,20 @@ def assess(report: dict, *, requested: list[str] | None, known: list[str], trace
             problems.append({"kind": "service_not_found", "service": name,
                              "message": f"service {name!r} is in no trace or metric of the window{hint}"})
     w = report["window"]
-    if traces_given and spans_in_window == 0:
+    env = environment_filter
+    if env and env["spans_read"] and not env["spans_kept"]:
+        seen = ", ".join(f"{name} ({n:,} spans)" for name, n in sorted(env["by_environment"].items(), key=lambda x: -x[1]))
+        problems.append({"kind": "environment_not_found",
+                         "message": f"no span is from deployment.environment {' or '.join(env['environments'])}: "
+                                    f"the traces read are from {seen} (list them in [scope] environments or "
+                                    f"--environment)"})
+    elif traces_given and spans_in_window == 0:
         read = f" (the traces read cover {span_window[0]} → {span_window[1]})" if span_window else ""
+        # A store that took the environment filter into its search may have returned nothing for it.
+        asked = (f" (deployment.environment {' or '.join(env['environments'])}, or none, was asked for)"
+                 if env and not env["spans_read"] else "")
         problems.append({"kind": "no_spans_in_window",
-                         "message": f"no spans start in the window {w['start']} → {w['end']}{read}"})
+                         "message": f"no spans start in the window {w['start']} → {w['end']}{read}{asked}"})
     if prometheus:
         for s in report["services"]:
             svc = signals.for_service(s["service"]) if signals else None

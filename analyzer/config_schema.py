@@ -64,6 +64,7 @@ class Text:
     choices: tuple[str, ...] = ()
     pattern: str | None = None
     form: str = ""
+    secret_if_wrong: bool = False  # a wrong value may be the secret itself: never echo it
 
     def allowed(self) -> str:
         if self.choices:
@@ -149,7 +150,8 @@ class TableArray:
 
 DURATION = Text(pattern=r"\d+(\.\d+)?(s|m|h|d|w)", form='a duration such as "30s", "10m", "2h", "7d" or "1w"')
 ENV_NAME = Text(pattern=r"[A-Za-z_][A-Za-z0-9_]*",
-                form="the NAME of an environment variable (letters, digits, _), never the secret itself")
+                form="the NAME of an environment variable (letters, digits, _), never the secret itself",
+                secret_if_wrong=True)
 URL = Text(pattern=r"https?://[^\s]+", form="an http:// or https:// URL")
 NAME = Text(pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*", form="a name of letters, digits, '.', '_' or '-'")
 EMAIL = Text(pattern=r"[^@\s]+@[^@\s]+", form="an e-mail address")
@@ -256,9 +258,10 @@ CREDENTIALS = Table({
 SCOPE = Table({
     "services": Key(ListOf(Text()), "Only these services (empty: every service found).", default=[]),
     "environments": Key(ListOf(Text()), "`deployment.environment` values to report on, applied to Prometheus "
-                                        "series as the label `deployment_environment` (series without it are kept; "
-                                        "trace sources are not filtered by it yet); staging is excluded unless "
-                                        "listed here.",
+                                        "series (the label `deployment_environment`) and to spans (the resource "
+                                        "attribute `deployment.environment.name` or `deployment.environment`); "
+                                        "what names none is kept; staging is excluded unless listed here; "
+                                        "`[\"*\"]` or `[]`: no filter.",
                         default=["production"]),
     "ignore_operations": Key(ListOf(Text(form="an operation name or glob")),
                              "Operations never reported, by exact name or glob (`*`, `?`, `[...]`): health checks, "
@@ -418,7 +421,8 @@ def _value(value: object, kind: object, path: str, rules: Mapping[str, Mapping[s
                 if not kind.item.check(item):
                     yield f"{path}[{i}] = {_show(item)}: must be {kind.item.allowed()}"
     elif not kind.check(value):  # type: ignore[union-attr]
-        yield f"{path} = {_show(value)}: must be {kind.allowed()}"  # type: ignore[union-attr]
+        shown = "(value not shown)" if getattr(kind, "secret_if_wrong", False) else _show(value)
+        yield f"{path} = {shown}: must be {kind.allowed()}"  # type: ignore[union-attr]
 
 
 def _rule_tables(value: object, path: str, rules: Mapping[str, Mapping[str, float]]) -> Iterator[str]:

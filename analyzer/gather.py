@@ -15,10 +15,10 @@ import numpy as np
 
 from analyzer.cliutil import UserError
 from analyzer.config import Config
-from analyzer.model import Kind, SpanTable
+from analyzer.model.spans import Kind, SpanTable
 from analyzer.pipeline import Inputs
-from analyzer.signals import Signals
-from analyzer.table import TableBuilder
+from analyzer.model.signals import Signals
+from analyzer.model.table import TableBuilder
 from collectors.otlp_files import DEFAULT_LIMITS, InputError, Limits, SourceStats, damage_summary, shown
 from collectors.otlp_metrics import signals_from_file
 from collectors.otlp_traces import load_traces

@@ -7,8 +7,9 @@ with the whole run in it, never part of one. The schema version is SQLite's `use
 opening a file applies the migrations it lacks, in one transaction, and refuses a file made
 by a newer version.
 
-A run's scope is its team and the services it asked for (`*` for all): a report is compared
-with the latest earlier run of the same scope.
+A run's scope is its team, the services it asked for (`*` for all) and the environments it kept
+(`*` for no filter; unknown for runs recorded before schema 2): a report is compared with the
+latest earlier run of the same scope.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ MIGRATIONS = (
     );
     CREATE INDEX runs_by_scope ON runs (team, scope, window_end);
     """,
+    # 2: the deployment.environment values a run kept, part of its scope, so that a production run
+    # is compared with production runs only. NULL for runs recorded before: they did not say, and
+    # match a run of any environments.
+    """
+    ALTER TABLE runs ADD COLUMN environments TEXT;
+    DROP INDEX runs_by_scope;
+    CREATE INDEX runs_by_scope ON runs (team, scope, environments, window_end);
+    """,
 )
 
 
@@ -55,18 +64,29 @@ class Entry:
     window_start: str
     window_end: str
     complete: bool
+    environments: str | None = None  # JSON like scope; None: recorded before schema 2
 
     def to_dict(self) -> dict:
         return {"id": self.id, "run": self.run, "recorded_at": self.recorded_at, "team": self.team,
                 "scope": json.loads(self.scope), "window_start": self.window_start, "window_end": self.window_end,
-                "complete": self.complete}
+                "complete": self.complete,
+                "environments": None if self.environments is None else json.loads(self.environments)}
 
 
-_COLUMNS = "id, run, recorded_at, team, scope, window_start, window_end, complete"
+_COLUMNS = "id, run, recorded_at, team, scope, window_start, window_end, complete, environments"
+
+
+def _entry(row: tuple) -> Entry:
+    return Entry(*row[:7], bool(row[7]), row[8])
 
 
 def scope_key(services: list[str] | tuple[str, ...] | None) -> str:
     return json.dumps(sorted(set(services)) if services else "*")
+
+
+def environments_of(report: dict) -> tuple[str, ...]:
+    """The environments a report was filtered to (its `environment_filter`); () when not filtered."""
+    return tuple((report.get("environment_filter") or {}).get("environments") or ())
 
 
 class History:
@@ -123,33 +143,41 @@ class History:
         with self._write() as db:
             for team, (report, services) in reports.items():
                 cur = db.execute(
-                    "INSERT INTO runs (run, recorded_at, team, scope, window_start, window_end, complete, report) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO runs (run, recorded_at, team, scope, window_start, window_end, complete, report, "
+                    "environments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (run, now, team, scope_key(services), report["window"]["start"], report["window"]["end"],
-                     int((report.get("completeness") or {}).get("complete", True)), json.dumps(report)))
+                     int((report.get("completeness") or {}).get("complete", True)), json.dumps(report),
+                     scope_key(environments_of(report))))
                 ids.append(int(cur.lastrowid))
         return ids
 
-    def previous(self, team: str, services: list[str] | None, before_end: str) -> tuple[Entry, dict] | None:
+    def previous(self, team: str, services: list[str] | None, before_end: str,
+                 environments: tuple[str, ...] = ()) -> tuple[Entry, dict] | None:
         """The latest report of the same scope whose window ended before `before_end`."""
         row = self.db.execute(
-            f"SELECT {_COLUMNS}, report FROM runs WHERE team = ? AND scope = ? AND window_end < ? "
-            "ORDER BY window_end DESC, id DESC LIMIT 1", (team, scope_key(services), before_end)).fetchone()
-        return None if row is None else (Entry(*row[:7], bool(row[7])), json.loads(row[8]))
+            f"SELECT {_COLUMNS}, report FROM runs WHERE team = ? AND scope = ? AND {_SAME_ENVIRONMENTS} "
+            "AND window_end < ? ORDER BY window_end DESC, id DESC LIMIT 1",
+            (team, scope_key(services), scope_key(environments), before_end)).fetchone()
+        return None if row is None else (_entry(row), json.loads(row[9]))
 
-    def trend(self, team: str, services: list[str] | None, limit: int = 12) -> list[tuple[Entry, dict]]:
+    def trend(self, team: str, services: list[str] | None, limit: int = 12,
+              environments: tuple[str, ...] = ()) -> list[tuple[Entry, dict]]:
         """The last `limit` reports of a scope, oldest first."""
         rows = self.db.execute(
-            f"SELECT {_COLUMNS}, report FROM runs WHERE team = ? AND scope = ? ORDER BY window_end DESC, id DESC "
-            "LIMIT ?", (team, scope_key(services), limit)).fetchall()
-        return [(Entry(*r[:7], bool(r[7])), json.loads(r[8])) for r in reversed(rows)]
+            f"SELECT {_COLUMNS}, report FROM runs WHERE team = ? AND scope = ? AND {_SAME_ENVIRONMENTS} "
+            "ORDER BY window_end DESC, id DESC LIMIT ?",
+            (team, scope_key(services), scope_key(environments), limit)).fetchall()
+        return [(_entry(r), json.loads(r[9])) for r in reversed(rows)]
 
     def entries(self) -> list[Entry]:
         rows = self.db.execute(f"SELECT {_COLUMNS} FROM runs ORDER BY id").fetchall()
-        return [Entry(*r[:7], bool(r[7])) for r in rows]
+        return [_entry(r) for r in rows]
 
     def get(self, entry_id: int) -> tuple[Entry, dict]:
         row = self.db.execute(f"SELECT {_COLUMNS}, report FROM runs WHERE id = ?", (entry_id,)).fetchone()
         if row is None:
             raise HistoryError(f"{self.path}: no run {entry_id}; `profile-first history list` shows them")
-        return Entry(*row[:7], bool(row[7])), json.loads(row[8])
+        return _entry(row), json.loads(row[9])
+
+
+_SAME_ENVIRONMENTS = "(environments = ? OR environments IS NULL)"  # NULL: a run from before schema 2

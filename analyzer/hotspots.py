@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analyzer.breakdown import PARTS, Breakdown
-from analyzer.model import SpanTable
+from analyzer.model.arrays import weighted_quantile
+from analyzer.model.spans import SpanTable
 
 NS_PER_MS = 1e6
 
@@ -69,25 +70,6 @@ class Hotspot:
             return float(values.sum())
         return float(values.astype(np.float64) @ self.weights)
 
-
-def weighted_quantile(values: np.ndarray, q: float, weights: np.ndarray | None = None) -> float:
-    """The q-quantile of `values`, each counted `weights` times (sample weights, usually >= 1).
-
-    Without weights this is `np.quantile` (linear interpolation). With them it is the same rule
-    applied as if each value were repeated: value i holds the positions from S(i-1) to S(i) - 1
-    (S the cumulative weights) out of S(n) - 1, and q is interpolated between them. With whole
-    weights that is exactly `np.quantile` of the repeated values."""
-    if weights is None:
-        return float(np.quantile(values, q))
-    order = np.argsort(values, kind="stable")
-    v, w = values[order].astype(np.float64), weights[order].astype(np.float64)
-    cum = np.cumsum(w)
-    lo = cum - w
-    hi = np.maximum(lo, cum - 1.0)
-    last = cum[-1] - 1.0
-    if last <= 0:
-        return float(np.average(v, weights=w)) if cum[-1] > 0 else float(v[-1])
-    return float(np.interp(q * last, np.column_stack((lo, hi)).ravel(), np.repeat(v, 2)))
 
 
 def find_hotspots(t: SpanTable, b: Breakdown, start_ns: int | None = None, end_ns: int | None = None,

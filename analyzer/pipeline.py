@@ -8,18 +8,19 @@ from datetime import datetime, timezone
 import numpy as np
 
 from analyzer import __version__
-from analyzer.breakdown import compute
+from analyzer.breakdown import PARTS, compute
 from analyzer.ceiling import DEFAULT_CPU_SPEEDUP, rewrite_ceiling
 from analyzer.classify import category_shares, pick
 from analyzer.config import Config
-from analyzer.findings import Finding
+from analyzer.model.findings import Finding
 from analyzer.hotspots import Hotspot, find_hotspots
-from analyzer.model import SpanTable
-from analyzer.profile import Profile
+from analyzer.model.spans import SpanTable
+from analyzer.model.profile import Profile
 from analyzer.profile_verdict import attach, profile_config, views_by_service
-from analyzer.signals import Signal, Signals
-from analyzer.store_figures import OperationFigures, StoreFigures
-from analyzer.table import Repairs
+from analyzer.sampling_error import hotspot_errors
+from analyzer.model.signals import Signal, Signals
+from analyzer.model.store_figures import OperationFigures, StoreFigures
+from analyzer.model.table import Repairs
 from analyzer.timeseries import sample_traces, service_timeseries
 from analyzer.verdict import HotspotResult, decide
 from collectors.otlp_files import SourceStats
@@ -29,6 +30,11 @@ from heuristics.profiles import CHEAPER_FIX_RULES
 
 SCHEMA = "profile-first.report/v1"
 MAX_HOTSPOTS_PER_SERVICE = 20
+
+# The breakdown parts of each trace share the verdict reads (analyzer/classify.py `trace_shares`).
+SHARE_PARTS = {k: tuple(PARTS.index(p) for p in v) for k, v in (
+    ("self", ("self",)), ("database", ("database",)), ("caching", ("cache",)),
+    ("network", ("remote_server", "remote_gap", "messaging")))}
 
 
 @dataclass
@@ -142,7 +148,8 @@ def _hotspot_dict(h: Hotspot, category: str, share: float, shares: dict[str, flo
         "share": _r(share),
         "category_shares": {k: _r(v) for k, v in shares.items()},
         "count": h.count,
-        **({"estimated_count": _r(h.estimated_count)} if h.weights is not None else {}),
+        **({"estimated_count": _r(h.estimated_count),
+            "sampling_error": hotspot_errors(h, SHARE_PARTS)} if h.weights is not None else {}),
         "p50_ms": _r(h.quantile_ms(0.50)),
         "p95_ms": _r(h.quantile_ms(0.95)),
         "p99_ms": _r(h.quantile_ms(0.99)),

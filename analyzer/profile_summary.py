@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analyzer.profile import Frame, Profile
-from analyzer.profile_frames import LIBRARY, OWN, RUNTIME, FrameRules, classify
+from analyzer.model.profile import Frame, Profile
+from analyzer.model.profile_frames import LIBRARY, OWN, RUNTIME, FrameRules, classify
 
 DEFAULT_COVER = 0.80
 TOP_FUNCTIONS = 15

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyzer.config import Config
-from analyzer.profile import Profile
-from analyzer.profile_frames import FrameRules
+from analyzer.model.profile import Profile
+from analyzer.model.profile_frames import FrameRules
 from analyzer.profile_summary import DEFAULT_COVER, ProfileView, merge, summarize
 from analyzer.verdict import NOT_RECOMMENDED, RECOMMENDED
 

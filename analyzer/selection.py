@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from analyzer.cliutil import UserError, closest
-from analyzer.model import SpanTable
+from analyzer.model.spans import SpanTable
 from analyzer.pipeline import Inputs, rfc3339
 from analyzer.renderers.escape import for_terminal
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from analyzer.hotspots import NS_PER_MS, Hotspot
-from analyzer.model import SpanTable
-from analyzer.signals import ServiceSignals, Signal
+from analyzer.model.spans import SpanTable
+from analyzer.model.signals import ServiceSignals, Signal
 
 MAX_POINTS = 300
 STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analyzer.classify import ClassifyConfig, pick
-from analyzer.findings import CATEGORIES, UNKNOWN, Finding
-from analyzer.signals import ServiceSignals, Signal
+from analyzer.model.findings import CATEGORIES, UNKNOWN, Finding
+from analyzer.model.signals import ServiceSignals, Signal
 
 RECOMMENDED = "recommended"
 NOT_RECOMMENDED = "not_recommended"

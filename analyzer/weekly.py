@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from analyzer.cliutil import UserError, parse_duration, parse_time
 from analyzer.completeness import assess
 from analyzer.config import Config
+from analyzer.model.spans import SpanTable
 from analyzer.pipeline import Inputs, analyze, rfc3339
 from collectors.http_auth import ENV_PASSWORD, ENV_TOKEN, ENV_USER
 from collectors.promql import quote, re_escape
@@ -111,7 +114,7 @@ def make_plan(config: Config, flags: dict) -> Plan:
         start=start,
         end=end,
         teams=teams,
-        environments=tuple(flags.get("environments") or scope.get("environments", ("production",))),
+        environments=_environments(flags.get("environments") or scope.get("environments", ("production",))),
         out_dir=Path(flags.get("output_dir") or outputs.get("dir", "reports")),
         formats=tuple(flags.get("formats") or outputs.get("formats", ("json", "md"))),
         url=outputs.get("url"),
@@ -134,6 +137,12 @@ def make_plan(config: Config, flags: dict) -> Plan:
         raise UserError("nothing to report on: give [sources] in the config, or --traces, --metrics, --prometheus, "
                         "--clickhouse or --tempo/--jaeger/--zipkin")
     return plan
+
+
+def _environments(names: object) -> tuple[str, ...]:
+    """The deployment.environment values to keep; `*` (or an empty list): every one, no filter."""
+    names = tuple(str(n) for n in names)  # type: ignore[union-attr]
+    return () if "*" in names else names
 
 
 def _window(flags: dict, window: dict) -> tuple[float, float]:
@@ -192,8 +201,23 @@ def secret(plan: Plan, role: str) -> str | None:
     return value
 
 
-def team_reports(plan: Plan, inputs: Inputs) -> dict[str, dict]:
-    """One report per team, each with its `completeness`."""
+def environment_filter(table: SpanTable, environments: tuple[str, ...]) -> tuple[SpanTable, dict | None]:
+    """The spans of `environments` (and those whose resource names none, as for Prometheus), and the
+    report's `environment_filter`: what was asked and the spans read per environment. No filter
+    asked: the table as it is and None."""
+    if not environments:
+        return table, None
+    counts = np.bincount(table.environment + 1, minlength=len(table.environments) + 1)
+    by_environment = {name: int(n) for name, n in zip(["", *table.environments], counts.tolist()) if n}
+    keep = table.environment_mask(environments)
+    kept = int(np.count_nonzero(keep))
+    applied = {"environments": list(environments), "spans_read": len(table), "spans_kept": kept,
+               "by_environment": by_environment}
+    return (table if kept == len(table) else table.take(keep)), applied
+
+
+def team_reports(plan: Plan, inputs: Inputs, environments: dict | None = None) -> dict[str, dict]:
+    """One report per team, each with its `completeness` (and `environment_filter` when one applied)."""
     t = inputs.table
     known = sorted(set(t.services) | set(inputs.signals.services if inputs.signals else ()))
     span_window = None
@@ -206,9 +230,12 @@ def team_reports(plan: Plan, inputs: Inputs) -> dict[str, dict]:
         report = analyze(inputs, plan.config, start_ns=start_ns, end_ns=end_ns, services=list(team.services) or None)
         if team.name != "report":
             report["team"] = team.name
+        if environments is not None:
+            report["environment_filter"] = environments
         report["completeness"] = assess(report, requested=list(team.services), known=known,
                                         traces_given=bool(plan.traces or plan.listen or plan.clickhouse or plan.store), spans_in_window=in_window,
                                         span_window=span_window,
-                                        prometheus=plan.prometheus, signals=inputs.signals)
+                                        prometheus=plan.prometheus, signals=inputs.signals,
+                                        environment_filter=environments)
         reports[team.name] = report
     return reports

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from analyzer.signals import Signal, Signals
+from analyzer.model.signals import Signal, Signals
 from collectors.prometheus import PromConfig, choose_step, chunks, collect
 from tests.prom import PROMTOOL, OpenMetrics, Window, running
 

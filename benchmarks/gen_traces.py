@@ -292,6 +292,7 @@ class _Topology:
                 ("service.instance.id", f"{h:016x}"),
                 ("host.name", f"ip-10-0-{h % 250}-{(h >> 8) % 250}"),
                 ("process.pid", 1 + (h >> 16) % 60000),
+                ("deployment.environment.name", "production"),
                 ("process.runtime.name", lang.runtime),
                 ("process.runtime.version", lang.runtime_version),
                 ("telemetry.sdk.name", "opentelemetry"),

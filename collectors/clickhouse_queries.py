@@ -27,16 +27,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from analyzer import semconv as sc
+from analyzer.model import semconv as sc
 from collectors.clickhouse_schema import ENTRY_KINDS, ERROR_STATUSES, KIND_NAMES, TableRef, TableShape
-from analyzer.model import Kind
+from analyzer.model.spans import Kind
 
 QUANTILES = (0.5, 0.95, 0.99)
 HASH_RANGE = 1 << 20  # candidates are listed where cityHash64(TraceId) % HASH_RANGE < the group's limit
 _PRODUCER_KINDS = tuple(n for n, k in KIND_NAMES.items() if k == Kind.PRODUCER)
 # Span attributes fetched for the sample: what `derive_base` and the statement/URL readers use.
 SPAN_KEYS = tuple(sorted(sc.SPAN_KEYS))
-RESOURCE_KEYS = (sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE)
+RESOURCE_KEYS = (sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE, *sc.DEPLOYMENT_ENVIRONMENT)
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class Window:
     start_ns: int | None = None
     end_ns: int | None = None
     services: tuple[str, ...] = ()
+    # deployment.environment values kept (and spans whose resource names none); empty: no filter.
+    # Needs the ResourceAttributes column.
+    environments: tuple[str, ...] = ()
 
 
 Query = tuple[str, dict[str, object]]
@@ -145,23 +148,6 @@ def _trace_conds(trace_ids: Sequence[str], start_ns: int | None, end_ns: int | N
     return " AND ".join(conds), params
 
 
-def resources(shape: TableShape, services: Sequence[str], w: Window, b: Bounds) -> Query:
-    """The runtime-telling resource attributes of each of `services`, from one of its entry spans
-    that has them (a service's resource is the same on all its spans): one `LIMIT 1` branch per
-    service, which reads the first granules of the service's range in the ordering key, never
-    the (large) ResourceAttributes map of every span."""
-    where, params = _where(w)
-    params.update(r0=RESOURCE_KEYS[0], r1=RESOURCE_KEYS[1], entry_kinds=list(ENTRY_KINDS))
-    branches = []
-    for i, service in enumerate(services):
-        params[f"s{i}"] = service
-        branches.append(f"(SELECT ServiceName AS service, ResourceAttributes[{{r0:String}}] AS r0, "
-                        f"ResourceAttributes[{{r1:String}}] AS r1 FROM {shape.ref.sql} "
-                        f"WHERE ServiceName = {{s{i}:String}} AND {where} AND {_ENTRY} "
-                        f"AND (r0 != '' OR r1 != '') LIMIT 1)")
-    return f"{' UNION ALL '.join(branches)}{_settings(b, max(1, len(services)))}", params
-
-
 def spans(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end_ns: int | None,
           b: Bounds, max_rows: int) -> Query:
     """Every span of `trace_ids` (in the time range when given, to prune partitions)."""
@@ -169,14 +155,18 @@ def spans(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end
     params["span_keys"] = list(SPAN_KEYS)
     # The statement's normalizedQueryHash ties the sample's statements to the store's repetition counts.
     params.update(_STATEMENT_PARAMS)
+    resource = []
+    for i, key in enumerate(RESOURCE_KEYS):
+        resource.append(f"ResourceAttributes[{{r{i}:String}}] AS r{i}" if shape.has_resource_attributes else f"'' AS r{i}")
+        params[f"r{i}"] = key
     # One pass over each span's map keeping the keys the SpanTable derives from (several times
     # faster than a lookup per key), and none for entry spans, whose attributes are not read.
     return (f"SELECT TraceId AS trace_id, SpanId AS span_id, ParentSpanId AS parent_id, SpanName AS name, "
             f"SpanKind AS kind, ServiceName AS service, toUnixTimestamp64Nano(Timestamp) AS start, "
             f"{shape.duration_sql} AS dur, StatusCode AS status, "
             f"if({_ENTRY} OR {_STATEMENT} = '', toUInt64(0), normalizedQueryHash({_STATEMENT})) AS h, "
-            f"if({_ENTRY}, map(), mapFilter((k, v) -> k IN {{span_keys:Array(String)}}, SpanAttributes)) AS attrs "
-            f"FROM {shape.ref.sql} WHERE {where}{_settings(b, max_rows)}",
+            f"if({_ENTRY}, map(), mapFilter((k, v) -> k IN {{span_keys:Array(String)}}, SpanAttributes)) AS attrs, "
+            f"{', '.join(resource)} FROM {shape.ref.sql} WHERE {where}{_settings(b, max_rows)}",
             {**params, "entry_kinds": list(ENTRY_KINDS)})
 
 
@@ -233,6 +223,12 @@ def _where(w: Window) -> tuple[str, dict[str, object]]:
     if w.services:
         conds.append("ServiceName IN {w_services:Array(String)}")
         params["w_services"] = list(w.services)
+    if w.environments:
+        keys = [f"ResourceAttributes[{{w_env{i}:String}}]" for i in range(len(sc.DEPLOYMENT_ENVIRONMENT))]
+        first = ", ".join(k + " != '', " + k for k in keys)  # the first name set, as _first_of
+        conds.append(f"multiIf({first}, '') IN {{w_envs:Array(String)}}")
+        params.update({f"w_env{i}": k for i, k in enumerate(sc.DEPLOYMENT_ENVIRONMENT)})
+        params["w_envs"] = [*w.environments, ""]  # "": the resource names no environment, kept
     return " AND ".join(conds), params
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from analyzer.model import Kind, Status
+from analyzer.model.spans import Kind, Status
 
 DEFAULT_DATABASE = "otel"
 DEFAULT_TABLE = "otel_traces"

@@ -7,8 +7,8 @@
    stratified sampler (`collectors/sampling.py`: the tail above p95 up to a cap, a uniform draw
    below, weights 1 / inclusion probability, scaled by the store's count over the listing).
 4. Every span of the sampled traces is fetched in one query, with only the attributes the
-   SpanTable derives from (the map filtered to those keys), the runtime of each service from
-   one of its entry spans' resource (one more query, reading a granule per service), and decoded by the same derivation
+   SpanTable derives from (the map filtered to those keys), the runtime and environment
+   from each span's resource, and decoded by the same derivation
    as the OTLP readers (`TraceDecoder.derive`), each statement with its `normalizedQueryHash`.
 5. For the statements a sampled trace runs more than once (the only ones an N+1 finding can
    name), their per-trace repetitions over every trace of the window, in the store, reading
@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from analyzer import semconv as sc
-from analyzer.model import SpanTable
-from analyzer.statement import normalize_sql
-from analyzer.store_figures import OperationFigures, Repetition, StoreFigures
-from analyzer.table import Batch, Repairs, TableBuilder
+from analyzer.model import semconv as sc
+from analyzer.model.spans import SpanTable
+from analyzer.model.statement import normalize_sql
+from analyzer.model.store_figures import OperationFigures, Repetition, StoreFigures
+from analyzer.model.table import Batch, Repairs, TableBuilder
 from collectors import clickhouse_queries as q
 from collectors.clickhouse_schema import KIND_NAMES, STATUS_NAMES, TableRef, TableShape, check
 from collectors.clickhouse_source import ClickHouseError, Source, Transport, open_source
@@ -43,9 +43,6 @@ from collectors.sampling import Candidate, Sample, SamplingPlan, draw, weigh
 # of its traces, which with ids spread over the window is nearly all of them: one fetch for the
 # whole sample (parameters go in the request body over HTTP, so their size does not matter).
 IDS_PER_QUERY = 1_000_000
-# Services per runtime query (a UNION ALL branch each: the query's text stays well under
-# ClickHouse's max_query_size of 256 KiB).
-SERVICES_PER_QUERY = 200
 # Spans of a sampled trace may start a little before the window or end after it.
 TRACE_MARGIN_NS = 3600 * 10**9
 
@@ -124,6 +121,9 @@ def _load(src: Source, ref: TableRef, opts: Options, window: q.Window) -> Loaded
         return out
 
     shape = check(ref, {r["name"]: r["type"] for r in rows(q.columns(ref, b))})
+    if window.environments and not shape.has_resource_attributes:
+        stats.note("the table has no ResourceAttributes column: spans are not filtered by deployment.environment")
+        window = replace(window, environments=())
     total = rows(q.totals(shape, window, b))[0]
     figures = StoreFigures(engine=src.engine, min_repetitions=opts.min_repetitions)
     for r in rows(q.operations(shape, window, b, opts.max_operations)):
@@ -138,17 +138,11 @@ def _load(src: Source, ref: TableRef, opts: Options, window: q.Window) -> Loaded
     t1 = window.end_ns + TRACE_MARGIN_NS if window.end_ns is not None else None
     pulled: set[str] = set()
     statements = SampleStatements()
-    runtimes: dict[str, tuple[str, str]] = {}
-    if shape.has_resource_attributes:
-        services = sorted({s for s, _ in figures.operations})
-        for i in range(0, len(services), SERVICES_PER_QUERY):
-            runtimes.update((r["service"], (r["r0"], r["r1"]))
-                            for r in rows(q.resources(shape, services[i:i + SERVICES_PER_QUERY], window, b)))
     for i in range(0, len(ids), IDS_PER_QUERY):
         chunk = ids[i:i + IDS_PER_QUERY]
         queries += 1
         for batch in src.batches(*q.spans(shape, chunk, t0, t1, b, opts.max_sample_spans)):
-            _add_spans(builder, decoder, batch, stats, pulled, statements, runtimes)
+            _add_spans(builder, decoder, batch, stats, pulled, statements)
             if stats.spans > opts.max_sample_spans:
                 raise ClickHouseError(f"the sample holds more than {opts.max_sample_spans:,} spans; "
                                       f"lower the sample size ([sources.clickhouse] tail_cap, body_size)")
@@ -238,10 +232,11 @@ def _sample(figures: StoreFigures, rows, shape: TableShape, window: q.Window, op
 
 
 def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: SourceStats, pulled: set[str],
-               statements: SampleStatements, runtimes: dict[str, tuple[str, str]]) -> None:
+               statements: SampleStatements) -> None:
     """One Arrow batch of the `spans` query into the builder, attributes derived by the decoder."""
     cols = {name: batch.column(name).to_pylist()
-            for name in ("trace_id", "span_id", "parent_id", "name", "kind", "service", "status")}
+            for name in ("trace_id", "span_id", "parent_id", "name", "kind", "service", "r0", "r1", "r2", "r3",
+                         "status")}
     tids, sids, pids = cols["trace_id"], cols["span_id"], cols["parent_id"]
     # Ids are checked for all rows at once; only a damaged row goes through Python.
     keep_mask = _hex_ids(tids, 32) & _hex_ids(sids, 16)
@@ -258,14 +253,16 @@ def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: 
     kinds = [KIND_NAMES.get(k, 0) for k in cols["kind"]]
     attrs = batch.column("attrs")  # per span, the wanted keys of its map: read from the flat arrays
     keys, values, offsets = attrs.keys.to_pylist(), attrs.items.to_pylist(), attrs.offsets.to_numpy().tolist()
-    services: dict[str, int] = {}
+    services: dict[tuple[str, str, str, str, str], tuple[int, int]] = {}
     svc = []
-    for name in cols["service"]:
-        code = services.get(name)
+    for k in zip(cols["service"], cols["r0"], cols["r1"], cols["r2"], cols["r3"]):
+        code = services.get(k)
         if code is None:
-            r0, r1 = runtimes.get(name, ("", ""))
-            code = services[name] = builder.service(name or "unknown_service", r0 or None, r1 or None)
+            name, r0, r1, r2, r3 = k
+            code = services[k] = (builder.service(name or "unknown_service", r0 or None, r1 or None),
+                                  builder.environment(dict(zip(sc.DEPLOYMENT_ENVIRONMENT, (r2, r3)))))
         svc.append(code)
+    resource = np.asarray(svc, np.int32).reshape(-1, 2)[keep]
     rows = keep.tolist()
     hashes = batch.column("h").to_numpy()
     for i in np.flatnonzero(hashes[keep] != 0).tolist():
@@ -280,7 +277,7 @@ def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: 
     start = batch.column("start").to_numpy().astype(np.int64)[keep]
     dur = np.minimum(batch.column("dur").to_numpy().astype(np.uint64)[keep], np.uint64(1 << 62)).astype(np.int64)
     builder.add(Batch(
-        service=np.asarray(svc, np.int32)[keep], trace_hi=ids[:, 0].astype(np.uint64),
+        service=resource[:, 0], environment=resource[:, 1], trace_hi=ids[:, 0].astype(np.uint64),
         trace_lo=ids[:, 1].astype(np.uint64),
         span_id=np.frombuffer(bytes.fromhex("".join([sids[i] for i in rows])), dtype=">u8").astype(np.uint64),
         parent_id=np.frombuffer(bytes.fromhex("".join([pids[i] or "0" * 16 for i in rows])),

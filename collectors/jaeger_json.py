@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from analyzer.model import Status
+from analyzer.model.spans import Status
 from collectors import otlp_shape as shape
 from collectors.otlp_files import SourceStats
 

@@ -35,8 +35,8 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from analyzer.semconv import PROCESS_RUNTIME_NAME, TELEMETRY_SDK_LANGUAGE, runtime_of
-from analyzer.signals import Missing, Series, ServiceSignals, Signal, Signals
+from analyzer.model.semconv import PROCESS_RUNTIME_NAME, TELEMETRY_SDK_LANGUAGE, runtime_of
+from analyzer.model.signals import Missing, Series, ServiceSignals, Signal, Signals
 from collectors.otlp_files import DEFAULT_LIMITS, InputError, Limits, SourceStats, iter_messages, shown
 
 # -- the names this module understands (signals.md §2, §3) ------------------------------------
@@ -51,7 +51,10 @@ GC_TIME_COUNTERS = ("dotnet.gc.pause.time", "process.runtime.dotnet.gc.duration"
 GC_CYCLE_COUNTERS = ("dotnet.gc.collections", "process.runtime.dotnet.gc.collections.count", "go.memory.gc.cycles",
                      "process.runtime.go.gc.count", "cpython.gc.collections")
 EVENT_LOOP_LAG = ("nodejs.eventloop.delay.p99", "nodejs.eventloop.delay.mean", "nodejs.eventloop.delay.p50")
-_ALL = frozenset(CPU_TIME + CPU_UTILIZATION + CPU_COUNT + GC_HISTOGRAMS + GC_TIME_COUNTERS + GC_CYCLE_COUNTERS + EVENT_LOOP_LAG)
+EVENT_LOOP_DELAY = ("nodejs.eventloop.delay.mean", "nodejs.eventloop.delay.min")
+CORE_WAIT = "process.cpu.wait.time"  # analyzer.instrument.core_wait: run-queue wait of the process's threads
+_ALL = frozenset(CPU_TIME + CPU_UTILIZATION + CPU_COUNT + GC_HISTOGRAMS + GC_TIME_COUNTERS + GC_CYCLE_COUNTERS + EVENT_LOOP_LAG
+                 + EVENT_LOOP_DELAY + (CORE_WAIT,))
 
 # CPU modes that are not time the process spent on a CPU.
 _IDLE_MODES = frozenset({"idle", "wait"})
@@ -427,6 +430,9 @@ def _derive(sig: ServiceSignals, metrics: dict[str, _Metric], runtime: str) -> N
     cpu = first(CPU_TIME)
     if cpu is not None and cpu.kind == "sum":
         _put(sig, Signal.CPU_CORES_USED, _series(_sum_rates(cpu, _not_idle), "sum", cpu.name, "cores"))
+    waited = metrics.get(CORE_WAIT)
+    if waited is not None and waited.kind == "sum":
+        _put(sig, Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND, _series(_sum_rates(waited), "sum", waited.name, "s/s"))
     count = first(CPU_COUNT)
     if count is not None and count.kind in ("sum", "gauge"):
         levels = _sum_by_instance({k: _levels(count, p) for k, p in count.streams.items()})
@@ -465,6 +471,15 @@ def _derive(sig: ServiceSignals, metrics: dict[str, _Metric], runtime: str) -> N
         scale = _scale(lag)
         levels = {k: {t: v * scale for t, v in _levels(lag, p).items()} for k, p in lag.streams.items()}
         _put(sig, Signal.EVENT_LOOP_LAG, _series(_sum_by_instance(levels), "mean", lag.name, "s"))
+    mean, low = metrics.get("nodejs.eventloop.delay.mean"), metrics.get("nodejs.eventloop.delay.min")
+    if mean is not None and low is not None and mean.kind == low.kind == "gauge":
+        # The mean less the minimum, the delay monitor's own resolution (see Signal.EVENT_LOOP_DELAY_MEAN).
+        rows = {}
+        for k, p in mean.streams.items():
+            lows = _levels(low, low.streams.get(k, []))
+            rows[k] = {t: (v - lows[t]) * _scale(mean) for t, v in _levels(mean, p).items() if t in lows}
+        _put(sig, Signal.EVENT_LOOP_DELAY_MEAN, _series(_sum_by_instance(rows), "mean",
+                                                        f"{mean.name} - {low.name}", "s"))
 
     _note_missing(sig, metrics)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from analyzer import semconv as sc
-from analyzer.model import Kind, Status
+from analyzer.model import semconv as sc
+from analyzer.model.spans import Kind, Status
 
 KIND_BY_NAME = {
     "server": Kind.SERVER, "client": Kind.CLIENT, "producer": Kind.PRODUCER, "consumer": Kind.CONSUMER,
     "internal": Kind.INTERNAL,
 }
-RESOURCE_KEYS = frozenset({sc.SERVICE_NAME, sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE})
+RESOURCE_KEYS = frozenset({sc.SERVICE_NAME, sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE, *sc.DEPLOYMENT_ENVIRONMENT})
 
 
 def trace_id(raw: object) -> str:

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import numpy as np
-from analyzer import semconv as sc
-from analyzer.model import Kind, SpanClass, SpanTable, Status as SpanStatus
-from analyzer.statement import normalize_command, normalize_sql
-from analyzer.table import Batch, Repairs, TableBuilder
+from analyzer.model import semconv as sc
+from analyzer.model.spans import Kind, SpanClass, SpanTable, Status as SpanStatus
+from analyzer.model.statement import normalize_command, normalize_sql
+from analyzer.model.table import Batch, Repairs, TableBuilder
 from collectors import span_tables, trace_json
 from collectors.otlp_files import (DEFAULT_LIMITS, InputError, Limits, SourceStats, expand_paths, iter_messages, shown,
                                    strings_cut)
@@ -98,10 +98,7 @@ class TraceDecoder:
             if not isinstance(resource, dict):
                 _wrong_type(stats, "a resource")
                 continue
-            rattrs = _json_attrs(resource.get("attributes"), None, stats)
-            service = self.service(str(rattrs.get(sc.SERVICE_NAME) or "unknown_service"),
-                                   _str_or_none(rattrs.get(sc.PROCESS_RUNTIME_NAME)),
-                                   _str_or_none(rattrs.get(sc.TELEMETRY_SDK_LANGUAGE)))
+            service = self.resource(_json_attrs(resource.get("attributes"), None, stats))
             # instrumentationLibrarySpans: the pre-0.19 name of scopeSpans, still in old files.
             key = "scopeSpans" if rs.get("scopeSpans") else "instrumentationLibrarySpans"
             for ss in _parts(rs, key, stats):
@@ -111,7 +108,7 @@ class TraceDecoder:
                 elif spans:
                     self._json_spans(service, spans, stats)
 
-    def _json_spans(self, service: int, spans: list, stats: SourceStats) -> None:
+    def _json_spans(self, service: tuple[int, int], spans: list, stats: SourceStats) -> None:
         """A group of spans, a column at a time; any span that is not plainly valid sends the whole
         group through `_json_spans_checked`, which skips or repairs span by span."""
         try:
@@ -138,7 +135,7 @@ class TraceDecoder:
                   status=statuses, derived=derived)
         stats.spans += len(tids)
 
-    def _json_spans_checked(self, service: int, spans: list, stats: SourceStats) -> None:
+    def _json_spans_checked(self, service: tuple[int, int], spans: list, stats: SourceStats) -> None:
         tids: list[bytes] = []
         sids: list[bytes] = []
         pids: list[bytes] = []
@@ -205,10 +202,13 @@ class TraceDecoder:
         strings_cut(self._source, sum(len(t) > cap for t in texts), self.limits)
         return [t[:cap] for t in texts]
 
-    def service(self, name: str, process_runtime: str | None, sdk_language: str | None) -> int:
-        """The code of a resource's service (its name cut to the string limit)."""
-        return self.b.service(name if len(name) <= self.limits.string else self._cut(name),
-                              process_runtime, sdk_language)
+    def resource(self, attrs: dict[str, object]) -> tuple[int, int]:
+        """(service code, environment code) of a resource's attributes; names cut to the string limit."""
+        name = str(attrs.get(sc.SERVICE_NAME) or "unknown_service")
+        service = self.b.service(name if len(name) <= self.limits.string else self._cut(name),
+                                 _str_or_none(attrs.get(sc.PROCESS_RUNTIME_NAME)),
+                                 _str_or_none(attrs.get(sc.TELEMETRY_SDK_LANGUAGE)))
+        return service, self.b.environment(attrs)
 
     def _cut(self, text: str) -> str:
         strings_cut(self._source, 1, self.limits)
@@ -241,13 +241,13 @@ class TraceDecoder:
         return self._finish(hit[0], values) if values else hit[1]
 
     # -- shared -----------------------------------------------------------------------
-    def _add(self, service: int, tids: list[bytes], sid_b: bytes, pid_b: bytes, *, names: list[str],
+    def _add(self, service: tuple[int, int], tids: list[bytes], sid_b: bytes, pid_b: bytes, *, names: list[str],
              kind: list[int], start: list[int], end: list[int], status: list[int], derived: list[Derived]) -> None:
         """Queue the columns of a group of spans; they become one Batch per `JSON_BATCH` spans (a
         group is a ScopeSpans, ~100 spans: a Batch each would cost more in numpy calls and in
         the table's concatenation than the spans themselves)."""
         p = self._json
-        p.services.append((service, len(tids)))
+        p.services.append((*service, len(tids)))
         p.tids += tids
         p.sids.append(sid_b)
         p.pids.append(pid_b)
@@ -266,9 +266,10 @@ class TraceDecoder:
             return
         d = np.array(p.derived, dtype=np.int32).reshape(-1, 6)
         ids = np.frombuffer(b"".join(p.tids), dtype=">u8").reshape(-1, 2)
-        codes, counts = zip(*p.services)
+        codes, environments, counts = zip(*p.services)
         self.b.add(Batch(
-            service=np.repeat(np.array(codes, np.int32), counts), trace_hi=ids[:, 0].astype(np.uint64),
+            service=np.repeat(np.array(codes, np.int32), counts),
+            environment=np.repeat(np.array(environments, np.int32), counts), trace_hi=ids[:, 0].astype(np.uint64),
             trace_lo=ids[:, 1].astype(np.uint64),
             span_id=np.frombuffer(b"".join(p.sids), dtype=">u8").astype(np.uint64),
             parent_id=np.frombuffer(b"".join(p.pids), dtype=">u8").astype(np.uint64),
@@ -466,7 +467,7 @@ def _enum(v: object, names: dict[str, int]) -> int:
 class _JsonColumns:
     """Span columns from OTLP/JSON waiting to become a Batch."""
 
-    services: list[tuple[int, int]] = field(default_factory=list)  # (service code, spans), per group
+    services: list[tuple[int, int, int]] = field(default_factory=list)  # (service, environment, spans), per group
     tids: list[bytes] = field(default_factory=list)
     sids: list[bytes] = field(default_factory=list)  # each group's span ids, joined
     pids: list[bytes] = field(default_factory=list)

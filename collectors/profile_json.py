@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 
-from analyzer.profile import Profile, ProfileBuilder
+from analyzer.model.profile import Profile, ProfileBuilder
 
 _SPEEDSCOPE_UNITS = {"seconds": 1.0, "milliseconds": 1e-3, "microseconds": 1e-6, "nanoseconds": 1e-9}
 # V8's pseudo-frames: (idle) is not CPU; (program) is native code V8 cannot name.

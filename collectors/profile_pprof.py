@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from analyzer.profile import Profile, ProfileBuilder
+from analyzer.model.profile import Profile, ProfileBuilder
 
 _U64, _I64, _MSG, _BOOL = (descriptor_pb2.FieldDescriptorProto.TYPE_UINT64,
                            descriptor_pb2.FieldDescriptorProto.TYPE_INT64,

@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from analyzer.profile import Profile, ProfileBuilder
+from analyzer.model.profile import Profile, ProfileBuilder
 
 _PYSPY_FRAME = re.compile(r"^(?P<name>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 _ASYNC_PROFILER_MARK = re.compile(r"_\[[jikt0]\]$")

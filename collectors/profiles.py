@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analyzer.profile import Profile
+from analyzer.model.profile import Profile
 from collectors.profile_json import ProfileFormatError, is_cpuprofile, is_speedscope, read_cpuprofile, read_speedscope
 from collectors.profile_pprof import PprofError, read_pprof
 from collectors.profile_text import looks_folded, read_folded

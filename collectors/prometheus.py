@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from analyzer.signals import Missing, Series, Signal, Signals
+from analyzer.model.signals import Missing, Series, Signal, Signals
 from collectors.http_auth import Transport, connect
 from collectors.http_client import HttpClient, Response, TransportError
 from collectors.promql import (
@@ -163,6 +163,11 @@ ENABLE: dict[str, dict[str, str]] = {
         "*": "CPU pressure (Linux PSI): cAdvisor container_pressure_cpu_waiting_seconds_total with a selector for "
              "the container, or node_exporter's node_pressure_cpu_waiting_seconds_total for the host; it tells "
              "waiting for a core another process holds from waiting on I/O or locks",
+    },
+    Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND: {
+        "*": "the service's own run-queue wait: analyzer.instrument.core_wait (process_cpu_wait_seconds_total) or "
+             "cAdvisor container_cpu_schedstat_runqueue_seconds_total; it tells the service's CPU work from waiting "
+             "for a core other processes hold",
     },
     Signal.EVENT_LOOP_LAG: {
         "node": "prom-client collectDefaultMetrics() (nodejs_eventloop_lag_p99_seconds) or "

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from analyzer.signals import Signal
+from analyzer.model.signals import Signal
 
 SERVICE_LABEL = "pf_service"  # written by our label_replace; never expected on stored series
 
@@ -138,6 +138,10 @@ def _hist_q(key: str, q: float, bucket: str, scale: str = "") -> Variant:
 
 def _gauge(key: str, op: str, name: str, *extra: str, scale: str = "") -> Variant:
     return Variant(key, (name,), lambda s: s.agg(op, s.m(name, *extra)) + scale)
+
+
+def _delay_beyond_min(key: str, mean: str, minimum: str) -> Variant:
+    return Variant(key, (mean, minimum), lambda s: f"{s.agg('avg', s.m(mean))} - {s.agg('avg', s.m(minimum))}")
 
 
 # cAdvisor: drop the pod sandbox ("POD") and cgroup roots (container=""), and per-CPU series.
@@ -278,6 +282,12 @@ CATALOG: tuple[SignalSpec, ...] = (
         _rate_sum("node_exporter node_pressure_cpu_waiting_seconds_total (host PSI)",
                   "node_pressure_cpu_waiting_seconds_total"),
     )),
+    SignalSpec(Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND, "s/s", (
+        # Run-queue wait of the service's own threads: what it waited for a core others held.
+        _rate_sum("process_cpu_wait_seconds_total (analyzer.instrument.core_wait)", "process_cpu_wait_seconds_total"),
+        _rate_sum("cadvisor container_cpu_schedstat_runqueue_seconds_total",
+                  "container_cpu_schedstat_runqueue_seconds_total", *_CADVISOR_SPEC),
+    )),
     SignalSpec(Signal.EVENT_LOOP_LAG, "s", (
         _gauge("prom-client nodejs_eventloop_lag_p99_seconds, worst instance", "max",
                "nodejs_eventloop_lag_p99_seconds"),
@@ -286,6 +296,16 @@ CATALOG: tuple[SignalSpec, ...] = (
                "nodejs_eventloop_delay_p99_seconds"),
         _gauge("otel-js nodejs_eventloop_delay_p99 (no unit suffix), worst instance", "max",
                "nodejs_eventloop_delay_p99"),
+    )),
+    SignalSpec(Signal.EVENT_LOOP_DELAY_MEAN, "s", (
+        # monitorEventLoopDelay histograms: the mean less the minimum, which is the timer's own
+        # resolution (prom-client's 10 ms by default) when the loop is ever free.
+        _delay_beyond_min("prom-client nodejs_eventloop_lag_mean_seconds - _min_seconds, mean of instances",
+                          "nodejs_eventloop_lag_mean_seconds", "nodejs_eventloop_lag_min_seconds"),
+        _delay_beyond_min("otel nodejs_eventloop_delay_mean_seconds - _min_seconds, mean of instances",
+                          "nodejs_eventloop_delay_mean_seconds", "nodejs_eventloop_delay_min_seconds"),
+        _gauge("prom-client nodejs_eventloop_lag_seconds (setImmediate), mean of instances", "avg",
+               "nodejs_eventloop_lag_seconds"),
     )),
     SignalSpec(Signal.REQUESTS_PER_SECOND, "1/s", (
         _rate_sum("otel http_server_request_duration_seconds_count", "http_server_request_duration_seconds_count"),

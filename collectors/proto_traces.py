@@ -12,7 +12,7 @@ What the attributes decide is derived once per distinct value, never per span:
   a signature (`_signatures_of`); `derive_base` runs once per new signature;
 - statements and URLs carry per-request literals: each distinct one is normalized once, and
   SQL statements that differ only in their numbers are normalized once for all of them
-  (`analyzer.statement.shape_keys`);
+  (`analyzer.model.statement.shape_keys`);
 - names are hashed and interned once per distinct name.
 
 Damage: a request or ResourceSpans whose framing does not decode is skipped and counted
@@ -28,11 +28,11 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from analyzer import semconv as sc
-from analyzer.arrays import dense_ranks, hash_slices, mix
-from analyzer.model import Kind, SpanClass
-from analyzer.statement import shape_keys
-from analyzer.table import Batch
+from analyzer.model import semconv as sc
+from analyzer.model.arrays import dense_ranks, hash_slices, mix
+from analyzer.model.spans import Kind, SpanClass
+from analyzer.model.statement import shape_keys
+from analyzer.model.table import Batch
 from collectors import protowire as pw
 from collectors import span_wire as sw
 from collectors.otlp_files import SourceStats, strings_cut
@@ -76,6 +76,9 @@ def _wanted(h: np.ndarray) -> np.ndarray:
     return np.where(_WANTED_HASH[at] == h, _WANTED_INDEX[at], -1)
 
 
+_RESOURCE_KEYS = frozenset((sc.SERVICE_NAME, sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE,
+                            *sc.DEPLOYMENT_ENVIRONMENT))
+
 _WANTED_LEN = np.zeros(256, dtype=bool)
 _WANTED_LEN[[len(k.encode()) for k in KEYS]] = True
 
@@ -89,7 +92,7 @@ class ProtoTraces:
         self._numbers: list[int] = []  # the number of the message each came from, for notes
         self._pending_bytes = 0
         self._stats: SourceStats | None = None
-        self._resources: dict[bytes, int] = {}
+        self._resources: dict[bytes, tuple[int, int]] = {}
         self._names = _Memo(1)
         self._signatures = _Memo(1)  # -> index in _bases
         self._bases: list[tuple] = []  # (class, db system, summary code, peer, code location, port)
@@ -121,21 +124,22 @@ class ProtoTraces:
         self._pending, self._numbers, self._pending_bytes = [], [], 0
         assert stats is not None
         buf, offsets = pw.padded(messages)
-        starts, services = self._frame(messages, numbers, offsets.tolist(), stats)
+        starts, services, environments = self._frame(messages, numbers, offsets.tolist(), stats)
         lengths = pw.lengths_before(buf, starts)
         del messages
         for a in range(0, starts.shape[0], SPAN_GROUP):
             s = starts[a:a + SPAN_GROUP]
-            self._spans(buf, s, s + lengths[a:a + SPAN_GROUP], services[a:a + SPAN_GROUP], stats)
+            self._spans(buf, s, s + lengths[a:a + SPAN_GROUP], services[a:a + SPAN_GROUP],
+                        environments[a:a + SPAN_GROUP], stats)
 
     # -- framing ----------------------------------------------------------------------
     def _frame(self, messages: list[bytes], numbers: list[int], offsets: list[int], stats: SourceStats
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Where each span starts in the chunk, and its service code."""
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where each span starts in the chunk, its service code and its environment code."""
         starts: list[int] = []  # relative to the span's message
         per_message: list[int] = []
         per_resource: list[int] = []
-        codes: list[int] = []
+        codes: list[tuple[int, int]] = []
         for m, number in zip(messages, numbers):
             before_message = len(starts)
             top = pw.walk(m, 0, len(m), (_RESOURCE_SPANS,))
@@ -155,10 +159,13 @@ class ProtoTraces:
                 codes.append(service)
             per_message.append(len(starts) - before_message)
         base = np.repeat(np.array(offsets, dtype=np.int64), per_message)
-        return np.array(starts, dtype=np.int64) + base, np.repeat(np.array(codes, dtype=np.int32), per_resource)
+        resources = np.array(codes, dtype=np.int32).reshape(-1, 2)
+        return (np.array(starts, dtype=np.int64) + base, np.repeat(resources[:, 0], per_resource),
+                np.repeat(resources[:, 1], per_resource))
 
-    def _resource_spans(self, m: bytes, a: int, b: int, starts: list[int]) -> int | None:
-        """Append the spans of one ResourceSpans; its service code, or None when it does not decode."""
+    def _resource_spans(self, m: bytes, a: int, b: int, starts: list[int]) -> tuple[int, int] | None:
+        """Append the spans of one ResourceSpans; its (service, environment) codes, or None when it
+        does not decode."""
         fields = pw.walk(m, a, b, (_RESOURCE, _SCOPE_SPANS))
         if fields is None:
             return None
@@ -170,23 +177,20 @@ class ProtoTraces:
                 return None
         return self._service(resource)
 
-    def _service(self, raw: bytes) -> int | None:
+    def _service(self, raw: bytes) -> tuple[int, int] | None:
         code = self._resources.get(raw)
         if code is None:
             try:
                 res = Resource.FromString(raw)
             except DecodeError:
                 return None
-            attrs = {kv.key: kv.value.string_value for kv in res.attributes
-                     if kv.key in (sc.SERVICE_NAME, sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE)}
-            code = self.d.service(attrs.get(sc.SERVICE_NAME) or "unknown_service",
-                                  attrs.get(sc.PROCESS_RUNTIME_NAME), attrs.get(sc.TELEMETRY_SDK_LANGUAGE))
+            code = self.d.resource({kv.key: kv.value.string_value for kv in res.attributes if kv.key in _RESOURCE_KEYS})
             if len(self._resources) < MEMO_LIMIT:
                 self._resources[raw] = code
         return code
 
     # -- spans ------------------------------------------------------------------------
-    def _spans(self, buf: np.ndarray, s: np.ndarray, e: np.ndarray, service: np.ndarray,
+    def _spans(self, buf: np.ndarray, s: np.ndarray, e: np.ndarray, service: np.ndarray, environment: np.ndarray,
                stats: SourceStats) -> None:
         sp = sw.read_spans(buf, s, e, skip_kinds=_ENTRY)
         unreadable = int((~sp.readable).sum())
@@ -208,7 +212,7 @@ class ProtoTraces:
         kind = sp.kind[rows]
         derived = self._derive(buf, sp, rows, kind, stats)
         self.d.b.add(Batch(
-            service=service[rows], trace_hi=sp.trace_hi[rows], trace_lo=sp.trace_lo[rows],
+            service=service[rows], environment=environment[rows], trace_hi=sp.trace_hi[rows], trace_lo=sp.trace_lo[rows],
             span_id=sp.span_id[rows], parent_id=sp.parent_id[rows],
             name=self._name_codes(buf, sp.name_start[rows], self._kept(sp.name_len[rows], stats)).astype(np.int32),
             kind=kind.astype(np.int8),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.arrays import PAD
+from analyzer.model.arrays import PAD
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 _MAX_STEPS_VARINT = 10

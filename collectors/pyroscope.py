@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
-from analyzer.profile import Profile, ProfileBuilder
+from analyzer.model.profile import Profile, ProfileBuilder
 from collectors.http_auth import Transport, connect
 from collectors.http_client import HttpClient, TransportError
 from collectors.profile_text import split_frame

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analyzer.hotspots import weighted_quantile
-from analyzer.model import SpanTable
+from analyzer.model.arrays import weighted_quantile
+from analyzer.model.spans import SpanTable
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,15 @@ class Candidate:
     service: str
     operation: str
     duration_ns: int
+
+
+@dataclass(frozen=True)
+class Whole:
+    """What the store itself says of one (service, operation) over the whole window."""
+
+    count: int  # traces (>= those listed)
+    tail_threshold_ns: float | None = None  # its tail quantile over the window (TraceQL metrics, a first pass)
+    tail_count: int | None = None  # traces above that threshold, when the store listed or counted them
 
 
 @dataclass(frozen=True)
@@ -65,15 +74,17 @@ class Stratum:
     operation: str
     considered: int  # candidates listed
     population: int  # traces the store counted (>= considered)
-    threshold_ms: float  # the tail quantile of the candidates' durations
+    threshold_ms: float  # the tail quantile of the durations (the store's when it gave one)
     tail: int  # candidates above it
     tail_pulled: int
     body_pulled: int
+    threshold_from: str = "candidates"  # "candidates" | "store": where the tail threshold came from
 
     def to_dict(self) -> dict:
         return {"service": self.service, "operation": self.operation, "considered": self.considered,
                 "population": self.population, "threshold_ms": round(self.threshold_ms, 3), "tail": self.tail,
-                "tail_pulled": self.tail_pulled, "body_pulled": self.body_pulled}
+                "tail_pulled": self.tail_pulled, "body_pulled": self.body_pulled,
+                "threshold_from": self.threshold_from}
 
 
 @dataclass
@@ -102,13 +113,17 @@ class Sample:
 
 
 def draw(candidates: Iterable[Candidate], plan: SamplingPlan = SamplingPlan(),
-         population: Mapping[tuple[str, str], int] | None = None) -> Sample:
+         population: Mapping[tuple[str, str], int | Whole] | None = None) -> Sample:
     """The stratified sample of `candidates` (see the module docstring).
 
     A trace listed under several (service, operation) pairs is drawn in the first only, so each
     trace has one weight. `population` maps (service, operation) to the store's own count of
     such traces over the window when it is larger than what was listed (a search limit): the
-    listed ones are then taken as a uniform sample of it and their weights scaled up."""
+    listed ones are then taken as a uniform sample of it and their weights scaled up. A `Whole`
+    with a tail threshold (the store's p95 over the window, or a first pass's) splits tail and
+    body at it instead of at the candidates' own quantile; with a tail count, the tail and the
+    body are scaled each to its own count (a targeted tail search lists the tail whole while the
+    body's search is cut by its limit)."""
     groups: dict[tuple[str, str], list[Candidate]] = {}
     seen: set[str] = set()
     for c in candidates:
@@ -121,20 +136,29 @@ def draw(candidates: Iterable[Candidate], plan: SamplingPlan = SamplingPlan(),
     for key in sorted(groups):
         group = groups[key]
         n = len(group)
-        known = max(n, int((population or {}).get(key, n)))
-        scale = known / n
+        whole = (population or {}).get(key)
+        if not isinstance(whole, Whole):
+            whole = Whole(int(whole) if whole is not None else n)
+        known = max(n, int(whole.count))
         dur = np.fromiter((c.duration_ns for c in group), dtype=np.int64, count=n)
-        threshold = weighted_quantile(dur, plan.tail_quantile)
+        given = whole.tail_threshold_ns is not None
+        threshold = float(whole.tail_threshold_ns) if given else weighted_quantile(dur, plan.tail_quantile)
         tail = np.flatnonzero(dur > threshold)
         body = np.flatnonzero(dur <= threshold)
+        if whole.tail_count is not None and tail.size and body.size:
+            tail_known = min(known, max(int(tail.size), int(whole.tail_count)))
+            scales = (tail_known / tail.size, max(known - tail_known, body.size) / body.size)
+        else:
+            scales = (known / n, known / n)
         tail_pick, tail_w = _uniform(rng, tail, plan.tail_cap)
         body_pick, body_w = _uniform(rng, body, plan.body_size)
-        for rows, w in ((tail_pick, tail_w), (body_pick, body_w)):
+        for rows, w, scale in ((tail_pick, tail_w, scales[0]), (body_pick, body_w, scales[1])):
             for i in rows.tolist():
                 sample.weights[group[i].trace_id] = w * scale
         sample.strata.append(Stratum(service=key[0], operation=key[1], considered=n, population=known,
                                      threshold_ms=threshold / 1e6, tail=int(tail.shape[0]),
-                                     tail_pulled=int(tail_pick.shape[0]), body_pulled=int(body_pick.shape[0])))
+                                     tail_pulled=int(tail_pick.shape[0]), body_pulled=int(body_pick.shape[0]),
+                                     threshold_from="store" if given else "candidates"))
     return sample
 
 

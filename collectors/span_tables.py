@@ -1,9 +1,9 @@
 """Span tables: CSV or Parquet with one span per row, as trace warehouses export them.
 
 A `ColumnMapping` names the columns holding the trace id, span id, parent id, service, span
-name, start, and end or duration, optionally kind, status and attributes (a JSON object per
-row). It comes from the config (`[span_table]`) or the command line (`--span-columns
-trace_id=TraceID,...`); two layouts are recognized from their header without one: the Nezha
+name, start, and end or duration, optionally kind, status, attributes (a JSON object per
+row) and environment (`deployment.environment`). It comes from the config (`[span_table]`) or
+the command line (`--span-columns trace_id=TraceID,...`); two layouts are recognized from their header without one: the Nezha
 dataset's (`TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,...`) and the
 OpenTelemetry Collector ClickHouse exporter's `otel_traces` columns.
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from analyzer.model import Kind
+from analyzer.model.spans import Kind
 from collectors import otlp_shape as shape
 from collectors.otlp_files import InputError, SourceStats
 
@@ -60,6 +60,7 @@ class ColumnMapping:
     kind: str = ""
     status: str = ""
     attributes: str = ""
+    environment: str = ""  # deployment.environment of each row's service, when the table has it
     time_unit: str = "ns"  # of start and end when they are integers
     duration_unit: str = "ns"
     service_from: str = ""  # "pod": the service is the Deployment name in a pod name
@@ -180,7 +181,7 @@ def _document(columns: dict[str, list], m: ColumnMapping, stats: SourceStats) ->
     get = lambda name: columns[name] if name else None  # noqa: E731
     traces, sids, pids, services, names = (get(c) for c in (m.trace_id, m.span_id, m.parent_id, m.service, m.name))
     starts, ends, durations = get(m.start), get(m.end), get(m.duration)
-    kinds, statuses, attrs = get(m.kind), get(m.status), get(m.attributes)
+    kinds, statuses, attrs, environments = get(m.kind), get(m.status), get(m.attributes), get(m.environment)
     n = len(traces)
     rows: list[tuple] = []
     for i in range(n):
@@ -200,7 +201,7 @@ def _document(columns: dict[str, list], m: ColumnMapping, stats: SourceStats) ->
         stats.notices.append(KINDS_NOTICE)
     infer_db = kinds is None and attrs is None
     inferred_db = 0
-    groups: dict[str, list[dict]] = {}
+    groups: dict[tuple[str, str], list[dict]] = {}  # by service and environment: a resource each
     for i, row in enumerate(rows):
         if row is None:
             continue
@@ -210,12 +211,14 @@ def _document(columns: dict[str, list], m: ColumnMapping, stats: SourceStats) ->
         if infer_db and kind == Kind.INTERNAL and _SQL_NAME.match(name):
             kind, a = int(Kind.CLIENT), {"db.system": "sql", "db.operation": name}
             inferred_db += 1
-        groups.setdefault(service, []).append(shape.span(
+        env = str(environments[i] or "") if environments is not None else ""
+        groups.setdefault((service, env), []).append(shape.span(
             trace=trace, span_id=sid, parent=parent, name=name, kind=kind, start_ns=start, end_ns=end,
             status=shape.status_of(statuses[i]) if statuses is not None else 0, attrs=a))
     if inferred_db:
         stats.notices.append(DB_NOTICE)
-    return shape.document(({"service.name": svc}, spans) for svc, spans in groups.items())
+    return shape.document(({"service.name": svc, **({"deployment.environment.name": env} if env else {})}, spans)
+                          for (svc, env), spans in groups.items())
 
 
 def _service(raw: str, m: ColumnMapping) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.arrays import words
+from analyzer.model.arrays import words
 from collectors.protowire import I64, LEN, VARINT, scan, varints
 
 # Span fields (trace.proto) and their one-byte tags.

@@ -25,13 +25,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from analyzer.table import TableBuilder
+from analyzer.model.table import TableBuilder
 from collectors import trace_json
 from collectors.http_auth import Transport, connect
 from collectors.http_client import HttpClient, Response, TransportError
 from collectors.otlp_files import SourceStats
 from collectors.otlp_traces import LoadedTraces, TraceDecoder
-from collectors.sampling import Candidate, SamplingPlan, draw, weigh
+from collectors.sampling import Candidate, SamplingPlan, Whole, draw, weigh
 
 ENV_PREFIX = "PROFILE_FIRST_TRACES"
 NS = 1_000_000_000
@@ -51,6 +51,7 @@ class StoreSettings:
     tenant: str | None = None  # X-Scope-OrgID (Tempo, multi-tenant Jaeger behind a gateway)
     query: str = "{}"  # Tempo: TraceQL filter
     per_operation: int = 50  # sampling: tail cap and body size per (service, operation)
+    top_operations: int = 50  # Tempo with TraceQL metrics: entry operations pulled, by their time over the window
     search_limit: int = 1000  # traces listed per search request
     concurrency: int = 4
     timeout: float = 30.0
@@ -59,6 +60,7 @@ class StoreSettings:
     token_file: str | None = None
     max_searches: int = 64
     min_slice_s: float = 60.0
+    environments: tuple[str, ...] = ()  # deployment.environment values a store that can filter keeps
 
     def client(self, accept: str = "application/json") -> HttpClient:
         headers = {**self.headers, "Accept": accept}
@@ -88,8 +90,13 @@ class Store(Protocol):
     def fetch(self, trace_id: str) -> Payload:
         """One whole trace."""
 
-    def population(self, start_ns: int, end_ns: int) -> dict[tuple[str, str], int]:
-        """The store's own count of traces per (root service, root operation), where it offers one."""
+    def population(self, start_ns: int, end_ns: int) -> dict[tuple[str, str], int | Whole]:
+        """The store's own count of traces per (root service, root operation), where it offers one,
+        with the tail threshold and tail count where its search was targeted."""
+
+    def ranking(self) -> dict:
+        """How the operations were ranked and listed before sampling (`ranked_by`, and `ranked` where
+        the store aggregated the window itself), and what the listing could not see; for `input`."""
 
 
 def get_json(client: HttpClient, path: str, params: dict[str, str] | None, what: str) -> object:
@@ -160,6 +167,8 @@ def pull(store: Store, settings: StoreSettings, start_ns: int, end_ns: int, serv
          progress: Progress | None = None) -> LoadedTraces:
     """The sampled traces of the window as one weighted SpanTable (see the module docstring)."""
     stats = SourceStats(path=settings.url, format=f"{store.name}-api")
+    if progress:
+        progress(0, 1, "listing the window's traces")  # ranking and searches come before any count is known
     found = store.search(start_ns, end_ns, services, settings.search_limit)
     if not found:
         raise StoreError(f"{settings.url}: the {store.name} search found no traces between "
@@ -193,7 +202,7 @@ def pull(store: Store, settings: StoreSettings, start_ns: int, end_ns: int, serv
             gc.enable()
     table = weigh(builder.finish(), _reweighted(pulled, sample.weights, by_id))
     stats.format = f"{store.name}-api"  # the converters name the payloads' format; the source is the API
-    stats.sampling = sample.report(pulled=len(pulled))
+    stats.sampling = {**sample.report(pulled=len(pulled)), **store.ranking()}
     return LoadedTraces(table=table, sources=[stats], repairs=builder.repairs)
 
 

@@ -22,7 +22,8 @@ SPAN_TABLE = Table({
         ("end", "Column of the end time (or give `duration`)."), ("duration", "Column of the duration."),
         ("kind", "Column of the span kind (optional: inferred from the tree when missing)."),
         ("status", "Column of the status code (optional)."),
-        ("attributes", "Column of the span attributes as a JSON object (optional)."))},
+        ("attributes", "Column of the span attributes as a JSON object (optional)."),
+        ("environment", "Column of the `deployment.environment` the span ran in (optional)."))},
     "time_unit": Key(Text(choices=tuple(UNITS)), "Unit of integer start and end times.", default="ns"),
     "duration_unit": Key(Text(choices=tuple(UNITS)), "Unit of the duration column.", default="ns"),
     "service_from": Key(Text(choices=("pod",)), "`pod`: the service is the Deployment name in a pod name "
@@ -54,11 +55,17 @@ TEMPO = _store("Tempo", {
     "tenant": Key(Text(), "X-Scope-OrgID of a multi-tenant Tempo."),
     "query": Key(Text(form="a TraceQL query"), "TraceQL search filter, e.g. `{resource.service.name=\"checkout\"}`.",
                  default="{}"),
-}, "Pull traces from Grafana Tempo (`--tempo URL`): TraceQL search over the window, then a stratified "
-   "sample of traces by id.")
+    "top_operations": Key(Number(1, 100_000, integer=True),
+                          "With TraceQL metrics: the entry operations pulled, the first by their time over the whole "
+                          "window (count x p50 from the metrics); each gets a tail and a body search.", default=50),
+}, "Pull traces from Grafana Tempo (`--tempo URL`): entry operations ranked over the window by TraceQL metrics "
+   "(else by the search results), a TraceQL search of each one's tail and body, then a stratified sample of "
+   "traces by id.")
 JAEGER = _store("Jaeger query", {}, "Pull traces from the Jaeger query service (`--jaeger URL`): /api/v3 when "
-                                    "it answers, else the legacy /api/traces.")
-ZIPKIN = _store("Zipkin", {}, "Pull traces from Zipkin (`--zipkin URL`): /api/v2/services and /api/v2/traces.")
+                                    "it answers, else the legacy /api/traces; searched per (service, operation), "
+                                    "and each entry operation's tail again with minDuration at its p95.")
+ZIPKIN = _store("Zipkin", {}, "Pull traces from Zipkin (`--zipkin URL`): /api/v2/services and /api/v2/traces "
+                              "per service, and once without serviceName for traces whose spans name no service.")
 
 CLICKHOUSE = Table({
     "url": Key(Text(pattern=r"(https?://|chdb:)\S+", form="an http(s):// URL or chdb:PATH"),

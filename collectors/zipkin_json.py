@@ -21,7 +21,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from analyzer.model import Status
+from analyzer.model import semconv as sc
+from analyzer.model.spans import Status
 from collectors import otlp_shape as shape
 from collectors.otlp_files import SourceStats
 
@@ -29,7 +30,7 @@ FORMAT = "zipkin-v2-json"
 # Brave / Zipkin instrumentation tags -> (db.system, the tag that holds the statement)
 _DB_TAGS = {"sql.query": "sql", "cassandra.query": "cassandra", "mongodb.command": "mongodb",
             "redis.command": "redis", "jdbc.query": "sql"}
-_RESOURCE_TAGS = ("process.runtime.name", "telemetry.sdk.language")
+_RESOURCE_TAGS = ("process.runtime.name", "telemetry.sdk.language", *sc.DEPLOYMENT_ENVIRONMENT)
 _MESSAGING_TAGS = {"kafka.topic": "kafka", "rabbit.exchange": "rabbitmq", "rabbit.queue": "rabbitmq",
                    "messaging.destination": None}
 
@@ -85,15 +86,17 @@ def _document(spans: list[dict], stats: SourceStats) -> dict:
         key = (shape.trace_id(s.get("traceId")), shape.span_id(s.get("id")))
         if s.get("shared") and key in clients and _is_hex(key[1]):
             shared[key] = _service(s)
-    by_service: dict[str, list[dict]] = {}
-    resources: dict[str, dict] = {}
+    # A resource per service and environment: one service's spans may come from two deployments.
+    by_resource: dict[tuple[str, str | None], list[dict]] = {}
+    resources: dict[tuple[str, str | None], dict] = {}
     for s in spans:
         trace, sid = shape.trace_id(s.get("traceId")), shape.span_id(s.get("id"))
         parent = shape.span_id(s.get("parentId")) if s.get("parentId") else ""
         service = _service(s)
-        if service not in resources:  # the SDK's Zipkin exporter copies resource attributes into tags
-            tags = s.get("tags") if isinstance(s.get("tags"), dict) else {}
-            resources[service] = {"service.name": service, **{k: tags[k] for k in _RESOURCE_TAGS if k in tags}}
+        tags = s.get("tags") if isinstance(s.get("tags"), dict) else {}
+        resource = (service, next((str(tags[k]) for k in sc.DEPLOYMENT_ENVIRONMENT if tags.get(k)), None))
+        if resource not in resources:  # the SDK's Zipkin exporter copies resource attributes into tags
+            resources[resource] = {"service.name": service, **{k: tags[k] for k in _RESOURCE_TAGS if k in tags}}
         if s.get("shared") and (trace, sid) in shared:
             parent, sid = sid, _server_id(sid)
         elif parent and shared.get((trace, parent)) == service:  # recorded under the shared id, in the server
@@ -107,11 +110,11 @@ def _document(spans: list[dict], stats: SourceStats) -> dict:
         if not isinstance(dur, (int, float)) or isinstance(dur, bool):
             stats.repaired["missing_duration"] += 1
             dur = 0
-        by_service.setdefault(service, []).append(shape.span(
+        by_resource.setdefault(resource, []).append(shape.span(
             trace=trace, span_id=sid, parent=parent, name=str(s.get("name") or ""),
             kind=shape.kind_of(s.get("kind") or "internal"), start_ns=int(ts * 1000), end_ns=int((ts + dur) * 1000),
             status=_status(s), attrs=_attrs(s)))
-    return shape.document((resources[svc], group) for svc, group in by_service.items())
+    return shape.document((resources[r], group) for r, group in by_resource.items())
 
 
 def _service(s: dict) -> str:

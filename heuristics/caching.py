@@ -1,6 +1,6 @@
 """Caching detectors: cache-aside misses, low hit ratio, slow cache operations, cacheable repeated fetches.
 
-Cache spans are database spans of a cache system (redis, memcached, ...; see analyzer.semconv).
+Cache spans are database spans of a cache system (redis, memcached, ...; see analyzer.model.semconv).
 Redis and memcached instrumentations sanitize arguments (`GET ?`), so keys are usually not
 visible: cache-aside is recognized by the order of operations within one request, and keys
 are compared only where spans carry them.
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.arrays import sorted_unique
+from analyzer.model.arrays import sorted_unique
 from analyzer.classify import CACHEABLE_DATABASE, FALL_THROUGH_DATABASE, FALL_THROUGH_NETWORK
-from analyzer.findings import Evidence, Finding
-from analyzer.model import SpanClass
-from analyzer.signals import Signal
+from analyzer.model.findings import Evidence, Finding
+from analyzer.model.spans import SpanClass
+from analyzer.model.signals import Signal
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
 from heuristics.spans import (
@@ -92,9 +92,10 @@ def _cache_aside(ctx: HotspotContext) -> CacheAside:
 def _fall_through(ctx: HotspotContext, ca: CacheAside) -> tuple[float, float, float]:
     """(database, network, cache) critical-path ns of the requests' cache-aside traffic."""
     w = ca.w
-    db = float(w.crit[ca.fall & (w.cls == SpanClass.DATABASE)].sum())
-    net = float(w.crit[ca.fall & (w.cls == SpanClass.REMOTE)].sum())
-    cache = float(w.crit[w.cls == SpanClass.CACHE].sum())
+    crit = w.crit * w.weight
+    db = float(crit[ca.fall & (w.cls == SpanClass.DATABASE)].sum())
+    net = float(crit[ca.fall & (w.cls == SpanClass.REMOTE)].sum())
+    cache = float(crit[w.cls == SpanClass.CACHE].sum())
     return db, net, cache
 
 
@@ -150,16 +151,16 @@ def cache_aside_misses(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
     make the fetch itself fast (the statement is named in the evidence).
     """
     ca = cache_aside(ctx)
-    reads = int(ca.reads.sum())
-    if reads < th["min_reads"] or not ctx.total_ns:
+    if int(ca.reads.sum()) < th["min_reads"] or not ctx.total_ns:  # reads seen, not estimated
         return []
-    misses = int(ca.missed.sum())
+    reads = float(ca.w.weight[ca.reads].sum())
+    misses = float(ca.w.weight[ca.missed].sum())
     ratio = misses / reads
     db_ns, net_ns, cache_ns = _fall_through(ctx, ca)
     share = (db_ns + net_ns + cache_ns) / ctx.total_ns
     if ratio < th["min_miss_ratio"] or share < th["min_share"]:
         return []
-    n = ctx.hotspot.count
+    n = ctx.n_requests
     fall_ms = ms(db_ns + net_ns) / n
     miss_target = 1.0 - th["target_hit_ratio"]
     saving = fall_ms * max(0.0, 1.0 - miss_target / ratio)
@@ -167,10 +168,10 @@ def cache_aside_misses(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
     source = fetches[0] if fetches else "fall-through fetches"
     w = ca.w
     rows = w.rows[ca.fall]
-    fetch_p50 = ms(float(np.median(w.dur[ca.fall]))) if ca.fall.any() else 0.0
+    fetch_p50 = ms(ctx.quantile(w.dur[ca.fall], 0.5, w.weight[ca.fall])) if ca.fall.any() else 0.0
     return [Finding(
         rule="PF-CACHE001", category="caching",
-        message=(f"Cache-aside misses: {ratio:.0%} of {reads} cache reads miss ({misses} misses); the fetches behind "
+        message=(f"Cache-aside misses: {ratio:.0%} of {reads:.0f} cache reads miss ({misses:.0f} misses); the fetches behind "
                  f"them cost {fall_ms:.1f} ms per request (p50 {fetch_p50:.1f} ms each), cache and fetches "
                  f"{share:.0%} of the hot spot's time."),
         remedy=("Find why keys miss: keys that never repeat within the TTL (cache a coarser object or pre-warm), "
@@ -179,7 +180,7 @@ def cache_aside_misses(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
                 f"is not reused, drop the cache and make the fetch fast (`{source}`)."),
         share=min(1.0, share), saving_ms=saving,
         evidence=[
-            Evidence("cache_miss_ratio", ratio, "ratio", f"{misses} of {reads} cache reads in the window"),
+            Evidence("cache_miss_ratio", ratio, "ratio", f"{misses:.0f} of {reads:.0f} cache reads in the window"),
             Evidence("fall_through_time_per_request", fall_ms, "ms", source),
             Evidence("cache_time_per_request", ms(cache_ns) / n, "ms", "cache operations"),
             sample_evidence("fall_through_time_in_sample", "ms", ctx, w, ca.fall, w.dur / NS_PER_MS),
@@ -225,7 +226,7 @@ def low_hit_ratio(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]
         return []
     db_ns, net_ns, cache_ns = _fall_through(ctx, ca)
     share = (db_ns + net_ns + cache_ns) / ctx.total_ns
-    n = ctx.hotspot.count
+    n = ctx.n_requests
     fall_ms = ms(db_ns + net_ns) / n
     miss = 1.0 - hit
     saving = fall_ms * max(0.0, 1.0 - (1.0 - th["target_hit_ratio"]) / miss) if miss > 0 else 0.0
@@ -277,13 +278,13 @@ def slow_cache(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     if not len(c) or not ctx.total_ns:
         return []
     key = np.where(c.stmt >= 0, c.stmt.astype(np.int64), -2 - ctx.table.name[c.rows].astype(np.int64))
-    n = ctx.hotspot.count
+    n = ctx.n_requests
     out = []
     for k in sorted_unique(key).tolist():
         mask = key == k
-        dur = c.dur[mask]
-        p50, p95 = (float(x) for x in np.quantile(dur, [0.5, 0.95]))
-        crit = c.crit[mask]
+        dur, wt = c.dur[mask], c.weight[mask]
+        p50, p95 = (ctx.quantile(dur, q, wt) for q in (0.5, 0.95))
+        crit = c.crit[mask] * wt
         share = float(crit.sum()) / ctx.total_ns
         if p95 < th["min_p95_ms"] * NS_PER_MS or share < th["min_share"]:
             continue
@@ -294,7 +295,7 @@ def slow_cache(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
         out.append(Finding(
             rule="PF-CACHE003", category="caching",
             message=(f"Slow cache operation: `{text}` takes p95 {ms(p95):.1f} ms (p50 {ms(p50):.1f} ms, "
-                     f"{mask.sum() / n:.1f}× per request), {share:.0%} of the hot spot's time."),
+                     f"{wt.sum() / n:.1f}× per request), {share:.0%} of the hot spot's time."),
             remedy=("Compare with the server's own time (SLOWLOG, redis_commands_duration_seconds_total): if the "
                     "server is fast, the values are too big or the cache too far (store smaller or compressed "
                     "values, split the object, same zone, pooled connections); if it is slow, avoid O(N) commands "
@@ -356,25 +357,26 @@ def repeated_fetch(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding
         return []
     ca = cache_aside(ctx)
     cand = (w.cls == SpanClass.DATABASE) & (w.stmt >= 0) & ~ca.fall
-    n = ctx.hotspot.count
+    n = ctx.n_requests
     out = []
     for s in sorted_unique(w.stmt[cand]).tolist():
         text = statement_text(ctx, s)
         if not parameter_free_read(text):
             continue
         mask = cand & (w.stmt == s)
-        requests = int(sorted_unique(w.req[mask]).shape[0])
-        crit = float(w.crit[mask].sum())
+        seen = int(sorted_unique(w.req[mask]).shape[0])  # requests seen, not estimated
+        requests = ctx.requests(w.req[mask])
+        crit = float(w.crit[mask] @ w.weight[mask])
         share = crit / ctx.total_ns
-        if requests < th["min_requests"] or requests < th["min_request_fraction"] * n or share < th["min_share"]:
+        if seen < th["min_requests"] or requests < th["min_request_fraction"] * n or share < th["min_share"]:
             continue
-        execs = int(mask.sum())
+        execs = float(w.weight[mask].sum())
         saving = max(0.0, ms(crit) - th["cache_hit_ms"] * execs) / n
         rows = w.rows[mask]
-        p50 = ms(float(np.median(w.dur[mask])))
+        p50 = ms(ctx.quantile(w.dur[mask], 0.5, w.weight[mask]))
         out.append(Finding(
             rule="PF-CACHE004", category="caching",
-            message=(f"Repeated identical fetch: `{text}` (no parameters) runs in {requests} of {n} requests "
+            message=(f"Repeated identical fetch: `{text}` (no parameters) runs in {requests:.0f} of {n:.0f} requests "
                      f"(p50 {p50:.1f} ms), {share:.0%} of the hot spot's time; every request gets the same rows."),
             remedy=("Cache the result with a TTL matching how stale it may be (an in-process TTL cache, or redis "
                     f"cache-aside), or precompute it (a materialized view); saves about {saving:.1f} ms per {ctx.hotspot.operation} request."),

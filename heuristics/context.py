@@ -12,10 +12,11 @@ import numpy as np
 from analyzer.breakdown import Breakdown
 from analyzer.classify import ClassifyConfig
 from analyzer.hotspots import Hotspot
-from analyzer.model import SpanTable
+from analyzer.model.spans import SpanTable
+from analyzer.model.arrays import weighted_quantile
 from analyzer.profile_summary import ProfileView
-from analyzer.signals import ServiceSignals
-from analyzer.store_figures import StoreFigures
+from analyzer.model.signals import ServiceSignals
+from analyzer.model.store_figures import StoreFigures
 
 T = TypeVar("T")
 
@@ -41,8 +42,34 @@ class HotspotContext:
         return self._derived[key]  # type: ignore[return-value]
 
     @cached_property
-    def total_ns(self) -> int:
-        return int(self.hotspot.durations.sum())
+    def sampled(self) -> bool:
+        """Whether the table is a weighted sample: every count, sum and quantile below is weighted."""
+        return self.hotspot.weights is not None
+
+    @cached_property
+    def req_weight(self) -> np.ndarray:
+        """Per request of the hot spot (entry order): the traces of the window it stands for (1 unsampled)."""
+        h = self.hotspot
+        return h.weights.astype(np.float64) if h.weights is not None else np.ones(h.count)
+
+    @cached_property
+    def n_requests(self) -> float:
+        """The requests the hot spot stands for: its entry count, or their weights' sum in a sample."""
+        return self.hotspot.estimated_count
+
+    @cached_property
+    def total_ns(self) -> float:
+        """The hot spot's time (weighted in a sample): the denominator of every share."""
+        d = self.hotspot.durations
+        return float(d.sum()) if not self.sampled else float(d.astype(np.float64) @ self.req_weight)
+
+    def requests(self, req: np.ndarray) -> float:
+        """How many requests the distinct request indices in `req` stand for."""
+        return float(self.req_weight[np.unique(req)].sum())
+
+    def quantile(self, values: np.ndarray, q: float, weights: np.ndarray) -> float:
+        """The q-quantile of span `values`, each counted as its request's `weights` in a sample."""
+        return weighted_quantile(values, q, weights if self.sampled else None)
 
     def sample_trace(self, rows: np.ndarray) -> str:
         """A trace id to quote as evidence: the trace of the slowest entry among `rows`' owners."""

@@ -10,11 +10,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from analyzer.findings import Evidence, Finding
-from analyzer.signals import Signal
+from analyzer.model.findings import Evidence, Finding
+from analyzer.model.signals import Signal
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
-from heuristics.runtime import SATURATED, RuntimeMeasure, fmt_ms, measure
+from heuristics.runtime import SATURATED, RuntimeMeasure, fmt_ms, measure, metric_names
 
 _REMEDY_CPU = ("Profile the hot path on CPU (py-spy, async-profiler, pprof, perf) and fix the algorithm first "
                "(repeated parsing/serialization, quadratic loops, regexes, logging); then consider caching results. "
@@ -38,6 +38,8 @@ def cpu_evidence(m: RuntimeMeasure) -> list[Evidence]:
                            "traces: mean self time of the service's entry spans"))
     if m.cores_available is not None:
         ev.append(Evidence(Signal.CPU_CORES_AVAILABLE, m.cores_available.value, "cores", m.cores_available.source))
+    if m.run_queue is not None:
+        ev.append(Evidence(Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND, m.run_queue.value, "s/s", m.run_queue.source))
     if m.throttled is not None:
         ev.append(Evidence(Signal.CPU_THROTTLED_FRACTION, m.throttled.value, "ratio", m.throttled.source))
     if m.cpu_wait is not None:
@@ -88,6 +90,13 @@ def cpu_work(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     - CPU share of the hot spot = self share × min(1, non-GC CPU per request ÷ self time per
       request), at most the self share left after GC.
 
+    - Waiting for a core another process holds is not the service's work: when its own run-queue
+      wait is exported (`analyzer.instrument.core_wait`'s `process_cpu_wait_seconds_total` /
+      `process.cpu.wait.time`, cAdvisor `container_cpu_schedstat_runqueue_seconds_total`), the
+      coverage compares the CPU per request with the self time less that wait per request. The
+      CPU share stays the CPU's share of the whole time: the wait is counted as no one's CPU,
+      and the message quotes it.
+
     Fires when coverage ≥ `min_coverage`, the CPU share ≥ `min_share` and the CPU it attributes
     is at least `min_ms` per request (a probe with no self time gets no CPU finding).
 
@@ -104,12 +113,18 @@ def cpu_work(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     last step, for irreducible work that dominates the service.
     """
     m = measure(ctx)
-    if (not m.cpu_measured or m.coverage < th["min_coverage"] or m.cpu_share < th["min_share"]
+    if (not m.cpu_measured or m.own_coverage < th["min_coverage"] or m.cpu_share < th["min_share"]
             or m.cpu_share * m.mean_ms < th["min_ms"]):
         return []
     msg = (f"CPU work: {_msg_accounts(m)}, so {m.cpu_share:.0%} of this hot spot's time "
            f"(~{fmt_ms(m.cpu_share * m.mean_ms)} per request) is CPU"
            + (f" after GC's {m.gc_share:.0%}" if m.gc_share >= 0.005 else "") + ".")
+    if np.isfinite(m.core_wait_ms) and m.core_wait_ms >= 0.05 * m.service_self_ms:
+        msg += (f" Its threads also waited {fmt_ms(m.core_wait_ms)} per request for a core other processes held "
+                f"({metric_names(m.run_queue.source)}): contention on this host, not counted as its CPU work.")
+    if m.runtime == "node" and m.gc is not None:
+        msg += (" V8's incremental marking steps run on the event loop between the timed GC pauses: they are inside "
+                "this CPU figure (profile with --cpu-prof: its '(garbage collector)' samples show them).")
     if m.runtime == "go" and m.gc_kind != "cpu":
         # Without runtime/metrics only stop-the-world pauses are known; the concurrent GC's CPU is in here.
         msg += (" Go's concurrent GC CPU is inside this figure: enable client_golang's runtime/metrics CPU classes "
@@ -217,7 +232,8 @@ def cpu_queueing(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     end). Pearson r between each bucket's mean latency and its utilization (cores used ÷ cores
     available). The queueing share is the extra self time of requests in saturated buckets
     (utilization ≥ 0.8) over the mean self time of the other requests, as a share of the hot
-    spot's time; the finding's share is the CPU-accounted share plus that, bounded by the self
+    spot's time, less GC's part of the runtime cost (a core filled by a GC storm is GC, not CPU
+    queueing); the finding's share is the CPU-accounted share plus that, bounded by the self
     share less GC.
 
     Fires when r ≥ `min_correlation` over ≥ `min_buckets` buckets and the peak utilization ≥

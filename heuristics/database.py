@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from analyzer.arrays import sorted_unique
-from analyzer.findings import Evidence, Finding
-from analyzer.model import SpanClass
-from analyzer.signals import Signal
+from analyzer.model.arrays import sorted_unique
+from analyzer.model.findings import Evidence, Finding
+from analyzer.model.spans import SpanClass
+from analyzer.model.signals import Signal
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
 from heuristics.spans import (
@@ -72,23 +72,24 @@ def n_plus_one(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
         mine = db & (w.stmt == s)
         if int(mine.sum()) < th["min_repetitions"]:
             continue
-        median = float(np.median(w.dur[mine]))
+        median = ctx.quantile(w.dur[mine], 0.5, w.weight[mine])
         cut = new_request | (~mine & (typical > th["interleave_max_ratio"] * median))
         idx = np.flatnonzero(mine)
         cut[idx[1:][w.start[idx[1:]] < w.end[idx[:-1]]]] = True  # overlaps the previous repetition
         rid = run_ids(cut)[mine]
-        _, inverse, counts = np.unique(rid, return_inverse=True, return_counts=True)
+        _, first, inverse, counts = np.unique(rid, return_index=True, return_inverse=True, return_counts=True)
         run_dur = np.bincount(inverse, weights=w.dur[mine])
         run_crit = np.bincount(inverse, weights=w.crit[mine])
+        run_w = w.weight[mine][first]  # a run lies within one request
         hit = (counts >= th["min_repetitions"]) & (run_dur >= th["min_total_ms"] * NS_PER_MS)
         if not hit.any():
             continue
         rows = w.rows[mine][hit[inverse]]
-        requests = sorted_unique(w.req[mine][hit[inverse]]).shape[0]
-        reps = float(counts[hit].sum()) / requests
-        per_request_ms = ms(run_dur[hit].sum()) / requests
-        crit = float(run_crit[hit].sum())
-        saving = float((run_crit[hit] * (1.0 - 1.0 / counts[hit])).sum())
+        requests = ctx.requests(w.req[mine][hit[inverse]])
+        reps = float(counts[hit] @ run_w[hit]) / requests
+        per_request_ms = ms(run_dur[hit] @ run_w[hit]) / requests
+        crit = float(run_crit[hit] @ run_w[hit])
+        saving = float((run_crit[hit] * (1.0 - 1.0 / counts[hit])) @ run_w[hit])
         text = statement_text(ctx, s)
         batched, key = batched_shape(text)
         in_runs = np.zeros(len(w), dtype=bool)
@@ -99,12 +100,12 @@ def n_plus_one(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
         out.append(Finding(
             rule="PF-DB001", category="database",
             message=(f"N+1 queries: `{text}` runs {reps:.0f}× per request one after another "
-                     f"({per_request_ms:.1f} ms per request, {requests} of {ctx.hotspot.count} requests), "
+                     f"({per_request_ms:.1f} ms per request, {requests:.0f} of {ctx.n_requests:.0f} requests), "
                      f"{share:.0%} of the hot spot's time."),
             remedy=(f"Load the rows in one round trip: {how}, or eager-load the relation in the ORM "
                     f"(SQLAlchemy selectinload, Django prefetch_related, Rails includes). "
-                    f"Saves about {ms(saving) / ctx.hotspot.count:.1f} ms per {ctx.hotspot.operation} request."),
-            share=share, saving_ms=ms(saving) / ctx.hotspot.count,
+                    f"Saves about {ms(saving) / ctx.n_requests:.1f} ms per {ctx.hotspot.operation} request."),
+            share=share, saving_ms=ms(saving) / ctx.n_requests,
             evidence=[
                 Evidence("repetitions_per_request", reps, "queries", text),
                 Evidence("repeated_query_time_per_request", per_request_ms, "ms", text),
@@ -164,24 +165,25 @@ def slow_statement(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding
     if not db.any() or not ctx.total_ns:
         return []
     stmts, inverse = np.unique(w.stmt[db], return_inverse=True)
-    crit = np.bincount(inverse, weights=w.crit[db])
+    wt = w.weight[db]
+    crit = np.bincount(inverse, weights=w.crit[db] * wt)
     hot_p95 = ctx.hotspot.quantile_ns(0.95)
     out = []
     for i, s in enumerate(stmts.tolist()):
         mask = inverse == i
         dur = w.dur[db][mask]
-        p50, p95 = (float(x) for x in np.quantile(dur, [0.5, 0.95]))
+        p50, p95 = (ctx.quantile(dur, q, wt[mask]) for q in (0.5, 0.95))
         share = float(crit[i]) / ctx.total_ns
         tail = p95 / hot_p95 if hot_p95 else 0.0
         if p95 < th["min_p95_ms"] * NS_PER_MS or (share < th["min_share"] and tail < th["min_tail_share"]):
             continue
         c = w.crit[db][mask]
         target = th["target_ms"] * NS_PER_MS
-        saving = float((c * np.clip(1.0 - target / np.maximum(dur, 1), 0.0, 1.0)).sum()) / ctx.hotspot.count
+        saving = float((c * np.clip(1.0 - target / np.maximum(dur, 1), 0.0, 1.0)) @ wt[mask]) / ctx.n_requests
         rows = w.rows[db][mask]
         text = statement_text(ctx, s)
         cols = index_candidates(text)
-        per_request = mask.sum() / ctx.hotspot.count
+        per_request = float(wt[mask].sum()) / ctx.n_requests
         out.append(Finding(
             rule="PF-DB002", category="database",
             message=(f"Slow statement: `{text}` takes p95 {ms(p95):.1f} ms (p50 {ms(p50):.1f} ms, "
@@ -243,7 +245,7 @@ def sequential_queries(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
     rid = run_ids(boundary)
     width = int(d.stmt.max()) + 2
     units, inverse = np.unique(rid * width + d.stmt + 1, return_inverse=True)
-    unit_crit = np.bincount(inverse, weights=d.crit)
+    unit_crit = np.bincount(inverse, weights=d.crit * d.weight)  # a run lies within one request: weighted whole
     unit_run = units // width
     runs, run_of_unit = np.unique(unit_run, return_inverse=True)
     run_sum = np.bincount(run_of_unit, weights=unit_crit)
@@ -252,23 +254,24 @@ def sequential_queries(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
     run_units = np.bincount(run_of_unit)
     saving_per_run = np.where(run_units >= 2, run_sum - run_max, 0.0)
     total_saving = float(saving_per_run.sum())
-    saving_ms = ms(total_saving) / ctx.hotspot.count
+    saving_ms = ms(total_saving) / ctx.n_requests
     share = total_saving / ctx.total_ns
     if saving_ms < th["min_saving_ms"] or share < th["min_share"]:
         return []
     multi = run_units[run_of_unit] >= 2  # units inside a sequence with at least two statements
     in_runs = multi[inverse]
     stmts = sorted_unique(d.stmt[in_runs])
-    per_stmt = [(statement_text(ctx, s), ms(d.crit[in_runs & (d.stmt == s)].sum()) / ctx.hotspot.count)
+    per_stmt = [(statement_text(ctx, s), ms(d.crit[in_runs & (d.stmt == s)] @ d.weight[in_runs & (d.stmt == s)])
+                 / ctx.n_requests)
                 for s in stmts.tolist()]
     per_stmt.sort(key=lambda x: -x[1])
     seq_ms = sum(x[1] for x in per_stmt)
     rows = d.rows[in_runs]
-    requests = sorted_unique(d.req[in_runs]).shape[0]
+    requests = ctx.requests(d.req[in_runs])
     return [Finding(
         rule="PF-DB003", category="database",
         message=(f"Sequential queries: {len(per_stmt)} different statements run one after another "
-                 f"({seq_ms:.1f} ms per request, {requests} of {ctx.hotspot.count} requests); concurrently "
+                 f"({seq_ms:.1f} ms per request, {requests:.0f} of {ctx.n_requests:.0f} requests); concurrently "
                  f"the request would wait {saving_ms:.1f} ms less ({share:.0%} of the hot spot's time)."),
         remedy=("If none of them uses another's result, issue them concurrently on separate pooled connections "
                 "(asyncio.gather, a thread pool) or merge them into one round trip (subqueries, a CTE or UNION ALL); "
@@ -321,18 +324,18 @@ def pool_wait(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     db = w.cls == SpanClass.DATABASE
     if not db.any():
         return []
-    db_requests = sorted_unique(w.req[db]).shape[0]
-    db_ms = ms(w.dur[db].sum()) / db_requests
-    mean_ms = ms(ctx.total_ns) / ctx.hotspot.count
+    db_requests = ctx.requests(w.req[db])
+    db_ms = ms(w.dur[db] @ w.weight[db]) / db_requests
+    mean_ms = ms(ctx.total_ns) / ctx.n_requests
     if sig.has(Signal.POOL_WAIT_SECONDS):
         series = sig.get(Signal.POOL_WAIT_SECONDS)
         assert series is not None
         wait_ms = series.mean() * 1000.0
-        per_request = wait_ms * db_requests / ctx.hotspot.count
+        per_request = wait_ms * db_requests / ctx.n_requests
         share = min(1.0, per_request / mean_ms) if mean_ms else 0.0
         if wait_ms < th["min_wait_ms"] or share < th["min_share"]:
             return []
-        saving = max(0.0, wait_ms - th["target_wait_ms"]) * db_requests / ctx.hotspot.count
+        saving = max(0.0, wait_ms - th["target_wait_ms"]) * db_requests / ctx.n_requests
         evidence = [Evidence("pool_wait_mean", wait_ms, "ms", series.source),
                     Evidence("pool_wait_max", series.max() * 1000.0, "ms", series.source),
                     Evidence("database_span_time_per_request", db_ms, "ms", sample_trace(ctx, w.rows[db]))]

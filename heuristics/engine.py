@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from analyzer.config import Config
-from analyzer.findings import Finding
+from analyzer.model.findings import Finding
 from heuristics.context import HotspotContext
 from heuristics.registry import all_rules
 

@@ -9,11 +9,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from analyzer.findings import Evidence, Finding
-from analyzer.signals import Signal
+from analyzer.model.findings import Evidence, Finding
+from analyzer.model.signals import Signal
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
-from heuristics.runtime import RuntimeMeasure, fmt_ms, measure
+from heuristics.runtime import RuntimeMeasure, fmt_ms, measure, metric_names
 
 _REMEDY_GC = ("Cut allocation on this path first (reuse buffers, avoid per-request copies and boxing, stream instead "
               "of materializing), then tune the collector (heap size / GOGC / GOMEMLIMIT, a low-pause collector such "
@@ -38,6 +38,10 @@ def gc_evidence(m: RuntimeMeasure) -> list[Evidence]:
         ev.append(Evidence(Signal.ALLOC_BYTES_PER_SECOND, m.alloc.value, "B/s", m.alloc.source))
     if m.event_loop_lag is not None:
         ev.append(Evidence(Signal.EVENT_LOOP_LAG, m.event_loop_lag.value, "s", m.event_loop_lag.source))
+    if np.isfinite(m.gc_outside_ms) and m.loop_delay is not None:
+        ev.append(Evidence("gc_ms_before_spans_per_request", m.gc_outside_ms, "ms",
+                           f"mean event-loop delay ({m.loop_delay.source}) x GC's part of the runtime cost "
+                           f"({m.gc_fraction:.0%}): wait before server spans start, which they under-count"))
     if np.isfinite(m.gc_ms_per_request):
         ev.append(Evidence("gc_ms_per_request", m.gc_ms_per_request, "ms",
                            f"GC seconds over the window / requests over the window ({Signal.REQUESTS_PER_SECOND})"))
@@ -57,9 +61,14 @@ def gc_evidence(m: RuntimeMeasure) -> list[Evidence]:
 
 def outside_spans(m: RuntimeMeasure) -> str:
     """What the spans miss of a stop-the-world pause: the wait before a request's span starts."""
+    if np.isfinite(m.gc_outside_ms) and m.loop_delay is not None and m.gc_outside_ms >= 0.05:
+        return (f" Requests also wait for the event loop before their server spans start: "
+                f"{m.loop_delay.value * 1e3:.1f} ms on average ({metric_names(m.loop_delay.source, ' less ')}), "
+                f"~{fmt_ms(m.gc_outside_ms)} of it behind GC ({m.gc_fraction:.0%} of what blocks the loop): "
+                f"server spans under-count GC by that much per request.")
     if m.event_loop_lag is not None and m.event_loop_lag.value >= 0.005:
         return (f" Requests also wait for the blocked event loop before their server spans start (lag "
-                f"{m.event_loop_lag.value * 1e3:.0f} ms, {m.event_loop_lag.source.split('(')[-1].split('{')[0]}): "
+                f"{m.event_loop_lag.value * 1e3:.0f} ms, {metric_names(m.event_loop_lag.source)}): "
                 f"server spans under-count the pauses.")
     if m.gc_kind == "pause" and m.runtime == "jvm":
         return " A safepoint holds every thread, including requests not yet in a span: spans under-count pauses."
@@ -93,8 +102,12 @@ def gc_time(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
       by their per-request times. The cause is `gc_pause` when GC per request is at least the
       non-GC CPU per request.
     - Stop-the-world time outside spans: a Node request arriving during a pause waits in the event
-      loop before its span starts (event-loop lag); a JVM safepoint holds every thread. The
-      message says so: server spans under-count pauses.
+      loop before its span starts. The mean event-loop delay (prom-client
+      `nodejs_eventloop_lag_mean_seconds` less `_min_seconds`, the monitor's resolution; OTel
+      `nodejs.eventloop.delay.mean` less `.min`; or the older `nodejs_eventloop_lag_seconds`)
+      times GC's part of the runtime cost is GC wait per request the spans miss: quoted as
+      `gc_ms_before_spans_per_request` and counted in the rewrite ceiling's basis. A JVM
+      safepoint holds every thread; the message says server spans under-count pauses.
     - Pause quantiles (p50, p99, max), GC cycles per second and allocation rate are quoted as
       evidence where exposed; so are the correlation of per-bucket latency with GC time and the
       share of tail requests in GC-heavy intervals (see PF-GC002).
@@ -127,6 +140,9 @@ def gc_time(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
             f"(~{fmt_ms(per_req)} per request)." if runtime_share > 0 else f"; {m.gc_share:.0%} of this hot spot's time.")
     if m.gc_kind == "cpu" and m.cores_used is not None and m.cores_used.value > 0:
         msg = f"Go GC uses {min(1.0, m.gc.value / m.cores_used.value):.0%} of the service's CPU. " + msg
+    if m.runtime == "node":
+        msg += (" V8 times its atomic pauses only: incremental marking steps between them run on the event loop and "
+                "count as other CPU work here, so GC is a lower bound.")
     if "go_gc_duration_seconds_sum" in m.gc.source:
         msg += " Stop-the-world pauses only: a lower bound of Go's GC cost (its concurrent mark is CPU work)."
     if "p99" in m.pause or "max" in m.pause:

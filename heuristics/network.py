@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.arrays import sorted_unique
+from analyzer.model.arrays import sorted_unique
 from analyzer.classify import ClassifyConfig, pick, trace_shares
-from analyzer.findings import Evidence, Finding
+from analyzer.model.findings import Evidence, Finding
 from analyzer.hotspots import Hotspot
-from analyzer.model import SpanClass
+from analyzer.model.spans import SpanClass
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
 from heuristics.spans import NS_PER_MS, Waiting, location, ms, run_ids, sample_evidence, waiting
@@ -132,22 +132,24 @@ def slow_downstream(ctx: HotspotContext, th: Mapping[str, float]) -> list[Findin
     w = c.w
     if not len(w) or not ctx.total_ns:
         return []
-    n = ctx.hotspot.count
+    n = ctx.n_requests
     out = []
     for k in sorted_unique(c.key).tolist():
         mask = c.key == k
-        crit = float(w.crit[mask].sum())
+        wt = w.weight[mask]
+        crit = float(w.crit[mask] @ wt)
         share = crit / ctx.total_ns
         if share < th["min_share"] or ms(crit) / n < th["min_ms"]:
             continue
         on = w.crit[mask] > 0
-        server = float(c.server[mask][on].sum())
+        server = float(c.server[mask][on] @ wt[on])
         gap_calls = (w.dur[mask] - c.server[mask])[on]
         traced = bool((c.child[mask] >= 0).any())
         name = _name(ctx, c, mask)
         per_req, server_ms, gap_ms = ms(crit) / n, ms(server) / n, ms(crit - server) / n
         gap_dominates = traced and server < crit - server
-        saving = ms(np.clip(gap_calls - th["expected_gap_ms"] * NS_PER_MS, 0, None).sum()) / n if gap_dominates else 0.0
+        saving = (ms(np.clip(gap_calls - th["expected_gap_ms"] * NS_PER_MS, 0, None) @ wt[on]) / n
+                  if gap_dominates else 0.0)
         down = _downstream_hotspot(ctx, c, mask)
         rows = w.rows[mask]
         if traced:
@@ -155,7 +157,7 @@ def slow_downstream(ctx: HotspotContext, th: Mapping[str, float]) -> list[Findin
         else:
             split = "it is not traced, so its own time and the wire gap cannot be told apart"
         message = (f"Slow downstream: waiting on {name} takes {per_req:.1f} ms per request "
-                   f"({share:.0%} of the hot spot's time, {mask.sum() / n:.1f} calls per request); {split}.")
+                   f"({share:.0%} of the hot spot's time, {wt.sum() / n:.1f} calls per request); {split}.")
         if traced and not gap_dominates:
             where = f"its hot spot {_describe(down, ctx.classify)}" if down is not None else "its own traces"
             remedy = (f"The time is the downstream's own: fix it there (see {where}); meanwhile cache its responses "
@@ -171,7 +173,7 @@ def slow_downstream(ctx: HotspotContext, th: Mapping[str, float]) -> list[Findin
                       "they repeat, and reuse connections.")
         evidence = [
             Evidence("downstream_time_per_request", per_req, "ms", name),
-            Evidence("calls_per_request", float(mask.sum()) / n, "calls", name),
+            Evidence("calls_per_request", float(wt.sum()) / n, "calls", name),
             Evidence("gap_time_per_request", gap_ms, "ms", name),
         ]
         if traced:
@@ -222,14 +224,14 @@ def sequential_fan_out(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
     offset = int(c.key.min())
     width = int(c.key.max()) - offset + 1
     units, inverse = np.unique(rid * width + (c.key - offset), return_inverse=True)
-    unit_crit = np.bincount(inverse, weights=w.crit)
+    unit_crit = np.bincount(inverse, weights=w.crit * w.weight)  # a run lies within one request: weighted whole
     runs, run_of_unit = np.unique(units // width, return_inverse=True)
     run_sum = np.bincount(run_of_unit, weights=unit_crit)
     run_max = np.zeros(runs.shape[0])
     np.maximum.at(run_max, run_of_unit, unit_crit)
     run_units = np.bincount(run_of_unit)
     saving_per_run = np.where(run_units >= 2, run_sum - run_max, 0.0)
-    n = ctx.hotspot.count
+    n = ctx.n_requests
     saving = float(saving_per_run.sum())
     share = saving / ctx.total_ns
     if ms(saving) / n < th["min_saving_ms"] or share < th["min_share"]:
@@ -237,14 +239,14 @@ def sequential_fan_out(ctx: HotspotContext, th: Mapping[str, float]) -> list[Fin
     in_runs = (run_units[run_of_unit] >= 2)[inverse]
     keys = [k for k in dict.fromkeys(c.key[in_runs].tolist())]  # first-call order
     names = [_name(ctx, c, in_runs & (c.key == k)) for k in keys]
-    per_down = [ms(w.crit[in_runs & (c.key == k)].sum()) / n for k in keys]
-    requests = sorted_unique(w.req[in_runs]).shape[0]
+    per_down = [ms(w.crit[in_runs & (c.key == k)] @ w.weight[in_runs & (c.key == k)]) / n for k in keys]
+    requests = ctx.requests(w.req[in_runs])
     seq_ms = sum(per_down)
     rows = w.rows[in_runs]
     return [Finding(
         rule="PF-NET002", category="network",
         message=(f"Sequential fan-out: calls to {', '.join(n_.split(' (')[0] for n_ in names)} run one after another "
-                 f"({seq_ms:.1f} ms per request, {requests} of {n} requests); in parallel the critical path would "
+                 f"({seq_ms:.1f} ms per request, {requests:.0f} of {n:.0f} requests); in parallel the critical path would "
                  f"shrink by {ms(saving) / n:.1f} ms ({share:.0%} of the hot spot's time)."),
         remedy=("If the calls are independent, issue them concurrently (asyncio.gather, a thread pool with the trace "
                 "context attached, CompletableFuture.allOf, Promise.all) with a timeout on each; the request then "
@@ -286,30 +288,32 @@ def chatty_calls(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     w = c.w
     if not len(w) or not ctx.total_ns:
         return []
-    n = ctx.hotspot.count
+    n = ctx.n_requests
     out = []
     for k in sorted_unique(c.key).tolist():
         mask = c.key == k
-        median = float(np.median(w.dur[mask]))
+        median = ctx.quantile(w.dur[mask], 0.5, w.weight[mask])
         if median > th["max_median_ms"] * NS_PER_MS:
             continue
         reqs, inverse, counts = np.unique(w.req[mask], return_inverse=True, return_counts=True)
         crit = np.bincount(inverse, weights=w.crit[mask])
+        rw = ctx.req_weight[reqs]
         hit = counts >= th["min_calls"]
-        total = float(crit[hit].sum())
+        total = float(crit[hit] @ rw[hit])
         share = total / ctx.total_ns
         if not hit.any() or share < th["min_share"]:
             continue
-        saving = ms(float((crit[hit] * (1.0 - 1.0 / counts[hit])).sum())) / n
+        saving = ms(float((crit[hit] * (1.0 - 1.0 / counts[hit])) @ rw[hit])) / n
         name = _name(ctx, c, mask)
-        per_call = float(counts[hit].mean())
+        per_call = float(np.average(counts[hit], weights=rw[hit]))
+        chatty_requests = float(rw[hit].sum())
         chatty = mask.copy()
         chatty[mask] = hit[inverse]
         rows = w.rows[chatty]
         out.append(Finding(
             rule="PF-NET003", category="network",
             message=(f"Chatty calls: {per_call:.0f} calls to {name} per request (median {ms(median):.1f} ms each, "
-                     f"{ms(total) / int(hit.sum()):.1f} ms per request, {int(hit.sum())} of {n} requests), "
+                     f"{ms(total) / chatty_requests:.1f} ms per request, {chatty_requests:.0f} of {n:.0f} requests), "
                      f"{share:.0%} of the hot spot's time."),
             remedy=(f"Replace the {per_call:.0f} round trips with one batch call (a batch endpoint such as "
                     "`?ids=a,b,c`, a repeated gRPC field, a DataLoader), or fetch once and reuse within the request; "
@@ -318,7 +322,7 @@ def chatty_calls(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
             evidence=[
                 Evidence("calls_per_request", per_call, "calls", name),
                 Evidence("call_p50", ms(median), "ms", name),
-                Evidence("chatty_time_per_request", ms(total) / int(hit.sum()), "ms", name),
+                Evidence("chatty_time_per_request", ms(total) / chatty_requests, "ms", name),
                 sample_evidence("calls_in_sample", "calls", ctx, w, chatty, np.ones(len(w))),
             ],
             location=location(ctx, rows),

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.findings import Evidence, Finding
-from analyzer.profile import Frame
-from analyzer.profile_frames import language
+from analyzer.model.findings import Evidence, Finding
+from analyzer.model.profile import Frame
+from analyzer.model.profile_frames import language
 from heuristics.context import HotspotContext
 from heuristics.registry import rule
 from heuristics.runtime import fmt_ms, measure
@@ -135,7 +135,7 @@ def _profile_finding(ctx: HotspotContext, th: Mapping[str, float], code: str, pa
                          f"{scope} ({', '.join(view.formats)}: {', '.join(view.sources[:3])}); hottest frame: {top}")]
     m = measure(ctx)
     explained = share * m.cpu_share if m.cpu_measured else 0.0
-    mean_ms = float(h.durations.mean()) / 1e6 if h.count else 0.0
+    mean_ms = h.total_ms / h.estimated_count if h.count else 0.0
     saving = mean_ms * explained * th["expected_cut"]
     if m.cpu_measured and m.cpu_share <= 0:
         tail = "; runtime metrics attribute none of this hot spot's time to CPU work"

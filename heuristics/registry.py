@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from analyzer.findings import Finding
+    from analyzer.model.findings import Finding
     from heuristics.context import HotspotContext
 
 Detector = Callable[["HotspotContext", Mapping[str, float]], "list[Finding]"]
@@ -23,7 +23,7 @@ Detector = Callable[["HotspotContext", Mapping[str, float]], "list[Finding]"]
 class Rule:
     code: str  # "PF-DB001"
     name: str  # "n-plus-one-queries"
-    category: str  # one of analyzer.findings.CATEGORIES, or "unknown"
+    category: str  # one of analyzer.model.findings.CATEGORIES, or "unknown"
     summary: str  # one line
     defaults: Mapping[str, float]  # threshold name -> default value
     detect: Detector

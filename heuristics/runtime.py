@@ -20,6 +20,13 @@ Model (why the shares are what they are), per request of the service over the wi
   one for CPython's GIL and Node's event loop, else the quota or the runtime's CPU count), the
   coverage is scaled by that queue, so GIL or event-loop queueing counts as CPU cost, while
   time the process did not get a core for (another process on its cores) stays uncounted.
+- Outside the spans: a Node request that arrives while the event loop is blocked waits before
+  its server span starts. The mean event-loop delay (beyond the monitor's resolution) is that
+  wait; GC's part of it, in the runtime cost's GC/CPU proportion, is GC cost the spans miss.
+  Queueing measured in CPU-saturated intervals is split the same way.
+- Waiting for a core: when the service exports its own run-queue wait (schedstat), that wait per
+  request is taken out of the self time the CPU is compared with (`own_coverage`): a CPU-bound
+  service on a busy host still reads as CPU work, while the wait itself is counted as no one's CPU.
 - The hot spot's runtime share is its self share times that coverage (at most 1), split between
   GC and CPU work by their per-request times. Every operation gets the service's coverage of its
   own self time: CPU is spread by self time, so a probe with no self time gets none.
@@ -27,13 +34,14 @@ Model (why the shares are what they are), per request of the service over the wi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from analyzer.signals import Series, ServiceSignals, Signal
+from analyzer.model.signals import Series, ServiceSignals, Signal
 from analyzer.hotspots import Hotspot
-from analyzer.model import SpanTable
+from analyzer.model.spans import SpanTable
 from heuristics.context import HotspotContext
 
 NS = 1e9
@@ -46,6 +54,7 @@ ONE_CORE_RUNTIMES = {"python": "CPython runs Python code on one core at a time (
 MIN_IDLE_BUCKETS = 3  # intervals without requests needed to measure background CPU
 MIN_FIT_BUCKETS = 8  # intervals needed to regress CPU on the request rate ...
 MIN_RATE_CV = 0.5  # ... and how much the rate must vary between them (std / mean)
+SIGNIFICANT = 3.0  # standard errors the per-request slope must clear to be charged to requests
 CPU_UTILIZATION = getattr(Signal, "CPU_UTILIZATION", "cpu_utilization")  # OTel *.cpu.utilization, 0..1
 
 
@@ -90,10 +99,16 @@ class RuntimeMeasure:
     cpu_latency_r: float = float("nan")  # correlation of bucket latency with CPU use
     cpu_buckets: int = 0
     peak_utilization: float = float("nan")
-    queue_share: float = 0.0  # extra self time of saturated buckets over the others, as a share
+    queue_share: float = 0.0  # extra self time of saturated buckets over the others, as a share, GC's part excluded
+    gc_fraction: float = 0.0  # GC's part of the runtime cost per request (GC / (GC + other CPU work))
     event_loop_lag: Value | None = None
+    loop_delay: Value | None = None  # mean wait of an event for the event loop (before any server span starts)
+    gc_outside_ms: float = float("nan")  # GC's part of that wait per request: the spans under-count it
     processes: Value | None = None  # processes of the service (instances)
     cpu_wait: Value | None = None  # s/s some task waited for a core (PSI): contention when the service is below its ceiling
+    run_queue: Value | None = None  # s/s the service's own threads waited for a core other processes held
+    core_wait_ms: float = float("nan")  # that wait per request: not its CPU work, not counted as CPU cost
+    own_coverage: float = float("nan")  # CPU per request / (self time - core wait): its work when it has a core
     # GC
     gc: Value | None = None  # seconds per second
     gc_kind: str = ""  # "pause" (wall-clock pauses) | "cpu" (Go GC CPU) | ""
@@ -184,29 +199,34 @@ def _corr(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def _bucket_corr(bucket: np.ndarray, latency_ms: np.ndarray, values: np.ndarray) -> tuple[float, int]:
-    """Pearson r between each bucket's mean request latency and the signal's value there."""
+def _bucket_corr(bucket: np.ndarray, latency_ms: np.ndarray, values: np.ndarray,
+                 weights: np.ndarray) -> tuple[float, int]:
+    """Pearson r between each bucket's (weighted) mean request latency and the signal's value there."""
     n = values.size
-    counts = np.bincount(bucket, minlength=n)
-    sums = np.bincount(bucket, weights=latency_ms, minlength=n)
+    counts = np.bincount(bucket, minlength=n)  # requests seen: enough for a mean
+    mass = np.bincount(bucket, weights=weights, minlength=n)
+    sums = np.bincount(bucket, weights=latency_ms * weights, minlength=n)
     used = counts >= MIN_BUCKET_REQUESTS
     if used.sum() < 3:
         return float("nan"), int(used.sum())
-    return _corr(sums[used] / counts[used], values[used]), int(used.sum())
+    return _corr(sums[used] / mass[used], values[used]), int(used.sum())
 
 
-def _summary(h: Hotspot, t: SpanTable) -> tuple[int, float, int, int]:
-    """(count, self ns, first start, last end) of one hot spot, memoized on it: every hot spot of a
-    service reads every other one's, so computing each once keeps a run linear in the spans."""
+def _summary(h: Hotspot, t: SpanTable) -> tuple[float, float, int, int]:
+    """(requests, self ns, first start, last end) of one hot spot (weighted in a sample), memoized on
+    it: every hot spot of a service reads every other one's, so computing each once keeps a run
+    linear in the spans."""
     cached = h.__dict__.get("_pf_summary")
     if cached is None:
         e = h.entries
-        cached = h.__dict__["_pf_summary"] = (h.count, float(h.parts[:, 0].sum()), int(t.start[e].min()),
-                                              int(t.end[e].max()))
+        self_ns = h.parts[:, 0].astype(np.float64)
+        cached = h.__dict__["_pf_summary"] = (
+            h.estimated_count, float(self_ns.sum() if h.weights is None else self_ns @ h.weights),
+            int(t.start[e].min()), int(t.end[e].max()))
     return cached
 
 
-def _service_entries(ctx: HotspotContext) -> tuple[int, float, int, int]:
+def _service_entries(ctx: HotspotContext) -> tuple[float, float, int, int]:
     """(entry count, self ns, first start ns, last end ns) of the hot spot's whole service."""
     hs = [h for h in ctx.all_hotspots if h.service == ctx.hotspot.service] or [ctx.hotspot]
     parts = [_summary(h, ctx.table) for h in hs]
@@ -221,16 +241,18 @@ def measure(ctx: HotspotContext) -> RuntimeMeasure:
 def _measure(ctx: HotspotContext) -> RuntimeMeasure:
     h, t = ctx.hotspot, ctx.table
     dur = h.durations.astype(np.float64)
-    total = float(dur.sum())
+    wt = ctx.req_weight  # a sample's weights: every sum, mean and quantile below is the window's estimate
+    total = float(dur @ wt)
+    n = ctx.n_requests
     self_ns = h.parts[:, 0].astype(np.float64)
-    p95 = float(np.quantile(dur, TAIL_Q)) if dur.size else 0.0
+    p95 = h.quantile_ns(TAIL_Q) if dur.size else 0.0
     tail = dur >= p95
-    tail_total = float(dur[tail].sum())
+    tail_total = float(dur[tail] @ wt[tail])
     m = RuntimeMeasure(
-        runtime=runtime_of(ctx), count=h.count, mean_ms=float(dur.mean()) / MS if dur.size else 0.0,
-        p99_ms=h.quantile_ms(0.99), self_share=float(self_ns.sum()) / total if total > 0 else 0.0,
-        self_ms=float(self_ns.mean()) / MS if dur.size else 0.0,
-        tail_self_share=float(self_ns[tail].sum()) / tail_total if tail_total > 0 else 0.0,
+        runtime=runtime_of(ctx), count=h.count, mean_ms=total / n / MS if dur.size else 0.0,
+        p99_ms=h.quantile_ms(0.99), self_share=float(self_ns @ wt) / total if total > 0 else 0.0,
+        self_ms=float(self_ns @ wt) / n / MS if dur.size else 0.0,
+        tail_self_share=float(self_ns[tail] @ wt[tail]) / tail_total if tail_total > 0 else 0.0,
     )
     ss = ctx.signals
     if ss is not None:
@@ -254,13 +276,16 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
             cpu_v = u_v * m.cores_available.value
     m.throttled, _, _ = windowed(ss, Signal.CPU_THROTTLED_FRACTION, t0, t1)
     m.event_loop_lag, _, _ = windowed(ss, Signal.EVENT_LOOP_LAG, t0, t1)
+    m.loop_delay, _, _ = windowed(ss, Signal.EVENT_LOOP_DELAY_MEAN, t0, t1)
     m.cpu_wait, _, _ = windowed(ss, Signal.CPU_WAIT_SECONDS_PER_SECOND, t0, t1)
     m.processes, _, _ = windowed(ss, Signal.PROCESSES, t0, t1)
+    m.run_queue, _, _ = windowed(ss, Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND, t0, t1)
     n_entries, svc_self_ns, first, last = _service_entries(ctx)
     span_s = (last - first) / NS
     m.rps, _, _ = windowed(ss, Signal.REQUESTS_PER_SECOND, t0, t1)
     if (m.rps is None or m.rps.value <= 0) and span_s > 0:
-        m.rps = Value(n_entries / span_s, f"traces: {n_entries} entry spans of {h.service} over {span_s:.0f} s", "1/s")
+        m.rps = Value(n_entries / span_s, f"traces: {n_entries:.0f} entry spans of {h.service} over {span_s:.0f} s"
+                      + (" (weighted sample)" if ctx.sampled else ""), "1/s")
     m.service_self_ms = svc_self_ns / n_entries / MS if n_entries else float("nan")
     _ceiling(m)
     if m.cores_used is not None and cpu_v.size:
@@ -282,15 +307,24 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
     if m.cores_used is not None and have_rate:
         m.cpu_ms_per_request = req_cores / m.rps.value * 1e3
         if m.service_self_ms > 0:
-            m.coverage = m.cpu_ms_per_request / m.service_self_ms * m.queue_factor
+            m.coverage = m.own_coverage = m.cpu_ms_per_request / m.service_self_ms * m.queue_factor
+        if m.run_queue is not None and m.service_self_ms > 0:
+            # Time its threads waited for a core another process held is in the self time but is not
+            # its work: the CPU per request is measured against the time it had a core (or waited on
+            # anything else). The shares stay shares of the whole time: the wait is nobody's CPU.
+            m.core_wait_ms = min(m.service_self_ms, max(0.0, m.run_queue.value) / m.rps.value * 1e3)
+            # The process's wait is its threads' sum: taken as the request threads' (exporter threads
+            # mostly sleep). When it covers all the time the CPU does not, the CPU is all it did.
+            running = m.service_self_ms - m.core_wait_ms
+            m.own_coverage = min(1.0, m.cpu_ms_per_request / running) * m.queue_factor if running > 0 else 1.0
     if m.cores_used is not None and np.isfinite(m.ceiling_cores) and m.ceiling_cores > 0:
         m.utilization = m.cores_used.value / m.ceiling_cores
         if cpu_v.size:
             util = cpu_v / m.ceiling_cores
             m.peak_utilization = float(np.nanmax(util))
             bucket = np.clip(np.searchsorted(cpu_t, ends_s, side="left"), 0, cpu_t.size - 1)
-            m.cpu_latency_r, m.cpu_buckets = _bucket_corr(bucket, lat_ms, util)
-            m.queue_share = _queue_share(bucket, self_ns, util, total)
+            m.cpu_latency_r, m.cpu_buckets = _bucket_corr(bucket, lat_ms, util, wt)
+            m.queue_share = _queue_share(bucket, self_ns, wt, util, total)
 
     # --- GC ---
     m.gc, gc_t, gc_v = windowed(ss, Signal.GC_SECONDS_PER_SECOND, t0, t1)
@@ -306,14 +340,14 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
         go_cpu = is_gc_cpu(m.gc.source)
         m.gc_kind = "cpu" if go_cpu else "pause"
         bucket = np.clip(np.searchsorted(gc_t, ends_s, side="left"), 0, gc_t.size - 1)
-        m.gc_latency_r, m.gc_buckets = _bucket_corr(bucket, lat_ms, gc_v)
-        m.gc_at_tail = float(gc_v[bucket][tail].mean()) if tail.any() else float("nan")
+        m.gc_latency_r, m.gc_buckets = _bucket_corr(bucket, lat_ms, gc_v, wt)
+        m.gc_at_tail = float(np.average(gc_v[bucket][tail], weights=wt[tail])) if tail.any() else float("nan")
         mean_g = float(gc_v.mean())
         heavy = (gc_v > mean_g) & (gc_v >= 1.25 * mean_g)  # a flat series has no heavy intervals
         if heavy.any():
             in_heavy = heavy[bucket]
-            m.all_in_heavy = float(in_heavy.mean())
-            m.tail_in_heavy = float(in_heavy[tail].mean()) if tail.any() else float("nan")
+            m.all_in_heavy = float(np.average(in_heavy, weights=wt))
+            m.tail_in_heavy = float(np.average(in_heavy[tail], weights=wt[tail])) if tail.any() else float("nan")
         gc_sps = max(0.0, m.gc.value)
         if go_cpu and m.gc_cpu_fraction is not None and m.cores_used is not None and "go_cpu_classes" in m.gc.source:
             gc_sps = min(1.0, max(0.0, m.gc_cpu_fraction.value)) * m.cores_used.value
@@ -325,8 +359,15 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
         runtime_ms = gc_ms + m.work_ms_per_request
         m.work_coverage = m.work_ms_per_request / m.service_self_ms * m.queue_factor
         m.runtime_share = m.self_share * min(1.0, runtime_ms / m.service_self_ms * m.queue_factor)
-        gc_frac = gc_ms / runtime_ms if runtime_ms > 0 else 0.0
+        gc_frac = m.gc_fraction = gc_ms / runtime_ms if runtime_ms > 0 else 0.0
         m.gc_share = m.runtime_share * gc_frac
+        # A saturated core is busy with GC as much as with other work: the queue behind it is
+        # split the same way, so a GC storm that fills the core is not read as CPU queueing.
+        m.queue_share *= 1.0 - gc_frac
+        if m.loop_delay is not None and m.gc is not None:
+            # The loop is blocked by GC pauses and by other work in the runtime cost's proportion (a
+            # lower bound for GC: a long pause delays more arrivals than the same time in short tasks).
+            m.gc_outside_ms = max(0.0, m.loop_delay.value) * 1e3 * gc_frac
         m.cpu_share = m.runtime_share - m.gc_share
         if m.gc is not None:
             g_tail = m.gc_at_tail if np.isfinite(m.gc_at_tail) else m.gc.value
@@ -374,34 +415,54 @@ def _background(ctx: HotspotContext, cpu_t: np.ndarray, cpu_v: np.ndarray) -> tu
     step = float(np.median(np.diff(cpu_t)))
     t, hs = ctx.table, [h for h in ctx.all_hotspots if h.service == ctx.hotspot.service] or [ctx.hotspot]
     e = np.concatenate([h.entries for h in hs])
-    starts, ends = np.sort(t.start[e] / NS), np.sort(t.end[e] / NS)
+    wt = np.concatenate([h.weights if h.weights is not None else np.ones(h.count) for h in hs])
+    by_start, by_end = np.argsort(t.start[e]), np.argsort(t.end[e])
+    starts, ends = t.start[e][by_start] / NS, t.end[e][by_end] / NS
+    # Requests (weighted in a sample) started / ended up to each point: cumulative weights.
+    started = np.concatenate(([0.0], np.cumsum(wt[by_start])))
+    ended = np.concatenate(([0.0], np.cumsum(wt[by_end])))
     lo, hi = cpu_t - 2 * step, cpu_t
     # requests overlapping (lo, hi]: started before hi, minus those that ended by lo
-    busy = np.searchsorted(starts, hi, side="right") - np.searchsorted(ends, lo, side="right")
-    rate = (np.searchsorted(ends, hi, side="right") - np.searchsorted(ends, lo, side="right")) / (2 * step)
+    ended_by_lo = ended[np.searchsorted(ends, lo, side="right")]
+    busy = started[np.searchsorted(starts, hi, side="right")] - ended_by_lo
+    rate = (ended[np.searchsorted(ends, hi, side="right")] - ended_by_lo) / (2 * step)
     cores = np.clip(cpu_v, 0.0, None)
     mean = float(cores.mean())
     if cores.size >= MIN_FIT_BUCKETS and rate.mean() > 0 and rate.std() >= MIN_RATE_CV * rate.mean():
-        slope = float(np.polyfit(rate, cores, 1)[0])
-        per_request = min(mean, max(0.0, slope) * float(rate.mean()))
+        (slope, _), cov = np.polyfit(rate, cores, 1, cov=True)
+        slope, se = float(slope), float(np.sqrt(max(0.0, cov[0, 0])))
+        if slope - SIGNIFICANT * se <= 0:
+            # The background's own variation (a busy host, a bursty thread) hides any per-request
+            # part: no CPU is charged to requests that the data cannot tell from noise.
+            return mean, (f"CPU regressed on the request rate over {cores.size} intervals: "
+                          f"{slope * 1e3:.1f} ± {se * 1e3:.1f} ms per request, not distinguishable from the "
+                          f"background's variation, so all of it is background")
+        per_request = min(mean, slope * float(rate.mean()))
         return mean - per_request, (f"CPU regressed on the request rate over {cores.size} intervals: "
-                                    f"{max(0.0, slope) * 1e3:.1f} ms per request, the rest is background")
-    idle = busy <= 0
+                                    f"{slope * 1e3:.1f} ms per request, the rest is background")
+    idle = busy <= 1e-9
     if idle.sum() < MIN_IDLE_BUCKETS:
         return 0.0, ""
     bg = min(float(cores[idle].mean()), mean)
     return bg, f"mean CPU of {int(idle.sum())} of {cpu_t.size} intervals with no request in flight"
 
 
-def _queue_share(bucket: np.ndarray, self_ns: np.ndarray, util: np.ndarray, total: float) -> float:
+def _queue_share(bucket: np.ndarray, self_ns: np.ndarray, wt: np.ndarray, util: np.ndarray, total: float) -> float:
     """Extra self time of requests in CPU-saturated buckets over the mean of the others, as a
     share of the hot spot's time: the measured cost of waiting for a core. Self time, so a
     database that slows at peak load is not counted as CPU queueing."""
     sat = util[bucket] >= SATURATED
     if not sat.any() or sat.all() or total <= 0:
         return 0.0
-    excess = float((self_ns[sat] - self_ns[~sat].mean()).clip(min=0).sum())
+    excess = float((self_ns[sat] - np.average(self_ns[~sat], weights=wt[~sat])).clip(min=0) @ wt[sat])
     return min(1.0, excess / total)
+
+
+def metric_names(source: str, sep: str = ", ") -> str:
+    """The metric names in a source, for a message: the names a PromQL query selects (followed by
+    a label matcher), else the source itself (OTLP sources are metric names already)."""
+    names = dict.fromkeys(re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{", source))
+    return sep.join(names) or source
 
 
 def fmt_ms(x: float) -> str:

@@ -4,6 +4,8 @@
 are not nested in another waiting span, so an ORM span wrapping a driver span, or a client
 span wrapping a retry, is counted once. Every array in the view is aligned and sorted by
 (owner entry span, start); per-request numbers are taken over all of the hot spot's requests.
+In a weighted sample every span carries its request's weight (`Waiting.weight`): the rules sum,
+count and take quantiles with it, so their shares and savings estimate the whole window's.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.arrays import sorted_unique
-from analyzer.findings import Evidence
-from analyzer.model import NO_CODE
+from analyzer.model.arrays import sorted_unique
+from analyzer.model.findings import Evidence
+from analyzer.model.spans import NO_CODE
 from heuristics.context import HotspotContext
 
 NS_PER_MS = 1e6
@@ -32,14 +34,14 @@ class Waiting:
     cls: np.ndarray  # SpanClass
     stmt: np.ndarray  # statement code, -1 absent
     peer: np.ndarray  # peer code, -1 absent
-    n_requests: int
+    weight: np.ndarray  # float64: the sample weight of the span's request (1 when not sampled)
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
 
     def select(self, mask: np.ndarray) -> "Waiting":
         return Waiting(self.rows[mask], self.req[mask], self.start[mask], self.end[mask], self.dur[mask],
-                       self.crit[mask], self.cls[mask], self.stmt[mask], self.peer[mask], self.n_requests)
+                       self.crit[mask], self.cls[mask], self.stmt[mask], self.peer[mask], self.weight[mask])
 
 
 def waiting(ctx: HotspotContext) -> Waiting:
@@ -56,7 +58,7 @@ def _waiting(ctx: HotspotContext) -> Waiting:
     # critical children's (for a client span, that includes the downstream's server span).
     crit = np.where(b.on_path[rows], dur, 0)
     return Waiting(rows, req, s, e, dur, crit, t.span_class[rows], t.statement[rows],
-                   t.peer[rows], ctx.hotspot.count)
+                   t.peer[rows], ctx.req_weight[req])
 
 
 def typical_duration(ctx: HotspotContext, w: Waiting) -> np.ndarray:
@@ -72,7 +74,8 @@ def typical_duration(ctx: HotspotContext, w: Waiting) -> np.ndarray:
     # One sort groups the spans by kind; each kind's median goes back to its spans' places.
     order = np.argsort(key, kind="stable")
     bounds = np.flatnonzero(np.diff(key[order])) + 1
-    medians = [np.median(g) for g in np.split(w.dur[order], bounds)]
+    wts = np.split(w.weight[order], bounds)
+    medians = [ctx.quantile(g, 0.5, wt) for g, wt in zip(np.split(w.dur[order], bounds), wts)]
     out = np.empty(len(w))
     out[order] = np.repeat(medians, np.diff(np.concatenate(([0], bounds, [len(w)]))))
     return out

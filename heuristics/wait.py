@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from analyzer.findings import Evidence, Finding
+from analyzer.model.findings import Evidence, Finding
 from heuristics.context import HotspotContext
 from heuristics.cpu import cpu_evidence
 from heuristics.gc import gc_evidence
 from heuristics.registry import rule
-from heuristics.runtime import fmt_ms, measure
+from heuristics.runtime import fmt_ms, measure, metric_names
 
 
 @rule("PF-WAIT001", "unattributed-wait", "unknown",
@@ -35,7 +35,8 @@ def unattributed_wait(ctx: HotspotContext, th: Mapping[str, float]) -> list[Find
 
     - With CPU pressure exported (Linux PSI: cAdvisor `container_pressure_cpu_waiting_seconds_total`,
       node_exporter `node_pressure_cpu_waiting_seconds_total`) of at least `min_cpu_wait` s/s,
-      the wait is named: contention for a core with other work, not the service's CPU work.
+      the wait is named: contention for a core with other work, not the service's CPU work. So it is
+      when the service's own run-queue wait (see PF-CPU001) is at least half of the waiting time.
 
     Category `unknown`: it explains nothing a rewrite could shrink. Its share is the self time
     left once CPU and GC are taken out.
@@ -65,7 +66,11 @@ def unattributed_wait(ctx: HotspotContext, th: Mapping[str, float]) -> list[Find
         return []
     wait = max(0.0, m.self_share - m.cpu_share - m.gc_share)
     on_what = "on something the traces do not show (locks, sleeps, uninstrumented I/O or calls)"
-    if m.cpu_wait is not None and m.cpu_wait.value >= th["min_cpu_wait"]:
+    if m.run_queue is not None and m.core_wait_ms >= 0.5 * max(0.0, m.service_self_ms - m.cpu_ms_per_request):
+        on_what = (f"for a CPU core: its threads waited {fmt_ms(m.core_wait_ms)} per request for one other "
+                   f"processes held ({metric_names(m.run_queue.source)}), while its own CPU covered "
+                   f"{m.coverage:.0%} of its self time: contention from other work on its cores, not its own CPU work")
+    elif m.cpu_wait is not None and m.cpu_wait.value >= th["min_cpu_wait"]:
         on_what = (f"for a CPU core: its tasks waited {m.cpu_wait.value:.2f} s per second for one (CPU pressure, "
                    f"Linux PSI) while its own CPU covered {m.coverage:.0%} of its self time: contention from other "
                    f"work on its cores, not its own CPU work")

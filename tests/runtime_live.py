@@ -4,13 +4,13 @@ Services (each a real process on a loopback port, its Prometheus job named after
 
 | service       | runtime | what it does                                                  | spans from            |
 |---------------|---------|---------------------------------------------------------------|-----------------------|
-| node-gc       | Node    | allocation-heavy, `--single-threaded-gc`, prom-client metrics | the driver (client)   |
+| node-gc       | Node    | allocation-heavy, single-threaded non-incremental GC, prom-client | the driver (client) |
 | go-gc         | Go      | allocation-heavy, GOGC=5, client_golang metrics               | the driver (client)   |
 | jvm-gc        | JVM     | allocation-heavy, serial collector, simpleclient names        | the driver (client)   |
-| py-gil        | CPython | pure-Python work, pinned to one core, 4 concurrent clients    | the service (OTel SDK) |
+| py-gil        | CPython | pure-Python work, pinned to one core, 3 concurrent clients    | the service (OTel SDK) |
 | py-pygc       | CPython | cyclic garbage over a large live set, gc_pauses installed     | the service (OTel SDK) |
 | py-background | CPython | a CPU thread in the background, rare requests that wait       | the service (OTel SDK) |
-| py-starved    | CPython | light requests at nice 19 on a core a CPU hog keeps busy      | the service (OTel SDK) |
+| py-starved    | CPython | light requests at SCHED_IDLE on the core py-gil and a hog use | the service (OTel SDK) |
 
 Node, Go and the JVM have no OpenTelemetry SDK installable offline here, so their SERVER
 spans are recorded by the real Python SDK in the load driver around each HTTP call on
@@ -79,7 +79,10 @@ def _build(tmp: Path) -> dict[str, list[str]]:
     subprocess.run(["javac", "-d", str(tmp / "jvm"), str(WORKLOADS / "jvm" / "GcServer.java")],
                    check=True, capture_output=True, timeout=300)
     return {
-        "node-gc": ["node", "--single-threaded-gc", "--max-old-space-size=96", str(WORKLOADS / "node" / "server.js")],
+        # --no-incremental-marking: V8 marks inside the atomic pause prom-client times, so all GC
+        # is measured (incremental steps would run between pauses as unmeasured "other CPU").
+        "node-gc": ["node", "--single-threaded-gc", "--no-incremental-marking", "--max-old-space-size=96",
+                    str(WORKLOADS / "node" / "server.js")],
         "go-gc": [str(tmp / "go-gc")],
         "jvm-gc": ["java", "-XX:+UseSerialGC", "-Xms48m", "-Xmx48m", "-XX:TieredStopAtLevel=1", "-cp",
                    str(tmp / "jvm"), "GcServer"],
@@ -93,7 +96,7 @@ def _py(*args: str) -> list[str]:
 @contextlib.contextmanager
 def live_window() -> Iterator[Live]:
     cpus = len(os.sched_getaffinity(0))
-    core_a, core_b = 0, (1 if cpus > 1 else 0)
+    core_b = sorted(os.sched_getaffinity(0))[-1]  # core A: the other one(s)
     with tempfile.TemporaryDirectory(prefix="pf-live-") as tmp_s:
         tmp = Path(tmp_s)
         commands = _build(tmp)
@@ -112,8 +115,12 @@ def live_window() -> Iterator[Live]:
             for name, argv in commands.items():
                 ports[name] = free_port()
                 start(name, [*argv, str(ports[name])], {"GOGC": "5"} if name == "go-gc" else None)
-            for kind, prefix in (("gil", ["taskset", "-c", str(core_a)]), ("pygc", []), ("background", []),
-                                 ("starved", ["taskset", "-c", str(core_b), "nice", "-n", "19"])):
+            # The test's own CPU burners share one core, so they do not starve what they sit beside:
+            # py-gil saturates core B at normal priority, the hog (nice 19) takes what py-gil leaves,
+            # and py-starved (SCHED_IDLE) runs only when neither wants the core. Everything else
+            # (the GC services, the drivers, Prometheus) has core A to itself on an idle 2-core host.
+            for kind, prefix in (("gil", ["taskset", "-c", str(core_b)]), ("pygc", []), ("background", []),
+                                 ("starved", ["taskset", "-c", str(core_b), "chrt", "--idle", "0"])):
                 name = f"py-{kind}"
                 ports[name] = free_port()
                 spans.append(tmp / f"{name}.pb")
@@ -125,9 +132,9 @@ def live_window() -> Iterator[Live]:
             data.mkdir()
             with running(data, scrape_configs=jobs, scrape_interval="1s") as prom:
                 _wait_up(ports, procs, tmp)
-                # The hog: a busy loop at normal priority on py-starved's core, bounded in time.
-                # nice 5: the services on that core (nice 0) preempt it, py-starved (nice 19) does not.
-                start("hog", ["taskset", "-c", str(core_b), "nice", "-n", "5", sys.executable, "-c",
+                # The hog: a busy loop on py-starved's core, bounded in time. nice 19: py-gil (nice 0)
+                # keeps its core, py-starved (SCHED_IDLE) waits for both.
+                start("hog", ["taskset", "-c", str(core_b), "nice", "-n", "19", sys.executable, "-c",
                               f"import time\nend = time.time() + {SECONDS + 40}\nwhile time.time() < end: pass"])
                 time.sleep(3)  # a few scrapes before the load, so every counter has a start
                 drivers = []

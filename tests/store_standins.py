@@ -13,14 +13,16 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
+import numpy as np
 from google.protobuf.json_format import ParseDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -181,22 +183,38 @@ def in_window(spans: list[Span], start_ns: int, end_ns: int) -> bool:
 
 # ---- the stores ---------------------------------------------------------------------------------
 
-def tempo(traces: dict[str, list[Span]], tenant: str | None = None, metrics: bool = True) -> StandIn:
+def tempo(traces: dict[str, list[Span]], tenant: str | None = None, metrics: bool | str = True) -> StandIn:
+    """Tempo's query API over `traces`. `metrics`: True answers TraceQL metrics on both endpoints,
+    "range" only on `/api/metrics/query_range` (the instant one came later), False on neither (404,
+    as a Tempo before 2.4 or without the local-blocks processor answers).
+
+    TraceQL is understood as far as profile-first writes it: `nestedSetParent = -1`,
+    `resource.service.name = "x"`, `name = "y"` and `duration > 123us` / `<=` joined by `&&`;
+    the metrics queries `rate()` and `quantile_over_time(duration, …)` by (resource.service.name,
+    name). Real Tempo computes quantiles from log2 histogram buckets (an approximation); these are
+    exact, which the client cannot tell and must not rely on."""
+
     def route(req: Request) -> Answer:
         if tenant is not None and req.headers.get("x-scope-orgid") != tenant:
             return 401, {"Content-Type": "text/plain"}, b"no org id"
         if req.path == "/api/search":
             start, end = int(req.query["start"]) * 10**9, int(req.query["end"]) * 10**9
             limit = int(req.query.get("limit", "20"))
-            service = _traceql_service(req.query.get("q", "{}"))
-            hits = [t for t in traces.values() if in_window(t, start, end)
-                    and (service is None or any(s.service == service for s in t))]
-            hits.sort(key=lambda t: -root_of(t).start_ns)  # most recent first, as Tempo does
-            return json_answer({"traces": [
-                {"traceID": t[0].trace, "rootServiceName": root_of(t).service, "rootTraceName": root_of(t).name,
-                 "startTimeUnixNano": str(root_of(t).start_ns),
-                 "durationMs": (root_of(t).end_ns - root_of(t).start_ns) // 1_000_000} for t in hits[:limit]],
-                "metrics": {"inspectedTraces": len(hits)}})
+            match = _traceql_filter(req.query.get("q", "{}"))
+            hits = [(t, m) for t in traces.values() if in_window(t, start, end)
+                    for m in [[s for s in t if match(s, t)]] if m]
+            hits.sort(key=lambda tm: -root_of(tm[0]).start_ns)  # most recent first, as Tempo does
+            out = []
+            for t, matched in hits[:limit]:
+                root = root_of(t)
+                spans = [{"spanID": m.span, "startTimeUnixNano": str(m.start_ns),
+                          "durationNanos": str(m.end_ns - m.start_ns)} for m in matched[: int(req.query.get("spss", "3"))]]
+                spanset = {"spans": spans, "matched": len(matched)}
+                out.append({"traceID": t[0].trace, "rootServiceName": root.service, "rootTraceName": root.name,
+                            "startTimeUnixNano": str(root.start_ns),
+                            "durationMs": (root.end_ns - root.start_ns) // 1_000_000,
+                            "spanSet": spanset, "spanSets": [spanset]})
+            return json_answer({"traces": out, "metrics": {"inspectedTraces": len(hits), "inspectedBytes": "0"}})
         if req.path.startswith("/api/traces/"):
             tid = req.path.rsplit("/", 1)[1]
             if tid not in traces:
@@ -204,34 +222,86 @@ def tempo(traces: dict[str, list[Span]], tenant: str | None = None, metrics: boo
             if req.headers.get("accept") == "application/protobuf":
                 return 200, {"Content-Type": "application/protobuf"}, protobuf_trace(traces[tid])
             return json_answer({"batches": otlp_request(traces[tid])["resourceSpans"]})
-        if req.path == "/api/metrics/query" and metrics:
-            start, end = int(req.query["start"]) * 10**9, int(req.query["end"]) * 10**9
-            counts: dict[tuple[str, str], int] = {}
-            for t in traces.values():
-                if in_window(t, start, end):
-                    key = (root_of(t).service, root_of(t).name)
-                    counts[key] = counts.get(key, 0) + 1
-            return json_answer({"series": [
-                {"labels": [{"key": "resource.service.name", "value": {"stringValue": k[0]}},
-                            {"key": "name", "value": {"stringValue": k[1]}}], "value": str(v)}
-                for k, v in counts.items()]})
+        instant = req.path == "/api/metrics/query" and metrics is True
+        ranged = req.path == "/api/metrics/query_range" and metrics in (True, "range")
+        if instant or ranged:
+            return json_answer(_traceql_metrics(traces, req, instant))
         return 404, {"Content-Type": "text/plain"}, b"404 page not found"
 
     return StandIn(route)
 
 
-def _traceql_service(q: str) -> str | None:
-    marker = 'resource.service.name="'
-    if marker not in q:
-        return None
-    return q.split(marker, 1)[1].split('"', 1)[0]
+def _traceql_filter(q: str) -> Callable[[Span, list[Span]], bool]:
+    """A span predicate for the TraceQL filters profile-first sends (see `tempo`)."""
+    conds: list[Callable[[Span, list[Span]], bool]] = []
+    for term in q.strip().strip("{}").split("&&"):
+        term = term.strip()
+        if not term:
+            continue
+        m = re.fullmatch(r'(resource\.service\.name|name)\s*=\s*"((?:[^"\\]|\\.)*)"', term)
+        if m:
+            field_, value = m.group(1), m.group(2).replace('\\"', '"').replace("\\\\", "\\")
+            conds.append((lambda v: lambda s, t: s.service == v)(value) if field_.startswith("resource")
+                         else (lambda v: lambda s, t: s.name == v)(value))
+            continue
+        m = re.fullmatch(r"duration\s*(>|<=)\s*(\d+)us", term)
+        if m:
+            op, us = m.group(1), int(m.group(2)) * 1000
+            conds.append((lambda op, us: lambda s, t: (s.end_ns - s.start_ns > us) if op == ">"
+                          else (s.end_ns - s.start_ns <= us))(op, us))
+            continue
+        if re.fullmatch(r"nestedSetParent\s*=\s*-1", term):
+            conds.append(lambda s, t: not s.parent)
+            continue
+        raise ValueError(f"stand-in Tempo does not understand {term!r}")
+    return lambda s, t: all(c(s, t) for c in conds)
+
+
+def _traceql_metrics(traces: dict[str, list[Span]], req: Request, instant: bool) -> dict:
+    """A TraceQL metrics answer (tempopb QueryInstantResponse / QueryRangeResponse as JSON) for
+    `{ nestedSetParent = -1 } | rate()` or `| quantile_over_time(duration, .5, .95, .99)` by
+    (resource.service.name, name), over the query's window (one step when ranged)."""
+    q = req.query["q"]
+    start, end = int(req.query["start"]), int(req.query["end"])
+    selector, func = (x.strip() for x in q.split("|", 1))
+    match = _traceql_filter(selector)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for t in traces.values():
+        for s in t:
+            if start * 10**9 <= s.start_ns < end * 10**9 and match(s, t):
+                groups.setdefault((s.service, s.name), []).append(s.end_ns - s.start_ns)
+    series = []
+    for (svc, name), durations in sorted(groups.items()):
+        labels = [{"key": "resource.service.name", "value": {"stringValue": svc}},
+                  {"key": "name", "value": {"stringValue": name}}]
+        if func.startswith("rate()"):
+            values = [(labels, len(durations) / max(1, end - start))]
+        elif func.startswith("quantile_over_time(duration"):
+            ps = [float(x) for x in func.split("(", 1)[1].split(")", 1)[0].split(",")[1:]]
+            values = [(labels + [{"key": "p", "value": {"doubleValue": p}}],
+                       float(np.quantile(np.asarray(durations, dtype=np.float64), p)) / 1e9) for p in ps]
+        else:
+            raise ValueError(f"stand-in Tempo does not understand {func!r}")
+        for lab, v in values:
+            prom = "{" + ",".join(f'{x["key"]}="{next(iter(x["value"].values()))}"' for x in lab) + "}"
+            one = {"labels": lab, "promLabels": prom}
+            one.update({"value": v} if instant else {"samples": [{"timestampMs": str(start * 1000), "value": v}]})
+            series.append(one)
+    return {"series": series, "metrics": {"inspectedBytes": "0", "totalJobs": 1, "completedJobs": 1}}
 
 
 def jaeger(traces: dict[str, list[Span]], v3: bool = False) -> StandIn:
     services = sorted({s.service for t in traces.values() for s in t})
 
-    def matching(service: str, start: int, end: int, limit: int) -> list[list[Span]]:
-        hits = [t for t in traces.values() if in_window(t, start, end) and any(s.service == service for s in t)]
+    operations = {svc: sorted({(s.name, {2: "server", 3: "client", 1: "internal"}[s.kind]) for t in traces.values()
+                               for s in t if s.service == svc}) for svc in services}
+
+    def matching(service: str, operation: str | None, min_ns: int, start: int, end: int,
+                 limit: int) -> list[list[Span]]:
+        """Traces with a span of `service` (and `operation`, at least `min_ns` long): Jaeger filters spans."""
+        hits = [t for t in traces.values() if in_window(t, start, end)
+                and any(s.service == service and (operation is None or s.name == operation)
+                        and s.end_ns - s.start_ns >= min_ns for s in t)]
         hits.sort(key=lambda t: -root_of(t).start_ns)
         return hits[:limit]
 
@@ -243,14 +313,24 @@ def jaeger(traces: dict[str, list[Span]], v3: bool = False) -> StandIn:
 
             start = int(datetime.fromisoformat(req.query["query.start_time_min"].replace("Z", "+00:00")).timestamp() * 1e9)
             end = int(datetime.fromisoformat(req.query["query.start_time_max"].replace("Z", "+00:00")).timestamp() * 1e9)
-            hits = matching(req.query["query.service_name"], start, end, int(req.query["query.num_traces"]))
+            min_ns = int(float(req.query.get("query.duration_min", "0s").rstrip("s")) * 1e9)
+            hits = matching(req.query["query.service_name"], req.query.get("query.operation_name"), min_ns, start, end,
+                            int(req.query.get("query.search_depth") or req.query["query.num_traces"]))
             lines = [json.dumps({"result": otlp_request(t)}) for t in hits]  # streamed: one object per line
             return 200, {"Content-Type": "application/json"}, "\n".join(lines).encode()
+        if req.path == "/api/v3/operations" and v3:
+            return json_answer({"operations": [{"name": n, "spanKind": k} for n, k in
+                                               operations.get(req.query.get("service", ""), [])]})
+        if req.path.startswith("/api/services/") and req.path.endswith("/operations"):
+            svc = unquote(req.path[len("/api/services/"):-len("/operations")])
+            names = sorted({n for n, _ in operations.get(svc, [])})
+            return json_answer({"data": names, "total": len(names), "limit": 0, "offset": 0, "errors": None})
         if req.path == "/api/services":
             return json_answer({"data": services, "total": len(services), "limit": 0, "offset": 0, "errors": None})
         if req.path == "/api/traces":
-            hits = matching(req.query["service"], int(req.query["start"]) * 1000, int(req.query["end"]) * 1000,
-                            int(req.query.get("limit", "20")))
+            min_us = int(req.query.get("minDuration", "0us").removesuffix("us") or 0)
+            hits = matching(req.query["service"], req.query.get("operation"), min_us * 1000, int(req.query["start"]) * 1000,
+                            int(req.query["end"]) * 1000, int(req.query.get("limit", "20")))
             return json_answer({"data": [jaeger_trace(t) for t in hits], "total": 0, "limit": 0, "offset": 0,
                                 "errors": None})
         return 404, {}, b"404 page not found"
@@ -273,8 +353,9 @@ def zipkin(files: list[Path]) -> StandIn:
             end_us = int(req.query["endTs"]) * 1000
             start_us = end_us - int(req.query["lookback"]) * 1000
             svc, limit = req.query.get("serviceName"), int(req.query.get("limit", "10"))
+            # Without serviceName Zipkin lists every trace of the window.
             hits = [t for t in by_trace.values()
-                    if any((s.get("localEndpoint") or {}).get("serviceName") == svc for s in t)
+                    if (svc is None or any((s.get("localEndpoint") or {}).get("serviceName") == svc for s in t))
                     and start_us <= min(s.get("timestamp", 2**62) for s in t) < end_us]
             return json_answer(hits[:limit])
         return 404, {}, b'{"message": "not found"}'

@@ -185,3 +185,22 @@ def test_critical_chains_match_a_walk_with_equal_ends(frame_offsets):
         ce = cs + rng.integers(0, 4, n) * MS
         base = np.full(n, T0 if frame_offsets else T0 + 10 * MS)
         assert np.array_equal(_critical_chains(parent, cs, ce, base), _chains_by_walking(parent, cs, ce))
+
+
+def test_breakdown_per_range_of_traces_equals_the_whole_table(tmp_path, monkeypatch):
+    # Past RANGE_ROWS rows the walk runs per range of whole traces: with a small range, 20k spans of
+    # the benchmark fleet (nested calls, clock skew, parallel children) make ~80 ranges, and every
+    # figure must be what one range over the whole table gives.
+    from analyzer import breakdown
+    from benchmarks.gen_traces import generate_traces, write_files
+
+    paths = write_files(generate_traces(20_000, seed=5), tmp_path, formats=("binpb",))
+    table = load_traces([str(paths["binpb"])]).table
+    whole = compute(table)
+    monkeypatch.setattr(breakdown, "RANGE_ROWS", 256)
+    assert len(breakdown._trace_ranges(table.trace, table.parent)) > 50
+    ranged = compute(table)
+    for name in ("entries", "parts", "owner", "critical_ns", "on_path", "entry_index", "clip_start", "clip_end",
+                 "effective_class"):
+        assert np.array_equal(getattr(ranged, name), getattr(whole, name)), name
+    assert whole.parts.sum(axis=1).tolist() == (table.end - table.start)[whole.entries].tolist()

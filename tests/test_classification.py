@@ -15,7 +15,7 @@ import pytest
 
 from analyzer.classify import ClassifyConfig, pick, trace_shares
 from analyzer.config import Config
-from analyzer.findings import CATEGORIES
+from analyzer.model.findings import CATEGORIES
 from analyzer.pipeline import Inputs, analyze
 from analyzer.report_schema import validate_report
 from collectors.otlp_traces import load_traces

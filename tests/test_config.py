@@ -100,6 +100,13 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, text, n
     assert problem.startswith(names) and allowed in problem, problem
 
 
+def test_a_secret_written_where_its_variable_name_belongs_is_not_echoed(tmp_path):
+    """Error lines end up in cron mail and CI logs: the mistaken secret must not travel with them."""
+    (problem,) = problems_of(tmp_path, '[credentials]\nsmtp_password = "hunter2 s3cret!"')
+    assert problem.startswith("credentials.smtp_password") and "NAME of an environment variable" in problem
+    assert "hunter2" not in problem and "s3cret" not in problem
+
+
 UNKNOWN_NAMES = [
     ("[clasify]\nmin_share = 0.3", "clasify: unknown key; did you mean 'classify'?"),
     ("[classify]\nmin_shares = 0.3", "classify.min_shares: unknown key; did you mean 'min_share'?"),

@@ -117,6 +117,27 @@ def test_the_webhook_is_retried_after_a_failed_attempt_and_carries_the_verdicts(
     assert f"Report: {folder.resolve()}/report.json, {folder.resolve()}/report.md" in section["text"]
 
 
+def test_the_second_weeks_webhook_names_the_biggest_changes(tmp_path, orders_batched_jsonl, orders_n_plus_one_jsonl):
+    """Week 1: orders loads its items in 4 IN (...) queries; week 2: the N+1 loop shipped. The second
+    summary says what got slower, naming the operation and the percentile."""
+    cfg = tmp_path / "weekly.toml"
+    cfg.write_text(textwrap.dedent(WEBHOOK_CONFIG.format(retries=0)), encoding="utf-8")
+    with Hook([]) as hook:
+        for traces in (orders_batched_jsonl, orders_n_plus_one_jsonl):
+            p = subprocess.run([sys.executable, "-m", "analyzer", "report", "--config", str(cfg), "--traces",
+                                str(traces), "--end", "now", "--window", "1d"], capture_output=True, text=True,
+                               cwd=tmp_path, timeout=180,
+                               env={**os.environ, "PYTHONPATH": str(ROOT), "TEAM_HOOK": hook.url})
+            assert p.returncode == 0, p.stderr
+    first, second = (body["blocks"][1]["text"]["text"] for body in hook.bodies)
+    assert "Biggest changes" not in first
+    changes = second[second.index("Biggest changes since the previous run:"):].splitlines()
+    slower = [line for line in changes[1:] if line.startswith("• orders GET /orders: slower, ")]
+    # Each names its figure: total time in the window, or the p99 (whether the p99 also rose by more
+    # than 10 % depends on how busy the host was when the two workloads were recorded).
+    assert slower and {line.split(", ")[1].split(" ")[0] for line in slower} <= {"total", "p99"}, changes
+
+
 def test_a_failed_webhook_is_logged_exit_5_and_keeps_the_files(tmp_path, orders_n_plus_one_jsonl):
     with Hook([500, 503]) as hook:
         p = run_report(tmp_path, orders_n_plus_one_jsonl, WEBHOOK_CONFIG.format(retries=1), {"TEAM_HOOK": hook.url})

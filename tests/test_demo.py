@@ -59,6 +59,42 @@ def _host_busy_says_why(run: DemoResult, service: str) -> bool:
     return True
 
 
+#: Core wait (share of runnable time) up to which the CPU-bound service must keep its verdict: its
+#: own CPU still covers the time it had a core, and is over 30% of its requests' time.
+HOLDS_UP_TO = 0.6
+
+
+def test_cpu_bound_service_keeps_its_verdict_beside_a_cpu_hog() -> None:
+    """Principle 9: the demo on a 2-core machine that is also busy. One busy loop per core at normal
+    priority (bounded: 120 s) runs beside the whole demo. A human would say render is still
+    CPU-bound, and slower because neighbours take its core. Its own wait for a core is exported
+    (analyzer.instrument.core_wait), so the tool tells its CPU work from that wait: `recommended`
+    (cpu_bound), the wait named as contention; past HOLDS_UP_TO its CPU is too small a share of
+    its time for the verdict, and the demo says why. Services built to wait never get a rewrite."""
+    hog = "import time\nend = time.time() + 120\nwhile time.time() < end: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(len(os.sched_getaffinity(0)))]
+    try:
+        run = run_demo_detailed(DEMO_SECONDS, progress=False)
+    finally:
+        for h in hogs:
+            h.terminate()
+        for h in hogs:
+            h.wait(timeout=30)
+    by_name = {s["service"]: s for s in run.report["services"]}
+    wait = run.load.core_wait.get("render", 0.0)
+    assert wait >= 0.2, f"the hogs did not contend with render (core wait {wait:.0%})"
+    render = by_name["render"]
+    for name, (want, _) in EXPECTED.items():
+        if want == "not_recommended":
+            assert by_name[name]["verdict"]["rust_rewrite"] != "recommended", (name, by_name[name]["verdict"])
+    if wait >= HOLDS_UP_TO and (render["verdict"]["rust_rewrite"], render["verdict"]["cause"]) != EXPECTED["render"]:
+        assert _host_busy_says_why(run, "render")
+        return
+    assert (render["verdict"]["rust_rewrite"], render["verdict"]["cause"]) == EXPECTED["render"], (wait, render["verdict"])
+    cpu = next(f for h in render["hotspots"] for f in h["findings"] if f["rule"] == "PF-CPU001")
+    assert "for a core other processes held" in cpu["message"] and "process.cpu.wait.time" in cpu["message"]
+
+
 def test_report_validates(demo_run: DemoResult) -> None:
     validate_report(demo_run.report)
     assert json.loads(json.dumps(demo_run.report)) == demo_run.report
@@ -101,7 +137,9 @@ def test_causes_are_measured_not_assumed(demo_run: DemoResult) -> None:
         return
     cpu = rules("render")["PF-CPU001"]
     assert evidence(cpu, "cpu_cores_used")["source"] == "process.cpu.time"
-    assert evidence(cpu, "cpu_cores_used")["value"] > 0.3
+    # One client back to back on CPU-bound requests: render is on a core or waiting for one most of
+    # the time (its own run-queue wait is exported beside its CPU).
+    assert evidence(cpu, "cpu_cores_used")["value"] + evidence(cpu, "cpu_run_queue_seconds_per_second")["value"] > 0.5
 
 
 def test_everything_arrived_and_every_process_is_gone(demo_run: DemoResult) -> None:
@@ -207,8 +245,8 @@ def test_cpu_bound_service_comes_with_its_profile_and_rewrite_target(demo_run: D
     assert part["functions"][0]["function"] == "mandelbrot"
     assert part["functions"][0]["share"] >= 0.6
     assert prof["functions"][0]["function"] == "mandelbrot" and prof["functions"][0]["owner"] == "own"
-    if render["verdict"]["rust_rewrite"] != "recommended":
-        _skip_if_host_busy(demo_run, "render")
+    if render["verdict"]["rust_rewrite"] != "recommended" and _host_busy_says_why(demo_run, "render"):
+        return
     assert part["recommendation"] == "partial"
     assert "mandelbrot" in render["verdict"]["reason"] and "PyO3" in render["verdict"]["reason"]
     assert part["ceiling_ms"] is not None and part["ceiling_ms"] <= part["full_ceiling_ms"]

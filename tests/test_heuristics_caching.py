@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from analyzer.classify import FALL_THROUGH_DATABASE
-from analyzer.signals import Signal
+from analyzer.model.signals import Signal
 from heuristics.caching import parameter_free_read
 from tests.workloads.more import analyze_hotspots, constant_signal, raw_spans
 

@@ -15,7 +15,7 @@ import pytest
 
 from analyzer.config import Config, Override, load_config
 from analyzer.pipeline import Inputs, analyze
-from analyzer.signals import Signal, Signals
+from analyzer.model.signals import Signal, Signals
 from collectors.otlp_traces import load_traces
 from heuristics.registry import all_rules
 from tests.workloads import cpu, more, orders

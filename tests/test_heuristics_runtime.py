@@ -21,10 +21,10 @@ from opentelemetry.trace import SpanKind
 
 from analyzer.breakdown import compute
 from analyzer.config import Config, Override
-from analyzer.findings import Finding
+from analyzer.model.findings import Finding
 from analyzer.hotspots import find_hotspots
-from analyzer.model import SpanTable
-from analyzer.signals import Missing, Series, Signal, Signals
+from analyzer.model.spans import SpanTable
+from analyzer.model.signals import Missing, Series, Signal, Signals
 from collectors.otlp_traces import load_traces
 from heuristics.context import HotspotContext
 from heuristics.engine import run_rules

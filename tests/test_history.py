@@ -130,6 +130,63 @@ def test_a_newer_schema_is_refused_and_an_old_file_is_migrated(tmp_path):
     assert p.returncode == 2 and "not a usable history file" in p.stderr and "Traceback" not in p.stderr
 
 
+V1_FILE = ROOT / "tests" / "data" / "history-v1.sqlite"  # two runs recorded by the schema-1 code (see README there)
+
+
+def test_a_v1_file_written_by_the_old_code_is_migrated_and_compared_with(tmp_path):
+    path = tmp_path / "history.sqlite"
+    path.write_bytes(V1_FILE.read_bytes())
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        old_rows = db.execute("SELECT id, run, report FROM runs ORDER BY id").fetchall()
+    assert len(old_rows) == 2
+    p = cli("report", "--traces", str(ROOT / "examples" / "orders-n-plus-one.otlp.jsonl"), "--end",
+            "2026-11-30T00:00:00Z", "--window", "7d", "--history", str(path), "--format", "json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    report = json.loads((only_folder(tmp_path) / "report.json").read_text())
+    # The v1 runs said nothing about environments: they stay comparable, the latest is the previous run.
+    assert report["week_over_week"]["previous"]["run"] == 2
+    with History(path) as h:
+        assert h.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+        entries = h.entries()
+        assert [(e.id, e.environments) for e in entries] == [(1, None), (2, None), (3, '["production"]')]
+        # What v1 stored is untouched.
+        assert [(i, run, json.loads(r)) for i, run, r in old_rows] == [
+            (e.id, e.run, h.get(e.id)[1]) for e in entries[:2]]
+    listed = json.loads(cli("history", "list", "--history", str(path), "--format", "json", cwd=tmp_path).stdout)
+    assert [r["environments"] for r in listed] == [None, None, ["production"]]
+
+
+def test_a_run_is_compared_with_runs_over_the_same_environments(tmp_path):
+    def filtered(envs: list[str], end: str) -> dict:
+        return {**_report("s", "GET /x", 100.0, 1000), "window": {"start": "a", "end": end},
+                "environment_filter": {"environments": envs, "spans_read": 1, "spans_kept": 1, "by_environment": {}}}
+
+    with History(tmp_path / "h.sqlite") as h:
+        (prod,) = h.record("r1", {"report": (filtered(["production"], "2026-11-01"), None)})
+        h.record("r2", {"report": (filtered(["staging"], "2026-11-02"), None)})
+        h.record("r3", {"report": (_report("s", "GET /x", 1, 1), None)})  # no filter: its own scope
+        entry, _ = h.previous("report", None, "2026-11-09", ("production",))
+        assert entry.id == prod
+        assert [e.id for e, _ in h.trend("report", None, environments=("production",))] == [prod]
+
+
+def test_a_newer_schema_is_refused_before_anything_is_written(tmp_path, orders_n_plus_one_jsonl):
+    path = tmp_path / "h.sqlite"
+    History(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    p = cli("report", "--traces", str(orders_n_plus_one_jsonl), "--end", "now", "--window", "1d", "--history",
+            str(path), cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert (f"history schema version {len(MIGRATIONS) + 1} is newer than this profile-first knows "
+            f"({len(MIGRATIONS)}); upgrade profile-first") in p.stderr
+    assert not (tmp_path / "reports").exists()
+    with sqlite3.connect(path) as db:  # neither migrated nor written to
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) + 1
+        assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+
+
 WRITER = textwrap.dedent("""
     import sys
     from analyzer.history import History

@@ -16,7 +16,7 @@ import pytest
 import zstandard
 from opentelemetry.trace import SpanKind
 
-from analyzer.model import SpanClass
+from analyzer.model.spans import SpanClass
 from collectors.otlp_files import InputError
 from collectors.otlp_json import to_otlp_json_line
 from collectors.otlp_traces import load_traces

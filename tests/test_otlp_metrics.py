@@ -25,7 +25,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExp
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
-from analyzer.signals import Signal
+from analyzer.model.signals import Signal
 from collectors.capture import Capture, CaptureResult
 from collectors.otlp_files import InputError
 from collectors.otlp_metrics import read_metric_requests, signals_from_file

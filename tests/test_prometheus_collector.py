@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analyzer.signals import Signal, Signals
+from analyzer.model.signals import Signal, Signals
 from collectors.prometheus import PromConfig, PrometheusRejected, PrometheusUnreachable, collect
 from tests.prom import FaultProxy, OpenMetrics, Window, free_port, prometheus_with, running
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from analyzer.signals import Signal
+from analyzer.model.signals import Signal
 from collectors.prometheus import PromConfig, PrometheusRejected, collect
 from tests.misbehaving import Misbehaving, Request, reply
 from tests.prom import OpenMetrics, Window, prometheus_with

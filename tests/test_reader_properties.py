@@ -16,7 +16,7 @@ import numpy as np
 import zstandard
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from analyzer.arrays import PAD, hash_slices
+from analyzer.model.arrays import PAD, hash_slices
 from collectors.otlp_files import InputError
 from collectors.otlp_metrics import signals_from_file
 from collectors.otlp_traces import load_traces

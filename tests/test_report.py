@@ -15,7 +15,7 @@ import pytest
 
 from analyzer.publish import publish
 from analyzer.report_schema import validate_report
-from analyzer.signals import Signal
+from analyzer.model.signals import Signal
 from collectors.prometheus import PromConfig, collect
 from tests.prom import OpenMetrics, Window, prometheus_with, require_binaries
 
@@ -313,3 +313,37 @@ def test_the_example_config_makes_dated_team_reports_and_a_second_run_shows_week
     assert again["week_over_week"]["previous"]["run"] == 1
     assert "## Since the previous run" in (folder / "checkout.md").read_text()
     assert 'id="week-over-week"' in (folder / "checkout.html").read_text()
+
+
+def test_fail_on_recommended_and_the_order_of_exit_codes():
+    """The gate and the documented order when several hold: 4 (a --fail-on condition), then 5 (a
+    delivery failed), then 3 (incomplete)."""
+    from analyzer.commands.report import exit_code
+
+    def report(verdict: str = "not_recommended", complete: bool = True, regressions: int = 0) -> dict:
+        return {"services": [{"verdict": {"rust_rewrite": verdict}}], "completeness": {"complete": complete},
+                "week_over_week": {"regressions": [{}] * regressions}}
+
+    assert exit_code({"t": report("recommended")}, (), delivery_failed=False) == 0
+    assert exit_code({"t": report("recommended")}, ("recommended",), delivery_failed=False) == 4
+    assert exit_code({"t": report(), "u": report("recommended")}, ("recommended",), delivery_failed=False) == 4
+    assert exit_code({"t": report("insufficient_evidence")}, ("recommended",), delivery_failed=False) == 0
+    assert exit_code({"t": report(regressions=1)}, ("regression",), delivery_failed=False) == 4
+    assert exit_code({"t": report(complete=False)}, (), delivery_failed=False) == 3
+    assert exit_code({"t": report(complete=False)}, (), delivery_failed=True) == 5
+    assert exit_code({"t": report("recommended", complete=False)}, ("recommended",), delivery_failed=True) == 4
+
+
+def test_the_readme_config_passes_config_check(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Weekly reports"):readme.index("### The HTML report")]
+    (block,) = [b.split("\n", 1)[1] for b in section.split("```")[1::2] if b.startswith("toml")]
+    (tmp_path / "weekly.toml").write_text(block, encoding="utf-8")
+    p = subprocess.run([sys.executable, "-m", "analyzer", "config", "check", "weekly.toml"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stdout + p.stderr
+    # The same file misspelled is refused with a did-you-mean, as the text above the block says.
+    (tmp_path / "typo.toml").write_text(block.replace("[scope]", "[scoep]"), encoding="utf-8")
+    p = subprocess.run([sys.executable, "-m", "analyzer", "config", "check", "typo.toml"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 2 and "did you mean" in p.stdout + p.stderr and "scope" in p.stdout + p.stderr

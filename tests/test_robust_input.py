@@ -182,7 +182,7 @@ def test_a_long_string_in_protobuf_costs_linear_time(tmp_path, where):
 
 def _chain(n: int) -> Path:
     """One trace, each span the parent of the next: n levels deep."""
-    from analyzer.table import Batch, TableBuilder
+    from analyzer.model.table import Batch, TableBuilder
     import numpy as np
 
     b = TableBuilder()

@@ -22,7 +22,7 @@ from analyzer.config import Config
 from analyzer.pipeline import Inputs, analyze
 from analyzer.renderers.markdown import to_markdown
 from analyzer.report_schema import validate_report
-from analyzer.signals import Signal, Signals
+from analyzer.model.signals import Signal, Signals
 from collectors.otlp_traces import load_traces
 from collectors.prometheus import collect
 from tests.prom import OpenMetrics, Window, prometheus_with

@@ -16,7 +16,7 @@ import pytest
 from analyzer.config import Config
 from analyzer.pipeline import Inputs, analyze
 from analyzer.report_schema import validate_report
-from analyzer.signals import Signal
+from analyzer.model.signals import Signal
 from collectors.otlp_traces import load_traces
 from collectors.prometheus import collect
 from heuristics.runtime import windowed

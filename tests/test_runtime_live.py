@@ -23,7 +23,7 @@ import requests
 from analyzer.config import Config
 from analyzer.pipeline import Inputs, analyze
 from analyzer.report_schema import validate_report
-from analyzer.signals import Signal
+from analyzer.model.signals import Signal
 from collectors.otlp_traces import load_traces
 from collectors.prometheus import collect
 from heuristics.runtime import windowed
@@ -86,15 +86,9 @@ def test_window_means_are_the_counters_increase_over_a_short_window(live, report
     assert got.value == pytest.approx(want, rel=0.2, abs=0.01)
 
 
-# Known, and why issue 12 stays open: in about half of the runs on a shared 2-core host, the
-# Node service's GC/CPU split reads as CPU work (seen 2026-12-03; go-gc and jvm-gc held).
-NODE_SPLIT_UNDER_CONTENTION = pytest.mark.xfail(
-    reason="under CPU contention the Node GC/CPU split can read as CPU work (issue 12, open)", strict=False)
-
-
-@pytest.mark.parametrize("name", [pytest.param("node-gc", marks=NODE_SPLIT_UNDER_CONTENTION), "go-gc", "jvm-gc"])
+@pytest.mark.parametrize("name", ["node-gc", "go-gc", "jvm-gc"])
 def test_gc_bound_runtimes_are_never_called_cpu_work(live, report, name):
-    """Allocation-heavy Node (single-threaded GC), Go (GOGC=5) and JVM (serial collector)
+    """Allocation-heavy Node (single-threaded, non-incremental GC), Go (GOGC=5) and JVM (serial collector)
     services. A human would say: garbage collection. GC per request is at least the other CPU
     per request, so the runtime cost is GC's; on a host that gives them their cores, the
     verdict is a gc_pause rewrite recommendation."""
@@ -110,16 +104,19 @@ def test_gc_bound_runtimes_are_never_called_cpu_work(live, report, name):
 
 def test_gc_per_request_is_gc_seconds_over_requests(live, report):
     """JVM, serial collector: GC cost per request is the collectors' seconds over the window
-    divided by the requests over the window (client_java names, jvm_gc_collection_seconds)."""
+    divided by the requests over the window (client_java names, jvm_gc_collection_seconds),
+    whatever the host does to the service's latency."""
     s = svc(report, "jvm-gc")
-    gc = findings(s).get("PF-GC001")
-    if gc is None:
-        assert starved(live, "jvm-gc"), s["verdict"]["reason"]
-        return
-    assert "jvm_gc_collection_seconds_sum" in evidence(gc, "gc_seconds_per_second")["source"]
+    sig = report["_signals"].for_service("jvm-gc")
+    assert "jvm_gc_collection_seconds_sum" in sig.get(Signal.GC_SECONDS_PER_SECOND).source
     gc_s = prom_window_mean(live, report, 'jvm_gc_collection_seconds_sum{job="jvm-gc"}')
     reqs = prom_window_mean(live, report, 'http_requests_total{job="jvm-gc"}')
-    assert evidence(gc, "gc_ms_per_request")["value"] == pytest.approx(gc_s / reqs * 1e3, rel=0.25)
+    assert s["rewrite_ceiling"]["basis"]["gc_ms_per_request"] == pytest.approx(gc_s / reqs * 1e3, rel=0.25)
+    gc = findings(s).get("PF-GC001")
+    if gc is not None:
+        assert evidence(gc, "gc_ms_per_request")["value"] == pytest.approx(gc_s / reqs * 1e3, rel=0.25)
+    else:
+        assert starved(live, "jvm-gc"), s["verdict"]["reason"]
 
 
 def test_go_old_client_gc_fraction_becomes_window_gc_cpu(live, report):
@@ -127,25 +124,39 @@ def test_go_old_client_gc_fraction_becomes_window_gc_cpu(live, report):
     turns it into the window's GC CPU (fraction x uptime, its rate, times GOMAXPROCS) instead of
     reading only the stop-the-world pauses, a lower bound."""
     s = svc(report, "go-gc")
+    src = report["_signals"].for_service("go-gc").get(Signal.GC_SECONDS_PER_SECOND).source
+    assert "go_memstats_gc_cpu_fraction" in src and "go_sched_gomaxprocs_threads" in src
     gc = findings(s).get("PF-GC001")
     if gc is None:
         assert starved(live, "go-gc"), s["verdict"]["reason"]
         return
-    src = evidence(gc, "gc_cpu_seconds_per_second")["source"]
-    assert "go_memstats_gc_cpu_fraction" in src and "go_sched_gomaxprocs_threads" in src
-    assert "Go GC uses" in gc["message"]
+    assert "Go GC uses" in gc["message"] and evidence(gc, "gc_cpu_seconds_per_second")["source"] == src
 
 
-def test_node_pauses_outside_spans_are_gc_evidence(live, report):
-    """Node: a request arriving during a collection waits in the event loop before its span
-    starts. The GC finding carries the event-loop lag and says spans under-count pauses."""
+def test_node_gc_delay_before_spans_is_gc_evidence(live, report):
+    """Node, allocation-heavy, single-threaded GC: a request arriving during a collection waits in
+    the event loop before its server span starts. A human would say: the pauses also delay
+    requests the spans never see. The GC finding counts that wait (the mean event-loop delay
+    beyond the monitor's resolution, GC's part of it) and says the spans under-count it; the
+    rewrite ceiling's basis carries the same figure."""
     s = svc(report, "node-gc")
-    gc = findings(s).get("PF-GC001")
-    if gc is None:
-        assert starved(live, "node-gc"), s["verdict"]["reason"]
-        return
-    assert evidence(gc, "event_loop_lag_seconds")["value"] > 0
-    assert "under-count" in gc["message"]
+    gc = findings(s)["PF-GC001"]
+    t0, t1 = report["_window"]
+    w = max(1, round(t1 - t0))
+
+    def avg(metric: str) -> float:
+        r = requests.post(f"{live.url}/api/v1/query", data={"query": f'avg_over_time({metric}{{job="node-gc"}}[{w}s])',
+                                                             "time": t1}, timeout=30).json()
+        return float(r["data"]["result"][0]["value"][1])
+
+    delay_ms = (avg("nodejs_eventloop_lag_mean_seconds") - avg("nodejs_eventloop_lag_min_seconds")) * 1e3
+    gc_ms, work_ms = evidence(gc, "gc_ms_per_request")["value"], evidence(gc, "cpu_ms_per_request_outside_gc")["value"]
+    before = evidence(gc, "gc_ms_before_spans_per_request")
+    assert delay_ms > 0.5 and before["value"] > 0
+    assert before["value"] == pytest.approx(delay_ms * gc_ms / (gc_ms + work_ms), rel=0.3, abs=0.3)
+    assert "nodejs_eventloop_lag_mean_seconds" in before["source"]
+    assert "under-count GC" in gc["message"]
+    assert s["rewrite_ceiling"]["basis"]["gc_ms_before_spans_per_request"] == pytest.approx(before["value"], rel=0.01)
 
 
 def test_cpython_pinned_to_one_core_is_cpu_bound_by_its_gil(live, report):
@@ -172,16 +183,14 @@ def test_cpython_gc_is_measured_with_the_gc_pauses_helper(live, report):
     # Measured, whatever its size: the GC series comes from the helper's histogram.
     sig = report["_signals"].for_service("py-pygc")
     assert sig is not None and "python_gc_pause_seconds_sum" in sig.get(Signal.GC_SECONDS_PER_SECOND).source
-    per_request = s["rewrite_ceiling"]["basis"]["gc_ms_per_request"]
-    if per_request < 1.0:
-        # The load did not build the GC pressure the workload aims at (seen on a busy host: 0.7 ms
-        # per 1.2 ms request). PF-GC001's 1 ms floor keeps such GC out of the verdict: no rewrite.
-        assert s["verdict"]["rust_rewrite"] != "recommended", s["verdict"]
-        return
+    # The workload keeps each request's cycles alive for a few requests: full collections over
+    # the large live set run every few requests, so GC is at least PF-GC001's 1 ms per request.
+    assert s["rewrite_ceiling"]["basis"]["gc_ms_per_request"] >= 1.0, s["rewrite_ceiling"]["basis"]
     gc = fs["PF-GC001"]
     assert "python_gc_pause_seconds_sum" in evidence(gc, "gc_seconds_per_second")["source"]
+    assert s["verdict"]["cause"] != "cpu_bound", s["verdict"]
     if not starved(live, "py-pygc"):
-        assert s["verdict"]["cause"] == "gc_pause", s["verdict"]
+        assert (s["verdict"]["rust_rewrite"], s["verdict"]["cause"]) == ("recommended", "gc_pause"), s["verdict"]
 
 
 def test_background_cpu_is_not_request_cpu(live, report):
@@ -199,8 +208,8 @@ def test_background_cpu_is_not_request_cpu(live, report):
 
 
 def test_starved_service_is_not_its_own_cpu_work(live, report):
-    """Light CPython requests at nice 19 on a core a CPU hog keeps busy. A human would say: the
-    neighbour takes the core; a rewrite would change nothing."""
+    """Light CPython requests at the lowest priority (SCHED_IDLE) on a core other processes keep
+    busy. A human would say: the neighbours take the core; a rewrite would change nothing."""
     s = svc(report, "py-starved")
     assert s["verdict"]["rust_rewrite"] != "recommended" and s["verdict"]["cause"] != "cpu_bound"
 

@@ -5,12 +5,13 @@ real runtimes in tests/test_runtime_live.py and tests/test_runtime_generations.p
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from analyzer.classify import ClassifyConfig, category_shares, pick
 from analyzer.ceiling import rewrite_ceiling
 from analyzer.config import Config
-from analyzer.signals import Signal
+from analyzer.model.signals import Signal
 from analyzer.verdict import HotspotResult
 from heuristics.engine import run_rules
 from tests.test_heuristics_runtime import T0, contexts, fire, one, signals_for, steady, traces  # noqa: F401
@@ -47,6 +48,25 @@ def test_node_gc_says_spans_under_count_pauses(traces, tmp_path):
     (g,) = fire("PF-GC001", ctx)
     assert "under-count" in g.message and "120 ms" in g.message
     assert any(e.signal == Signal.EVENT_LOOP_LAG and e.value == pytest.approx(0.12) for e in g.evidence)
+
+
+def test_node_gc_wait_before_spans_is_counted_as_gc(traces, tmp_path):
+    """Node, GC-bound (30 ms of pauses and 5 ms of other CPU per request), with a mean event-loop
+    delay of 12 ms: a request arriving during a pause waits before its span starts. A human would
+    say: GC costs each request more than its span shows. GC's part of the wait (30/35 of what
+    blocks the loop: ~10.3 ms) is GC evidence, in the finding and the ceiling's basis."""
+    steady(traces, "feed", "node", 240, 5, 40)
+    ctx = one(traces, tmp_path, signals_for("feed", "node", **{
+        Signal.GC_SECONDS_PER_SECOND: 0.3, Signal.CPU_CORES_USED: 0.35, Signal.REQUESTS_PER_SECOND: 10.0,
+        Signal.EVENT_LOOP_DELAY_MEAN: 0.012}))
+    (g,) = fire("PF-GC001", ctx)
+    ev = {e.signal: e.value for e in g.evidence}
+    assert ev["gc_ms_before_spans_per_request"] == pytest.approx(12.0 * 30 / 35, rel=0.01)
+    assert "under-count GC by that much" in g.message and "12.0 ms on average" in g.message
+    fs = run_rules(ctx, Config())
+    c = rewrite_ceiling([ctx], [HotspotResult(ctx.hotspot.operation, ctx.hotspot.total_ms, 1.0, "gc_pause",
+                                              category_shares(ctx.hotspot, fs), fs)])
+    assert c["basis"]["gc_ms_before_spans_per_request"] == pytest.approx(12.0 * 30 / 35, rel=0.01)
 
 
 def test_cpython_at_its_one_core_ceiling_is_cpu_bound(traces, tmp_path):
@@ -94,6 +114,37 @@ def test_cpu_pressure_names_the_contention(traces, tmp_path):
     assert "contention" in w.message and "0.80 s per second" in w.message and w.category == "unknown"
 
 
+def test_own_cpu_work_on_a_busy_host_is_still_cpu_bound(traces, tmp_path):
+    """CPython render service, one request at a time (5 req/s of 190 ms), 90 ms of its own CPU each
+    (0.45 cores), on a host where other processes hold its core: its threads waited 0.5 s per
+    second for one (run-queue wait, analyzer.instrument.core_wait). A human would say: CPU-bound,
+    slowed further by neighbours. Its CPU covers 90 of the 90 ms it was not waiting for a core: CPU
+    work, with the CPU's own share (~47%), and the wait named as contention. Without the run-queue
+    signal the same service reads as under half CPU and gets no CPU finding."""
+    steady(traces, "render", "python", 600, 0.2, 190)
+    base = {Signal.CPU_CORES_USED: 0.45, Signal.REQUESTS_PER_SECOND: 5.0}
+    assert fire("PF-CPU001", one(traces, tmp_path, signals_for("render", "python", **base))) == []
+    ctx = one(traces, tmp_path, signals_for("render", "python", **base, **{Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND: 0.5}))
+    (c,) = fire("PF-CPU001", ctx)
+    assert c.share == pytest.approx(90 / 190, abs=0.01)
+    assert "waited 100.0 ms per request for a core other processes held" in c.message
+    fs = run_rules(ctx, Config())
+    assert pick(category_shares(ctx.hotspot, fs), CFG)[0] == "cpu_bound"
+    assert fire("PF-WAIT001", ctx) == []
+
+
+def test_run_queue_wait_alone_is_contention_not_cpu_work(traces, tmp_path):
+    """CPython, 2 req/s of 400 ms with 5 ms of CPU each, its threads waiting 0.78 s per second for a
+    core others hold. A human would say: starved by neighbours; a rewrite changes nothing. No CPU
+    finding; the wait finding names the contention and stays `unknown`."""
+    steady(traces, "starved", "python", 300, 0.5, 400)
+    ctx = one(traces, tmp_path, signals_for("starved", "python", **{
+        Signal.CPU_CORES_USED: 0.01, Signal.REQUESTS_PER_SECOND: 2.0, Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND: 0.78}))
+    assert fire("PF-CPU001", ctx) == [] and fire("PF-CPU002", ctx) == []
+    (w,) = fire("PF-WAIT001", ctx)
+    assert "for a CPU core" in w.message and "390.0 ms per request" in w.message and w.category == "unknown"
+
+
 def test_background_cpu_is_not_charged_to_rare_requests(traces, tmp_path):
     """A service with a thread burning 0.3 cores and one 20 ms request a minute: a human would say
     the requests wait; the CPU is the background thread's. Intervals without requests measure the
@@ -106,6 +157,23 @@ def test_background_cpu_is_not_charged_to_rare_requests(traces, tmp_path):
     assert shares["cpu_bound"] == 0
     c = rewrite_ceiling([ctx], [HotspotResult(ctx.hotspot.operation, ctx.hotspot.total_ms, 1.0, "unknown", shares, fs)])
     assert c["mean_pct"] < 1
+
+
+def test_background_rhythm_is_not_read_as_request_cpu(traces, tmp_path):
+    """A cache warmer whose CPU swings 0.22-0.38 cores on its own 170 s cycle, and requests that
+    sleep 30 ms, every 3 s one minute and every 12 s the next. A human would say: the requests
+    wait; the CPU is the warmer's. Over this window the swing happens to line up with the busier
+    minutes (a regression slope of ~30 ms per request), but it is far inside its own noise: no
+    CPU is charged to the requests."""
+    t = T0
+    while t < T0 + 1800:
+        traces.request("quiet", "python", "GET /work", t, 30, 0.0)
+        t += 3 if int((t - T0) // 60) % 2 == 0 else 12
+    ctx = one(traces, tmp_path, signals_for("quiet", "python", **{
+        Signal.CPU_CORES_USED: lambda tt: 0.3 + 0.08 * np.sin(2 * np.pi * (tt - T0) / 170)}))
+    assert fire("PF-CPU001", ctx) == []
+    fs = run_rules(ctx, Config())
+    assert category_shares(ctx.hotspot, fs)["cpu_bound"] == 0
 
 
 def test_cpu_is_spread_by_self_time_a_probe_gets_none(traces, tmp_path):

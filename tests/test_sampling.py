@@ -18,8 +18,9 @@ from opentelemetry.trace import SpanKind
 
 from analyzer.breakdown import compute
 from analyzer.config import Config
-from analyzer.hotspots import Hotspot, find_hotspots, weighted_quantile
-from analyzer.model import SpanTable
+from analyzer.hotspots import Hotspot, find_hotspots
+from analyzer.model.arrays import weighted_quantile
+from analyzer.model.spans import SpanTable
 from analyzer.pipeline import Inputs, analyze
 from analyzer.report_schema import validate_report
 from collectors.otlp_traces import load_traces
@@ -70,7 +71,7 @@ def _candidates(t: SpanTable) -> list[Candidate]:
                       int(t.end[r] - t.start[r])) for r in roots]
 
 
-def _sampled(t: SpanTable, plan: SamplingPlan) -> tuple[SpanTable, dict]:
+def draw_sample(t: SpanTable, plan: SamplingPlan) -> tuple[SpanTable, dict]:
     sample = draw(_candidates(t), plan)
     keep = {bytes.fromhex(tid) for tid in sample.weights}
     in_sample = np.array([bytes(t.trace_ids[c]) in keep for c in range(t.n_traces)])
@@ -81,7 +82,7 @@ def _sampled(t: SpanTable, plan: SamplingPlan) -> tuple[SpanTable, dict]:
 def test_weighted_sample_estimates_the_population(population: SpanTable) -> None:
     full = _hotspot(population)
     assert full.count == REQUESTS
-    sub, report = _sampled(population, SamplingPlan(tail_cap=200, body_size=150))
+    sub, report = draw_sample(population, SamplingPlan(tail_cap=200, body_size=150))
     h = _hotspot(sub)
     # 5 % of 3,000 above p95 (150 traces, under the cap: all kept) and 150 of the other 2,850.
     assert report["considered"] == REQUESTS and report["selected"] == 300 and h.count == 300
@@ -102,7 +103,7 @@ def test_weighted_sample_estimates_the_population(population: SpanTable) -> None
 
 
 def test_the_report_carries_weights_and_how_the_sample_was_drawn(population: SpanTable) -> None:
-    sub, sampling = _sampled(population, SamplingPlan(tail_cap=50, body_size=100))
+    sub, sampling = draw_sample(population, SamplingPlan(tail_cap=50, body_size=100))
     report = analyze(Inputs(table=sub), Config())
     report["input"]["sources"] = [{"path": "tempo", "format": "tempo-api", "messages": 0, "spans": len(sub),
                                    "skipped": {}, "sampling": sampling}]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from analyzer.config import Config
-from analyzer.model import Kind, SpanTable
+from analyzer.model.spans import Kind, SpanTable
 from analyzer.pipeline import Inputs, analyze
 from collectors.otlp_traces import load_traces
 from collectors.span_tables import KINDS_NOTICE

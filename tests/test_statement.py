@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 
-from analyzer.statement import normalize_sql, shape_keys
+from analyzer.model.statement import normalize_sql, shape_keys
 from collectors.protowire import padded
 
 

@@ -17,8 +17,8 @@ from opentelemetry.trace import SpanKind
 from analyzer.config import Config
 from analyzer.pipeline import Inputs, analyze
 from analyzer.report_schema import validate_report
-from analyzer.signals import Series, ServiceSignals, Signal, Signals
-from analyzer.hotspots import weighted_quantile
+from analyzer.model.signals import Series, ServiceSignals, Signal, Signals
+from analyzer.model.arrays import weighted_quantile
 from analyzer.timeseries import MAX_POINTS, QUANTILES, _binned_quantiles, bin_step
 from collectors.otlp_traces import load_traces
 from tests.workloads.recording import Recorder, record, write_jsonl

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProces
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from analyzer.config import Config
-from analyzer.model import Kind, SpanClass
+from analyzer.model.spans import Kind, SpanClass
 from analyzer.pipeline import Inputs, analyze
 from collectors.otlp_files import InputError
 from collectors.otlp_json import to_otlp_dict

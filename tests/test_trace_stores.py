@@ -8,17 +8,21 @@ Each store is also run end to end from the command line.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analyzer.config import Config
 from analyzer.pipeline import Inputs, analyze
+from analyzer.report_schema import validate_report
 from collectors.jaeger_api import Jaeger
 from collectors.store_pull import StoreError, StoreSettings, pull
 from collectors.tempo import Tempo
+from collectors.zipkin_api import Zipkin
 from tests import store_standins as standins
 from tests.shared_data import SHARED_DATA
 
@@ -62,7 +66,7 @@ def _cart_finding(report: dict) -> dict:
     return next(f for f in hot["findings"] if f["rule"] == "PF-NET001" and "on cartservice" in f["message"])
 
 
-def test_tempo_end_to_end_samples_the_window_and_keeps_the_cart_delay(tempo, ob_traces) -> None:
+def test_tempo_end_to_end_samples_the_window_and_keeps_the_cart_delay(tempo, ob_traces, tmp_path: Path) -> None:
     start, end = _window(ob_traces)
     p = run("analyze", "--tempo", tempo.url, "--start", str(start), "--end", str(end), "--per-operation", "20",
             "--format", "json")
@@ -85,6 +89,13 @@ def test_tempo_end_to_end_samples_the_window_and_keeps_the_cart_delay(tempo, ob_
     # Traces came as protobuf by id; one search, one metrics query.
     fetches = [r for r in tempo.requests if r.path.startswith("/api/traces/")]
     assert len(fetches) == sampling["pulled"] and all(r.headers["accept"] == "application/protobuf" for r in fetches)
+    # The same from the config file's [sources.tempo] (every setting but the window's bounds).
+    config = tmp_path / "pf.toml"
+    config.write_text(f'[sources.tempo]\nurl = "{tempo.url}"\nper_operation = 5\ntop_operations = 1\n')
+    p = run("analyze", "--config", str(config), "--start", str(start), "--end", str(end), "--format", "json")
+    assert p.returncode == 0, p.stderr
+    sampling = json.loads(p.stdout)["input"]["sources"][0]["sampling"]
+    assert sampling["selected"] == 10 and sampling["ranked"][0]["targeted"]
 
 
 def test_tempo_weighted_sample_matches_the_whole_window(tempo, ob_traces) -> None:
@@ -107,20 +118,97 @@ def test_tempo_weighted_sample_matches_the_whole_window(tempo, ob_traces) -> Non
     assert hb[key]["total_ms"] == pytest.approx(ha[key]["total_ms"], rel=0.15)
 
 
-def test_tempo_search_limit_splits_the_window_and_metrics_scale_the_weights(tempo, ob_traces) -> None:
+def _root_ms(trace: list) -> float:
+    root = standins.root_of(trace)
+    return (root.end_ns - root.start_ns) / 1e6
+
+
+def test_tempo_ranks_by_traceql_metrics_and_searches_the_tail_apart(ob_traces, tt_traces) -> None:
+    """Two systems in one Tempo: Online Boutique's frontend (479 traces, p50 ~400 ms) and Train
+    Ticket's gateway (41 traces, p50 ~170 ms). TraceQL metrics rank them over the whole window
+    before any trace is listed; with `top_operations = 1` only the frontend is searched, its tail
+    (above the window's p95) apart from its body, and the body search is cut by its limit."""
+    both = {**ob_traces, **tt_traces}
+    server = standins.tempo(both)
+    try:
+        starts = [standins.root_of(t).start_ns for t in both.values()]
+        start, end = min(starts) // NS, max(starts) // NS + 2
+        s = StoreSettings(url=server.url, top_operations=1, search_limit=100, min_slice_s=1, max_searches=3,
+                          per_operation=10)
+        loaded = pull(Tempo(s), s, start * NS, end * NS, None)
+        metrics = [r.query["q"] for r in server.requests if r.path == "/api/metrics/query"]
+        assert any("| rate() by (resource.service.name, name)" in q for q in metrics)
+        assert any("quantile_over_time(duration, .5, .95, .99)" in q for q in metrics)
+        sampling = loaded.sources[0].sampling
+        assert sampling["ranked_by"].startswith("TraceQL metrics over the whole window")
+        ranked = [(r["service"], r["operation"], r["count"], r["targeted"]) for r in sampling["ranked"]]
+        assert ranked == [("frontend", "hipstershop.Frontend/Recv.", 479, True), ("ts-gateway-service", "/*", 41, False)]
+        p95 = sampling["ranked"][0]["p95_ms"]
+        assert p95 == pytest.approx(float(np.quantile([_root_ms(t) for t in ob_traces.values()], 0.95)), abs=0.001)
+        searches = [r.query["q"] for r in server.requests if r.path == "/api/search"]
+        assert searches and all('"frontend"' in q for q in searches)  # the gateway is never searched
+        tail_q = [q for q in searches if "duration >" in q]
+        body_q = [q for q in searches if "duration <=" in q]
+        assert len(tail_q) == 1 and len(body_q) == 3  # the body came back full (100 of 455): split, 3 allowed
+        # The tail search listed every trace above p95, all kept (under the cap of 10? no: 24 > 10).
+        above = sum(1 for t in ob_traces.values() if _root_ms(t) > p95)
+        (stratum,) = sampling["strata"]
+        assert stratum["threshold_from"] == "store" and stratum["tail"] == above == 24
+        assert stratum["population"] == 479 and stratum["considered"] < 479
+        assert {bytes(x).hex() for x in loaded.table.trace_ids} <= set(ob_traces)
+        report = analyze(Inputs(loaded.table, loaded.sources, loaded.repairs), Config())
+        validate_report(report)
+        (frontend,) = [x for x in report["services"] if x["service"] == "frontend"]
+        assert frontend["hotspots"][0]["estimated_count"] == pytest.approx(479)
+        assert "sampling_error" in frontend["hotspots"][0]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("metrics", [False, "range"])
+def test_tempo_without_instant_metrics(ob_traces, metrics) -> None:
+    """A Tempo with only /api/metrics/query_range (2.4 to 2.6) ranks the same way through it; one
+    without TraceQL metrics (404) ranks from the search results, and `input` says so."""
+    server = standins.tempo(ob_traces, metrics=metrics)
+    try:
+        start, end = _window(ob_traces)
+        s = StoreSettings(url=server.url, per_operation=10)
+        loaded = pull(Tempo(s), s, start * NS, end * NS, None)
+        sampling = loaded.sources[0].sampling
+        if metrics == "range":
+            ranged = [r for r in server.requests if r.path == "/api/metrics/query_range"]
+            assert ranged and all(r.query["step"] == f"{end - start}s" for r in ranged)
+            assert sampling["ranked"][0]["count"] == 479 and sampling["strata"][0]["threshold_from"] == "store"
+        else:
+            assert sampling["ranked_by"].startswith("search results (TraceQL metrics unavailable")
+            assert "HTTP 404" in sampling["ranked_by"] and "ranked" not in sampling
+            assert sampling["strata"][0]["threshold_from"] == "candidates"
+            assert [r.query["q"] for r in server.requests if r.path == "/api/search"] == ["{}"]
+    finally:
+        server.close()
+
+
+def test_tempo_service_that_is_never_a_root_is_searched_by_service(tempo, ob_traces) -> None:
+    """cartservice only ever answers the frontend: no entry operation of its own to rank, so its
+    traces are listed by a service search, and `input` says why."""
     start, end = _window(ob_traces)
-    settings = StoreSettings(url=tempo.url, search_limit=100, min_slice_s=1, max_searches=3, per_operation=5)
-    loaded = pull(Tempo(settings), settings, start * NS, end * NS, None)
-    searches = [r for r in tempo.requests if r.path == "/api/search"]
-    assert len(searches) == 3 and all(r.query["limit"] == "100" for r in searches)
-    # The first search came back full (100 of 479), so its window was split; 3 requests were allowed.
-    spans = {(int(r.query["start"]), int(r.query["end"])) for r in searches}
-    assert len(spans) == 3
-    sampling = loaded.sources[0].sampling
-    assert 100 <= sampling["considered"] < 479 and sampling["population"] == 479
-    report = analyze(Inputs(loaded.table, loaded.sources, loaded.repairs), Config())
-    (frontend,) = [s for s in report["services"] if s["service"] == "frontend"]
-    assert frontend["hotspots"][0]["estimated_count"] == pytest.approx(479)
+    s = StoreSettings(url=tempo.url, per_operation=5)
+    loaded = pull(Tempo(s), s, start * NS, end * NS, ["cartservice"])
+    assert "not trace roots" in loaded.sources[0].sampling["ranked_by"]
+    assert [r.query["q"] for r in tempo.requests if r.path == "/api/search"] == ['{resource.service.name="cartservice"}']
+    assert "cartservice" in loaded.table.services
+
+
+def test_pulling_reports_progress_per_trace(tempo, ob_traces) -> None:
+    """The progress callback (the CLI's bar on a terminal) hears of every trace, ending at all of them."""
+    start, end = _window(ob_traces)
+    seen: list[tuple[int, int, str]] = []
+    s = StoreSettings(url=tempo.url, per_operation=5, concurrency=3)
+    loaded = pull(Tempo(s), s, start * NS, end * NS, None, progress=lambda d, t, what: seen.append((d, t, what)))
+    pulled = loaded.sources[0].sampling["pulled"]
+    assert seen[0] == (0, 1, "listing the window's traces")
+    assert seen[-1] == (pulled, pulled, "traces") and len(seen) == pulled + 2  # listing, the start, one per trace
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
 
 
 def test_tempo_tenant_retries_and_a_trace_too_slow_to_fetch(ob_traces) -> None:
@@ -221,6 +309,66 @@ def test_jaeger_v3_reads_the_same_traces_as_legacy(tt_traces) -> None:
     assert sorted(legacy.services) == sorted(v3.services)
 
 
+@pytest.mark.parametrize("v3", [False, True])
+def test_jaeger_searches_each_operation_and_pulls_the_tail_with_min_duration(tt_traces, v3) -> None:
+    """Searches cut to the 3 most recent traces per (service, operation) miss most of the window;
+    the second search per entry operation, minDuration just above the first pass's p95, lists the
+    slow traces anyway, and the slowest trace of the window is pulled."""
+    server = standins.jaeger(tt_traces, v3=v3)
+    try:
+        start, end = _window(tt_traces)
+        s = StoreSettings(url=server.url, search_limit=3, min_slice_s=10**9, per_operation=3)
+        loaded = pull(Jaeger(s), s, start * NS, end * NS, None)
+        ops = [r for r in server.requests if r.path == "/api/v3/operations" or r.path.endswith("/operations")]
+        services = {x.service for t in tt_traces.values() for x in t}
+        assert len(ops) == len(services)
+        searches = [r.query for r in server.requests if r.path in ("/api/traces", "/api/v3/traces")]
+        op_key = "query.operation_name" if v3 else "operation"
+        assert all(op_key in q for q in searches)
+        min_key = "query.duration_min" if v3 else "minDuration"
+        (tail,) = [q for q in searches if min_key in q]
+        (stratum,) = loaded.sources[0].sampling["strata"]
+        assert stratum["threshold_from"] == "store"
+        want = f"{(int(stratum['threshold_ms'] * 1000) + 1) / 1e6:.6f}s" if v3 else f"{int(stratum['threshold_ms'] * 1000) + 1}us"
+        assert tail[min_key] == want
+        added = re.search(r"\((\d+) more tail traces listed\)", loaded.sources[0].sampling["ranked_by"])
+        assert added and int(added.group(1)) >= 1  # the first pass alone missed some of the tail
+        slowest = max(tt_traces, key=lambda t: _root_ms(tt_traces[t]))
+        assert slowest in {bytes(x).hex() for x in loaded.table.trace_ids}
+        assert stratum["tail"] >= 2 and stratum["tail_pulled"] == stratum["tail"]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("kind", ["jaeger", "zipkin"])
+def test_jaeger_and_zipkin_retry_5xx_and_keep_credentials_on_their_host(tt_traces, kind, monkeypatch) -> None:
+    """Two 503s on the searches are retried; a redirect to another host is followed without the token."""
+    files = sorted(ZIPKIN.glob("*.json"))
+    make = (lambda: standins.jaeger(tt_traces)) if kind == "jaeger" else (lambda: standins.zipkin(files))
+    target = make()
+    host_b = target.url.replace("127.0.0.1", "localhost")
+
+    def redirect(req: standins.Request) -> standins.Answer:
+        query = "&".join(f"{k}={v}" for k, v in req.query.items())
+        return 307, {"Location": f"{host_b}{req.path}?{query}"}, b""
+
+    front = standins.StandIn(redirect)
+    target.fail_first["/api/traces" if kind == "jaeger" else "/api/v2/traces"] = 2
+    try:
+        monkeypatch.setenv("PROFILE_FIRST_TRACES_TOKEN", "s3cret-token-value")
+        start, end = _window(tt_traces) if kind == "jaeger" else (1451606400, 1577836800)
+        s = StoreSettings(url=front.url, per_operation=3, retries=3)
+        store = Jaeger(s) if kind == "jaeger" else Zipkin(s)
+        loaded = pull(store, s, start * NS, end * NS, None)
+        assert loaded.table.n_traces > 0
+        assert all(r.headers.get("authorization") == "Bearer s3cret-token-value" for r in front.requests)
+        assert target.requests and not any("authorization" in r.headers for r in target.requests)
+        assert target.fail_first[next(iter(target.fail_first))] == 0  # both 503s were answered, then retried
+    finally:
+        front.close()
+        target.close()
+
+
 def test_zipkin_end_to_end_and_from_the_config(tmp_path: Path) -> None:
     files = sorted(ZIPKIN.glob("*.json"))
     server = standins.zipkin(files)
@@ -231,10 +379,27 @@ def test_zipkin_end_to_end_and_from_the_config(tmp_path: Path) -> None:
         report = json.loads(p.stdout)
         (source,) = report["input"]["sources"]
         assert source["format"] == "zipkin-api"
-        # Searches are per service: envoy.json's span names no service, so no search lists it.
-        entries = [s for f in files if f.name != "envoy.json" for s in json.loads(f.read_text())]
-        assert source["sampling"]["considered"] == len({s["traceId"] for s in entries})
-        assert report["input"]["spans"] + source["repaired"].get("merged_fragments", 0) == len(entries)
+        # Searches are per service, and one without serviceName: envoy.json's spans name no service,
+        # so only that search lists its trace; it is read and counted.
+        spans = [s for f in files for s in json.loads(f.read_text())]
+        by_trace: dict[str, list[dict]] = {}
+        for span in spans:
+            by_trace.setdefault(span["traceId"], []).append(span)
+        unnamed = {t for t, ss in by_trace.items() if not any((x.get("localEndpoint") or {}).get("serviceName")
+                                                              for x in ss)}
+        assert len(unnamed) == 1
+        assert source["sampling"]["considered"] == len(by_trace)
+        assert source["sampling"]["traces_without_service"] == 1
+        validate_report(report)
+        assert report["input"]["spans"] + source["repaired"].get("merged_fragments", 0) == len(spans)
+        searches = [r.query for r in server.requests if r.path == "/api/v2/traces"]
+        assert sum("serviceName" not in q for q in searches) == 1
+        # Asked for one service, the search without serviceName is not sent.
+        n = len(server.requests)
+        p = run("analyze", "--zipkin", server.url, "--service", "auth", *args)
+        assert p.returncode == 0, p.stderr
+        assert all("serviceName" in r.query for r in server.requests[n:] if r.path == "/api/v2/traces")
+        assert "traces_without_service" not in json.loads(p.stdout)["input"]["sources"][0]["sampling"]
         config = tmp_path / "pf.toml"
         config.write_text(f'[sources.zipkin]\nurl = "{server.url}"\nper_operation = 5\n')
         p = run("analyze", "--config", str(config), *args)

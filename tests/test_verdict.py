@@ -10,8 +10,8 @@ import pytest
 
 from analyzer.ceiling import rewrite_ceiling
 from analyzer.classify import ClassifyConfig, category_shares, pick
-from analyzer.findings import CATEGORIES, Evidence, Finding
-from analyzer.signals import Missing, ServiceSignals, Signal
+from analyzer.model.findings import CATEGORIES, Evidence, Finding
+from analyzer.model.signals import Missing, ServiceSignals, Signal
 from analyzer.verdict import INSUFFICIENT, NOT_RECOMMENDED, RECOMMENDED, HotspotResult, decide, top_hotspots
 from heuristics.engine import run_rules
 from analyzer.config import Config

@@ -41,10 +41,11 @@ def clickhouse_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def read_clickhouse(spec: str, flags: dict[str, object], config: Config, start_ns: int | None, end_ns: int | None,
-                    services: list[str], require_spans: bool = True) -> Inputs:
+                    services: list[str], require_spans: bool = True, environments: tuple[str, ...] = ()) -> Inputs:
     """Whole-window figures and a weighted sample from the store at `spec`; UserError on anything
     the user can fix (unreachable, refused, a table that does not fit, a missing driver), and on
-    an empty window unless `require_spans` is False (the scheduled report says so itself)."""
+    an empty window unless `require_spans` is False (the scheduled report says so itself).
+    `environments` is pushed into every query (deployment.environment, unnamed kept)."""
     section = dict((config.sections.get("sources") or {}).get("clickhouse") or {})  # type: ignore[union-attr]
     for key, value in flags.items():
         if value is not None:
@@ -53,7 +54,8 @@ def read_clickhouse(spec: str, flags: dict[str, object], config: Config, start_n
     min_rep = int(config.thresholds("PF-DB001", n1.defaults, "", "")["min_repetitions"])
     try:
         loaded = load_clickhouse(spec, options_from(section, min_rep),
-                                 Window(start_ns=start_ns, end_ns=end_ns, services=tuple(services)))
+                                 Window(start_ns=start_ns, end_ns=end_ns, services=tuple(services),
+                                        environments=tuple(environments)))
     except (ClickHouseError, SchemaError) as err:
         raise UserError(str(err)) from None
     if require_spans and not len(loaded.table):

@@ -33,7 +33,8 @@ from analyzer.publish import publish
 from analyzer.renderers import formats, render
 from analyzer.renderers.escape import for_terminal
 from analyzer.renderers.run_notes import change_items
-from analyzer.weekly import Plan, export_credentials, make_plan, prometheus_settings, secret, team_reports
+from analyzer.weekly import (Plan, environment_filter, export_credentials, make_plan, prometheus_settings, secret,
+                             team_reports)
 
 EXIT_INCOMPLETE = 3
 EXIT_GATE = 4
@@ -58,7 +59,7 @@ EXTENSIONS = {"text": "txt"}  # file extension per format, when it is not the fo
               help="Only these services, in one report (instead of the config's teams). Repeatable.")
 @click.option("--team", multiple=True, metavar="NAME", help="Only this [[team]] of the config. Repeatable.")
 @click.option("--environment", "environments", multiple=True, metavar="ENV",
-              help="deployment.environment to report on (default: production). Repeatable.")
+              help="deployment.environment to report on (default: production; * for all, no filter). Repeatable.")
 @click.option("--output-dir", metavar="DIR", help="Reports go to DIR/<ISO week>/ (default: reports).")
 @click.option("--format", "formats_", multiple=True, type=click.Choice(formats()),
               help="A file per format. Repeatable (default: json and md).")
@@ -183,11 +184,11 @@ def compare_with_history(plan: Plan, history: History, reports: dict[str, dict])
     for team in plan.teams:
         report = reports[team.name]
         services = list(team.services)
-        previous = history.previous(team.name, services, report["window"]["end"])
+        previous = history.previous(team.name, services, report["window"]["end"], plan.environments)
         if previous is not None:
             entry, before = previous
             report["week_over_week"] = week_over_week(report, before, entry.id, plan.regression_pct)
-        trends[team.name] = history.trend(team.name, services)
+        trends[team.name] = history.trend(team.name, services, environments=plan.environments)
     return trends
 
 
@@ -265,12 +266,13 @@ def build_reports(plan: Plan, store_flags: dict[str, object]) -> dict[str, dict]
     if plan.store:
         with prometheus_progress(plan.store.capitalize()) as progress:
             pulled = read_store(plan.store, store_flags, plan.config, plan.start, plan.end, plan.services or [],
-                                progress)
+                                progress, environments=plan.environments)
         pulled.signals = inputs.signals
         inputs = pulled
     if plan.clickhouse:
         store = read_clickhouse(plan.clickhouse, {}, plan.config, int(plan.start * 1e9), int(plan.end * 1e9),
-                                plan.services or [], require_spans=False)  # an empty window: completeness says so
+                                plan.services or [], require_spans=False,  # an empty window: completeness says so
+                                environments=plan.environments)
         store.signals = inputs.signals
         inputs = store
     if plan.prometheus:
@@ -278,7 +280,8 @@ def build_reports(plan: Plan, store_flags: dict[str, object]) -> dict[str, dict]
                                           prometheus_settings(plan), inputs.signals)
     if plan.profiles or plan.pyroscope:
         read_profiles(inputs, plan.profiles, plan.pyroscope, plan.start, plan.end, plan.services or [])
-    return team_reports(plan, inputs)
+    inputs.table, environments = environment_filter(inputs.table, plan.environments)
+    return team_reports(plan, inputs, environments)
 
 
 def exit_code(reports: dict[str, dict], fail_on: tuple[str, ...], delivery_failed: bool) -> int:

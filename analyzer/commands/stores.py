@@ -53,8 +53,10 @@ def store_requested(flags: dict[str, object], config: Config) -> str | None:
 
 
 def read_store(kind: str, flags: dict[str, object], config: Config, start_s: float | None, end_s: float | None,
-               services: list[str], progress: Callable[[int, int, str], None] | None) -> Inputs:
-    """The window's traces from the store, sampled and weighted; UserError when the store refuses."""
+               services: list[str], progress: Callable[[int, int, str], None] | None,
+               environments: tuple[str, ...] = ()) -> Inputs:
+    """The window's traces from the store, sampled and weighted; UserError when the store refuses.
+    `environments` narrows the search where the store can (Tempo's TraceQL)."""
     # Imported here: the HTTP stack is most of the start-up time of a run that reads files.
     from collectors.store_pull import NS, StoreError, StoreSettings, pull
 
@@ -68,7 +70,7 @@ def read_store(kind: str, flags: dict[str, object], config: Config, start_s: flo
     end = end_s if end_s is not None else time.time()
     start = start_s if start_s is not None else end - window
     try:
-        settings = StoreSettings(url=str(url), **section)  # type: ignore[arg-type]
+        settings = StoreSettings(url=str(url), environments=tuple(environments), **section)  # type: ignore[arg-type]
         store = _store(kind, settings)
         loaded = pull(store, settings, int(start * NS), int(end * NS), services or None, progress)
     except StoreError as err:

@@ -239,12 +239,16 @@ def _sched_ns(pid: int) -> tuple[int, int] | None:
     /proc/PID/task/*/schedstat; None off Linux."""
     run = wait = 0
     try:
-        for task in os.listdir(f"/proc/{pid}/task"):
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # not Linux, or the process is gone
+        return None
+    for task in tasks:
+        try:
             with open(f"/proc/{pid}/task/{task}/schedstat") as f:
                 fields = f.read().split()
             run, wait = run + int(fields[0]), wait + int(fields[1])
-    except (OSError, IndexError, ValueError):  # not Linux, or a thread that just ended
-        return None
+        except (OSError, IndexError, ValueError):  # a thread that just ended: the others still count
+            continue
     return run, wait
 
 
@@ -473,7 +477,8 @@ def summary(res: DemoResult) -> str:
         if mark != "as designed" and cause == "cpu_bound" and wait is not None:
             mark += f"; it waited for a CPU core {wait:.0%} of the time it was ready to run"
             if wait >= CONTENDED:
-                mark += ": other work on this host takes CPU from it, which lowers the CPU measured per request"
+                mark += (": other work on this host takes CPU from it, so its own CPU is too small a share of its "
+                         "requests' time for the verdict")
         lines.append(f"demo: {service:<8} {got} — {mark}")
     if res.capture_paths:
         lines.append(f"demo: telemetry kept in {' and '.join(map(str, res.capture_paths))}")

@@ -24,6 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from analyzer.instrument import core_wait
 from analyzer.instrument.gc_pauses import GcPauseRecorder, otel_sink
 
 #: Short intervals: a demo phase lasts seconds, and rates need several points inside it.
@@ -88,4 +89,5 @@ def setup(service: str, endpoint: str) -> Telemetry:
     meter.create_observable_counter("process.cpu.time", [observe], unit="s",
                                     description="CPU seconds used by the process (os.times)")
     gc.callbacks.append(pauses)
+    core_wait.install(meter_provider=mp, prometheus=False)  # its own wait for a core, apart from its CPU
     return Telemetry(tp, mp, pauses)

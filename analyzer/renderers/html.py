@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from analyzer.renderers import charts
 from analyzer.renderers import profile as profile_section
 from analyzer.renderers.escape import for_html as h
-from analyzer.renderers.phrases import VERDICT_LABEL, ceiling_text, input_notes
+from analyzer.renderers.phrases import VERDICT_LABEL, ceiling_text, environment_note, input_notes, requests
 from analyzer.renderers.run_notes import incomplete_lines
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -136,7 +136,7 @@ def _header(report: dict, links: TraceLinks) -> str:
     tool = report.get("tool", {})
     out = ["<header>", "<h1>profile-first report</h1>",
            f"<p class=\"meta\">Window <b>{h(w['start'])}</b> → <b>{h(w['end'])}</b> · {inp['spans']:,} spans in "
-           f"{inp['traces']:,} traces{h(input_notes(inp))}"
+           f"{inp['traces']:,} traces{h(input_notes(inp) + environment_note(report))}"
            + (f" · generated {h(report['generated_at'])}" if report.get("generated_at") else "")
            + (f" by {h(tool.get('name', 'profile-first'))} {h(tool.get('version', ''))}" if tool else "") + "</p>"]
     problems = incomplete_lines(report)
@@ -233,7 +233,7 @@ def _hotspot(rank: int, hs: dict, links: TraceLinks) -> str:
            f"{hs['share']:.0%}</span></h4>",
            "<table><thead><tr><th class=\"num\">requests</th><th class=\"num\">p50 ms</th><th class=\"num\">p95 ms</th>"
            "<th class=\"num\">p99 ms</th><th class=\"num\">total s</th></tr></thead><tbody><tr>"
-           f"<td class=\"num\">{hs['count']:,}</td><td class=\"num\">{hs['p50_ms']:.1f}</td>"
+           f"<td class=\"num\">{h(requests(hs))}</td><td class=\"num\">{hs['p50_ms']:.1f}</td>"
            f"<td class=\"num\">{hs['p95_ms']:.1f}</td><td class=\"num\">{hs['p99_ms']:.1f}</td>"
            f"<td class=\"num\">{hs.get('total_ms', 0) / 1000:,.1f}</td></tr></tbody></table>",
            f"<figure class=\"chart breakdown\">{charts.breakdown_bar(hs)}</figure>"]

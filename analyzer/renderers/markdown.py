@@ -10,8 +10,8 @@ from __future__ import annotations
 from analyzer.renderers import profile as profile_section
 from analyzer.renderers.escape import for_markdown as md
 from analyzer.renderers.escape import markdown_code as code
-from analyzer.renderers.phrases import (PARTS, VERDICT_LABEL, Said, ceiling_text, input_notes, per_request, reason_text,
-    remedy_text, span_counts)
+from analyzer.renderers.phrases import (PARTS, VERDICT_LABEL, Said, ceiling_text, environment_note, input_notes,
+                                        per_request, reason_text, remedy_text, requests, span_counts)
 from analyzer.renderers.run_notes import incomplete_lines, week_over_week_lines
 
 
@@ -22,7 +22,7 @@ def to_markdown(report: dict) -> str:
         "# profile-first report",
         "",
         f"Window {md(w['start'])} → {md(w['end'])} · {span_counts(report)}"
-        + md(input_notes(inp)),
+        + md(input_notes(inp) + environment_note(report)),
         "",
     ]
     incomplete = incomplete_lines(report)
@@ -55,7 +55,7 @@ def to_markdown(report: dict) -> str:
                     "|" + "---|" * (7 + len(PARTS))]
             for h in s["hotspots"]:
                 b = h["breakdown"]
-                out.append(f"| {md(h['operation'])} | {md(h['category'])} | {h['share']:.0%} | {h['count']} | "
+                out.append(f"| {md(h['operation'])} | {md(h['category'])} | {h['share']:.0%} | {requests(h)} | "
                            f"{h['p50_ms']:.1f} | {h['p95_ms']:.1f} | {h['p99_ms']:.1f} | "
                            + " | ".join(f"{b[p]:.1f}" for p in PARTS) + " |")
             out.append("")

@@ -17,6 +17,14 @@ VERDICT_LABEL = {
 PARTS = ("self", "database", "cache", "remote", "messaging")
 
 
+def requests(hotspot: dict) -> str:
+    """A hot spot's request count: the estimate with the traces it rests on when the run was a
+    sample (`~12,400 (150 sampled)`), else the count."""
+    if "estimated_count" in hotspot:
+        return f"~{hotspot['estimated_count']:,.0f} ({hotspot['count']:,} sampled)"
+    return f"{hotspot['count']:,}"
+
+
 class Said:
     """Explanations already given in one report, and where."""
 
@@ -58,6 +66,18 @@ def span_counts(report: dict) -> str:
     if "spans" in w:
         return f"{w['spans']:,} spans in {w['traces']:,} traces in the window ({inp['spans']:,} spans read)"
     return f"{inp['spans']:,} spans in {inp['traces']:,} traces"
+
+
+def environment_note(report: dict) -> str:
+    """" · deployment.environment production: 120 of 240 spans read kept (left out: staging 120)", when
+    the report's environment filter left spans out; "" otherwise."""
+    f = report.get("environment_filter")
+    if not f or f["spans_kept"] == f["spans_read"]:
+        return ""
+    out = [f"{n:,} {name}" for name, n in sorted(f["by_environment"].items(), key=lambda x: -x[1])
+           if name and name not in f["environments"]]
+    return (f" · deployment.environment {' or '.join(f['environments'])}: {f['spans_kept']:,} of "
+            f"{f['spans_read']:,} spans read kept (left out: {', '.join(out)})")
 
 
 def input_notes(inp: dict) -> str:

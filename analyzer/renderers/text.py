@@ -15,8 +15,8 @@ from rich.table import Table
 
 from analyzer.renderers import profile as profile_section
 from analyzer.renderers.escape import for_rich_markup as esc
-from analyzer.renderers.phrases import (VERDICT_LABEL, Said, breakdown_parts, ceiling_text, input_notes, per_request,
-    reason_text, remedy_text, span_counts)
+from analyzer.renderers.phrases import (VERDICT_LABEL, Said, breakdown_parts, ceiling_text, environment_note,
+                                        input_notes, per_request, reason_text, remedy_text, requests, span_counts)
 from analyzer.renderers.run_notes import incomplete_lines, week_over_week_lines
 
 STYLE = {"recommended": "bold red", "not_recommended": "bold green", "insufficient_evidence": "bold yellow"}
@@ -28,7 +28,7 @@ def to_text(report: dict, width: int = 120, color: bool = False) -> str:
                   highlight=False, emoji=False)
     w, inp = report["window"], report["input"]
     con.print(f"[bold]profile-first[/] {esc(w['start'])} → {esc(w['end'])} · {span_counts(report)}"
-              f"{esc(input_notes(inp))}")
+              f"{esc(input_notes(inp) + environment_note(report))}")
     for line in incomplete_lines(report):
         con.print(f"[bold yellow]INCOMPLETE:[/] {esc(line)}")
     said = Said()
@@ -57,7 +57,7 @@ def to_text(report: dict, width: int = 120, color: bool = False) -> str:
             table.add_column(col, justify="right", no_wrap=True)
         table.add_column("mean critical path, ms", min_width=15)
         for h in s["hotspots"]:
-            table.add_row(esc(h["operation"]), esc(h["category"]), f"{h['share']:.0%}", str(h["count"]),
+            table.add_row(esc(h["operation"]), esc(h["category"]), f"{h['share']:.0%}", requests(h),
                           f"{h['p50_ms']:.1f}", f"{h['p95_ms']:.1f}", f"{h['p99_ms']:.1f}", "\n".join(breakdown_parts(h["breakdown"])))  # a part per line: never split
         con.print(table)
         for h in s["hotspots"]:

@@ -35,9 +35,9 @@ from opentelemetry.trace import SpanKind
 from analyzer.breakdown import compute
 from analyzer.classify import category_shares, pick
 from analyzer.config import Config
-from analyzer.findings import Finding
+from analyzer.model.findings import Finding
 from analyzer.hotspots import find_hotspots
-from analyzer.signals import Series, Signals
+from analyzer.model.signals import Series, Signals
 from collectors.otlp_traces import load_traces
 from heuristics.context import HotspotContext
 from heuristics.engine import run_rules

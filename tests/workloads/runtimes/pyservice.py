@@ -2,17 +2,19 @@
 
 Each is a real process: a ThreadingHTTPServer whose requests are SERVER spans of the real
 OpenTelemetry SDK (written to SPANS as OTLP protobuf on SIGTERM), with prometheus_client's
-process collector and a request counter on /metrics for Prometheus to scrape.
+process collector, a request counter and the process's own wait for a core
+(analyzer.instrument.core_wait) on /metrics for Prometheus to scrape.
 
 - `gil`: every request runs ~15 ms of pure-Python arithmetic. Run pinned to one core under
   concurrent load: requests queue for the GIL behind each other's work.
-- `pygc`: every request builds cyclic garbage while 300,000 tracked objects stay live and the
-  collector's thresholds are low, so full collections run often and each walks the live set.
+- `pygc`: every request builds cyclic garbage that stays alive for a few requests while 300,000
+  tracked objects stay live and the collector's thresholds are low, so survivors reach the old
+  generation steadily and full collections, each walking the live set, run every few requests.
   GC is timed by analyzer.instrument.gc_pauses (python_gc_pause_seconds).
 - `background`: a thread burns ~0.3 cores whatever the requests do (an exporter or cache
   warmer); requests are rare and wait 20 ms on I/O; /healthz is a probe that does nothing.
-- `starved`: every request runs ~3 ms of arithmetic. Run at the lowest priority (nice 19) on a
-  core a CPU hog (nice 5) keeps busy: requests wait for the core, not for their own work.
+- `starved`: every request runs ~3 ms of arithmetic. Run at the lowest priority (SCHED_IDLE) on a
+  core other processes keep busy: requests wait for the core, not for their own work.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, generate_latest
 
+from analyzer.instrument import core_wait
 from tests.workloads.recording import write_proto_single
 
 
@@ -45,14 +48,23 @@ def spin(seconds: float) -> int:
 
 
 _live: list[dict] = []
+_recent: list[list[dict]] = []  # the last KEEP requests' cycles: they survive into the old generation
+KEEP = 4
 
 
 def garbage(cycles: int) -> int:
-    """`cycles` reference cycles, each freed only by the cycle collector."""
+    """`cycles` reference cycles, kept alive for the next KEEP requests and then freed only by the
+    cycle collector. Survivors reach the oldest generation at a steady pace, so full collections
+    (each walking the large live set) run every few requests, whatever else the host does."""
+    batch = []
     for i in range(cycles):
         a: dict = {"i": i}
         b: dict = {"a": a}
         a["b"] = b
+        batch.append(a)
+    _recent.append(batch)
+    if len(_recent) > KEEP:
+        _recent.pop(0)
     return cycles
 
 
@@ -82,6 +94,7 @@ def main(kind: str, port: int, spans_path: str) -> None:
     tracer = tp.get_tracer("tests.workloads.runtimes")
     requests = Counter("http_requests_total", "Requests served.")
     routes = handler_for(kind)
+    core_wait.install(otel=False)  # process_cpu_wait_seconds_total: its own wait for a core
     if kind == "pygc":
         from analyzer.instrument import gc_pauses
 

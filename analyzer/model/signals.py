@@ -28,8 +28,12 @@ class Signal:
     CPU_UTILIZATION = "cpu_utilization"  # 0..1 of the cores available to the process (OTel *.cpu.utilization)
     CPU_THROTTLED_FRACTION = "cpu_throttled_fraction"  # 0..1 of CFS periods throttled
     CPU_WAIT_SECONDS_PER_SECOND = "cpu_wait_seconds_per_second"  # s/s some task waited for a core (PSI)
+    # s/s the service's own threads were runnable but waited for a core (schedstat run-queue wait)
+    CPU_RUN_QUEUE_SECONDS_PER_SECOND = "cpu_run_queue_seconds_per_second"
     PROCESSES = "processes"  # processes (instances) of the service: each has its own GIL / event loop
     EVENT_LOOP_LAG = "event_loop_lag_seconds"  # s
+    # s: mean wait of an event for the Node event loop, beyond the delay monitor's own resolution
+    EVENT_LOOP_DELAY_MEAN = "event_loop_delay_mean_seconds"
     REQUESTS_PER_SECOND = "requests_per_second"  # 1/s, from server metrics
     CACHE_HIT_RATIO = "cache_hit_ratio"  # 0..1
     POOL_WAIT_SECONDS = "pool_wait_seconds"  # s, mean wait to get a DB connection

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from analyzer.arrays import hash_slices, mix
+from analyzer.model.arrays import hash_slices, mix
 
 # One pass for every literal and placeholder form: 'strings', 0x1F, -1.5e3, $1, :name, %s, %(name)s.
 # The lookahead on the characters a literal can start with lets the engine skip every other

@@ -5,6 +5,10 @@ names, statements, peers, code locations) are stored once in a lookup list and
 referenced by an int32 code, with -1 meaning "absent". Rows are sorted by
 (trace, start), so each trace is one contiguous index range.
 
+Each span also carries its resource's `deployment.environment` (`environment`, a code into
+`environments`, -1 when the resource names none): a code per resource, so filtering a run to
+production costs one comparison per span and no string per span.
+
 A table pulled as a sample (`collectors/sampling.py`) carries a weight per trace: how many
 traces of the store each sampled one stands for. Totals, shares and quantiles of hot spots
 use it, so a stratified sample that keeps the whole tail still gives unbiased figures.
@@ -81,6 +85,12 @@ class SpanTable:
     runtimes: dict[str, str] = field(default_factory=dict)  # service -> runtime name
     # float64 per trace code: traces of the population each sampled trace stands for; None = all 1
     trace_weight: np.ndarray | None = None
+    environment: np.ndarray | None = None  # int32 code into environments, -1 absent; None: all absent
+    environments: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.environment is None:
+            self.environment = np.full(self.start.shape[0], NO_CODE, dtype=np.int32)
 
     def __len__(self) -> int:
         return int(self.start.shape[0])
@@ -113,6 +123,15 @@ class SpanTable:
         except ValueError:
             return NO_CODE
 
+    def environment_mask(self, wanted: tuple[str, ...]) -> np.ndarray:
+        """Rows whose resource names one of `wanted` environments, or none at all (as the
+        Prometheus filter keeps series without the label)."""
+        keep = np.zeros(len(self.environments) + 1, dtype=bool)  # the last entry: code -1, absent
+        keep[-1] = True
+        for code, name in enumerate(self.environments):
+            keep[code] = name in wanted
+        return keep[self.environment]
+
     def take(self, rows: np.ndarray) -> "SpanTable":
         """A table with only `rows` (a boolean mask or sorted indices); parent links re-pointed."""
         idx = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64)
@@ -125,6 +144,7 @@ class SpanTable:
             for name in (
                 "trace", "span_id", "parent_id", "service", "name", "kind", "start", "end",
                 "status", "span_class", "db_system", "statement", "peer", "code_location", "cache_key",
+                "environment",
             )
         }
         return SpanTable(
@@ -138,5 +158,6 @@ class SpanTable:
             strings=self.strings,
             runtimes=self.runtimes,
             trace_weight=self.trace_weight,
+            environments=self.environments,
             **cols,
         )

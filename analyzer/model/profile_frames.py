@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from analyzer.profile import Frame
+from analyzer.model.profile import Frame
 
 OWN, LIBRARY, RUNTIME = "own", "library", "runtime"
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 SERVICE_NAME = "service.name"
 PROCESS_RUNTIME_NAME = "process.runtime.name"
 TELEMETRY_SDK_LANGUAGE = "telemetry.sdk.language"
+# A resource's environment: the 1.27 name first, then the older one most SDKs still set.
+DEPLOYMENT_ENVIRONMENT = ("deployment.environment.name", "deployment.environment")
 
 # Each derived field -> the attribute keys that carry it, preferred first.
 DB_SYSTEM = ("db.system.name", "db.system")

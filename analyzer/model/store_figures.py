@@ -31,7 +31,7 @@ class OperationFigures:
 class Repetition:
     """One normalized statement in one (service, entry operation), counted per trace."""
 
-    statement: str  # normalized as the SpanTable normalizes (analyzer/statement.py)
+    statement: str  # normalized as the SpanTable normalizes (analyzer/model/statement.py)
     traces: int  # traces whose requests ran it
     executions: int
     most_in_one_trace: int

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analyzer.arrays import mix, unique_inverse
-from analyzer.model import SpanTable
-from analyzer.semconv import runtime_of
+from analyzer.model.arrays import RANGE_ROWS, mix, unique_inverse
+from analyzer.model.spans import SpanTable
+from analyzer.model.semconv import DEPLOYMENT_ENVIRONMENT, runtime_of
 
 
 class Interner:
@@ -78,6 +78,7 @@ class Batch:
     peer: np.ndarray  # int32
     code_location: np.ndarray  # int32
     cache_key: np.ndarray  # int32
+    environment: np.ndarray | None = None  # int32 codes of TableBuilder.environments; None: all absent
 
 
 @dataclass
@@ -99,6 +100,7 @@ class TableBuilder:
     peers: Interner = field(default_factory=Interner)
     code_locations: Interner = field(default_factory=Interner)
     strings: Interner = field(default_factory=Interner)
+    environments: Interner = field(default_factory=Interner)
     runtimes: dict[str, str] = field(default_factory=dict)
     batches: list[Batch] = field(default_factory=list)
     repairs: Repairs = field(default_factory=Repairs)
@@ -110,8 +112,18 @@ class TableBuilder:
             self.runtimes[name] = runtime
         return code
 
+    def environment(self, attrs: dict) -> int:
+        """The code of a resource's `deployment.environment` (under either name), -1 when it names none."""
+        for key in DEPLOYMENT_ENVIRONMENT:
+            value = attrs.get(key)
+            if value is not None and value != "":
+                return self.environments.code(str(value))
+        return -1
+
     def add(self, batch: Batch) -> None:
         if batch.kind.shape[0]:
+            if batch.environment is None:
+                batch.environment = np.full(batch.kind.shape[0], -1, dtype=np.int32)
             self.batches.append(batch)
 
     def finish(self) -> SpanTable:
@@ -126,7 +138,7 @@ class TableBuilder:
             return out
 
         cols = {name: cat(name, dtype) for name, dtype in _COLUMNS}
-        trace, trace_ids, by_trace = _trace_codes(cat("trace_hi", np.uint64), cat("trace_lo", np.uint64))
+        hi, lo = cat("trace_hi", np.uint64), cat("trace_lo", np.uint64)
         self.batches = []  # the columns now own the data
 
         start, end = cols["start"], cols["end"]
@@ -134,21 +146,34 @@ class TableBuilder:
         self.repairs.negative_duration += int(bad.sum())
         cols["end"] = np.where(bad, start, end)
 
-        # Duplicates: keep the first copy read of each (trace, span id).
-        first, parent_read = _links(trace, cols["span_id"], cols["parent_id"])
-        kept = int(np.count_nonzero(first))
+        # Every trace lies in one range of rows grouped by trace-id prefix: numbering, duplicates,
+        # parent links and the row order are found per range, with sorts that fit in cache.
+        perm, cuts = _trace_ranges(hi, lo)
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        n_traces = kept = 0
+        for i, j in zip(cuts[:-1], cuts[1:]):
+            r = perm[i:j]
+            local, ids, by_trace = _trace_codes(hi[r], lo[r])
+            r, local = r[by_trace], local[by_trace]
+            # Duplicates: keep the first copy read of each (trace, span id).
+            first, parent_read = _links(local, cols["span_id"][r], cols["parent_id"][r])
+            # Final row order: by trace, then start time, so each trace is a contiguous range.
+            at = np.flatnonzero(first)
+            at = at[_stable_order(local[at], cols["start"][r[at]])]
+            final = np.empty(r.shape[0], dtype=np.int32)
+            final[at] = np.arange(kept, kept + at.shape[0], dtype=np.int32)
+            parent_at = parent_read[at]
+            parent = np.where(parent_at >= 0, final[parent_at], -1).astype(np.int32)
+            parts.append((r[at], (local[at] + n_traces).astype(np.int32), parent, ids))
+            n_traces += ids.shape[0]
+            kept += at.shape[0]
+        del perm, hi, lo
         self.repairs.duplicate_spans += n - kept
-
-        # Final row order: by trace, then start time, so each trace is a contiguous range.
-        rows = by_trace if kept == n else by_trace[first[by_trace]]
-        del first, by_trace
-        rows = rows[_stable_order(trace[rows], cols["start"][rows])]
-        final = np.empty(n, dtype=np.int32)
-        final[rows] = np.arange(rows.shape[0], dtype=np.int32)
-        parent_read = parent_read[rows]
-        parent = np.where(parent_read >= 0, final[parent_read], -1).astype(np.int32)
-        del final, parent_read
-        trace = trace[rows]
+        rows = _joined([p[0] for p in parts], np.intp)
+        trace = _joined([p[1] for p in parts], np.int32)
+        parent = _joined([p[2] for p in parts], np.int32)
+        trace_ids = np.concatenate([p[3] for p in parts]) if parts else np.zeros((0, 16), np.uint8)
+        del parts
         cols = {k: v[rows] for k, v in cols.items()}
 
         has_parent_id = cols["parent_id"] != 0
@@ -166,6 +191,7 @@ class TableBuilder:
             peers=self.peers.values(),
             code_locations=self.code_locations.values(),
             strings=self.strings.values(),
+            environments=self.environments.values(),
             runtimes=dict(self.runtimes),
             **cols,
         )
@@ -174,7 +200,30 @@ class TableBuilder:
 _COLUMNS = (("service", np.int32), ("span_id", np.uint64), ("parent_id", np.uint64), ("name", np.int32), ("kind", np.int8),
             ("start", np.int64), ("end", np.int64), ("status", np.int8), ("span_class", np.int8),
             ("db_system", np.int32), ("statement", np.int32), ("peer", np.int32), ("code_location", np.int32),
-            ("cache_key", np.int32))
+            ("cache_key", np.int32), ("environment", np.int32))
+
+
+def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+def _trace_ranges(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Rows grouped by the top 16 bits of their trace id (read order kept within a group: a radix
+    sort), and cut points into them about `RANGE_ROWS` rows apart at group boundaries. Each range
+    holds whole traces, and the ranges come in trace-id order. The prefix is taken of the high
+    half, or of the low half when every high half is equal (64-bit ids), below the bits all
+    share; a group larger than `RANGE_ROWS` (ids made by hand) is one range, just slower to sort."""
+    n = hi.shape[0]
+    if n <= RANGE_ROWS:
+        return np.arange(n, dtype=np.intp), [0, n]
+    word = lo if hi.min() == hi.max() else hi
+    low = word.min()
+    shift = max(0, int(word.max() - low).bit_length() - 16)
+    group = ((word - low) >> np.uint64(shift)).astype(np.uint16)
+    perm = np.argsort(group, kind="stable")
+    ends = np.cumsum(np.bincount(group, minlength=1 << 16))
+    at = np.searchsorted(ends, np.arange(RANGE_ROWS, n, RANGE_ROWS))
+    return perm, [0, *sorted(set(ends[at].tolist()) - {n}), n]
 
 
 def _stable_order(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
