@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_analyze [--input DIR] [--sizes 100000,300000,1000000]
         [--forms pb,binpb,jsonl] [--json OUT]
+    python -m benchmarks.bench_analyze --growth 1000000,10000000 [--input DIR]
 
 Per size and form, each in a fresh subprocess (`common.measure_in_subprocess`):
   - the full pipeline to a JSON report string: `load_traces` -> `analyze(Inputs(...), Config())`
@@ -13,12 +14,19 @@ Per size and form, each in a fresh subprocess (`common.measure_in_subprocess`):
 Times are CPU seconds (user + system) of the measured process: on a shared 2-core machine wall
 time drifts with other jobs, CPU time much less. Memory is peak RSS and, per span, the peak above
 the post-import baseline. Growth is the 1M run over the 100k run (linear is x10).
+
+`--growth 1000000,10000000` (`make bench-10m`) measures the framed protobuf path at both sizes in
+interleaved runs, best CPU of three each, with the floor beside every run: CPU growth and its
+exponent, the reader's (`load_traces`) and the whole pipeline's ratio to the floor at each size,
+and peak RSS per span; each against its target from issue 17.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,14 +58,16 @@ MAX_GROWTH = 11.0
 
 def run_analysis(path: str) -> dict:
     """The measured call: OTLP file -> JSON report text, as `profile-first analyze --format json`."""
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu, before = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     loaded = load_traces([path])
     t_load = time.process_time() - cpu
     report = analyze(Inputs(table=loaded.table, sources=loaded.sources, repairs=loaded.repairs), Config())
     text = to_json(report)
     cpu_s = time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_SELF)
     return {"spans": len(loaded.table), "bytes": Path(path).stat().st_size,
             "seconds": time.perf_counter() - wall, "cpu_s": cpu_s, "load_cpu_s": t_load,
+            "user_s": after.ru_utime - before.ru_utime, "sys_s": after.ru_stime - before.ru_stime,
             "report_bytes": len(text)}
 
 
@@ -123,8 +133,6 @@ def bench(input_dir: Path, sizes: Sequence[int], forms: Sequence[str], repeat: i
             row = Row(form, n, fig, max(1e-9, fig.extra["cpu_s"] - startup[form]), floor)
             rows.append(row)
             emit(row.line())
-    for line in growth_lines(rows):
-        emit(line)
     return rows
 
 
@@ -144,6 +152,111 @@ def growth_lines(rows: Sequence[Row]) -> list[str]:
     return out
 
 
+# Growth to 10M spans (issue 17), on the framed protobuf path.
+GROWTH_FORM = "binpb"
+GROWTH_ROUNDS = 3  # runs per size, alternated between the sizes; the lowest CPU time of each kept
+MAX_GROWTH_TO_10X = 10.5  # CPU for 10x the spans (exponent 1.02)
+READER_TARGETS = {1_000_000: 2.5, 10_000_000: 2.8}  # load_traces CPU over the ParseFromString floor
+MAX_BYTES_PER_SPAN_10M = 320
+
+
+@dataclass(frozen=True)
+class Growth:
+    """Best-of-interleaved figures at a small and a large size, net of start-up."""
+
+    small: int
+    large: int
+    runs: dict[int, list[Figures]]  # every run, in the order taken
+    floors: dict[int, Figures]  # the lowest-CPU floor run per size
+    startup: Figures  # the tiny run (start-up and first-call costs)
+
+    def best(self, n: int) -> Figures:
+        return min(self.runs[n], key=lambda f: f.extra["cpu_s"])
+
+    def net(self, n: int, key: str = "cpu_s") -> float:
+        """A figure of the best run at `n` spans (cpu_s, user_s, sys_s, load_cpu_s) minus the tiny run's."""
+        return self.best(n).extra[key] - self.startup.extra[key]
+
+    def cpu(self, n: int) -> float:
+        return max(1e-9, self.net(n))  # (tiny sizes on a busy machine: a start-up run can cost more)
+
+    def reader_cpu(self, n: int) -> float:
+        return self.net(n, "load_cpu_s")
+
+    @property
+    def ratio(self) -> float:
+        return self.cpu(self.large) / self.cpu(self.small)
+
+    @property
+    def exponent(self) -> float:
+        """d log(CPU) / d log(spans): 1 is linear."""
+        return math.log(self.ratio) / math.log(self.large / self.small)
+
+    def bytes_per_span(self, n: int) -> float:
+        f = self.best(n)
+        return (f.peak_rss - f.base_rss) / n
+
+    def lines(self) -> list[str]:
+        out = []
+        for n in (self.small, self.large):
+            b, fl = self.best(n), self.floors[n]
+            floor = fl.extra["cpu_s"]
+            target = READER_TARGETS.get(n)
+            cpus = sorted(f.extra["cpu_s"] for f in self.runs[n])
+            out.append(
+                f"{GROWTH_FORM} {n:>11,} spans  cpu {self.cpu(n):7.2f} s (user {self.net(n, 'user_s'):6.2f}, "
+                f"sys {self.net(n, 'sys_s'):5.2f}; runs {', '.join(f'{c:.2f}' for c in cpus)})  "
+                f"peak RSS {b.peak_rss / 2**20:6.0f} MiB {self.bytes_per_span(n):4.0f} B/span"
+                + (f" (target <= {MAX_BYTES_PER_SPAN_10M})" if n >= 10_000_000 else ""))
+            out.append(
+                f"{'':>6}floor {floor:6.2f} s: reader x{self.reader_cpu(n) / floor:4.2f}"
+                + (f" (target <= x{target:g})" if target else "")
+                + f", end to end x{self.cpu(n) / floor:4.2f}")
+        scale = self.large / self.small
+        target = MAX_GROWTH_TO_10X ** math.log10(scale)
+        out.append(f"growth {self.small:,} -> {self.large:,} spans (x{scale:g}), best of {len(self.runs[self.small])} "
+                   f"interleaved: cpu x{self.ratio:5.2f} (target <= x{target:.2f}), exponent {self.exponent:.3f}; "
+                   f"user x{self.net(self.large, 'user_s') / self.net(self.small, 'user_s'):5.2f}, "
+                   f"sys x{self.net(self.large, 'sys_s') / max(1e-9, self.net(self.small, 'sys_s')):5.2f}")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"form": GROWTH_FORM, "small": self.small, "large": self.large,
+                "cpu_s": {n: round(self.cpu(n), 3) for n in (self.small, self.large)},
+                "runs_cpu_s": {n: [round(f.extra["cpu_s"], 3) for f in self.runs[n]] for n in self.runs},
+                "reader_cpu_s": {n: round(self.reader_cpu(n), 3) for n in (self.small, self.large)},
+                "user_s": {n: round(self.net(n, "user_s"), 3) for n in (self.small, self.large)},
+                "sys_s": {n: round(self.net(n, "sys_s"), 3) for n in (self.small, self.large)},
+                "floor_cpu_s": {n: round(f.extra["cpu_s"], 3) for n, f in self.floors.items()},
+                "peak_rss": {n: self.best(n).peak_rss for n in (self.small, self.large)},
+                "bytes_per_span": {n: round(self.bytes_per_span(n)) for n in (self.small, self.large)},
+                "ratio": round(self.ratio, 3), "exponent": round(self.exponent, 4)}
+
+
+def growth(input_dir: Path, small: int, large: int, rounds: int = GROWTH_ROUNDS, emit=print) -> Growth:
+    """CPU growth of the framed protobuf path from `small` to `large` spans: `rounds` runs of each
+    size alternated (small, large, small, ...) with the floors, so that both sizes see the same
+    machine load, and the lowest CPU time of each kept: a busy machine slows some runs, it does not
+    make the best of several faster."""
+    fl = _floor(GROWTH_FORM)
+    tiny = ensure_inputs(input_dir, TINY, forms=(GROWTH_FORM,))[GROWTH_FORM]
+    paths = {n: ensure_inputs(input_dir, n, forms=(GROWTH_FORM,))[GROWTH_FORM] for n in (small, large)}
+    startup = _measure(tiny, f"analyze {GROWTH_FORM} tiny", rounds)
+    runs: dict[int, list[Figures]] = {small: [], large: []}
+    floors: dict[int, list[Figures]] = {small: [], large: []}
+    for i in range(rounds):
+        for n in (small, large):
+            fig = measure_in_subprocess("benchmarks.bench_analyze:run_analysis", {"path": str(paths[n])},
+                                        label=f"analyze {GROWTH_FORM}")
+            if fig.spans != n:
+                raise RuntimeError(f"analyze {paths[n]}: {fig.spans} spans in the table, expected {n}")
+            runs[n].append(fig)
+            floors[n].append(measure_in_subprocess(fl.fn_path, {"path": str(paths[n])}, label=fl.label))
+            emit(f"  round {i + 1}/{rounds}: {n:,} spans cpu {fig.extra['cpu_s']:.2f} s, "
+                 f"floor {floors[n][-1].extra['cpu_s']:.2f} s")
+    return Growth(small, large, runs, {n: min(f, key=lambda x: x.extra["cpu_s"]) for n, f in floors.items()}, startup)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_analyze", description=__doc__.split("\n")[0])
     ap.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="gen_traces output (generated when missing)")
@@ -151,9 +264,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--forms", default="pb,binpb,jsonl", help=f"comma list of {','.join(FORMS)}")
     ap.add_argument("--repeat", type=int, default=1, help="runs per figure, the lowest CPU time is kept")
     ap.add_argument("--json", type=Path, help="also write the rows here as JSON")
+    ap.add_argument("--growth", metavar="SMALL,LARGE", help=f"only the {GROWTH_FORM} growth between two sizes, "
+                    f"e.g. 1000000,10000000 ({GROWTH_ROUNDS} interleaved runs each)")
     args = ap.parse_args(argv)
+    if args.growth:
+        small, large = (int(x) for x in args.growth.split(","))
+        g = growth(args.input, small, large, emit=lambda line: print(line, flush=True))
+        for line in g.lines():
+            print(line, flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(g.to_dict(), indent=2) + "\n")
+        return
     rows = bench(args.input, [int(s) for s in args.sizes.split(",") if s], [f for f in args.forms.split(",") if f],
                  args.repeat, emit=lambda line: print(line, flush=True))
+    for line in growth_lines(rows):
+        print(line, flush=True)
     if args.json:
         args.json.write_text(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
 

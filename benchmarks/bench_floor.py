@@ -136,15 +136,21 @@ def available_floors() -> list[Floor]:
     return [f for f in FLOORS if have_orjson or dict(f.kwargs).get("lib") != "orjson"]
 
 
-def ensure_inputs(input_dir: Path, n_spans: int, generate: bool = True) -> dict[str, Path]:
-    """The generated files for `n_spans`, generating them (seed 0) when missing and allowed."""
+def ensure_inputs(input_dir: Path, n_spans: int, generate: bool = True,
+                  forms: Sequence[str] | None = None) -> dict[str, Path]:
+    """The generated files for `n_spans`, generating them (seed 0) when missing and allowed; only
+    the `forms` given (keys of `paths_for`, e.g. "binpb", "binpb.gz") when not None: at 10M spans
+    the other forms would take minutes and gigabytes more."""
     paths = paths_for(input_dir, n_spans)
+    if forms is not None:
+        paths = {k: p for k, p in paths.items() if k in forms}
     if not all(p.exists() for p in paths.values()):
+        formats = sorted({k.split(".")[0] for k in paths})
         if not generate:
             missing = [str(p) for p in paths.values() if not p.exists()]
             raise FileNotFoundError(f"missing {missing}; run python -m benchmarks.gen_traces "
-                                    f"--spans {n_spans} --out {input_dir}")
-        gen_main(["--spans", str(n_spans), "--out", str(input_dir)])
+                                    f"--spans {n_spans} --out {input_dir} --formats {','.join(formats)}")
+        gen_main(["--spans", str(n_spans), "--out", str(input_dir), "--formats", ",".join(formats)])
     return paths
 
 

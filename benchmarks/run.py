@@ -3,8 +3,11 @@
     python -m benchmarks.run [--quick] [--skip receiver,prometheus] [--no-json]
 
 1. Trace analysis end to end against its parse floor (`bench_analyze`): `.pb`, `.binpb`, `.jsonl` at
-   100k, 300k and 1M spans, the gzip forms at 300k, and the growth 100k -> 1M; each figure and
-   floor the lower CPU time of two fresh-process runs.
+   100k, 300k and 1M spans, the gzip forms at 300k; each figure and floor the lower CPU time of two
+   fresh-process runs. Then the growth of the framed protobuf path from 100k to 1M spans (with
+   `--growth-to 10000000`, `make bench-10m`: from 1M to 10M, ~10 minutes more and 4 GB of input
+   under `.bench/`), best CPU of three runs of each size alternated, with the reader's ratio to
+   the floor at both sizes, peak RSS per span and the growth exponent.
 2. The OTLP/HTTP receiver (`bench_receiver.py`): as fast as a load generator in another process
    can send for 10 s, then paced at 100,000 spans/s for 10 s with the capture written in its
    default format (framed protobuf + zstd, target >= 100,000 spans/s); both must lose nothing.
@@ -55,6 +58,15 @@ def analysis(sizes: Sequence[int], gz_size: int | None) -> list[dict]:
     if gz_size:
         rows += bench_analyze.bench(bench_analyze.DEFAULT_INPUT, [gz_size], ("binpb.gz", "jsonl.gz"), REPEAT, emit=emit)
     return [r.to_dict() for r in rows]
+
+
+def growth(small: int, large: int) -> dict:
+    _section(f"growth of the framed protobuf path, {small:,} -> {large:,} spans: CPU seconds, best of "
+             f"{bench_analyze.GROWTH_ROUNDS} runs per size alternated, start-up subtracted; floors beside")
+    g = bench_analyze.growth(bench_analyze.DEFAULT_INPUT, small, large, emit=lambda line: print(line, flush=True))
+    for line in g.lines():
+        print(line, flush=True)
+    return g.to_dict()
 
 
 def _receiver_run(label: str, *args: str) -> dict[str, Any]:
@@ -123,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="comma list of ClickHouse table sizes (opt-in: 2000000,10000000,50000000)")
     ap.add_argument("--clickhouse-dir", type=Path, default=REPO / ".bench" / "clickhouse",
                     help="where the ClickHouse tables are built and cached (50M spans: ~2.7 GB)")
+    ap.add_argument("--growth-to", type=int, default=1_000_000, metavar="N",
+                    help="growth measured from N/10 to N spans (default 1000000; make bench-10m: 10000000)")
     ap.add_argument("--no-json", action="store_true", help="do not write .bench/results.json")
     args = ap.parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
@@ -131,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "analysis" not in skip:
         sizes = (100_000, 300_000) if args.quick else bench_analyze.DEFAULT_SIZES
         results["analysis"] = analysis(sizes, None if args.quick else 300_000)
+        if not args.quick:
+            results["growth"] = growth(args.growth_to // 10, args.growth_to)
     if "receiver" not in skip:
         results["receiver"] = receiver()
     if "prometheus" not in skip:
