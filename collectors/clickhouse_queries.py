@@ -148,25 +148,36 @@ def _trace_conds(trace_ids: Sequence[str], start_ns: int | None, end_ns: int | N
     return " AND ".join(conds), params
 
 
+def resources(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end_ns: int | None,
+              b: Bounds, max_rows: int) -> Query:
+    """The resource attributes the SpanTable reads (runtime, deployment.environment) of the entry
+    spans of `trace_ids`, per (trace, service). A service's spans in one trace run in the process
+    of its entry span, so they share its resource; entry spans sit in a small part of the
+    table's granules (their operations'), and the (large) ResourceAttributes map is read there
+    only, instead of in every granule a sampled span is in."""
+    where, params = _trace_conds(trace_ids, start_ns, end_ns)
+    params.update({f"r{i}": key for i, key in enumerate(RESOURCE_KEYS)}, entry_kinds=list(ENTRY_KINDS))
+    columns = ", ".join(f"ResourceAttributes[{{r{i}:String}}] AS r{i}" for i in range(len(RESOURCE_KEYS)))
+    return (f"SELECT TraceId AS trace_id, ServiceName AS service, {columns} FROM {shape.ref.sql} "
+            f"PREWHERE {where} AND {_ENTRY} LIMIT 1 BY TraceId, ServiceName{_settings(b, max_rows)}", params)
+
+
 def spans(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end_ns: int | None,
           b: Bounds, max_rows: int) -> Query:
-    """Every span of `trace_ids` (in the time range when given, to prune partitions)."""
+    """Every span of `trace_ids` (in the time range when given, to prune partitions); their
+    resources come from `resources`."""
     where, params = _trace_conds(trace_ids, start_ns, end_ns)
     params["span_keys"] = list(SPAN_KEYS)
     # The statement's normalizedQueryHash ties the sample's statements to the store's repetition counts.
     params.update(_STATEMENT_PARAMS)
-    resource = []
-    for i, key in enumerate(RESOURCE_KEYS):
-        resource.append(f"ResourceAttributes[{{r{i}:String}}] AS r{i}" if shape.has_resource_attributes else f"'' AS r{i}")
-        params[f"r{i}"] = key
     # One pass over each span's map keeping the keys the SpanTable derives from (several times
     # faster than a lookup per key), and none for entry spans, whose attributes are not read.
     return (f"SELECT TraceId AS trace_id, SpanId AS span_id, ParentSpanId AS parent_id, SpanName AS name, "
             f"SpanKind AS kind, ServiceName AS service, toUnixTimestamp64Nano(Timestamp) AS start, "
             f"{shape.duration_sql} AS dur, StatusCode AS status, "
             f"if({_ENTRY} OR {_STATEMENT} = '', toUInt64(0), normalizedQueryHash({_STATEMENT})) AS h, "
-            f"if({_ENTRY}, map(), mapFilter((k, v) -> k IN {{span_keys:Array(String)}}, SpanAttributes)) AS attrs, "
-            f"{', '.join(resource)} FROM {shape.ref.sql} WHERE {where}{_settings(b, max_rows)}",
+            f"if({_ENTRY}, map(), mapFilter((k, v) -> k IN {{span_keys:Array(String)}}, SpanAttributes)) AS attrs "
+            f"FROM {shape.ref.sql} WHERE {where}{_settings(b, max_rows)}",
             {**params, "entry_kinds": list(ENTRY_KINDS)})
 
 

@@ -8,7 +8,8 @@
    below, weights 1 / inclusion probability, scaled by the store's count over the listing).
 4. Every span of the sampled traces is fetched in one query, with only the attributes the
    SpanTable derives from (the map filtered to those keys), the runtime and environment
-   from each span's resource, and decoded by the same derivation
+   of each span from its service's entry span in the trace (one more query, which reads the
+   resource map in the entry spans' granules only), and decoded by the same derivation
    as the OTLP readers (`TraceDecoder.derive`), each statement with its `normalizedQueryHash`.
 5. For the statements a sampled trace runs more than once (the only ones an N+1 finding can
    name), their per-trace repetitions over every trace of the window, in the store, reading
@@ -140,9 +141,11 @@ def _load(src: Source, ref: TableRef, opts: Options, window: q.Window) -> Loaded
     statements = SampleStatements()
     for i in range(0, len(ids), IDS_PER_QUERY):
         chunk = ids[i:i + IDS_PER_QUERY]
+        resources = Resources(rows(q.resources(shape, chunk, t0, t1, b, opts.max_sample_spans))
+                              if shape.has_resource_attributes else [])
         queries += 1
         for batch in src.batches(*q.spans(shape, chunk, t0, t1, b, opts.max_sample_spans)):
-            _add_spans(builder, decoder, batch, stats, pulled, statements)
+            _add_spans(builder, decoder, batch, stats, pulled, statements, resources)
             if stats.spans > opts.max_sample_spans:
                 raise ClickHouseError(f"the sample holds more than {opts.max_sample_spans:,} spans; "
                                       f"lower the sample size ([sources.clickhouse] tail_cap, body_size)")
@@ -231,12 +234,29 @@ def _sample(figures: StoreFigures, rows, shape: TableShape, window: q.Window, op
     return draw(cands, opts.plan, population=population)
 
 
+class Resources:
+    """Each sampled span's resource (runtime, environment): its service's entry span's in the
+    same trace, else the one its service's entry spans carry most often."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        width = len(q.RESOURCE_KEYS)
+        self.by_trace = {(r["trace_id"], r["service"]): tuple(r[f"r{i}"] for i in range(width)) for r in rows}
+        counts: dict[str, dict[tuple[str, ...], int]] = {}
+        for (_, service), values in self.by_trace.items():
+            per = counts.setdefault(service, {})
+            per[values] = per.get(values, 0) + 1
+        self.by_service = {s: max(per, key=lambda v: (per[v], v)) for s, per in counts.items()}
+        self.none = ("",) * width
+
+    def of(self, trace_id: str, service: str) -> tuple[str, ...]:
+        return self.by_trace.get((trace_id, service)) or self.by_service.get(service) or self.none
+
+
 def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: SourceStats, pulled: set[str],
-               statements: SampleStatements) -> None:
+               statements: SampleStatements, resources: Resources) -> None:
     """One Arrow batch of the `spans` query into the builder, attributes derived by the decoder."""
     cols = {name: batch.column(name).to_pylist()
-            for name in ("trace_id", "span_id", "parent_id", "name", "kind", "service", "r0", "r1", "r2", "r3",
-                         "status")}
+            for name in ("trace_id", "span_id", "parent_id", "name", "kind", "service", "status")}
     tids, sids, pids = cols["trace_id"], cols["span_id"], cols["parent_id"]
     # Ids are checked for all rows at once; only a damaged row goes through Python.
     keep_mask = _hex_ids(tids, 32) & _hex_ids(sids, 16)
@@ -255,7 +275,8 @@ def _add_spans(builder: TableBuilder, decoder: TraceDecoder, batch: Any, stats: 
     keys, values, offsets = attrs.keys.to_pylist(), attrs.items.to_pylist(), attrs.offsets.to_numpy().tolist()
     services: dict[tuple[str, str, str, str, str], tuple[int, int]] = {}
     svc = []
-    for k in zip(cols["service"], cols["r0"], cols["r1"], cols["r2"], cols["r3"]):
+    for trace_id, service in zip(tids, cols["service"]):
+        k = (service, *resources.of(trace_id, service))
         code = services.get(k)
         if code is None:
             name, r0, r1, r2, r3 = k

@@ -491,3 +491,29 @@ def test_a_missing_driver_says_how_to_install_it(tmp_path: Path) -> None:
                        cwd=Path(__file__).resolve().parents[1])
     assert p.returncode == 2 and "pip install 'profile-first[clickhouse]'" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_each_sampled_span_keeps_its_own_environment(tmp_path: Path, orders_n_plus_one_jsonl: Path) -> None:
+    """The same service in production and staging (the staging copy with its own trace ids): the
+    sampled spans take the resource of their service's entry span in their own trace, so a
+    report over both environments reads each span under the right one, none under the other."""
+    store = _fill(tmp_path / "envs", [orders_n_plus_one_jsonl])
+    new_id = " || ".join(f"leftPad(lower(hex(cityHash64(TraceId, {i}))), 16, '0')" for i in (1, 2))
+    s = chdb_session.Session(str(store))
+    try:
+        s.query("ALTER TABLE otel.otel_traces UPDATE ResourceAttributes = mapUpdate(ResourceAttributes, "
+                "map('deployment.environment.name', 'production')) WHERE 1 SETTINGS mutations_sync = 1")
+        s.query(f"INSERT INTO otel.otel_traces SELECT * REPLACE ({new_id} AS TraceId, mapUpdate(ResourceAttributes, "
+                f"map('deployment.environment.name', 'staging')) AS ResourceAttributes) FROM otel.otel_traces")
+        spans = int(str(s.query("SELECT count() FROM otel.otel_traces", "CSV")).strip())
+    finally:
+        s.close()
+    p = subprocess.run([sys.executable, "-m", "analyzer", "report", "--clickhouse", f"chdb:{store}", "--end", "now",
+                        "--window", "1d", "--no-history", "--format", "json", "--output-dir", str(tmp_path / "out"),
+                        "--environment", "production", "--environment", "staging"], capture_output=True, text=True,
+                       timeout=300,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0, p.stderr
+    (folder,) = (tmp_path / "out").iterdir()
+    report = json.loads((folder / "report.json").read_text())
+    assert report["environment_filter"]["by_environment"] == {"production": spans // 2, "staging": spans // 2}
