@@ -149,17 +149,19 @@ def _trace_conds(trace_ids: Sequence[str], start_ns: int | None, end_ns: int | N
 
 
 def resources(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end_ns: int | None,
-              b: Bounds, max_rows: int) -> Query:
+              entry_operations: Sequence[tuple[str, str]], b: Bounds, max_rows: int) -> Query:
     """The resource attributes the SpanTable reads (runtime, deployment.environment) of the entry
     spans of `trace_ids`, per (trace, service). A service's spans in one trace run in the process
-    of its entry span, so they share its resource; entry spans sit in a small part of the
-    table's granules (their operations'), and the (large) ResourceAttributes map is read there
-    only, instead of in every granule a sampled span is in."""
+    of its entry span, so they share its resource. The (service, operation) pairs of the entry
+    spans (the ranking's) are the ordering key's prefix: only their granules are read, the trace
+    ids and the (large) ResourceAttributes map included, not every granule a sampled span is in."""
     where, params = _trace_conds(trace_ids, start_ns, end_ns)
-    params.update({f"r{i}": key for i, key in enumerate(RESOURCE_KEYS)}, entry_kinds=list(ENTRY_KINDS))
+    params.update({f"r{i}": key for i, key in enumerate(RESOURCE_KEYS)}, entry_kinds=list(ENTRY_KINDS),
+                  entry_ops=[tuple(g) for g in entry_operations])
     columns = ", ".join(f"ResourceAttributes[{{r{i}:String}}] AS r{i}" for i in range(len(RESOURCE_KEYS)))
     return (f"SELECT TraceId AS trace_id, ServiceName AS service, {columns} FROM {shape.ref.sql} "
-            f"PREWHERE {where} AND {_ENTRY} LIMIT 1 BY TraceId, ServiceName{_settings(b, max_rows)}", params)
+            f"WHERE (ServiceName, SpanName) IN {{entry_ops:Array(Tuple(String, String))}} AND {where} AND {_ENTRY} "
+            f"LIMIT 1 BY TraceId, ServiceName{_settings(b, max_rows)}", params)
 
 
 def spans(shape: TableShape, trace_ids: Sequence[str], start_ns: int | None, end_ns: int | None,

@@ -141,7 +141,8 @@ def _load(src: Source, ref: TableRef, opts: Options, window: q.Window) -> Loaded
     statements = SampleStatements()
     for i in range(0, len(ids), IDS_PER_QUERY):
         chunk = ids[i:i + IDS_PER_QUERY]
-        resources = Resources(rows(q.resources(shape, chunk, t0, t1, b, opts.max_sample_spans))
+        resources = Resources(rows(q.resources(shape, chunk, t0, t1, list(figures.operations), b,
+                                               opts.max_sample_spans))
                               if shape.has_resource_attributes else [])
         queries += 1
         for batch in src.batches(*q.spans(shape, chunk, t0, t1, b, opts.max_sample_spans)):
