@@ -185,6 +185,29 @@ def test_the_email_has_the_markdown_text_and_the_html_alternative(tmp_path, orde
     assert html == (folder / "report.html").read_text()
 
 
+class BusyInbox(Inbox):
+    """Answers the first message with a transient 451, as a server under load or greylisting does."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        if not getattr(self, "refused", False):
+            self.refused = True
+            return "451 4.3.0 try again later"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_transient_smtp_refusal_is_retried(tmp_path, orders_n_plus_one_jsonl):
+    inbox = BusyInbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        p = run_report(tmp_path, orders_n_plus_one_jsonl,
+                       EMAIL_CONFIG.format(port=controller.port, formats='["md"]'), {})
+    finally:
+        controller.stop()
+    assert p.returncode == 0, p.stderr
+    assert inbox.refused and len(inbox.messages) == 1
+
+
 def test_without_html_the_email_is_the_markdown_alone(tmp_path, orders_n_plus_one_jsonl, smtp_server):
     port, inbox = smtp_server
     p = run_report(tmp_path, orders_n_plus_one_jsonl, EMAIL_CONFIG.format(port=port, formats='["json"]'), {})

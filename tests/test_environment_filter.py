@@ -22,6 +22,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 
 from analyzer.model.semconv import DEPLOYMENT_ENVIRONMENT
+from analyzer.report_schema import validate_report
 from collectors.otlp_traces import load_traces
 from collectors.span_tables import mapping_from_pairs
 from tests.test_same_traces_every_format import TABLE_COLUMNS, write_jaeger, write_zipkin
@@ -113,6 +114,7 @@ def test_report_keeps_production_unless_staging_is_asked_for(production, staging
     # The header says what was left out, with the figures.
     assert (f"deployment.environment production: {len(production):,} of {len(production) + len(staging):,} "
             f"spans read kept (left out: {len(staging):,} staging)") in markdown.splitlines()[2]
+    validate_report(report)
     f = report["environment_filter"]
     assert f["environments"] == ["production"]
     assert f["by_environment"] == {"production": len(production), "staging": len(staging)}
@@ -133,6 +135,7 @@ def test_a_filter_that_matches_no_span_is_said_first_and_exits_3(staging, tmp_pa
     only_staging = write_jsonl(staging, tmp_path / "staging.otlp.jsonl")
     p, report, markdown = _report(tmp_path, only_staging)
     assert p.returncode == 3
+    validate_report(report)
     problem = report["completeness"]["problems"][0]
     assert problem["kind"] == "environment_not_found"
     assert "production" in problem["message"] and f"staging ({len(staging):,} spans)" in problem["message"]

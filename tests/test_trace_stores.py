@@ -359,7 +359,8 @@ def test_jaeger_and_zipkin_retry_5xx_and_keep_credentials_on_their_host(tt_trace
         start, end = _window(tt_traces) if kind == "jaeger" else (1451606400, 1577836800)
         s = StoreSettings(url=front.url, per_operation=3, retries=3)
         store = Jaeger(s) if kind == "jaeger" else Zipkin(s)
-        loaded = pull(store, s, start * NS, end * NS, None)
+        # One service each: a few dozen searches, each through the redirect.
+        loaded = pull(store, s, start * NS, end * NS, ["ts-preserve-service" if kind == "jaeger" else "auth"])
         assert loaded.table.n_traces > 0
         assert all(r.headers.get("authorization") == "Bearer s3cret-token-value" for r in front.requests)
         assert target.requests and not any("authorization" in r.headers for r in target.requests)
