@@ -28,18 +28,14 @@ import json
 from datetime import datetime, timezone
 from urllib.parse import quote
 
-import numpy as np
-
-from analyzer.model.arrays import weighted_quantile
 from collectors import jaeger_json, otlp_wrapped
 from collectors.otlp_files import SourceStats
 from collectors.otlp_shape import trace_id as hex_trace_id
 from collectors.sampling import Whole
 from collectors.store_pull import (NS, Found, Payload, StoreError, StoreSettings, candidate_of, checked, get_json,
-                                   search_each)
+                                   search_each, tail_pass)
 
 ENTRY_KINDS = ("server", "consumer", "", "unspecified")
-TAIL_Q = 0.95
 
 
 class Jaeger:
@@ -88,21 +84,8 @@ class Jaeger:
         found = {f.candidate.trace_id: f for f in search_each(
             pairs, lambda key, s, e: self._search(key[0], key[1], s, e, limit), start_ns, end_ns, limit,
             self.settings)}
-        # The tail on purpose: per entry operation listed, every trace above its p95 (minDuration).
-        groups: dict[tuple[str, str], list[int]] = {}
-        for f in found.values():
-            groups.setdefault((f.candidate.service, f.candidate.operation), []).append(f.candidate.duration_ns)
-        for key, durations in sorted(groups.items()):
-            threshold_us = int(weighted_quantile(np.asarray(durations), TAIL_Q) // 1000)
-            tail = [f for f in self._search(key[0], key[1], start_ns, end_ns, limit, min_us=threshold_us + 1)
-                    if (f.candidate.service, f.candidate.operation) == key
-                    and f.candidate.duration_ns > threshold_us * 1000]
-            for f in tail:
-                if f.candidate.trace_id not in found:
-                    found[f.candidate.trace_id] = f
-                    self._tail_added += 1
-            listed = sum(1 for f in found.values() if (f.candidate.service, f.candidate.operation) == key)
-            self._whole[key] = Whole(count=listed, tail_threshold_ns=threshold_us * 1000.0)
+        self._whole, self._tail_added = tail_pass(
+            found, lambda key, min_us: self._search(key[0], key[1], start_ns, end_ns, limit, min_us=min_us))
         return list(found.values())
 
     def _search(self, service: str, operation: str, start_ns: int, end_ns: int, limit: int,

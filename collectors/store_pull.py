@@ -25,16 +25,20 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from analyzer.model.table import TableBuilder
 from collectors import trace_json
 from collectors.http_auth import Transport, connect
 from collectors.http_client import HttpClient, Response, TransportError
 from collectors.otlp_files import SourceStats
 from collectors.otlp_traces import LoadedTraces, TraceDecoder
+from analyzer.model.arrays import weighted_quantile
 from collectors.sampling import Candidate, SamplingPlan, Whole, draw, weigh
 
 ENV_PREFIX = "PROFILE_FIRST_TRACES"
 NS = 1_000_000_000
+TAIL_Q = 0.95
 Progress = Callable[[int, int, str], None]
 Payload = tuple[str, object]  # ("proto", bytes) or ("json", a document trace_json reads)
 
@@ -161,6 +165,31 @@ def search_each(keys: list, search: Callable[[object, int, int], list[Found]], s
         for f in got:
             found.setdefault(f.candidate.trace_id, f)
     return list(found.values())
+
+
+def tail_pass(found: dict[str, Found], search_above: Callable[[tuple[str, str], int], list[Found]]
+              ) -> tuple[dict[tuple[str, str], Whole], int]:
+    """The tail on purpose, for a store that counts nothing (Jaeger, Zipkin): per root (service,
+    operation) listed, its p95 (of the listed durations, to the microsecond) becomes the
+    `minDuration` of one more search, `search_above(key, min_us)`, which lists the slow traces a
+    limit-cut first pass missed. They are added to `found` (trace id -> Found); returns each key's
+    `Whole` (listed count, split at that p95) and how many traces the tail searches added."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for f in found.values():
+        groups.setdefault((f.candidate.service, f.candidate.operation), []).append(f.candidate.duration_ns)
+    whole: dict[tuple[str, str], Whole] = {}
+    added = 0
+    for key, durations in sorted(groups.items()):
+        threshold_us = int(weighted_quantile(np.asarray(durations), TAIL_Q) // 1000)
+        # The store filters on any span of the service: keep the traces whose root is this key's and slow.
+        for f in search_above(key, threshold_us + 1):
+            c = f.candidate
+            if (c.service, c.operation) == key and c.duration_ns > threshold_us * 1000 and c.trace_id not in found:
+                found[c.trace_id] = f
+                added += 1
+        listed = sum(1 for f in found.values() if (f.candidate.service, f.candidate.operation) == key)
+        whole[key] = Whole(count=listed, tail_threshold_ns=threshold_us * 1000.0)
+    return whole, added
 
 
 def pull(store: Store, settings: StoreSettings, start_ns: int, end_ns: int, services: list[str] | None,

@@ -64,8 +64,9 @@ TEMPO = _store("Tempo", {
 JAEGER = _store("Jaeger query", {}, "Pull traces from the Jaeger query service (`--jaeger URL`): /api/v3 when "
                                     "it answers, else the legacy /api/traces; searched per (service, operation), "
                                     "and each entry operation's tail again with minDuration at its p95.")
-ZIPKIN = _store("Zipkin", {}, "Pull traces from Zipkin (`--zipkin URL`): /api/v2/services and /api/v2/traces "
-                              "per service, and once without serviceName for traces whose spans name no service.")
+ZIPKIN = _store("Zipkin", {}, "Pull traces from Zipkin (`--zipkin URL`): /api/v2/traces per (service, span "
+                              "name), each root operation's tail again with minDuration at its p95, and once "
+                              "without serviceName for traces whose spans name no service.")
 
 CLICKHOUSE = Table({
     "url": Key(Text(pattern=r"(https?://|chdb:)\S+", form="an http(s):// URL or chdb:PATH"),
