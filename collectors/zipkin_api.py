@@ -25,8 +25,8 @@ from collectors import zipkin_json
 from collectors.otlp_files import SourceStats
 from collectors.otlp_shape import trace_id as hex_trace_id
 from collectors.sampling import Whole
-from collectors.store_pull import (Found, Payload, StoreError, StoreSettings, candidate_of, get_json, search_each,
-                                   tail_pass)
+from collectors.store_pull import (SPAN_METRICS, Found, Payload, Ranked, StoreError, StoreSettings, candidate_of,
+                                   external_top, get_json, search_each, tail_pass)
 
 ALL = ""  # the search key of the search without serviceName
 
@@ -34,8 +34,10 @@ ALL = ""  # the search key of the search without serviceName
 class Zipkin:
     name = "zipkin"
 
-    def __init__(self, settings: StoreSettings) -> None:
+    def __init__(self, settings: StoreSettings, span_metrics: list[Ranked] | None = None) -> None:
         self.settings = settings
+        self.span_metrics = span_metrics or []  # the window's entry operations ranked from span-metrics
+        self._targeted = 0
         self.api = settings.client("application/json")
         self._unnamed: int | None = None  # None: not looked for (--service given)
         self._whole: dict[tuple[str, str], Whole] = {}
@@ -49,15 +51,19 @@ class Zipkin:
             raise StoreError(f"{self.api.base_url}/api/v2/services: not a Zipkin answer (a list of services)")
         wanted = [str(s) for s in known if not services or s in services]
         named = {str(s).lower() for s in known}
-        pairs = [(svc, name) for svc in wanted for name in self._span_names(svc) or [ALL]]
-        self._searches = len(pairs)
+        # Zipkin keeps service and span names lowercased; span-metrics keep them as the SDK wrote them.
+        top = external_top(self.span_metrics, [s for r in self.span_metrics for s in wanted
+                                               if s == r.service.lower()], self.settings)
+        pairs = [(r.service.lower(), r.operation.lower()) for r in top] or [
+            (svc, name) for svc in wanted for name in self._span_names(svc) or [ALL]]
+        self._searches, self._targeted = len(pairs), len(top)
         by_id = {f.candidate.trace_id: f for f in search_each(
             pairs, lambda key, s, e: self._search(key[0], s, e, limit, span_name=key[1]), start_ns, end_ns, limit,
             self.settings)}
         # A root naming no service (read as unknown_service) cannot be searched by it.
         self._whole, self._tail_added = tail_pass(
             by_id, lambda key, min_us: self._search(key[0], start_ns, end_ns, limit, span_name=key[1], min_us=min_us)
-            if key[0].lower() in named else [])
+            if key[0].lower() in named else [], {(r.service.lower(), r.operation.lower()): r for r in top}, limit)
         found = list(by_id.values())
         if services:
             return found
@@ -107,12 +113,17 @@ class Zipkin:
         return dict(self._whole)
 
     def ranking(self) -> dict:
-        how = (f"search results: {self._searches} (service, span name) searches, then one minDuration search per "
-               f"root operation above its p95 ({self._tail_added} more tail traces listed)")
-        if self._unnamed is None:
-            return {"ranked_by": how}
-        return {"ranked_by": how + ", and one search without serviceName for spans naming no service",
-                "traces_without_service": self._unnamed}
+        tail = f"({self._tail_added} more tail traces listed)"
+        out: dict = {"ranked_by": f"search results: {self._searches} (service, span name) searches, then one "
+                                  f"minDuration search per root operation above its p95 {tail}"}
+        if self._targeted:
+            out = {"ranked_by": f"{SPAN_METRICS}; the top {self._targeted} of {len(self.span_metrics)} entry "
+                                f"operations searched, then each again with minDuration at the window's p95 {tail}",
+                   "ranked": [r.to_dict() for r in self.span_metrics[: max(self._targeted, 20)]]}
+        if self._unnamed is not None:
+            out["ranked_by"] += ", and one search without serviceName for spans naming no service"
+            out["traces_without_service"] = self._unnamed
+        return out
 
 
 def _names_a_service(found: Found) -> bool:
