@@ -151,7 +151,7 @@ def test_tempo_without_traceql_metrics_ranks_by_span_metrics(setup) -> None:
         server.close()
 
 
-def test_cli_ranks_a_jaeger_pull_by_span_metrics_and_says_so(setup) -> None:
+def test_cli_ranks_a_jaeger_pull_by_span_metrics_and_says_so(setup, tmp_path: Path) -> None:
     url, traces, start, end = setup
     server = standins.jaeger(traces)
     try:
@@ -162,6 +162,14 @@ def test_cli_ranks_a_jaeger_pull_by_span_metrics_and_says_so(setup) -> None:
         (source,) = json.loads(p.stdout)["input"]["sources"]
         assert source["sampling"]["ranked_by"].startswith("span-metrics in Prometheus")
         assert source["sampling"]["ranked"][0]["operation"] == TOP[0][1]
+        # The scheduled report ranks the same way.
+        p = subprocess.run([sys.executable, "-m", "analyzer", "report", "--jaeger", server.url, "--prometheus", url,
+                            "--start", str(start), "--end", str(end), "--format", "json", "--output-dir",
+                            str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=180)
+        assert p.returncode == 3, p.stderr  # report's "incomplete": no runtime metrics for a verdict
+        (written,) = tmp_path.glob("*/report.json")
+        (source,) = json.loads(written.read_text())["input"]["sources"]
+        assert source["sampling"]["ranked_by"].startswith("span-metrics in Prometheus")
         # A Prometheus without span-metrics: ranked from the searches, and the report says why
         # (one service, to keep the searches of every operation few).
         empty = prom.OpenMetrics(prom.Window(start, end))

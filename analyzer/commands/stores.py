@@ -79,8 +79,8 @@ def read_store(kind: str, flags: dict[str, object], config: Config, start_s: flo
         raise UserError(str(err)) from None
     except (TypeError, ValueError) as err:
         raise UserError(f"[sources.{kind}]: {err}") from None
-    if unranked:
-        loaded.sources[0].notices.append(unranked)
+    if unranked and not str(loaded.sources[0].sampling.get("ranked_by", "")).startswith("TraceQL metrics"):
+        loaded.sources[0].notices.append(unranked)  # (a Tempo ranked by its own metrics did not need them)
     return Inputs(loaded.table, loaded.sources, loaded.repairs)
 
 
