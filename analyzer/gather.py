@@ -87,9 +87,9 @@ def prometheus_window(inputs: Inputs, s: float | None, e: float | None) -> tuple
     return s, e
 
 
-def query_prometheus(url: str, services: list[str] | None, s: float, e: float, config: Config,
-                     flags: dict[str, object], signals: Signals | None) -> Signals:
-    from collectors.prometheus import PromConfig, PrometheusError, collect
+def prom_config(config: Config, flags: dict[str, object]):  # type: ignore[no-untyped-def]
+    """The PromConfig of `[prometheus]` and the command line's Prometheus flags."""
+    from collectors.prometheus import PromConfig
 
     section = dict(config.sections.get("prometheus", {}))  # type: ignore[arg-type]
     for key, value in flags.items():
@@ -105,9 +105,17 @@ def query_prometheus(url: str, services: list[str] | None, s: float, e: float, c
         prom_config = PromConfig(headers=headers, **section)  # type: ignore[arg-type]
     except TypeError as err:
         raise UserError(f"[prometheus] config: {err}") from err
+    return prom_config
+
+
+def query_prometheus(url: str, services: list[str] | None, s: float, e: float, config: Config,
+                     flags: dict[str, object], signals: Signals | None) -> Signals:
+    from collectors.prometheus import PrometheusError, collect
+
+    settings = prom_config(config, flags)
     with prometheus_progress() as progress:
         try:
-            got = collect(url, services, s, e, prom_config, progress=progress)
+            got = collect(url, services, s, e, settings, progress=progress)
         except PrometheusError as err:
             raise UserError(str(err)) from err
         except ValueError as err:

@@ -28,30 +28,28 @@ import json
 from datetime import datetime, timezone
 from urllib.parse import quote
 
-import numpy as np
-
-from analyzer.model.arrays import weighted_quantile
 from collectors import jaeger_json, otlp_wrapped
 from collectors.otlp_files import SourceStats
 from collectors.otlp_shape import trace_id as hex_trace_id
 from collectors.sampling import Whole
-from collectors.store_pull import (NS, Found, Payload, StoreError, StoreSettings, candidate_of, checked, get_json,
-                                   search_each)
+from collectors.store_pull import (NS, SPAN_METRICS, Found, Payload, Ranked, StoreError, StoreSettings, candidate_of,
+                                   checked, external_top, get_json, search_each, tail_pass)
 
 ENTRY_KINDS = ("server", "consumer", "", "unspecified")
-TAIL_Q = 0.95
 
 
 class Jaeger:
     name = "jaeger"
 
-    def __init__(self, settings: StoreSettings) -> None:
+    def __init__(self, settings: StoreSettings, span_metrics: list[Ranked] | None = None) -> None:
         self.settings = settings
+        self.span_metrics = span_metrics or []  # the window's entry operations ranked from span-metrics
         self.api = settings.client("application/json")
         self.v3: bool | None = None
         self._whole: dict[tuple[str, str], Whole] = {}
         self._tail_added = 0
         self._operations = 0
+        self._targeted = 0
 
     def _services(self) -> list[str]:
         try:
@@ -83,26 +81,17 @@ class Jaeger:
     def search(self, start_ns: int, end_ns: int, services: list[str] | None, limit: int) -> list[Found]:
         known = self._services()
         wanted = [s for s in known if not services or s in services]
-        pairs = [(svc, op) for svc in wanted for op in self._operations_of(svc)]
+        top = external_top(self.span_metrics, wanted, self.settings)
+        pairs = [(r.service, r.operation) for r in top] or [
+            (svc, op) for svc in wanted for op in self._operations_of(svc)]
         self._operations = len(pairs)
         found = {f.candidate.trace_id: f for f in search_each(
             pairs, lambda key, s, e: self._search(key[0], key[1], s, e, limit), start_ns, end_ns, limit,
             self.settings)}
-        # The tail on purpose: per entry operation listed, every trace above its p95 (minDuration).
-        groups: dict[tuple[str, str], list[int]] = {}
-        for f in found.values():
-            groups.setdefault((f.candidate.service, f.candidate.operation), []).append(f.candidate.duration_ns)
-        for key, durations in sorted(groups.items()):
-            threshold_us = int(weighted_quantile(np.asarray(durations), TAIL_Q) // 1000)
-            tail = [f for f in self._search(key[0], key[1], start_ns, end_ns, limit, min_us=threshold_us + 1)
-                    if (f.candidate.service, f.candidate.operation) == key
-                    and f.candidate.duration_ns > threshold_us * 1000]
-            for f in tail:
-                if f.candidate.trace_id not in found:
-                    found[f.candidate.trace_id] = f
-                    self._tail_added += 1
-            listed = sum(1 for f in found.values() if (f.candidate.service, f.candidate.operation) == key)
-            self._whole[key] = Whole(count=listed, tail_threshold_ns=threshold_us * 1000.0)
+        self._whole, self._tail_added = tail_pass(
+            found, lambda key, min_us: self._search(key[0], key[1], start_ns, end_ns, limit, min_us=min_us),
+            {(r.service, r.operation): r for r in top}, limit)
+        self._targeted = len(top)
         return list(found.values())
 
     def _search(self, service: str, operation: str, start_ns: int, end_ns: int, limit: int,
@@ -165,9 +154,13 @@ class Jaeger:
         return dict(self._whole)
 
     def ranking(self) -> dict:
+        tail = f"({self._tail_added} more tail traces listed)"
+        if self._targeted:
+            return {"ranked_by": f"{SPAN_METRICS}; the top {self._targeted} of {len(self.span_metrics)} entry "
+                                 f"operations searched, then each again with minDuration at the window's p95 {tail}",
+                    "ranked": [r.to_dict() for r in self.span_metrics[: max(self._targeted, 20)]]}
         return {"ranked_by": f"search results: {self._operations} (service, operation) searches, then one "
-                             f"minDuration search per entry operation above its p95 ({self._tail_added} more tail "
-                             "traces listed)"}
+                             f"minDuration search per entry operation above its p95 {tail}"}
 
 
 def _rfc3339(ns: int) -> str:

@@ -25,16 +25,20 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from analyzer.model.table import TableBuilder
 from collectors import trace_json
 from collectors.http_auth import Transport, connect
 from collectors.http_client import HttpClient, Response, TransportError
 from collectors.otlp_files import SourceStats
 from collectors.otlp_traces import LoadedTraces, TraceDecoder
+from analyzer.model.arrays import weighted_quantile
 from collectors.sampling import Candidate, SamplingPlan, Whole, draw, weigh
 
 ENV_PREFIX = "PROFILE_FIRST_TRACES"
 NS = 1_000_000_000
+TAIL_Q = 0.95
 Progress = Callable[[int, int, str], None]
 Payload = tuple[str, object]  # ("proto", bytes) or ("json", a document trace_json reads)
 
@@ -71,6 +75,38 @@ class StoreSettings:
             return connect(self.url, t, prefix=ENV_PREFIX)
         except ValueError as e:
             raise StoreError(str(e)) from None
+
+
+@dataclass
+class Ranked:
+    """One entry operation as an aggregate over the whole window describes it (Tempo's TraceQL
+    metrics, span-metrics in Prometheus): its traces and latency quantiles."""
+
+    service: str
+    operation: str
+    count: int
+    p50_ns: float
+    p95_ns: float
+    p99_ns: float
+    targeted: bool = False
+
+    def to_dict(self) -> dict:
+        return {"service": self.service, "operation": self.operation, "count": self.count,
+                "p50_ms": round(self.p50_ns / 1e6, 3), "p95_ms": round(self.p95_ns / 1e6, 3),
+                "p99_ms": round(self.p99_ns / 1e6, 3), "targeted": self.targeted}
+
+
+def by_time(ranked: list[Ranked]) -> list[Ranked]:
+    """Entry operations by their time over the window (count x p50), p99 breaking ties."""
+    return sorted(ranked, key=lambda r: (-r.count * r.p50_ns, -r.p99_ns, r.service, r.operation))
+
+
+def ranked_whole(r: Ranked, listed: int, tail_listed: int, tail_complete: bool) -> Whole:
+    """What the window aggregate says of an operation a targeted tail search listed: its count, split
+    at its p95; the tail count is the listed tail when that search came back under its limit
+    (the whole tail), else at least the 5 % above the p95."""
+    return Whole(count=max(listed, r.count), tail_threshold_ns=r.p95_ns,
+                 tail_count=tail_listed if tail_complete else max(tail_listed, round(r.count * (1 - TAIL_Q))))
 
 
 @dataclass
@@ -161,6 +197,50 @@ def search_each(keys: list, search: Callable[[object, int, int], list[Found]], s
         for f in got:
             found.setdefault(f.candidate.trace_id, f)
     return list(found.values())
+
+
+SPAN_METRICS = "span-metrics in Prometheus over the whole window (increase and histogram_quantile of entry spans)"
+
+
+def external_top(ranked: list[Ranked], services: list[str] | None, settings: StoreSettings) -> list[Ranked]:
+    """The first `top_operations` of an outside ranking (span-metrics) among `services`, marked targeted."""
+    top = [r for r in ranked if not services or r.service in services][: settings.top_operations]
+    for r in top:
+        r.targeted = True
+    return top
+
+
+def tail_pass(found: dict[str, Found], search_above: Callable[[tuple[str, str], int], list[Found]],
+              ranked: dict[tuple[str, str], Ranked] | None = None, limit: int = 0
+              ) -> tuple[dict[tuple[str, str], Whole], int]:
+    """The tail on purpose, for a store that counts nothing (Jaeger, Zipkin): per root (service,
+    operation) listed, its p95 becomes the `minDuration` of one more search, `search_above(key,
+    min_us)`, which lists the slow traces a limit-cut first pass missed. The p95 is the window's
+    where `ranked` (span-metrics) has the operation, else the listed durations'; to the microsecond.
+    The traces are added to `found` (trace id -> Found); returns each key's `Whole` (the ranked count,
+    else the listed one, split at that p95) and how many traces the tail searches added."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for f in found.values():
+        groups.setdefault((f.candidate.service, f.candidate.operation), []).append(f.candidate.duration_ns)
+    whole: dict[tuple[str, str], Whole] = {}
+    added = 0
+    for key, durations in sorted(groups.items()):
+        r = (ranked or {}).get(key)
+        threshold_us = int((r.p95_ns if r else weighted_quantile(np.asarray(durations), TAIL_Q)) // 1000)
+        got = search_above(key, threshold_us + 1)
+        # The store filters on any span of the service: keep the traces whose root is this key's and slow.
+        for f in got:
+            c = f.candidate
+            if (c.service, c.operation) == key and c.duration_ns > threshold_us * 1000 and c.trace_id not in found:
+                found[c.trace_id] = f
+                added += 1
+        mine = [f.candidate.duration_ns for f in found.values() if (f.candidate.service, f.candidate.operation) == key]
+        if r is None:
+            whole[key] = Whole(count=len(mine), tail_threshold_ns=threshold_us * 1000.0)
+            continue
+        r.p95_ns = threshold_us * 1000.0
+        whole[key] = ranked_whole(r, len(mine), sum(d > r.p95_ns for d in mine), len(got) < limit)
+    return whole, added
 
 
 def pull(store: Store, settings: StoreSettings, start_ns: int, end_ns: int, services: list[str] | None,

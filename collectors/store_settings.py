@@ -61,11 +61,17 @@ TEMPO = _store("Tempo", {
 }, "Pull traces from Grafana Tempo (`--tempo URL`): entry operations ranked over the window by TraceQL metrics "
    "(else by the search results), a TraceQL search of each one's tail and body, then a stratified sample of "
    "traces by id.")
-JAEGER = _store("Jaeger query", {}, "Pull traces from the Jaeger query service (`--jaeger URL`): /api/v3 when "
-                                    "it answers, else the legacy /api/traces; searched per (service, operation), "
-                                    "and each entry operation's tail again with minDuration at its p95.")
-ZIPKIN = _store("Zipkin", {}, "Pull traces from Zipkin (`--zipkin URL`): /api/v2/services and /api/v2/traces "
-                              "per service, and once without serviceName for traces whose spans name no service.")
+SPAN_METRICS_TOP = {"top_operations": Key(Number(1, 100_000, integer=True),
+                                         "With --prometheus holding span-metrics: the entry operations searched, the "
+                                         "first by their time over the window (count x p50).", default=50)}
+JAEGER = _store("Jaeger query", dict(SPAN_METRICS_TOP),
+                "Pull traces from the Jaeger query service (`--jaeger URL`): /api/v3 when it answers, else the legacy "
+                "/api/traces; searched per (service, operation), or per entry operation span-metrics in "
+                "Prometheus rank first, and each one's tail again with minDuration at its p95.")
+ZIPKIN = _store("Zipkin", dict(SPAN_METRICS_TOP),
+                "Pull traces from Zipkin (`--zipkin URL`): /api/v2/traces per (service, span name), or per entry "
+                "operation span-metrics in Prometheus rank first, each root operation's tail again with minDuration "
+                "at its p95, and once without serviceName for traces whose spans name no service.")
 
 CLICKHOUSE = Table({
     "url": Key(Text(pattern=r"(https?://|chdb:)\S+", form="an http(s):// URL or chdb:PATH"),

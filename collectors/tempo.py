@@ -32,41 +32,21 @@ TraceQL metrics answers (tempopb QueryInstantResponse / QueryRangeResponse as JS
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-
 from analyzer.model.semconv import DEPLOYMENT_ENVIRONMENT
 from collectors.sampling import Candidate, Whole
-from collectors.store_pull import (NS, Found, Payload, StoreError, StoreSettings, checked, get_json, search_each,
-                                   sliced)
+from collectors.store_pull import (NS, SPAN_METRICS, Found, Payload, Ranked, StoreError, StoreSettings, by_time,
+                                   checked, get_json, ranked_whole, search_each, sliced)
 
 RATE = "rate() by (resource.service.name, name)"
 QUANTILES = "quantile_over_time(duration, .5, .95, .99) by (resource.service.name, name)"
-TAIL_Q = 0.95
-
-
-@dataclass
-class Ranked:
-    """One entry operation as TraceQL metrics describe it over the whole window."""
-
-    service: str
-    operation: str
-    count: int
-    p50_ns: float
-    p95_ns: float
-    p99_ns: float
-    targeted: bool = False
-
-    def to_dict(self) -> dict:
-        return {"service": self.service, "operation": self.operation, "count": self.count,
-                "p50_ms": round(self.p50_ns / 1e6, 3), "p95_ms": round(self.p95_ns / 1e6, 3),
-                "p99_ms": round(self.p99_ns / 1e6, 3), "targeted": self.targeted}
 
 
 class Tempo:
     name = "tempo"
 
-    def __init__(self, settings: StoreSettings) -> None:
+    def __init__(self, settings: StoreSettings, span_metrics: list[Ranked] | None = None) -> None:
         self.settings = settings
+        self.span_metrics = span_metrics or []  # used when TraceQL metrics are unavailable
         self.api = settings.client("application/json")
         self.raw = settings.client("application/protobuf")
         self._whole: dict[tuple[str, str], Whole] = {}
@@ -81,13 +61,16 @@ class Tempo:
             # A metrics query over `{filter} && {entry spans}` would count the filter's spans too.
             self._ranking = {"ranked_by": "search results (a TraceQL filter was given: the metrics cannot apply it)"}
             return self._plain_search(start_ns, end_ns, services, limit)
+        by = "TraceQL metrics over the whole window (rate and quantile_over_time of entry spans)"
         try:
             ranked = self.rank(start_ns, end_ns)
         except StoreError as e:
             if "HTTP 401" in str(e) or "HTTP 403" in str(e):
                 raise  # credentials: the search would be refused the same way
-            self._ranking = {"ranked_by": f"search results (TraceQL metrics unavailable: {e})"}
-            return self._plain_search(start_ns, end_ns, services, limit)
+            if not self.span_metrics:
+                self._ranking = {"ranked_by": f"search results (TraceQL metrics unavailable: {e})"}
+                return self._plain_search(start_ns, end_ns, services, limit)
+            ranked, by = self.span_metrics, f"{SPAN_METRICS} (TraceQL metrics unavailable: {e})"
         if services:
             ranked = [r for r in ranked if r.service in services]
         if not ranked:
@@ -104,13 +87,8 @@ class Tempo:
             body = self._sliced(f"{base[:-1]} && duration <= {_ms(r.p95_ns)}}}", start_ns, end_ns, limit)
             for f in tail + body:
                 found.setdefault(f.candidate.trace_id, f)
-            # A tail search that came back under its limit listed the whole tail.
-            complete = len(tail) < limit
-            self._whole[(r.service, r.operation)] = Whole(
-                count=r.count, tail_threshold_ns=r.p95_ns,
-                tail_count=len(tail) if complete else max(len(tail), round(r.count * (1 - TAIL_Q))))
-        self._ranking = {"ranked_by": "TraceQL metrics over the whole window (rate and quantile_over_time of entry "
-                                      f"spans); the top {len(top)} of {len(ranked)} entry operations pulled, "
+            self._whole[(r.service, r.operation)] = ranked_whole(r, r.count, len(tail), len(tail) < limit)
+        self._ranking = {"ranked_by": f"{by}; the top {len(top)} of {len(ranked)} entry operations pulled, "
                                       "tail and body searched apart at the window's p95",
                          "ranked": [r.to_dict() for r in ranked[: max(len(top), 20)]]}
         return list(found.values())
@@ -132,8 +110,7 @@ class Tempo:
             # Durations come in seconds; the p95 is cut to the microsecond, as the tail search's literal is.
             p95 = float(int(q[0.95] * NS) // 1000 * 1000)
             out.append(Ranked(key[0], key[1], count, q[0.5] * NS, p95, q[0.99] * NS))
-        out.sort(key=lambda r: (-r.count * r.p50_ns, -r.p99_ns, r.service, r.operation))
-        return out
+        return by_time(out)
 
     def _metrics(self, query: str, start_ns: int, end_ns: int) -> dict[tuple[tuple[str, str], float | None], float]:
         """{((service, name), p or None): value} of a TraceQL metrics query over the window: the instant

@@ -38,10 +38,12 @@ def gc_evidence(m: RuntimeMeasure) -> list[Evidence]:
         ev.append(Evidence(Signal.ALLOC_BYTES_PER_SECOND, m.alloc.value, "B/s", m.alloc.source))
     if m.event_loop_lag is not None:
         ev.append(Evidence(Signal.EVENT_LOOP_LAG, m.event_loop_lag.value, "s", m.event_loop_lag.source))
-    if np.isfinite(m.gc_outside_ms) and m.loop_delay is not None:
-        ev.append(Evidence("gc_ms_before_spans_per_request", m.gc_outside_ms, "ms",
-                           f"mean event-loop delay ({m.loop_delay.source}) x GC's part of the runtime cost "
-                           f"({m.gc_fraction:.0%}): wait before server spans start, which they under-count"))
+    if np.isfinite(m.gc_outside_ms):
+        ev.append(Evidence("gc_ms_before_spans_per_request", m.gc_outside_ms, "ms", m.gc_outside_source))
+    if np.isfinite(m.gc_outside_max_ms):
+        ev.append(Evidence("gc_ms_before_spans_per_request_upper", m.gc_outside_max_ms, "ms",
+                           f"largest pause ({m.pause['max'].source if 'max' in m.pause else Signal.GC_PAUSE_MAX}) "
+                           f"x pause seconds / (2 x window)"))
     if np.isfinite(m.gc_ms_per_request):
         ev.append(Evidence("gc_ms_per_request", m.gc_ms_per_request, "ms",
                            f"GC seconds over the window / requests over the window ({Signal.REQUESTS_PER_SECOND})"))
@@ -66,6 +68,12 @@ def outside_spans(m: RuntimeMeasure) -> str:
                 f"{m.loop_delay.value * 1e3:.1f} ms on average ({metric_names(m.loop_delay.source, ' less ')}), "
                 f"~{fmt_ms(m.gc_outside_ms)} of it behind GC ({m.gc_fraction:.0%} of what blocks the loop): "
                 f"server spans under-count GC by that much per request.")
+    if np.isfinite(m.gc_outside_ms) and m.loop_delay is None and m.gc_outside_ms >= 0.05:
+        upper = f" and at most ~{fmt_ms(m.gc_outside_max_ms)}" if np.isfinite(m.gc_outside_max_ms) else ""
+        return (f" A stop-the-world pause holds every thread, the acceptor included: a request arriving during "
+                f"one waits for it to end before its server span starts, at least ~{fmt_ms(m.gc_outside_ms)}{upper} "
+                f"per request on average (from the pauses' total and count): server spans under-count GC by at "
+                f"least that much.")
     if m.event_loop_lag is not None and m.event_loop_lag.value >= 0.005:
         return (f" Requests also wait for the blocked event loop before their server spans start (lag "
                 f"{m.event_loop_lag.value * 1e3:.0f} ms, {metric_names(m.event_loop_lag.source)}): "
@@ -106,8 +114,22 @@ def gc_time(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
       `nodejs_eventloop_lag_mean_seconds` less `_min_seconds`, the monitor's resolution; OTel
       `nodejs.eventloop.delay.mean` less `.min`; or the older `nodejs_eventloop_lag_seconds`)
       times GC's part of the runtime cost is GC wait per request the spans miss: quoted as
-      `gc_ms_before_spans_per_request` and counted in the rewrite ceiling's basis. A JVM
-      safepoint holds every thread; the message says server spans under-count pauses.
+      `gc_ms_before_spans_per_request` and counted in the rewrite ceiling's basis.
+    - Without an event-loop delay (JVM, Go, .NET; Node without the delay monitor), a
+      stop-the-world pause holds every thread, the acceptor included: a request arriving during
+      a pause of length p waits on average p/2 before its span starts. With Poisson arrivals the
+      mean wait per request over the window W is Σp² ÷ 2W; from the pause metric's seconds S and
+      count n, Cauchy-Schwarz gives the lower bound S² ÷ (n × 2W), quoted as
+      `gc_ms_before_spans_per_request` (and in the ceiling's basis); where the largest pause M is
+      exported (Micrometer `jvm_gc_pause_seconds_max`, Go's `quantile="1"`), M × S ÷ 2W is
+      quoted as `gc_ms_before_spans_per_request_upper`. The message says server spans
+      under-count GC by at least the bound. Only metrics that time pauses, paired with their own
+      count: Micrometer `jvm_gc_pause_seconds`, client_java `jvm_gc_collection_seconds` (its
+      `*Cycles` beans are left out), Go `go_gc_duration_seconds` (one value per cycle, counted as
+      its two pauses), .NET pause time with its collection count (two pauses per collection, for
+      background collections), Node's GC durations. Not OTel `jvm.gc.duration` (it times ZGC and
+      Shenandoah concurrent cycles too) nor Go's GC CPU. A JVM without a paired count gets the
+      sentence that server spans under-count pauses.
     - Pause quantiles (p50, p99, max), GC cycles per second and allocation rate are quoted as
       evidence where exposed; so are the correlation of per-bucket latency with GC time and the
       share of tail requests in GC-heavy intervals (see PF-GC002).
@@ -118,7 +140,8 @@ def gc_time(ctx: HotspotContext, th: Mapping[str, float]) -> list[Finding]:
     ## False positives
     JVM `jvm_gc_duration_seconds` and client_java `jvm_gc_collection_seconds` include concurrent
     cycles of ZGC/Shenandoah, which do not stop requests; Micrometer's `jvm_gc_pause_seconds` counts
-    pauses only. A sidecar or batch thread in the same process that allocates heavily raises GC time
+    pauses only. JDK 11-16's single `ZGC` bean times whole cycles under a name the `*Cycles`
+    filter does not catch: the wait before spans is then overstated. A sidecar or batch thread in the same process that allocates heavily raises GC time
     without the hot spot causing it (the pauses still delay the hot spot).
 
     ## How to fix

@@ -24,6 +24,14 @@ Model (why the shares are what they are), per request of the service over the wi
   its server span starts. The mean event-loop delay (beyond the monitor's resolution) is that
   wait; GC's part of it, in the runtime cost's GC/CPU proportion, is GC cost the spans miss.
   Queueing measured in CPU-saturated intervals is split the same way.
+  Without an event-loop delay (JVM, Go, .NET), a stop-the-world pause holds every thread, the
+  acceptor included: a request arriving during a pause of length p waits p/2 on average before
+  its span starts. With Poisson arrivals the mean wait per request over a window W is
+  sum(p_i^2) / 2W; a pause metric gives only the pause seconds S and pauses n over the window,
+  so Cauchy-Schwarz gives the lower bound S^2 / (n 2W) = g^2 / 2c (g pause s/s, c pauses/s), and
+  the largest pause M the upper bound M S / 2W. Only for metrics that time pauses (not
+  concurrent cycles or GC CPU), with the count of the same metric (counting too many pauses
+  only lowers the bound).
 - Waiting for a core: when the service exports its own run-queue wait (schedstat), that wait per
   request is taken out of the self time the CPU is compared with (`own_coverage`): a CPU-bound
   service on a busy host still reads as CPU work, while the wait itself is counted as no one's CPU.
@@ -103,7 +111,9 @@ class RuntimeMeasure:
     gc_fraction: float = 0.0  # GC's part of the runtime cost per request (GC / (GC + other CPU work))
     event_loop_lag: Value | None = None
     loop_delay: Value | None = None  # mean wait of an event for the event loop (before any server span starts)
-    gc_outside_ms: float = float("nan")  # GC's part of that wait per request: the spans under-count it
+    gc_outside_ms: float = float("nan")  # GC's wait before server spans per request: the spans under-count it
+    gc_outside_max_ms: float = float("nan")  # its upper bound, when the largest pause is exposed
+    gc_outside_source: str = ""  # how it was measured (metrics and model), for evidence
     processes: Value | None = None  # processes of the service (instances)
     cpu_wait: Value | None = None  # s/s some task waited for a core (PSI): contention when the service is below its ceiling
     run_queue: Value | None = None  # s/s the service's own threads waited for a core other processes held
@@ -368,6 +378,8 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
             # The loop is blocked by GC pauses and by other work in the runtime cost's proportion (a
             # lower bound for GC: a long pause delays more arrivals than the same time in short tasks).
             m.gc_outside_ms = max(0.0, m.loop_delay.value) * 1e3 * gc_frac
+            m.gc_outside_source = (f"mean event-loop delay ({m.loop_delay.source}) x GC's part of the runtime "
+                                   f"cost ({gc_frac:.0%}): wait before server spans start, which they under-count")
         m.cpu_share = m.runtime_share - m.gc_share
         if m.gc is not None:
             g_tail = m.gc_at_tail if np.isfinite(m.gc_at_tail) else m.gc.value
@@ -377,7 +389,59 @@ def _measure(ctx: HotspotContext) -> RuntimeMeasure:
         # No request rate or CPU: the pause rate itself bounds what GC can explain.
         m.gc_share = min(m.self_share, gc_sps)
         m.gc_tail_share = min(m.tail_self_share, max(0.0, m.gc_at_tail if np.isfinite(m.gc_at_tail) else gc_sps))
+    if m.loop_delay is None:
+        _pause_wait(m, ss, t0, t1)
     return m
+
+
+# Metrics that time stop-the-world pauses: (pause seconds, its count, stop-the-world pauses per
+# counted event, the largest pause or ""). Go records one value per cycle, the sum of its two
+# pauses; .NET counts a background gen2 collection once, with two short pauses. Absent on purpose:
+# OTel jvm.gc.duration and client_java without a collector filter time concurrent cycles too
+# (ZGC, Shenandoah), Go's GC CPU classes are CPU, not pauses, CPython's collections run on the
+# request thread, inside its span.
+STW_PAUSES = (
+    ("jvm_gc_pause_seconds_sum", "jvm_gc_pause_seconds_count", 1, "jvm_gc_pause_seconds_max"),
+    ("jvm_gc_collection_seconds_sum", "jvm_gc_collection_seconds_count", 1, ""),  # *Cycles beans filtered out
+    ("go_gc_duration_seconds_sum", "go_gc_duration_seconds_count", 2, "go_gc_duration_seconds"),
+    ("nodejs_gc_duration_seconds_sum", "nodejs_gc_duration_seconds_count", 1, ""),
+    ("v8js_gc_duration_seconds_sum", "v8js_gc_duration_seconds_count", 1, ""),
+    ("dotnet_gc_pause_time_seconds_total", "dotnet_gc_collections_total", 2, ""),
+    ("process_runtime_dotnet_gc_duration_nanoseconds_total", "process_runtime_dotnet_gc_collections_count_total", 2, ""),
+    ("v8js.gc.duration", "v8js.gc.duration", 1, ""),
+    ("process.runtime.go.gc.pause_ns", "process.runtime.go.gc.pause_ns", 2, ""),
+    ("dotnet.gc.pause.time", "dotnet.gc.collections", 2, ""),
+    ("process.runtime.dotnet.gc.duration", "process.runtime.dotnet.gc.collections.count", 2, ""),
+)
+
+
+def _names(source: str, name: str) -> bool:
+    """Whether `source` (a PromQL query or an OTLP metric name) reads the metric `name` itself."""
+    return re.search(rf"(?<![\w.:]){re.escape(name)}(?![\w.:])", source) is not None
+
+
+def _pause_wait(m: RuntimeMeasure, ss: ServiceSignals, t0: float, t1: float) -> None:
+    """The mean wait before server spans behind stop-the-world pauses, bounded from the pause
+    metric's seconds and count over the window (see the module docstring); unset unless both come
+    from one pause metric."""
+    if m.gc is None or m.gc_kind != "pause" or m.gc_cycles is None:
+        return
+    pair = next((p for p in STW_PAUSES if _names(m.gc.source, p[0]) and _names(m.gc_cycles.source, p[1])), None)
+    g, c = max(0.0, m.gc.value), max(0.0, m.gc_cycles.value)
+    if pair is None or c <= 0:
+        return
+    per_event = pair[2]
+    m.gc_outside_ms = g * g / (2 * c * per_event) * 1e3
+    counted = f"{per_event} pauses per counted collection, " if per_event > 1 else ""
+    m.gc_outside_source = (f"stop-the-world pauses hold requests before their spans start; with Poisson arrivals "
+                           f"the mean wait is sum(pause^2) / (2 x window) >= pause seconds^2 / (pauses x 2 x window) "
+                           f"= {g:.4f}^2 / (2 x {c * per_event:.4f}/s) ({counted}{metric_names(m.gc.source)}, "
+                           f"{metric_names(m.gc_cycles.source)}): a lower bound the server spans under-count")
+    mx = ss.get(Signal.GC_PAUSE_MAX)
+    if pair[3] and mx is not None and _names(mx.source, pair[3]):
+        _, v = in_window(mx, t0, t1)
+        if v.size:
+            m.gc_outside_max_ms = max(m.gc_outside_ms, float(v.max()) * g / 2 * 1e3)
 
 
 def is_gc_cpu(source: str) -> bool:

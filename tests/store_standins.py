@@ -338,25 +338,65 @@ def jaeger(traces: dict[str, list[Span]], v3: bool = False) -> StandIn:
     return StandIn(route)
 
 
-def zipkin(files: list[Path]) -> StandIn:
-    """Zipkin's /api/v2 over the spans of `files` (Zipkin v2 JSON arrays)."""
+def zipkin_trace(spans: list[Span]) -> list[dict]:
+    """A trace as Zipkin's /api/v2/traces returns it (microsecond times; names lowercased, as Zipkin
+    stores span and service names)."""
+    kinds = {2: "SERVER", 3: "CLIENT"}
+    out = []
+    for s in spans:
+        span = {"traceId": s.trace, "id": s.span, "name": s.name.lower(), "timestamp": s.start_ns // 1000,
+                "duration": (s.end_ns - s.start_ns) // 1000, "localEndpoint": {"serviceName": s.service.lower()}}
+        if s.parent:
+            span["parentId"] = s.parent
+        if s.kind in kinds:
+            span["kind"] = kinds[s.kind]
+        out.append(span)
+    return out
+
+
+def zipkin(source: list[Path] | dict[str, list[Span]]) -> StandIn:
+    """Zipkin's /api/v2 over the spans of `source`: files of Zipkin v2 JSON arrays, or traces.
+
+    Searches filter as Zipkin's `QueryRequest.test` does: names compared lowercased; `spanName` and
+    `minDuration` (microseconds, inclusive) are met by any span of `serviceName` (each by its own),
+    and traces come most recent first, cut at `limit`."""
     by_trace: dict[str, list[dict]] = {}
-    for f in files:
-        for s in json.loads(f.read_text()):
-            by_trace.setdefault(s["traceId"], []).append(s)
-    services = sorted({(s.get("localEndpoint") or {}).get("serviceName") for t in by_trace.values() for s in t} - {None})
+    if isinstance(source, dict):
+        by_trace = {tid: zipkin_trace(spans) for tid, spans in source.items()}
+    else:
+        for f in source:
+            for s in json.loads(f.read_text()):
+                by_trace.setdefault(s["traceId"], []).append(s)
+
+    def service(s: dict) -> str | None:
+        name = (s.get("localEndpoint") or {}).get("serviceName")
+        return name.lower() if name else None
+
+    services = sorted({service(s) for t in by_trace.values() for s in t} - {None})
+
+    def matches(t: list[dict], svc: str | None, span_name: str | None, min_us: int | None) -> bool:
+        mine = [s for s in t if svc is None or service(s) == svc]
+        return bool(mine) and (span_name is None or any((s.get("name") or "").lower() == span_name for s in mine)) \
+            and (min_us is None or any(s.get("duration", 0) >= min_us for s in mine))
 
     def route(req: Request) -> Answer:
         if req.path == "/api/v2/services":
             return json_answer(services)
+        if req.path == "/api/v2/spans":
+            svc = req.query["serviceName"].lower()
+            return json_answer(sorted({(s.get("name") or "").lower() for t in by_trace.values() for s in t
+                                       if service(s) == svc} - {""}))
         if req.path == "/api/v2/traces":
             end_us = int(req.query["endTs"]) * 1000
             start_us = end_us - int(req.query["lookback"]) * 1000
             svc, limit = req.query.get("serviceName"), int(req.query.get("limit", "10"))
+            span_name = req.query.get("spanName")
+            min_us = int(req.query["minDuration"]) if "minDuration" in req.query else None
             # Without serviceName Zipkin lists every trace of the window.
             hits = [t for t in by_trace.values()
-                    if (svc is None or any((s.get("localEndpoint") or {}).get("serviceName") == svc for s in t))
+                    if matches(t, svc.lower() if svc else None, span_name.lower() if span_name else None, min_us)
                     and start_us <= min(s.get("timestamp", 2**62) for s in t) < end_us]
+            hits.sort(key=lambda t: -min(s.get("timestamp", 2**62) for s in t))  # nearest endTs first
             return json_answer(hits[:limit])
         return 404, {}, b'{"message": "not found"}'
 

@@ -119,6 +119,21 @@ def test_gc_per_request_is_gc_seconds_over_requests(live, report):
         assert starved(live, "jvm-gc"), s["verdict"]["reason"]
 
 
+def test_jvm_pauses_delay_requests_before_the_handler_runs(live, report):
+    """JVM, serial collector, Poisson arrivals: a request that arrives during a stop-the-world
+    collection waits for it before the handler (its server span) starts. The tool's lower bound of
+    that wait (pause seconds^2 / (pauses x 2W)) is positive, and no more than what the client saw
+    beyond the handler's own time (client-observed latency of the driver's spans less the handler
+    seconds per request the service counts itself: the wait before the handler plus HTTP overhead)."""
+    s = svc(report, "jvm-gc")
+    bound = s["rewrite_ceiling"]["basis"]["gc_ms_before_spans_per_request"]
+    client_ms = sum(h["total_ms"] for h in s["hotspots"]) / sum(h["count"] for h in s["hotspots"])
+    handler_ms = (prom_window_mean(live, report, 'http_request_handler_seconds_total{job="jvm-gc"}')
+                  / prom_window_mean(live, report, 'http_requests_total{job="jvm-gc"}') * 1e3)
+    print(f"jvm-gc: wait before spans >= {bound:.3f} ms; client {client_ms:.2f} ms, handler {handler_ms:.2f} ms")
+    assert 0 < bound <= client_ms - handler_ms
+
+
 def test_go_old_client_gc_fraction_becomes_window_gc_cpu(live, report):
     """Go with the cumulative go_memstats_gc_cpu_fraction (client_golang before v1.13): the tool
     turns it into the window's GC CPU (fraction x uptime, its rate, times GOMAXPROCS) instead of

@@ -11,10 +11,11 @@ import pytest
 from analyzer.classify import ClassifyConfig, category_shares, pick
 from analyzer.ceiling import rewrite_ceiling
 from analyzer.config import Config
-from analyzer.model.signals import Signal
+from analyzer.model.signals import Series, Signal
 from analyzer.verdict import HotspotResult
 from heuristics.engine import run_rules
-from tests.test_heuristics_runtime import T0, contexts, fire, one, signals_for, steady, traces  # noqa: F401
+from heuristics.runtime import measure
+from tests.test_heuristics_runtime import T0, contexts, fire, one, series, signals_for, steady, traces  # noqa: F401
 
 CFG = ClassifyConfig()
 
@@ -67,6 +68,101 @@ def test_node_gc_wait_before_spans_is_counted_as_gc(traces, tmp_path):
     c = rewrite_ceiling([ctx], [HotspotResult(ctx.hotspot.operation, ctx.hotspot.total_ms, 1.0, "gc_pause",
                                               category_shares(ctx.hotspot, fs), fs)])
     assert c["basis"]["gc_ms_before_spans_per_request"] == pytest.approx(12.0 * 30 / 35, rel=0.01)
+
+
+def _rate(name: str) -> str:
+    return f"sum by (pf_service) (rate({name}[1m]))"
+
+
+def _pauses(gc: float, pauses: float, sum_metric: str, count_metric: str, **more: float | Series) -> dict:
+    """A pause metric's seconds per second and events per second, as the collector hands them over."""
+    return {Signal.GC_SECONDS_PER_SECOND: series(gc, _rate(sum_metric)),
+            Signal.GC_CYCLES_PER_SECOND: series(pauses, _rate(count_metric)), **more}
+
+
+def test_jvm_full_collections_delay_requests_before_their_spans(traces, tmp_path):
+    """JVM (serial collector), 120 s window at 50 req/s with 4 full collections of 500 ms
+    (Micrometer jvm_gc_pause_seconds: 2 s of pauses, 4 pauses). A request arriving during a pause
+    waits for it to end before its server span starts. By hand, Poisson arrivals: mean wait per
+    request = sum(p^2) / (2W) = 4 x 0.5^2 / (2 x 120) s = 1/240 s = 4.17 ms; the lower bound from sum
+    and count, S^2 / (n 2W) = 2^2 / (4 x 240) s, is the same 4.17 ms since the pauses are equal, and
+    the upper bound max x S / 2W = 0.5 x 2 / 240 s too. The request rate does not enter: each
+    request waits the same on average."""
+    steady(traces, "ledger", "jvm", 240, 0.5, 20)
+    ctx = one(traces, tmp_path, signals_for("ledger", "jvm", **_pauses(
+        2.0 / 120, 4 / 120, "jvm_gc_pause_seconds_sum", "jvm_gc_pause_seconds_count",
+        **{Signal.REQUESTS_PER_SECOND: 50.0, Signal.CPU_CORES_USED: 0.5,
+           Signal.GC_PAUSE_MAX: series(0.5, "max by (pf_service) (jvm_gc_pause_seconds_max)")})))
+    m = measure(ctx)
+    assert m.gc_outside_ms == pytest.approx(1e3 / 240, rel=1e-3)
+    assert m.gc_outside_max_ms == pytest.approx(1e3 / 240, rel=1e-3)
+    assert "jvm_gc_pause_seconds_sum" in m.gc_outside_source and "jvm_gc_pause_seconds_count" in m.gc_outside_source
+
+
+def test_unequal_pauses_lie_between_the_bounds(traces, tmp_path):
+    """JVM, 120 s window: one full collection of 1.4 s and three young ones of 0.2 s (S = 2 s,
+    n = 4, max 1.4 s). By hand: the true mean wait is (1.96 + 3 x 0.04) / 240 s = 8.67 ms; the
+    lower bound 2^2 / (4 x 240) s = 4.17 ms is below it and the upper bound 1.4 x 2 / 240 s = 11.67 ms
+    above it."""
+    steady(traces, "ledger", "jvm", 240, 0.5, 20)
+    ctx = one(traces, tmp_path, signals_for("ledger", "jvm", **_pauses(
+        2.0 / 120, 4 / 120, "jvm_gc_pause_seconds_sum", "jvm_gc_pause_seconds_count",
+        **{Signal.REQUESTS_PER_SECOND: 2.0,
+           Signal.GC_PAUSE_MAX: series(1.4, "max by (pf_service) (jvm_gc_pause_seconds_max)")})))
+    m = measure(ctx)
+    assert m.gc_outside_ms == pytest.approx(4.1667, rel=1e-3) and m.gc_outside_ms < 8.67
+    assert m.gc_outside_max_ms == pytest.approx(11.667, rel=1e-3) and m.gc_outside_max_ms > 8.67
+
+
+def test_gc_bound_jvm_says_spans_under_count_gc_by_at_least_the_bound(traces, tmp_path):
+    """JVM, GC-bound: 3 stop-the-world pauses of 100 ms every second (0.3 s/s, client_java
+    jvm_gc_collection_seconds of the serial collector) at 10 req/s, 0.35 cores, 40 ms of self time
+    per request. By hand: sum(p^2) per second = 3 x 0.01 = 0.03 s^2, over 2: 15 ms of wait per
+    request before its span starts, which the finding quotes, the message states as a lower bound
+    the spans miss, and the ceiling counts in its basis."""
+    steady(traces, "ledger", "jvm", 240, 5, 40)
+    ctx = one(traces, tmp_path, signals_for("ledger", "jvm", **_pauses(
+        0.3, 3.0, "jvm_gc_collection_seconds_sum", "jvm_gc_collection_seconds_count",
+        **{Signal.CPU_CORES_USED: 0.35, Signal.REQUESTS_PER_SECOND: 10.0})))
+    (g,) = fire("PF-GC001", ctx)
+    ev = {e.signal: e for e in g.evidence}
+    assert ev["gc_ms_before_spans_per_request"].value == pytest.approx(15.0, rel=1e-3)
+    assert "jvm_gc_collection_seconds_count" in ev["gc_ms_before_spans_per_request"].source
+    assert "gc_ms_before_spans_per_request_upper" not in ev  # client_java exposes no largest pause
+    assert "at least ~15.0 ms" in g.message and "under-count GC by at least that much" in g.message
+    fs = run_rules(ctx, Config())
+    c = rewrite_ceiling([ctx], [HotspotResult(ctx.hotspot.operation, ctx.hotspot.total_ms, 1.0, "gc_pause",
+                                              category_shares(ctx.hotspot, fs), fs)])
+    assert c["basis"]["gc_ms_before_spans_per_request"] == pytest.approx(15.0, rel=1e-3)
+
+
+def test_go_counts_two_stop_the_world_pauses_per_cycle(traces, tmp_path):
+    """Go, 20 GC cycles per second with 0.5 ms of stop-the-world time each (go_gc_duration_seconds
+    records one value per cycle: sweep termination + mark termination, two separate pauses). By
+    hand, as 40 pauses of 0.25 ms per second: sum(p^2) / 2 = 40 x 0.25^2 / 2 ms^2 per s = 1.25 us per
+    request (counting 20 pauses of 0.5 ms would claim 2.5 us, more than the pauses can cause)."""
+    steady(traces, "api", "go", 240, 0.5, 5)
+    ctx = one(traces, tmp_path, signals_for("api", "go", **_pauses(
+        0.01, 20.0, "go_gc_duration_seconds_sum", "go_gc_duration_seconds_count",
+        **{Signal.REQUESTS_PER_SECOND: 2.0})))
+    assert measure(ctx).gc_outside_ms == pytest.approx(0.00125, rel=1e-3)
+
+
+@pytest.mark.parametrize("sum_metric, count_metric", [
+    ("jvm_gc_duration_seconds_sum", "jvm_gc_duration_seconds_count"),  # OTel: ZGC/Shenandoah cycles included
+    ("go_cpu_classes_gc_total_cpu_seconds_total", "go_gc_duration_seconds_count"),  # Go GC CPU, not pauses
+    ("jvm_gc_pause_seconds_sum", "jvm_gc_collection_seconds_count"),  # count of another metric
+])
+def test_concurrent_or_cpu_gc_metrics_give_no_wait_before_spans(traces, tmp_path, sum_metric, count_metric):
+    """A JVM on ZGC whose OTel jvm.gc.duration times concurrent cycles (0.3 s/s over 3 cycles/s:
+    the requests ran on through them), Go's GC CPU, and a pause sum paired with another metric's
+    count: none of them says how long every thread stood still, so no wait before spans is claimed."""
+    steady(traces, "ledger", "jvm", 240, 5, 40)
+    ctx = one(traces, tmp_path, signals_for("ledger", "jvm", **_pauses(
+        0.3, 3.0, sum_metric, count_metric, **{Signal.CPU_CORES_USED: 0.35, Signal.REQUESTS_PER_SECOND: 10.0})))
+    m = measure(ctx)
+    assert not np.isfinite(m.gc_outside_ms) and not m.gc_outside_source
+    assert all(e.signal != "gc_ms_before_spans_per_request" for f in fire("PF-GC001", ctx) for e in f.evidence)
 
 
 def test_cpython_at_its_one_core_ceiling_is_cpu_bound(traces, tmp_path):

@@ -340,6 +340,33 @@ def test_jaeger_searches_each_operation_and_pulls_the_tail_with_min_duration(tt_
         server.close()
 
 
+def test_zipkin_searches_each_span_name_and_pulls_the_tail_with_min_duration(tt_traces) -> None:
+    """Zipkin searches cut to the 3 most recent traces per (service, span name) miss most of the
+    window; one more search per root operation, minDuration (microseconds) just above the first
+    pass's p95, lists the slow traces anyway, and the slowest trace of the window is pulled."""
+    server = standins.zipkin(tt_traces)
+    try:
+        start, end = _window(tt_traces)
+        s = StoreSettings(url=server.url, search_limit=3, min_slice_s=10**9, per_operation=3)
+        loaded = pull(Zipkin(s), s, start * NS, end * NS, ["ts-preserve-service"])
+        names = {x.name.lower() for t in tt_traces.values() for x in t if x.service == "ts-preserve-service"}
+        searches = [r.query for r in server.requests if r.path == "/api/v2/traces"]
+        first = [q for q in searches if "minDuration" not in q]
+        assert {q["spanName"] for q in first} == names and all(q["serviceName"] == "ts-preserve-service" for q in first)
+        (tail,) = [q for q in searches if "minDuration" in q]
+        (stratum,) = loaded.sources[0].sampling["strata"]
+        assert stratum["threshold_from"] == "store"
+        assert tail["minDuration"] == str(int(stratum["threshold_ms"] * 1000) + 1)
+        assert tail["spanName"] == stratum["operation"]
+        added = re.search(r"\((\d+) more tail traces listed\)", loaded.sources[0].sampling["ranked_by"])
+        assert added and int(added.group(1)) >= 1  # the first pass alone missed some of the tail
+        slowest = max(tt_traces, key=lambda t: _root_ms(tt_traces[t]))
+        assert slowest in {bytes(x).hex() for x in loaded.table.trace_ids}
+        assert stratum["tail"] >= 2 and stratum["tail_pulled"] == stratum["tail"]
+    finally:
+        server.close()
+
+
 @pytest.mark.parametrize("kind", ["jaeger", "zipkin"])
 def test_jaeger_and_zipkin_retry_5xx_and_keep_credentials_on_their_host(tt_traces, kind, monkeypatch) -> None:
     """Two 503s on the searches are retried; a redirect to another host is followed without the token."""

@@ -13,8 +13,8 @@ from analyzer.cliutil import UserError, parse_duration, parse_size, resolve_wind
 from analyzer.commands.clickhouse import FLAG_PREFIX, clickhouse_options, read_clickhouse
 from analyzer.config import ConfigError, load_config
 from analyzer.commands.stores import FLAG_PREFIX as STORE_PREFIX, read_store, store_options, store_requested
-from analyzer.gather import (listen_for, prometheus_progress, prometheus_window, query_prometheus, read_inputs,
-                             read_profiles, span_mapping)
+from analyzer.gather import (listen_for, prom_config, prometheus_progress, prometheus_window, query_prometheus,
+                             read_inputs, read_profiles, span_mapping)
 from analyzer.output import check_output, write_output
 from analyzer.pipeline import analyze
 from analyzer.renderers import format_for_path, formats, render
@@ -136,7 +136,8 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
             raise UserError(f"--{store_kind} reads the traces from the store: give it without --traces, --listen "
                             "or --clickhouse")
         with prometheus_progress(store_kind.capitalize()) as progress:
-            pulled = read_store(store_kind, store_flags, config, s, e, list(services), progress)
+            pulled = read_store(store_kind, store_flags, config, s, e, list(services), progress,
+                                prometheus=(prometheus, prom_config(config, prom_flags)) if prometheus else None)
         pulled.signals = inputs.signals
         inputs = pulled
     if clickhouse:

@@ -27,7 +27,8 @@ from analyzer.commands.stores import KINDS, read_store, store_options, store_req
 from analyzer.config import ConfigError, load_config
 from analyzer.delivery import Mail, Published, email_message, post_webhook, send_email, subject, webhook_payload
 from analyzer.evidence import evidence_pack
-from analyzer.gather import listen_for, prometheus_progress, query_prometheus, read_inputs, read_profiles, span_mapping
+from analyzer.gather import (listen_for, prom_config, prometheus_progress, query_prometheus, read_inputs, read_profiles,
+                             span_mapping)
 from analyzer.output import check_output
 from analyzer.publish import publish
 from analyzer.renderers import formats, render
@@ -265,8 +266,10 @@ def build_reports(plan: Plan, store_flags: dict[str, object]) -> dict[str, dict]
         inputs = read_inputs(traces, metrics, span_columns=span_mapping(None, plan.config))
     if plan.store:
         with prometheus_progress(plan.store.capitalize()) as progress:
+            span_metrics = (plan.prometheus, prom_config(plan.config, prometheus_settings(plan))) \
+                if plan.prometheus else None
             pulled = read_store(plan.store, store_flags, plan.config, plan.start, plan.end, plan.services or [],
-                                progress, environments=plan.environments)
+                                progress, environments=plan.environments, prometheus=span_metrics)
         pulled.signals = inputs.signals
         inputs = pulled
     if plan.clickhouse:

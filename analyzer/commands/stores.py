@@ -54,9 +54,10 @@ def store_requested(flags: dict[str, object], config: Config) -> str | None:
 
 def read_store(kind: str, flags: dict[str, object], config: Config, start_s: float | None, end_s: float | None,
                services: list[str], progress: Callable[[int, int, str], None] | None,
-               environments: tuple[str, ...] = ()) -> Inputs:
+               environments: tuple[str, ...] = (), prometheus: tuple[str, Any] | None = None) -> Inputs:
     """The window's traces from the store, sampled and weighted; UserError when the store refuses.
-    `environments` narrows the search where the store can (Tempo's TraceQL)."""
+    `environments` narrows the search where the store can (Tempo's TraceQL). `prometheus` (URL,
+    PromConfig): its span-metrics rank the entry operations for a store without metrics of its own."""
     # Imported here: the HTTP stack is most of the start-up time of a run that reads files.
     from collectors.store_pull import NS, StoreError, StoreSettings, pull
 
@@ -69,26 +70,40 @@ def read_store(kind: str, flags: dict[str, object], config: Config, start_s: flo
     section.pop("url", None)
     end = end_s if end_s is not None else time.time()
     start = start_s if start_s is not None else end - window
+    ranked, unranked = _span_metrics(prometheus, start, end, services) if prometheus else (None, "")
     try:
         settings = StoreSettings(url=str(url), environments=tuple(environments), **section)  # type: ignore[arg-type]
-        store = _store(kind, settings)
+        store = _store(kind, settings, ranked)
         loaded = pull(store, settings, int(start * NS), int(end * NS), services or None, progress)
     except StoreError as err:
         raise UserError(str(err)) from None
     except (TypeError, ValueError) as err:
         raise UserError(f"[sources.{kind}]: {err}") from None
+    if unranked and not str(loaded.sources[0].sampling.get("ranked_by", "")).startswith("TraceQL metrics"):
+        loaded.sources[0].notices.append(unranked)  # (a Tempo ranked by its own metrics did not need them)
     return Inputs(loaded.table, loaded.sources, loaded.repairs)
 
 
-def _store(kind: str, settings):  # type: ignore[no-untyped-def]
+def _span_metrics(prometheus: tuple[str, Any], start: float, end: float, services: list[str]) -> tuple[list, str]:
+    """The entry operations ranked by span-metrics in Prometheus, or (None, why not) for `input`."""
+    from collectors.span_metrics import SpanMetricsUnavailable, rank
+
+    url, config = prometheus
+    try:
+        return rank(url, config, start, end, services or None), ""
+    except (SpanMetricsUnavailable, ValueError) as err:
+        return None, f"no span-metrics ranking from {url}: {err}"
+
+
+def _store(kind: str, settings, ranked):  # type: ignore[no-untyped-def]
     if kind == "tempo":
         from collectors.tempo import Tempo
 
-        return Tempo(settings)
+        return Tempo(settings, ranked)
     if kind == "jaeger":
         from collectors.jaeger_api import Jaeger
 
-        return Jaeger(settings)
+        return Jaeger(settings, ranked)
     from collectors.zipkin_api import Zipkin
 
-    return Zipkin(settings)
+    return Zipkin(settings, ranked)

@@ -5,7 +5,8 @@
 //
 // Metrics in the Prometheus text format, under the names client_java's simpleclient_hotspot
 // exports (jvm_gc_collection_seconds per collector, process_cpu_seconds_total) plus a request
-// counter; read from java.lang.management, no dependencies.
+// counter and the seconds spent inside the request handler (server time, to compare with the
+// client's latency); read from java.lang.management, no dependencies.
 import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
 import java.io.IOException;
@@ -25,6 +26,7 @@ public final class GcServer {
     private static final int OBJECTS = 40_000;
     private static final ArrayDeque<List<long[]>> kept = new ArrayDeque<>();
     private static final AtomicLong requests = new AtomicLong();
+    private static final AtomicLong handlerNanos = new AtomicLong();
 
     private static synchronized int work() {
         List<long[]> batch = new ArrayList<>(OBJECTS);
@@ -61,15 +63,19 @@ public final class GcServer {
         sb.append("jvm_threads_live_threads ").append(ManagementFactory.getThreadMXBean().getThreadCount()).append('\n');
         sb.append("# TYPE http_requests_total counter\n");
         sb.append("http_requests_total ").append(requests.get()).append('\n');
+        sb.append("# TYPE http_request_handler_seconds_total counter\n");
+        sb.append("http_request_handler_seconds_total ").append(handlerNanos.get() / 1e9).append('\n');
         return sb.toString();
     }
 
     public static void main(String[] args) throws IOException {
         HttpServer server = HttpServer.create(new InetSocketAddress("127.0.0.1", Integer.parseInt(args[0])), 64);
         server.createContext("/work", ex -> {
+            long start = System.nanoTime();
             int n = work();
-            requests.incrementAndGet();
             reply(ex, n + "\n", "text/plain");
+            handlerNanos.addAndGet(System.nanoTime() - start);
+            requests.incrementAndGet();
         });
         server.createContext("/metrics", ex -> reply(ex, metrics(), "text/plain; version=0.0.4"));
         server.setExecutor(Executors.newFixedThreadPool(4));
