@@ -17,6 +17,8 @@ purpose: after the first pass, each entry operation's p95 (of the traces listed)
 `minDuration` of a second search for that operation, which lists the slow traces a limit-cut first
 pass missed; the sample then splits tail and body at that p95. Entry operations of kind server,
 consumer or unspecified are searched (v3 says the kind; the legacy list does not, so all).
+With span-metrics in Prometheus (collectors/span_metrics.py), only the entry operations they rank
+first are searched, each tail at their p95, and the sample is weighted to their counts.
 
 Both searches return whole traces, so nothing is fetched twice: the sample is drawn from what
 the searches returned and the rest is dropped.

@@ -202,9 +202,10 @@ def search_each(keys: list, search: Callable[[object, int, int], list[Found]], s
 SPAN_METRICS = "span-metrics in Prometheus over the whole window (increase and histogram_quantile of entry spans)"
 
 
-def external_top(ranked: list[Ranked], services: list[str] | None, settings: StoreSettings) -> list[Ranked]:
-    """The first `top_operations` of an outside ranking (span-metrics) among `services`, marked targeted."""
-    top = [r for r in ranked if not services or r.service in services][: settings.top_operations]
+def external_top(ranked: list[Ranked], services: list[str], settings: StoreSettings) -> list[Ranked]:
+    """The first `top_operations` of an outside ranking (span-metrics) among `services` (the store's),
+    marked targeted; none when the ranking names none of them."""
+    top = [r for r in ranked if r.service in services][: settings.top_operations]
     for r in top:
         r.targeted = True
     return top

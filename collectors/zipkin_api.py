@@ -12,6 +12,9 @@ Zipkin counts nothing for the window, so the tail is pulled on purpose, as for J
 (microseconds; Zipkin keeps a trace when a span of the service lasts at least that long) of one more
 search, which lists the slow traces a limit-cut first pass missed. The sample is drawn from those
 traces; nothing is fetched twice.
+With span-metrics in Prometheus (collectors/span_metrics.py), only the entry operations they rank
+first are searched (lowercased, as Zipkin stores names), each tail at their p95, and the sample is
+weighted to their counts.
 
 A trace whose spans name no service (no `localEndpoint.serviceName`, as an Envoy sidecar without
 a configured cluster name writes) is listed by no service's search. Without `--service`, one more
@@ -52,8 +55,9 @@ class Zipkin:
         wanted = [str(s) for s in known if not services or s in services]
         named = {str(s).lower() for s in known}
         # Zipkin keeps service and span names lowercased; span-metrics keep them as the SDK wrote them.
-        top = external_top(self.span_metrics, [s for r in self.span_metrics for s in wanted
-                                               if s == r.service.lower()], self.settings)
+        lowered = {s.lower() for s in wanted}
+        top = external_top(self.span_metrics, [r.service for r in self.span_metrics if r.service.lower() in lowered],
+                           self.settings)
         pairs = [(r.service.lower(), r.operation.lower()) for r in top] or [
             (svc, name) for svc in wanted for name in self._span_names(svc) or [ALL]]
         self._searches, self._targeted = len(pairs), len(top)
