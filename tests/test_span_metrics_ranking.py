@@ -164,8 +164,8 @@ def test_cli_ranks_a_jaeger_pull_by_span_metrics_and_says_so(setup, tmp_path: Pa
         assert source["sampling"]["ranked"][0]["operation"] == TOP[0][1]
         # The scheduled report ranks the same way.
         p = subprocess.run([sys.executable, "-m", "analyzer", "report", "--jaeger", server.url, "--prometheus", url,
-                            "--start", str(start), "--end", str(end), "--format", "json", "--output-dir",
-                            str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=180)
+                            "--start", str(start), "--end", str(end), "--format", "json", "--no-history",
+                            "--output-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=180)
         assert p.returncode == 3, p.stderr  # report's "incomplete": no runtime metrics for a verdict
         (written,) = tmp_path.glob("*/report.json")
         (source,) = json.loads(written.read_text())["input"]["sources"]
