@@ -123,6 +123,16 @@ def _root_ms(trace: list) -> float:
     return (root.end_ns - root.start_ns) / 1e6
 
 
+def _assert_tail_search_found_the_slowest(loaded, stratum: dict, traces: dict) -> None:
+    """The minDuration search listed traces the capped first pass missed, the window's slowest
+    trace among them, and every tail trace listed was pulled."""
+    added = re.search(r"\((\d+) more tail traces listed\)", loaded.sources[0].sampling["ranked_by"])
+    assert added and int(added.group(1)) >= 1  # the first pass alone missed some of the tail
+    slowest = max(traces, key=lambda t: _root_ms(traces[t]))
+    assert slowest in {bytes(x).hex() for x in loaded.table.trace_ids}
+    assert stratum["tail"] >= 2 and stratum["tail_pulled"] == stratum["tail"]
+
+
 def test_tempo_ranks_by_traceql_metrics_and_searches_the_tail_apart(ob_traces, tt_traces) -> None:
     """Two systems in one Tempo: Online Boutique's frontend (479 traces, p50 ~400 ms) and Train
     Ticket's gateway (41 traces, p50 ~170 ms). TraceQL metrics rank them over the whole window
@@ -331,11 +341,7 @@ def test_jaeger_searches_each_operation_and_pulls_the_tail_with_min_duration(tt_
         assert stratum["threshold_from"] == "store"
         want = f"{(int(stratum['threshold_ms'] * 1000) + 1) / 1e6:.6f}s" if v3 else f"{int(stratum['threshold_ms'] * 1000) + 1}us"
         assert tail[min_key] == want
-        added = re.search(r"\((\d+) more tail traces listed\)", loaded.sources[0].sampling["ranked_by"])
-        assert added and int(added.group(1)) >= 1  # the first pass alone missed some of the tail
-        slowest = max(tt_traces, key=lambda t: _root_ms(tt_traces[t]))
-        assert slowest in {bytes(x).hex() for x in loaded.table.trace_ids}
-        assert stratum["tail"] >= 2 and stratum["tail_pulled"] == stratum["tail"]
+        _assert_tail_search_found_the_slowest(loaded, stratum, tt_traces)
     finally:
         server.close()
 
@@ -358,11 +364,7 @@ def test_zipkin_searches_each_span_name_and_pulls_the_tail_with_min_duration(tt_
         assert stratum["threshold_from"] == "store"
         assert tail["minDuration"] == str(int(stratum["threshold_ms"] * 1000) + 1)
         assert tail["spanName"] == stratum["operation"]
-        added = re.search(r"\((\d+) more tail traces listed\)", loaded.sources[0].sampling["ranked_by"])
-        assert added and int(added.group(1)) >= 1  # the first pass alone missed some of the tail
-        slowest = max(tt_traces, key=lambda t: _root_ms(tt_traces[t]))
-        assert slowest in {bytes(x).hex() for x in loaded.table.trace_ids}
-        assert stratum["tail"] >= 2 and stratum["tail_pulled"] == stratum["tail"]
+        _assert_tail_search_found_the_slowest(loaded, stratum, tt_traces)
     finally:
         server.close()
 
