@@ -64,6 +64,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("html-inputs")
     feed = record_feed(work, FEED_SECONDS)
     assert feed.metrics_path is not None, "the feed service's runtime metrics did not arrive"
+    assert feed.metric_requests >= 4, f"only {feed.metric_requests} metric collections arrived: too few to chart"
     hostile_path = write_jsonl(record(hostile), work / "hostile.otlp.jsonl")
     return _analyze([feed.traces_path, hostile_path, *EXAMPLES], [feed.metrics_path])
 
