@@ -60,3 +60,20 @@ def test_the_analyzer_reads_both_names():
     spec = next(s for s in CATALOG if s.name == Signal.CPU_RUN_QUEUE_SECONDS_PER_SECOND)
     assert "process_cpu_wait_seconds_total" in {n for v in spec.variants for n in v.needs}
     assert CORE_WAIT == "process.cpu.wait.time"
+
+
+def test_each_meter_provider_of_one_process_gets_the_counter():
+    """The demo's telemetry set up twice in one process (as the report tests record `feed` in
+    the test process) exports the wait through both providers, not only the first."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from analyzer.instrument import core_wait
+
+    names = []
+    for _ in range(2):
+        reader = InMemoryMetricReader()
+        core_wait.otel_counter(core_wait.CoreWait(), MeterProvider(metric_readers=[reader]))
+        data = reader.get_metrics_data()
+        names.append({m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics})
+    assert names == [{CORE_WAIT}, {CORE_WAIT}]

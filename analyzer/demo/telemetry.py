@@ -89,5 +89,5 @@ def setup(service: str, endpoint: str) -> Telemetry:
     meter.create_observable_counter("process.cpu.time", [observe], unit="s",
                                     description="CPU seconds used by the process (os.times)")
     gc.callbacks.append(pauses)
-    core_wait.install(meter_provider=mp, prometheus=False)  # its own wait for a core, apart from its CPU
+    core_wait.otel_counter(core_wait.CoreWait(), mp)  # its own wait for a core, apart from its CPU
     return Telemetry(tp, mp, pauses)

@@ -55,6 +55,22 @@ class CoreWait:
 _installed: CoreWait | None = None
 
 
+def otel_counter(reader: CoreWait, meter_provider: Any = None) -> None:
+    """Export `reader` as `process.cpu.wait.time` through `meter_provider` (the global one if None).
+    Unlike `install`, once per provider: a process that sets up several providers (the demo's
+    telemetry in tests) gets the counter in each."""
+    from opentelemetry import metrics
+    from opentelemetry.metrics import Observation
+
+    def observe(_options: Any) -> Iterable[Any]:
+        s = reader.seconds()
+        return [] if s is None else [Observation(s)]
+
+    meter = (meter_provider or metrics.get_meter_provider()).get_meter("analyzer.instrument.core_wait")
+    meter.create_observable_counter(OTEL_NAME, [observe], unit="s",
+                                    description="Time the process's threads were runnable but waited for a CPU")
+
+
 def install(meter_provider: Any = None, prometheus_registry: Any = None, otel: bool = True,
             prometheus: bool = True) -> CoreWait:
     """Export the process's core wait (idempotent: a second call returns the first reader)."""
@@ -63,16 +79,7 @@ def install(meter_provider: Any = None, prometheus_registry: Any = None, otel: b
         return _installed
     reader = CoreWait()
     if otel:
-        from opentelemetry import metrics
-        from opentelemetry.metrics import Observation
-
-        def observe(_options: Any) -> Iterable[Any]:
-            s = reader.seconds()
-            return [] if s is None else [Observation(s)]
-
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter("analyzer.instrument.core_wait")
-        meter.create_observable_counter(OTEL_NAME, [observe], unit="s",
-                                        description="Time the process's threads were runnable but waited for a CPU")
+        otel_counter(reader, meter_provider)
     if prometheus:
         try:
             from prometheus_client import REGISTRY
