@@ -230,12 +230,13 @@ def tail_pass(found: dict[str, Found], search_above: Callable[[tuple[str, str], 
         threshold_us = int((r.p95_ns if r else weighted_quantile(np.asarray(durations), TAIL_Q)) // 1000)
         got = search_above(key, threshold_us + 1)
         # The store filters on any span of the service: keep the traces whose root is this key's and slow.
+        mine = list(durations)  # a tail search adds only traces rooted at its own key
         for f in got:
             c = f.candidate
             if (c.service, c.operation) == key and c.duration_ns > threshold_us * 1000 and c.trace_id not in found:
                 found[c.trace_id] = f
+                mine.append(c.duration_ns)
                 added += 1
-        mine = [f.candidate.duration_ns for f in found.values() if (f.candidate.service, f.candidate.operation) == key]
         if r is None:
             whole[key] = Whole(count=len(mine), tail_threshold_ns=threshold_us * 1000.0)
             continue
