@@ -1,6 +1,7 @@
 """Start-up stays cheap: `--version` imports neither numpy nor any transport, and analyzing a file
 imports no gRPC, requests or capture code (checked on the real import trace, not by timing,
-which a shared CI machine makes noisy; the README gives the timings)."""
+which a shared CI machine makes noisy; the README gives the timings), and a JSON report imports
+neither rich nor the ClickHouse reader."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ def test_version_imports_only_the_command_line() -> None:
 def test_analyzing_a_file_imports_no_transport_or_capture(orders_n_plus_one_jsonl) -> None:
     mods = imported("analyze", "--traces", str(orders_n_plus_one_jsonl), "--format", "json")
     assert "analyzer.pipeline" in mods  # it did run
-    heavy = {m for m in mods if m.split(".")[0] in {"grpc", "requests", "urllib3"}
+    # rich is for text output only; the ClickHouse reader for --clickhouse only.
+    heavy = {m for m in mods if m.split(".")[0] in {"grpc", "requests", "urllib3", "rich"}
+             or m.startswith("collectors.clickhouse")
              or m in {"collectors.receiver", "collectors.capture", "collectors.prometheus", "analyzer.demo",
                       "analyzer.commands.capture", "analyzer.commands.demo"}}
     assert not heavy, sorted(heavy)

@@ -10,10 +10,6 @@ import click
 from analyzer.cliutil import UserError
 from analyzer.config import Config
 from analyzer.pipeline import Inputs
-from collectors.clickhouse_queries import Window
-from collectors.clickhouse_schema import SchemaError
-from collectors.clickhouse_source import ClickHouseError
-from collectors.clickhouse_traces import load_clickhouse, options_from
 from heuristics.registry import all_rules
 
 FLAG_PREFIX = "clickhouse_"
@@ -46,6 +42,12 @@ def read_clickhouse(spec: str, flags: dict[str, object], config: Config, start_n
     the user can fix (unreachable, refused, a table that does not fit, a missing driver), and on
     an empty window unless `require_spans` is False (the scheduled report says so itself).
     `environments` is pushed into every query (deployment.environment, unnamed kept)."""
+    # Imported here: every `analyze` carries the options, few runs read ClickHouse.
+    from collectors.clickhouse_queries import Window
+    from collectors.clickhouse_schema import SchemaError
+    from collectors.clickhouse_source import ClickHouseError
+    from collectors.clickhouse_traces import load_clickhouse, options_from
+
     section = dict((config.sections.get("sources") or {}).get("clickhouse") or {})  # type: ignore[union-attr]
     for key, value in flags.items():
         if value is not None:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import html
 import re
 
-from rich.markup import escape as _rich_escape
-
 # Cc (C0, DEL, C1), the bidi marks/embeddings/overrides/isolates, U+2028/2029, surrogates.
 _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -48,7 +46,9 @@ def for_terminal(text: object) -> str:
 
 def for_rich_markup(text: object) -> str:
     """`text` for inside a rich markup string: shown as written (`[link=…]`, `[/]` are text)."""
-    return _rich_escape(for_terminal(text))
+    from rich.markup import escape  # only text output imports rich (see text.to_text)
+
+    return escape(for_terminal(text))
 
 
 def for_markdown(text: object) -> str:

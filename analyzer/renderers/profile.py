@@ -4,8 +4,6 @@ input like any telemetry: each output escapes them with its own function from es
 
 from __future__ import annotations
 
-from rich.table import Table
-
 from analyzer.renderers import charts
 from analyzer.renderers.escape import for_html, for_markdown, for_rich_markup, markdown_code
 
@@ -42,6 +40,8 @@ def summary_line(p: dict) -> str:
 
 def text_section(p: dict) -> list:
     """Renderables for rich: a heading line, the function table, the target, the cheaper fixes."""
+    from rich.table import Table  # only text output imports rich (see text.to_text)
+
     out: list = [f"  [bold]CPU profile[/]: {summary_line(p)}"]
     table = Table(show_edge=False, pad_edge=False, box=None)
     for col, just in (("function", "left"), ("owner", "left"), ("package", "left"), ("self %", "right"),

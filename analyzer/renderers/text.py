@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import io
 
-from rich.console import Console
-from rich.table import Table
-
 from analyzer.renderers import profile as profile_section
 from analyzer.renderers.escape import for_rich_markup as esc
 from analyzer.renderers.phrases import (VERDICT_LABEL, Said, breakdown_parts, ceiling_text, environment_note,
@@ -23,6 +20,10 @@ STYLE = {"recommended": "bold red", "not_recommended": "bold green", "insufficie
 
 
 def to_text(report: dict, width: int = 120, color: bool = False) -> str:
+    # rich costs ~40 ms to import: only runs that print text pay it, not `--format json`.
+    from rich.console import Console
+    from rich.table import Table
+
     buf = io.StringIO()
     con = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
                   highlight=False, emoji=False)
