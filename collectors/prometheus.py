@@ -317,7 +317,7 @@ def _matrix(body: bytes) -> list[tuple[dict, object]]:
     return out
 
 
-def _points(values: object) -> tuple[np.ndarray, np.ndarray]:
+def matrix_points(values: object) -> tuple[np.ndarray, np.ndarray]:
     """[[t, "v"], ...] -> (t, v) float arrays, converted by numpy in C, not per point in Python."""
     if not isinstance(values, list):
         raise QueryFailed("malformed answer: a row's values are not a list")
@@ -339,7 +339,10 @@ class _Plan:
     query: str
 
 
-class _Collector:
+class Collector:
+    """The query_range requests of one run against one Prometheus, counted for the progress line;
+    span_metrics.py asks through it too, so both share the transport, limits and error wording."""
+
     def __init__(self, url: str, client: HttpClient, config: PromConfig, progress: Progress | None):
         self.url, self.client, self.config, self.progress = url, client, config, progress
         self.sent = 0
@@ -350,7 +353,7 @@ class _Collector:
         if self.progress:
             self.progress(self.sent, max(self.total, self.sent), label)
 
-    def _post(self, query: str, t0: float, t1: float, step: float, label: str) -> list[tuple[dict, object]]:
+    def post(self, query: str, t0: float, t1: float, step: float, label: str) -> list[tuple[dict, object]]:
         """One query_range request, sent as a form body (a long query in a GET URL hits the 8 KB
         limit of proxies in front of Thanos and Mimir, which answer 414)."""
         form = {"query": query, "start": repr(t0), "end": repr(t1), "step": f"{step:g}",
@@ -371,10 +374,10 @@ class _Collector:
         """(t, v) arrays per pf_service value, stitched across chunks."""
         parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         for cs, ce in chunks(t0, t1, step, self.config.max_points):
-            for metric, values in self._post(query, cs, ce, step, label):
+            for metric, values in self.post(query, cs, ce, step, label):
                 svc = metric.get(SERVICE_LABEL)
                 if isinstance(svc, str) and svc:
-                    parts.setdefault(svc, []).append(_points(values))
+                    parts.setdefault(svc, []).append(matrix_points(values))
         return {svc: (np.concatenate([t for t, _ in p]), np.concatenate([v for _, v in p])) if len(p) > 1 else p[0]
                 for svc, p in parts.items()}
 
@@ -399,7 +402,7 @@ class _Collector:
         step = max(self.config.min_step, math.ceil((end - start) / max(1, self.config.discovery_points)))
         t0 = end - math.floor((end - start) / step) * step  # include `end`: the newest series count most
         try:
-            rows = self._post(query, t0, end, step, "discovery")
+            rows = self.post(query, t0, end, step, "discovery")
         except QueryFailed as exc:
             server_side = (exc.status or 0) >= 500
             no_answer = exc.status is None and not _is_shape(exc)
@@ -427,8 +430,8 @@ class _Collector:
                              for name in INTERVAL_FAMILIES for s in scopes for sel in s.selectors(name))
         query = f"min(max by (job, instance) ({counts}))"
         try:
-            rows = self._post(query, end, end, 1.0, "scrape interval")
-            count = float(_points(rows[0][1])[1][0]) if rows else 0.0
+            rows = self.post(query, end, end, 1.0, "scrape interval")
+            count = float(matrix_points(rows[0][1])[1][0]) if rows else 0.0
         except (QueryFailed, IndexError):
             return None
         return span / (count - 1) if count >= 2 else None
@@ -499,7 +502,7 @@ def collect(url: str, services: list[str] | None, start: float, end: float,
         selectors = {s: b for s, b in selectors.items() if s in services}
         if not services:
             return Signals()
-    run = _Collector(url, connect(url, config), config, progress)
+    run = Collector(url, connect(url, config), config, progress)
 
     default = None if services is None else sorted(set(services) - set(selectors))
     families = run.discover(run.scopes(default, selectors, 0.0), start, end)

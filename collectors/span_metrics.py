@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from collectors.http_auth import connect
-from collectors.prometheus import PromConfig, QueryFailed, _Collector, _points
+from collectors.prometheus import Collector, PromConfig, QueryFailed, matrix_points
 from collectors.promql import label_select, quote, re_escape
 from collectors.store_pull import Ranked, by_time
 
@@ -41,7 +41,7 @@ class SpanMetricsUnavailable(Exception):
 
 def rank(url: str, config: PromConfig, start_s: float, end_s: float, services: list[str] | None) -> list[Ranked]:
     """Entry operations of `services` (all if None) over [start_s, end_s], by their time (count x p50)."""
-    run = _Collector(url, connect(url, config), config, None)
+    run = Collector(url, connect(url, config), config, None)
     extra = config.extra_matchers.strip().strip("{}").strip()
     (service,) = label_select(("service_name",), services)
     matchers = ", ".join(m for m in (ENTRY, service, extra) if m)
@@ -70,18 +70,18 @@ def rank(url: str, config: PromConfig, start_s: float, end_s: float, services: l
     return by_time(out)
 
 
-def _ask(run: _Collector, query: str, t0: float, t1: float, step: float) -> list[tuple[dict, object]]:
+def _ask(run: Collector, query: str, t0: float, t1: float, step: float) -> list[tuple[dict, object]]:
     try:
-        return run._post(query, t0, t1, step, "span-metrics")
+        return run.post(query, t0, t1, step, "span-metrics")
     except QueryFailed as e:
         raise SpanMetricsUnavailable(f"Prometheus refused the span-metrics query: {e.reason}") from None
 
 
-def _by_operation(run: _Collector, query: str, at_s: float) -> dict[tuple[str, str], float]:
+def _by_operation(run: Collector, query: str, at_s: float) -> dict[tuple[str, str], float]:
     """{(service, span name): the finite value at `at_s`} of an instant-like query."""
     out = {}
     for metric, values in _ask(run, query, at_s, at_s, 1.0):
-        v = _points(values)[1]
+        v = matrix_points(values)[1]
         if v.size and math.isfinite(float(v[-1])):
             out[(str(metric.get("service_name", "")), str(metric.get("span_name", "")))] = float(v[-1])
     return out
