@@ -50,7 +50,7 @@ def _checkout(rec: Recorder) -> None:
 
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory) -> SpanTable:
-    rec = Recorder()
+    rec = Recorder(id_seed=7)  # the draw depends on trace ids: the same sample every run
     try:
         _checkout(rec)
         spans = rec.spans()

@@ -10,6 +10,7 @@ Collector would receive and then write.
 from __future__ import annotations
 
 import contextlib
+import random
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,7 +23,8 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.trace import INVALID_SPAN_ID, INVALID_TRACE_ID, Span, SpanKind
 
 from collectors.otlp_json import to_otlp_json_line
 
@@ -35,22 +37,50 @@ DEFAULT_BATCH = 512
 WORKLOAD_SCOPE = "tests.workloads"
 
 
+class SeededIdGenerator(IdGenerator):
+    """Trace and span ids drawn from a seeded `random.Random`: the same workload, run again with
+    the same seed, gets the same ids. Anything keyed on trace ids (a stratified draw, a store's
+    listing order) then sees the same recording every run instead of a new one."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+
+    def generate_span_id(self) -> int:
+        span_id = self._rng.getrandbits(64)
+        while span_id == INVALID_SPAN_ID:
+            span_id = self._rng.getrandbits(64)
+        return span_id
+
+    def generate_trace_id(self) -> int:
+        trace_id = self._rng.getrandbits(128)
+        while trace_id == INVALID_TRACE_ID:
+            trace_id = self._rng.getrandbits(128)
+        return trace_id
+
+    def is_trace_id_random(self) -> bool:
+        return True  # uniformly random bits, as the SDK's own generator's
+
+
 class Recorder:
     """One `TracerProvider` per service, each exporting to its own in-memory exporter.
 
     Exporters are not shared because shutting a provider down shuts its exporter down too.
+    With `id_seed`, every provider draws its ids from one seeded generator (`SeededIdGenerator`),
+    so a workload whose timings are given explicitly records the same spans, ids included, every
+    run; without it ids are the SDK's usual random ones.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, id_seed: int | None = None) -> None:
         self._providers: dict[str, TracerProvider] = {}
         self._exporters: dict[str, InMemorySpanExporter] = {}
+        self._ids: IdGenerator = SeededIdGenerator(id_seed) if id_seed is not None else RandomIdGenerator()
 
     def provider(self, service: str) -> TracerProvider:
         """The tracer provider of `service`, created on first use."""
         if service not in self._providers:
             exporter = InMemorySpanExporter()
             # Resource.create merges in telemetry.sdk.{language,name,version} like a real process.
-            provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+            provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}), id_generator=self._ids)
             provider.add_span_processor(SimpleSpanProcessor(exporter))
             self._providers[service] = provider
             self._exporters[service] = exporter
@@ -74,9 +104,10 @@ class Workload(Protocol):
     def __call__(self, rec: Recorder, /, **kwargs: Any) -> None: ...
 
 
-def record(workload: Workload | Callable[..., None], **kwargs: Any) -> list[ReadableSpan]:
-    """Run `workload(recorder, **kwargs)` and return every span it produced, in end-time order."""
-    rec = Recorder()
+def record(workload: Workload | Callable[..., None], id_seed: int | None = None, **kwargs: Any) -> list[ReadableSpan]:
+    """Run `workload(recorder, **kwargs)` and return every span it produced, in end-time order
+    (ids from `id_seed` when given: see `Recorder`)."""
+    rec = Recorder(id_seed)
     try:
         workload(rec, **kwargs)
         return rec.spans()
