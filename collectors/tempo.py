@@ -32,6 +32,8 @@ TraceQL metrics answers (tempopb QueryInstantResponse / QueryRangeResponse as JS
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+
 from analyzer.model.semconv import DEPLOYMENT_ENVIRONMENT
 from collectors.sampling import Candidate, Whole
 from collectors.store_pull import (NS, SPAN_METRICS, Found, Payload, Ranked, StoreError, StoreSettings, by_time,
@@ -44,9 +46,11 @@ QUANTILES = "quantile_over_time(duration, .5, .95, .99) by (resource.service.nam
 class Tempo:
     name = "tempo"
 
-    def __init__(self, settings: StoreSettings, span_metrics: list[Ranked] | None = None) -> None:
+    def __init__(self, settings: StoreSettings, span_metrics: Callable[[], list[Ranked]] | None = None) -> None:
         self.settings = settings
-        self.span_metrics = span_metrics or []  # used when TraceQL metrics are unavailable
+        # Asked only when TraceQL metrics are unavailable: a Tempo ranking by its own metrics sends
+        # Prometheus no span-metrics queries.
+        self.span_metrics = span_metrics
         self.api = settings.client("application/json")
         self.raw = settings.client("application/protobuf")
         self._whole: dict[tuple[str, str], Whole] = {}
@@ -67,10 +71,11 @@ class Tempo:
         except StoreError as e:
             if "HTTP 401" in str(e) or "HTTP 403" in str(e):
                 raise  # credentials: the search would be refused the same way
-            if not self.span_metrics:
+            ranked = self.span_metrics() if self.span_metrics else []
+            if not ranked:
                 self._ranking = {"ranked_by": f"search results (TraceQL metrics unavailable: {e})"}
                 return self._plain_search(start_ns, end_ns, services, limit)
-            ranked, by = self.span_metrics, f"{SPAN_METRICS} (TraceQL metrics unavailable: {e})"
+            by = f"{SPAN_METRICS} (TraceQL metrics unavailable: {e})"
         if services:
             ranked = [r for r in ranked if r.service in services]
         if not ranked:

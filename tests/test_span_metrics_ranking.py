@@ -140,13 +140,28 @@ def test_tempo_without_traceql_metrics_ranks_by_span_metrics(setup) -> None:
     server = standins.tempo(traces, metrics=False)
     try:
         s = StoreSettings(url=server.url, top_operations=3, per_operation=5)
-        loaded = pull(Tempo(s, rank(url, PromConfig(), start, end, None)), s, start * NS, end * NS, None)
+        loaded = pull(Tempo(s, lambda: rank(url, PromConfig(), start, end, None)), s, start * NS, end * NS, None)
         sampling = loaded.sources[0].sampling
         assert sampling["ranked_by"].startswith("span-metrics in Prometheus") and "HTTP 404" in sampling["ranked_by"]
         (stratum,) = sampling["strata"]  # every trace is rooted at the gateway
         assert stratum["population"] == round(1.5 * WINDOW_S) and stratum["threshold_from"] == "store"
         queries = [r.query["q"] for r in server.requests if r.path == "/api/search"]
         assert any('name = "/*"' in q and "duration > 195000us" in q for q in queries)  # span-metrics' p95
+    finally:
+        server.close()
+
+
+def test_tempo_with_traceql_metrics_sends_no_span_metrics_query(setup) -> None:
+    """A Tempo that ranks by its own TraceQL metrics never asks Prometheus for span-metrics."""
+    url, traces, start, end = setup
+    server = standins.tempo(traces)
+    asked: list[int] = []
+    try:
+        s = StoreSettings(url=server.url, top_operations=3, per_operation=5)
+        tempo = Tempo(s, lambda: asked.append(1) or rank(url, PromConfig(), start, end, None))
+        loaded = pull(tempo, s, start * NS, end * NS, None)
+        assert loaded.sources[0].sampling["ranked_by"].startswith("TraceQL metrics")
+        assert asked == []
     finally:
         server.close()
 

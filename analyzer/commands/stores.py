@@ -70,29 +70,35 @@ def read_store(kind: str, flags: dict[str, object], config: Config, start_s: flo
     section.pop("url", None)
     end = end_s if end_s is not None else time.time()
     start = start_s if start_s is not None else end - window
-    ranked, unranked = _span_metrics(prometheus, start, end, services) if prometheus else (None, "")
+    notices: list[str] = []
+
+    def ranked_by_span_metrics() -> list:
+        ranked, why = _span_metrics(prometheus, start, end, services) if prometheus else ([], "")
+        notices.extend([why] if why else [])
+        return ranked or []
+
     try:
         settings = StoreSettings(url=str(url), environments=tuple(environments), **section)  # type: ignore[arg-type]
-        store = _store(kind, settings, ranked)
+        # Tempo ranks by its own TraceQL metrics and asks span-metrics only when those fail.
+        store = _store(kind, settings, ranked_by_span_metrics if kind == "tempo" else ranked_by_span_metrics())
         loaded = pull(store, settings, int(start * NS), int(end * NS), services or None, progress)
     except StoreError as err:
         raise UserError(str(err)) from None
     except (TypeError, ValueError) as err:
         raise UserError(f"[sources.{kind}]: {err}") from None
-    if unranked and not str(loaded.sources[0].sampling.get("ranked_by", "")).startswith("TraceQL metrics"):
-        loaded.sources[0].notices.append(unranked)  # (a Tempo ranked by its own metrics did not need them)
+    loaded.sources[0].notices.extend(notices)
     return Inputs(loaded.table, loaded.sources, loaded.repairs)
 
 
 def _span_metrics(prometheus: tuple[str, Any], start: float, end: float, services: list[str]) -> tuple[list, str]:
-    """The entry operations ranked by span-metrics in Prometheus, or (None, why not) for `input`."""
+    """The entry operations ranked by span-metrics in Prometheus, or ([], why not) for `input`."""
     from collectors.span_metrics import SpanMetricsUnavailable, rank
 
     url, config = prometheus
     try:
         return rank(url, config, start, end, services or None), ""
     except (SpanMetricsUnavailable, ValueError) as err:
-        return None, f"no span-metrics ranking from {url}: {err}"
+        return [], f"no span-metrics ranking from {url}: {err}"
 
 
 def _store(kind: str, settings, ranked):  # type: ignore[no-untyped-def]
