@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import requests
 
@@ -160,9 +161,13 @@ def test_node_gc_delay_before_spans_is_gc_evidence(live, report):
     w = max(1, round(t1 - t0))
 
     def avg(metric: str) -> float:
-        r = requests.post(f"{live.url}/api/v1/query", data={"query": f'avg_over_time({metric}{{job="node-gc"}}[{w}s])',
-                                                             "time": t1}, timeout=30).json()
-        return float(r["data"]["result"][0]["value"][1])
+        """The mean of the scraped samples over the window. prom-client exports NaN when the loop
+        was too busy for the delay monitor to sample between scrapes; the tool skips those
+        points, and so does this mean (PromQL's avg_over_time would be NaN)."""
+        r = requests.post(f"{live.url}/api/v1/query", data={"query": f'{metric}{{job="node-gc"}}[{w}s]', "time": t1},
+                          timeout=30).json()
+        v = np.array([float(x) for _, x in r["data"]["result"][0]["values"]])
+        return float(v[np.isfinite(v)].mean())
 
     delay_ms = (avg("nodejs_eventloop_lag_mean_seconds") - avg("nodejs_eventloop_lag_min_seconds")) * 1e3
     gc_ms, work_ms = evidence(gc, "gc_ms_per_request")["value"], evidence(gc, "cpu_ms_per_request_outside_gc")["value"]
