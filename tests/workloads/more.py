@@ -433,3 +433,31 @@ def raw_spans(path: Path) -> dict[str, list[RawSpan]]:
     for spans in out.values():
         spans.sort(key=lambda s: s.start)
     return out
+
+
+def sequential_runs(calls: Sequence[RawSpan], max_gap_ms: float) -> list[list[RawSpan]]:
+    """`calls` (one request's, in start order) cut into sequences as PF-DB003 and PF-NET002 define
+    them: a call joins the sequence when it starts at most `max_gap_ms` after the previous one
+    ends; a longer gap, or a start before that end (the calls overlap), begins a new sequence.
+
+    A loaded machine can stall the caller between two calls for longer than the gap; the
+    rules then see two sequences, and so does this."""
+    runs: list[list[RawSpan]] = []
+    for c in calls:
+        if runs and 0 <= (c.start - runs[-1][-1].end) / 1e6 <= max_gap_ms:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return runs
+
+
+def sum_minus_max_ms(calls: Sequence[RawSpan], key: Callable[[RawSpan], Any], max_gap_ms: float) -> float:
+    """What running each sequence of `calls` concurrently would save: per sequence, the sum of its
+    units' time (calls grouped by `key`: one statement, one downstream) minus the longest unit's."""
+    saving = 0.0
+    for run in sequential_runs(calls, max_gap_ms):
+        units: dict[Any, float] = {}
+        for c in run:
+            units[key(c)] = units.get(key(c), 0.0) + c.ms
+        saving += sum(units.values()) - max(units.values())
+    return saving
