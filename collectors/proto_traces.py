@@ -36,6 +36,7 @@ from analyzer.model.table import Batch
 from collectors import protowire as pw
 from collectors import span_wire as sw
 from collectors.otlp_files import SourceStats, strings_cut
+from collectors.wire_keys import KeyTable
 
 if TYPE_CHECKING:
     from collectors.otlp_traces import TraceDecoder
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 CHUNK_BYTES = 4 << 20
 SPAN_GROUP = 1 << 14
 _RESOURCE_SPANS, _RESOURCE, _SCOPE_SPANS, _SPANS = 1, 1, 2, 2
+_SPAN_TAG = (_SPANS << 3) | pw.LEN
+_SPAN_HEAD = 0x100A  # a span as encoders write it starts with its trace id: bytes 0A 10, as a little-endian uint16
 _ENTRY = (int(Kind.SERVER), int(Kind.CONSUMER))
 NO_PEER = -2  # derive_base's peer when no host attribute names it: look at the URL
 MEMO_LIMIT = 1 << 20  # distinct names, statements, URLs and signatures remembered across chunks
@@ -58,22 +61,7 @@ _VOLATILE[_STATEMENT_KEYS + _URL_KEYS] = True
 _KEY_SALT = mix(np.arange(1, len(KEYS) + 1, dtype=np.uint64) * np.uint64(0xD6E8FEB86659FD93))
 
 
-def _key_hashes() -> tuple[np.ndarray, np.ndarray]:
-    """The wanted keys' hashes, sorted, and the key index of each."""
-    raw = [k.encode() for k in KEYS]
-    buf, starts = pw.padded(raw)
-    h = hash_slices(buf, starts, np.array([len(r) for r in raw], dtype=np.int64))
-    order = np.argsort(h)
-    return h[order], order
-
-
-_WANTED_HASH, _WANTED_INDEX = _key_hashes()
-
-
-def _wanted(h: np.ndarray) -> np.ndarray:
-    """The key index of each key hash, -1 for keys the analysis does not read."""
-    at = np.minimum(np.searchsorted(_WANTED_HASH, h), _WANTED_HASH.shape[0] - 1)
-    return np.where(_WANTED_HASH[at] == h, _WANTED_INDEX[at], -1)
+_KEY_TABLE = KeyTable([k.encode() for k in KEYS])
 
 
 _RESOURCE_KEYS = frozenset((sc.SERVICE_NAME, sc.PROCESS_RUNTIME_NAME, sc.TELEMETRY_SDK_LANGUAGE,
@@ -124,7 +112,7 @@ class ProtoTraces:
         self._pending, self._numbers, self._pending_bytes = [], [], 0
         assert stats is not None
         buf, offsets = pw.padded(messages)
-        starts, services, environments = self._frame(messages, numbers, offsets.tolist(), stats)
+        starts, services, environments = self._frame(buf, messages, numbers, offsets.tolist(), stats)
         lengths = pw.lengths_before(buf, starts)
         del messages
         for a in range(0, starts.shape[0], SPAN_GROUP):
@@ -133,49 +121,47 @@ class ProtoTraces:
                         environments[a:a + SPAN_GROUP], stats)
 
     # -- framing ----------------------------------------------------------------------
-    def _frame(self, messages: list[bytes], numbers: list[int], offsets: list[int], stats: SourceStats
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Where each span starts in the chunk, its service code and its environment code."""
-        starts: list[int] = []  # relative to the span's message
-        per_message: list[int] = []
+    def _frame(self, buf: np.ndarray, messages: list[bytes], numbers: list[int], offsets: list[int],
+               stats: SourceStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where each span starts in the chunk `buf`, its service code and its environment code.
+
+        The requests, ResourceSpans and the fields of each ScopeSpans before its first span are
+        walked in Python; the spans of every ScopeSpans are found at once with numpy
+        (`protowire.field_runs`), and those of a ScopeSpans laid out otherwise one by one."""
+        firsts: list[int] = []  # per ScopeSpans with spans: where its first span field starts in `buf`
+        ends: list[int] = []  # where it ends
+        plan = []
+        for m, base in zip(messages, offsets):
+            top = pw.walk(m, 0, len(m), (_RESOURCE_SPANS,))
+            plan.append(None if top is None else
+                        [_scopes(m, at, at + length, base, firsts, ends) for _, _, at, length in top])
+        size = offsets[-1] + len(messages[-1])
+        found, region, tiled, run_end = pw.field_runs(buf, size, _SPAN_TAG, _SPAN_HEAD, np.array(firsts, np.int64),
+                                                      np.array(ends, np.int64))
+        bounds = np.searchsorted(region, np.arange(len(firsts) + 1)).tolist()
+        runs = [found[i:j] if ok else None for i, j, ok in zip(bounds[:-1], bounds[1:], tiled.tolist())]
+        run_ends = run_end.tolist()
+        parts: list[np.ndarray] = []
         per_resource: list[int] = []
         codes: list[tuple[int, int]] = []
-        for m, number in zip(messages, numbers):
-            before_message = len(starts)
-            top = pw.walk(m, 0, len(m), (_RESOURCE_SPANS,))
-            if top is None:
+        for m, base, number, resources in zip(messages, offsets, numbers, plan):
+            if resources is None:
                 stats.skipped["invalid_messages"] += 1
                 stats.note(f"message {number}: not a valid ExportTraceServiceRequest (its framing does not decode)")
-                top = []
-            for _, _, at, length in top:
-                before = len(starts)
-                service = self._resource_spans(m, at, at + length, starts)
+                continue
+            for scopes in resources:
+                spans = None if scopes is None else _scope_spans(m, base, scopes[1], firsts, ends, runs, run_ends)
+                service = None if spans is None else self._service(scopes[0])
                 if service is None:
-                    del starts[before:]
                     stats.skipped["invalid_messages"] += 1
                     stats.note(f"message {number}: a resource_spans does not decode; its spans skipped")
                     continue
-                per_resource.append(len(starts) - before)
+                parts.extend(spans)
+                per_resource.append(sum(x.shape[0] for x in spans))
                 codes.append(service)
-            per_message.append(len(starts) - before_message)
-        base = np.repeat(np.array(offsets, dtype=np.int64), per_message)
         resources = np.array(codes, dtype=np.int32).reshape(-1, 2)
-        return (np.array(starts, dtype=np.int64) + base, np.repeat(resources[:, 0], per_resource),
-                np.repeat(resources[:, 1], per_resource))
-
-    def _resource_spans(self, m: bytes, a: int, b: int, starts: list[int]) -> tuple[int, int] | None:
-        """Append the spans of one ResourceSpans; its (service, environment) codes, or None when it
-        does not decode."""
-        fields = pw.walk(m, a, b, (_RESOURCE, _SCOPE_SPANS))
-        if fields is None:
-            return None
-        resource = b""
-        for number, _, at, length in fields:
-            if number == _RESOURCE:
-                resource = m[at:at + length]
-            elif number == _SCOPE_SPANS and not pw.len_fields(m, at, at + length, _SPANS, starts):
-                return None
-        return self._service(resource)
+        starts = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return starts, np.repeat(resources[:, 0], per_resource), np.repeat(resources[:, 1], per_resource)
 
     def _service(self, raw: bytes) -> tuple[int, int] | None:
         code = self._resources.get(raw)
@@ -313,26 +299,31 @@ class ProtoTraces:
     def _attributes(self, buf: np.ndarray, sp: sw.Spans, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """The attributes the analysis reads, of the non-entry spans among `rows`, in reading order:
         per attribute (row, key index, where its KeyValue starts, its length)."""
-        pos = np.full(sp.kind.shape[0], -1, np.int64)
-        pos[rows] = np.arange(rows.shape[0])
-        a_row = pos[sp.attr_span]  # read_spans reports no attributes of entry spans
-        sel = np.flatnonzero(a_row >= 0)
-        s, length = sp.attr_start[sel], sp.attr_len[sel]
+        if rows.shape[0] == sp.kind.shape[0]:  # every span kept (read_spans reports no entry span's attributes)
+            a_row, s, length = sp.attr_span, sp.attr_start, sp.attr_len
+        else:
+            pos = np.full(sp.kind.shape[0], -1, np.int64)
+            pos[rows] = np.arange(rows.shape[0])
+            a_row = pos[sp.attr_span]
+            sel = np.flatnonzero(a_row >= 0)
+            a_row, s, length = a_row[sel], sp.attr_start[sel], sp.attr_len[sel]
         # A KeyValue as encoders write it starts `0A <key length> key`.
         key_len = buf[s + 1]
         plain = (buf[s] == 0x0A) & (key_len < 0x80) & (length >= key_len + 2)
         cand = np.flatnonzero(plain & _WANTED_LEN[key_len])
-        key = _wanted(hash_slices(buf, s[cand] + 2, key_len[cand]))
+        key = _KEY_TABLE.find(buf, s[cand] + 2, key_len[cand])
         which, key = cand[key >= 0], key[key >= 0]
         odd = np.flatnonzero(~plain)
         if odd.shape[0]:  # any other layout (value first, keys of 128 bytes or more): field by field
             kv = sw.read_key_values(buf, s[odd], length[odd])
-            k = np.where(kv.readable, _wanted(hash_slices(buf, kv.key_start, kv.key_len)), -1)
+            k = np.full(odd.shape[0], -1, np.int64)
+            known = np.flatnonzero(kv.readable & _WANTED_LEN[np.minimum(kv.key_len, 255)])
+            k[known] = _KEY_TABLE.find(buf, kv.key_start[known], kv.key_len[known])
             which = np.concatenate([which, odd[k >= 0]])
             key = np.concatenate([key, k[k >= 0]])
             order = np.argsort(which, kind="stable")  # reading order: of a key given twice, the last counts
             which, key = which[order], key[order]
-        return a_row[sel[which]], key, s[which], length[which]
+        return a_row[which], key, s[which], length[which]
 
     @staticmethod
     def _signatures_of(buf: np.ndarray, attrs: tuple[np.ndarray, ...], n: int, kind: np.ndarray) -> np.ndarray:
@@ -387,6 +378,49 @@ def _resource_spans_pieces(data: bytes) -> list[tuple[int, int]] | None:
     if begin < len(data):
         bounds.append((begin, len(data)))
     return bounds
+
+
+def _scopes(m: bytes, a: int, b: int, base: int, firsts: list[int], ends: list[int]
+            ) -> tuple[bytes, list[int]] | None:
+    """The resource of the ResourceSpans `m[a:b]` and, appended to `firsts` and `ends` (at `base`
+    in the chunk), where the spans of each of its ScopeSpans begin and end: their indices there.
+    None when its framing, or that of a ScopeSpans before its first span, does not decode."""
+    fields = pw.walk(m, a, b, (_RESOURCE, _SCOPE_SPANS))
+    if fields is None:
+        return None
+    resource = b""
+    regions = []
+    for number, _, at, length in fields:
+        if number == _RESOURCE:
+            resource = m[at:at + length]
+            continue
+        first = pw.first_field(m, at, at + length, _SPANS)
+        if first is None:
+            return None
+        if first < at + length:
+            regions.append(len(firsts))
+            firsts.append(base + first)
+            ends.append(base + at + length)
+    return resource, regions
+
+
+def _scope_spans(m: bytes, base: int, regions: list[int], firsts: list[int], ends: list[int],
+                 runs: list[np.ndarray | None], run_ends: list[int]) -> list[np.ndarray] | None:
+    """Where the spans of the ScopeSpans `regions` start in the chunk: the run `field_runs` found,
+    then what follows it read field by field (all of it where no run was found). None when a
+    ScopeSpans does not decode."""
+    out = []
+    for r in regions:
+        run = runs[r]
+        at = firsts[r] if run is None else run_ends[r]
+        if run is not None:
+            out.append(run)
+        if at < ends[r]:
+            rest: list[int] = []
+            if not pw.len_fields(m, at - base, ends[r] - base, _SPANS, rest):
+                return None
+            out.append(np.array(rest, dtype=np.int64) + base)
+    return out
 
 
 class _Memo:

@@ -218,6 +218,72 @@ def len_fields(data: bytes, i: int, end: int, number: int, starts: list[int]) ->
     return True
 
 
+def first_field(data: bytes, i: int, end: int, number: int) -> int | None:
+    """Where the first LEN field `number` of the message in `data[i:end]` starts (its tag), `end`
+    when it has none. The fields before it are checked as `len_fields` checks them; None when
+    they do not decode."""
+    try:
+        while i < end:
+            field, wire, _, _, after = _field(data, i)
+            if field == number and wire == LEN:
+                return i
+            if after > end:
+                return None
+            i = after
+    except (IndexError, ValueError):
+        return None
+    return end
+
+
+def field_runs(buf: np.ndarray, size: int, tag: int, head: int, first: np.ndarray, end: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of LEN fields with the one-byte tag `tag` that begin at `first[r]` in the regions
+    `[first[r], end[r])` of `buf[:size]` (ascending, disjoint), found for all regions at once
+    when every payload starts with the two bytes `head` (as a little-endian uint16) and every
+    length is one or two bytes: the places where those two bytes follow a tag and a length are
+    candidates; one that starts inside an earlier candidate's field is dropped (the same bytes
+    inside a payload); a region whose candidates follow each other from `first[r]`, each field
+    starting where the one before ends, is `tiled`. The others are left to `len_fields`.
+
+    Returns (where the payload of each field of the tiled regions starts, ascending; its region;
+    tiled, per region; where each tiled region's run of fields ends)."""
+    n = first.shape[0]
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype=bool), first.copy()
+    even = buf[:size & ~1].view("<u2")
+    odd = np.ndarray(((size - 1) // 2,), "<u2", buf, 1, (2,))
+    p = np.concatenate([np.flatnonzero(even == head) * 2, np.flatnonzero(odd == head) * 2 + 1])
+    p.sort()
+    p = p[p >= 2]
+    b1, b2 = buf[p - 1], buf[p - 2]
+    one = (b2 == tag) & (b1 < 0x80)
+    sel = np.flatnonzero((one | ((buf[np.maximum(p - 3, 0)] == tag) & (b2 >= 0x80) & (p >= 3))) & (b1 < 0x80))
+    p, one = p[sel], one[sel]
+    b1, b2 = b1[sel].astype(np.int64), b2[sel].astype(np.int64)
+    at = p - 3 + one
+    stop = p + np.where(one, b1, (b2 & 0x7F) | (b1 << 7))
+    region = np.searchsorted(first, at, side="right") - 1
+    inside = np.flatnonzero((region >= 0) & (at < end[np.maximum(region, 0)]))
+    p, at, stop, region = p[inside], at[inside], stop[inside], region[inside]
+    if p.shape[0]:
+        outer = np.ones(p.shape[0], dtype=bool)
+        outer[1:] = at[1:] >= np.maximum.accumulate(stop)[:-1]
+        p, at, stop, region = p[outer], at[outer], stop[outer], region[outer]
+    same = region[1:] == region[:-1]
+    lead = np.ones(p.shape[0], dtype=bool)
+    lead[1:] = ~same
+    tail = np.ones(p.shape[0], dtype=bool)
+    tail[:-1] = ~same
+    bad = np.bincount(region, minlength=n) == 0
+    bad[region[1:][same & (at[1:] != stop[:-1])]] = True
+    bad[region[lead][at[lead] != first[region[lead]]]] = True
+    run_end = first.copy()
+    run_end[region[tail]] = stop[tail]
+    bad |= run_end > end
+    take = ~bad[region]
+    return p[take], region[take], ~bad, run_end
+
+
 def lengths_before(buf: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """The length of each LEN field whose payload starts at `starts`, read backwards from the
     varint that ends right before it: its earlier bytes are >= 0x80, the byte before it ends the

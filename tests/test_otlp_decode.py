@@ -20,6 +20,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2 as t
 
 from collectors import proto_traces
+from collectors import protowire as pw
 from collectors.otlp_files import InputError
 from collectors.otlp_json import to_otlp_json_line
 from benchmarks.gen_traces import main
@@ -115,6 +116,68 @@ def test_unusual_layouts_read_like_the_plain_encoding(tmp_path):
     odd = tmp_path / "odd.pb"
     odd.write_bytes(_with_spans(req, [spans[0].SerializeToString(), s1_bytes, s2]))
     assert _columns(odd) == _columns(plain)
+
+
+def test_spans_found_at_once_and_one_by_one_read_alike(tmp_path):
+    # The spans of a ScopeSpans are found together from where their trace ids begin (bytes 0A 10
+    # after a span's tag and length); a ScopeSpans where that does not hold is walked span by
+    # span. Every case must give the spans the plain encoding of the same request gives.
+    req = _request()
+    spans = req.resource_spans[0].scope_spans[0].spans
+    # A 16-byte string value is serialized `12 12 0A 10 ...`, as a span's field would be.
+    spans[1].attributes.append(_kv("db.name", "sixteen-bytes-ok"))
+    # A trace id holding `12 7F 0A 10`: a span's tag and length followed by a trace id's tag, with
+    # a length reaching into the next span.
+    spans[2].trace_id = b"\x12\x7f\x0a\x10" + bytes(range(20, 32))
+    plain = tmp_path / "plain.pb"
+    plain.write_bytes(req.SerializeToString())
+    want = _columns(plain)
+    assert want["n"] == 3 and want["peers"][1:] == ["db:5432", "users:8080"]
+    js = tmp_path / "plain.jsonl"
+    js.write_text(to_otlp_json_line(req) + "\n")
+    assert _columns(js) == want
+    raw = [s.SerializeToString() for s in spans]
+    rs = req.resource_spans[0]
+    resource = _ld(1, rs.resource.SerializeToString())
+    scope = _ld(1, rs.scope_spans[0].scope.SerializeToString())
+    span_id_first = _ld(2, b"\x00" * 7 + b"\x01") + raw[0]  # span id sent twice, first before the trace id
+    layouts = {
+        # a schema_url after the spans, and a ScopeSpans without a scope
+        "schema-after": _ld(1, resource + _ld(2, scope + b"".join(_ld(2, x) for x in raw) + _ld(3, b"https://x"))
+                            + _ld(2, b"")),
+        # a span that does not start with its trace id
+        "span-id-first": _ld(1, resource + _ld(2, scope + _ld(2, span_id_first) + _ld(2, raw[1]) + _ld(2, raw[2]))),
+        # a schema_url between spans, and the spans split over two ScopeSpans
+        "schema-between": _ld(1, resource + _ld(2, scope + _ld(2, raw[0]) + _ld(3, b"u") + _ld(2, raw[1]))
+                              + _ld(2, _ld(2, raw[2]))),
+    }
+    for name, data in layouts.items():
+        path = tmp_path / f"{name}.binpb"
+        path.write_bytes(struct.pack(">I", len(data)) + data)
+        assert _columns(path) == want, name
+
+
+def test_field_runs_leaves_what_does_not_tile_to_the_field_by_field_walk():
+    span = b"\x0a\x10" + bytes(16) + b"\x12\x08" + bytes(8)
+    inner = span + b"\x12\x12\x0a\x10" + bytes(16)  # a field inside the span that looks like a span
+    garbage = b"\x0a\x10" + b"\x12\x7f\x0a\x10" + bytes(12)  # an id holding a tag, a length and 0A 10
+    regions = [_ld(2, span) * 3,
+               _ld(2, inner) + _ld(2, span),
+               _ld(2, b"\x12\x08" + bytes(8) + span),  # a span that does not start with its trace id
+               _ld(2, span) + b"\x1a\x01u",  # a field after the spans
+               _ld(2, span * 8),  # a two-byte length
+               _ld(2, garbage) + _ld(2, span)]  # the length in the id reaches past the next span
+    data = b"".join(regions)
+    buf, _ = pw.padded(data)
+    cuts = np.cumsum([0] + [len(r) for r in regions])
+    found, region, tiled, run_end = pw.field_runs(buf, len(data), 0x12, 0x100A, cuts[:-1], cuts[1:])
+    assert tiled.tolist() == [True, True, False, True, True, True]
+    assert region.tolist() == [0, 0, 0, 1, 1, 3, 4, 5]
+    assert found.tolist() == [2, 32, 62, cuts[1] + 2, cuts[1] + 2 + len(inner) + 2, cuts[3] + 2, cuts[4] + 3,
+                              cuts[5] + 2]
+    # Where a run stops short of its region's end, the rest is walked field by field.
+    assert run_end[3] == cuts[4] - 3 and run_end[5] == cuts[5] + 2 + len(garbage)
+    assert run_end[0] == cuts[1] and run_end[4] == cuts[5]
 
 
 def test_a_damaged_span_is_skipped_alone(tmp_path):
