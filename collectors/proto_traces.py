@@ -9,7 +9,7 @@ loop turn per span, to find where each starts); the spans themselves are read wi
 
 What the attributes decide is derived once per distinct value, never per span:
 - the attributes that repeat (db system, host, port, code location...) are hashed per span into
-  a signature (`_signatures_of`); `derive_base` runs once per new signature;
+  a signature (`_signatures`); `derive_base` runs once per new signature;
 - statements and URLs carry per-request literals: each distinct one is normalized once, and
   SQL statements that differ only in their numbers are normalized once for all of them
   (`analyzer.model.statement.shape_keys`);
@@ -232,9 +232,12 @@ class ProtoTraces:
         inner = np.flatnonzero(~entry)
         if not inner.shape[0]:
             return out
-        attrs = self._attributes(buf, sp, rows)
-        sig = self._signatures_of(buf, attrs, n, kind)
-        base = self._signatures.resolve(sig[inner], lambda reps: self._new_bases(buf, attrs, inner[reps], kind))[:, 0]
+        row, key, at, length, value_at = self._attributes(buf, sp, rows)
+        volatile = _VOLATILE[key]
+        r = np.flatnonzero(~volatile)  # the repeating attributes, which decide the base
+        repeating = row[r], key[r], at[r], length[r]
+        sig = _signatures(buf, *repeating, value_at[r], n, kind)
+        base = self._signatures.resolve(sig[inner], lambda reps: self._new_bases(buf, repeating, inner[reps], kind))[:, 0]
         table = np.array([b[:5] for b in self._bases], dtype=np.int32).reshape(-1, 5)
         out["span_class"][inner] = table[base, 0]
         out["db_system"][inner] = table[base, 1]
@@ -242,16 +245,19 @@ class ProtoTraces:
         out["peer"][inner] = table[base, 3]
         out["code_location"][inner] = table[base, 4]
 
-        vkind, vs, vl, vint = _volatile_values(buf, attrs)
+        # Statements and URLs are read by value.
+        v = np.flatnonzero(volatile)
+        vkind, vs, vl, vint = _values(buf, at[v], length[v])
         values = vkind, vs, self._kept(vl, stats), vint
-        self._statements_into(out, buf, attrs, values)
-        self._url_peers_into(out, buf, attrs, values, inner, base)
+        self._statements_into(out, buf, row[v], key[v], values)
+        self._url_peers_into(out, buf, row[v], key[v], values, inner, base)
         return out
 
-    def _statements_into(self, out: dict[str, np.ndarray], buf: np.ndarray, attrs: tuple[np.ndarray, ...],
+    def _statements_into(self, out: dict[str, np.ndarray], buf: np.ndarray, a_row: np.ndarray, key: np.ndarray,
                          values: tuple[np.ndarray, ...]) -> None:
-        """Statement and cache key codes of the spans with a statement attribute (over their summary)."""
-        a_row, key, _, _ = attrs
+        """Statement and cache key codes of the spans with a statement attribute (over their summary),
+        from their statement and URL attributes (`a_row`: each one's span, `key`: its key index, and
+        `values`)."""
         vkind, vs, vl, vint = values
         stmt = _chosen(a_row, key, _STATEMENT_KEYS, out["statement"].shape[0], vkind != sw.NONE)
         has = np.flatnonzero(stmt >= 0)
@@ -275,10 +281,10 @@ class ProtoTraces:
         out["statement"][has] = codes[:, 0]
         out["cache_key"][has] = codes[:, 1]
 
-    def _url_peers_into(self, out: dict[str, np.ndarray], buf: np.ndarray, attrs: tuple[np.ndarray, ...],
+    def _url_peers_into(self, out: dict[str, np.ndarray], buf: np.ndarray, a_row: np.ndarray, key: np.ndarray,
                         values: tuple[np.ndarray, ...], inner: np.ndarray, base: np.ndarray) -> None:
-        """Peers from the URL, for the spans whose attributes name no host (`NO_PEER`)."""
-        a_row, key, _, _ = attrs
+        """Peers from the URL, for the spans whose attributes name no host (`NO_PEER`), from their
+        statement and URL attributes as for `_statements_into`."""
         vkind, vs, vl, _ = values
         no_peer = inner[out["peer"][inner] == NO_PEER]
         out["peer"][no_peer] = -1
@@ -298,7 +304,8 @@ class ProtoTraces:
 
     def _attributes(self, buf: np.ndarray, sp: sw.Spans, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """The attributes the analysis reads, of the non-entry spans among `rows`, in reading order:
-        per attribute (row, key index, where its KeyValue starts, its length)."""
+        per attribute (row, key index, where its KeyValue starts, its length, where its value field
+        starts in it when the key comes first as encoders write it, else 0)."""
         if rows.shape[0] == sp.kind.shape[0]:  # every span kept (read_spans reports no entry span's attributes)
             a_row, s, length = sp.attr_span, sp.attr_start, sp.attr_len
         else:
@@ -311,8 +318,10 @@ class ProtoTraces:
         key_len = buf[s + 1]
         plain = (buf[s] == 0x0A) & (key_len < 0x80) & (length >= key_len + 2)
         cand = np.flatnonzero(plain & _WANTED_LEN[key_len])
-        key = _KEY_TABLE.find(buf, s[cand] + 2, key_len[cand])
-        which, key = cand[key >= 0], key[key >= 0]
+        key_len = key_len[cand]
+        key = _KEY_TABLE.find(buf, s[cand] + 2, key_len)
+        hit = key >= 0
+        which, key, value_at = cand[hit], key[hit], key_len[hit].astype(np.int64) + 2
         odd = np.flatnonzero(~plain)
         if odd.shape[0]:  # any other layout (value first, keys of 128 bytes or more): field by field
             kv = sw.read_key_values(buf, s[odd], length[odd])
@@ -321,34 +330,20 @@ class ProtoTraces:
             k[known] = _KEY_TABLE.find(buf, kv.key_start[known], kv.key_len[known])
             which = np.concatenate([which, odd[k >= 0]])
             key = np.concatenate([key, k[k >= 0]])
+            value_at = np.concatenate([value_at, np.zeros(int(np.count_nonzero(k >= 0)), np.int64)])
             order = np.argsort(which, kind="stable")  # reading order: of a key given twice, the last counts
-            which, key = which[order], key[order]
-        return a_row[which], key, s[which], length[which]
+            which, key, value_at = which[order], key[order], value_at[order]
+        return a_row[which], key, s[which], length[which], value_at
 
-    @staticmethod
-    def _signatures_of(buf: np.ndarray, attrs: tuple[np.ndarray, ...], n: int, kind: np.ndarray) -> np.ndarray:
-        """Per span, a hash of its kind and of the bytes of its repeating attributes, whatever their
-        order: spans with equal signatures derive the same class, system, peer and location."""
-        a_row, key, kv_start, kv_len = attrs
-        b = np.flatnonzero(~_VOLATILE[key])
-        s, length = kv_start[b], kv_len[b]
-        # Usually the key comes first (`0A <key length> key`): hash the rest, salted by the key.
-        key_end = buf[s + 1].astype(np.int64) + 2
-        skip = np.where((buf[s] == 0x0A) & (key_end < 0x82) & (key_end <= length), key_end, 0)
-        h = hash_slices(buf, s + skip, length - skip) ^ np.where(skip > 0, _KEY_SALT[key[b]], np.uint64(0))
-        sig = np.zeros(n, np.uint64)
-        np.add.at(sig, a_row[b], mix(h))
-        return mix(sig ^ mix(kind.astype(np.uint64) + np.uint64(_KIND_SALT)))
-
-    def _new_bases(self, buf: np.ndarray, attrs: tuple[np.ndarray, ...], reps: np.ndarray,
+    def _new_bases(self, buf: np.ndarray, repeating: tuple[np.ndarray, ...], reps: np.ndarray,
                    kind: np.ndarray) -> list[int]:
         """Derive the base of each span in `reps` (one per signature not seen before) from its
-        repeating attributes; their indices in `_bases`."""
-        a_row, key, kv_start, kv_len = attrs
+        `repeating` attributes (span, key index, KeyValue start and length); their indices in `_bases`."""
+        a_row, key, kv_start, kv_len = repeating
         found: dict[int, dict[str, object]] = {int(r): {} for r in reps.tolist()}
         is_rep = np.zeros(kind.shape[0], dtype=bool)
         is_rep[reps] = True
-        b = np.flatnonzero(is_rep[a_row] & ~_VOLATILE[key])
+        b = np.flatnonzero(is_rep[a_row])
         vkind, vs, vl, vint = _values(buf, kv_start[b], kv_len[b])
         for row, k, vk, text, number in zip(a_row[b].tolist(), key[b].tolist(), vkind.tolist(), _texts(buf, vs, vl),
                                             vint.tolist()):
@@ -493,15 +488,16 @@ def _texts(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> list[str]:
     return [str(view[a:a + n], "utf-8", "replace") for a, n in zip(start.tolist(), length.tolist())]
 
 
-def _volatile_values(buf: np.ndarray, attrs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    """(kind, string start, string length, integer) per attribute, read for statements and URLs
-    only (`NONE` elsewhere): the values used by value."""
-    _, key, kv_start, kv_len = attrs
-    vkind = np.zeros(key.shape[0], np.int8)
-    vs, vl, vint = (np.zeros(key.shape[0], np.int64) for _ in range(3))
-    vol = np.flatnonzero(_VOLATILE[key])
-    vkind[vol], vs[vol], vl[vol], vint[vol] = _values(buf, kv_start[vol], kv_len[vol])
-    return vkind, vs, vl, vint
+def _signatures(buf: np.ndarray, a_row: np.ndarray, key: np.ndarray, kv_start: np.ndarray, kv_len: np.ndarray,
+                value_at: np.ndarray, n: int, kind: np.ndarray) -> np.ndarray:
+    """Per span, a hash of its kind and of the bytes of its repeating attributes (span `a_row`,
+    key index `key`, KeyValue at `kv_start` of `kv_len` bytes, its value field at `value_at` in it
+    or 0), whatever their order: spans with equal signatures derive the same class, system, peer
+    and location. Where the key comes first, the value field is hashed, salted by the key."""
+    h = hash_slices(buf, kv_start + value_at, kv_len - value_at) ^ np.where(value_at > 0, _KEY_SALT[key], np.uint64(0))
+    sig = np.zeros(n, np.uint64)
+    np.add.at(sig, a_row, mix(h))
+    return mix(sig ^ mix(kind.astype(np.uint64) + np.uint64(_KIND_SALT)))
 
 
 def _values(buf: np.ndarray, s: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, ...]:
