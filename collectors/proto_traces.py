@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from analyzer.model import semconv as sc
-from analyzer.model.arrays import dense_ranks, hash_slices, mix
+from analyzer.model.arrays import PAD, dense_ranks, hash_slices, mix
 from analyzer.model.spans import Kind, SpanClass
 from analyzer.model.statement import shape_keys
 from analyzer.model.table import Batch
@@ -81,6 +81,7 @@ class ProtoTraces:
         self._pending_bytes = 0
         self._stats: SourceStats | None = None
         self._resources: dict[bytes, tuple[int, int]] = {}
+        self._buffer: np.ndarray | None = None  # the chunk buffer, reused
         self._names = _Memo(1)
         self._signatures = _Memo(1)  # -> index in _bases
         self._bases: list[tuple] = []  # (class, db system, summary code, peer, code location, port)
@@ -111,7 +112,10 @@ class ProtoTraces:
         messages, numbers, stats = self._pending, self._numbers, self._stats
         self._pending, self._numbers, self._pending_bytes = [], [], 0
         assert stats is not None
-        buf, offsets = pw.padded(messages)
+        size = sum(map(len, messages)) + PAD
+        if size <= 2 * CHUNK_BYTES and (self._buffer is None or self._buffer.shape[0] < size):
+            self._buffer = np.empty(2 * CHUNK_BYTES, np.uint8)  # kept for the chunks to come
+        buf, offsets = pw.padded(messages, self._buffer)
         starts, services, environments = self._frame(buf, messages, numbers, offsets.tolist(), stats)
         lengths = pw.lengths_before(buf, starts)
         del messages

@@ -27,11 +27,14 @@ VARINT, I64, LEN, I32 = 0, 1, 2, 5
 _MAX_STEPS_VARINT = 10
 
 
-def padded(data: bytes | list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """One buffer holding `data` (or each part of it, back to back) and the offset each part starts at."""
+def padded(data: bytes | list[bytes], reuse: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One buffer holding `data` (or each part of it, back to back) and the offset each part starts
+    at; the start of `reuse` when it is large enough (a buffer filled chunk after chunk is not
+    faulted in from fresh memory each time)."""
     parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
     sizes = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
-    buf = np.empty(int(sizes.sum()) + PAD, dtype=np.uint8)
+    size = int(sizes.sum()) + PAD
+    buf = reuse[:size] if reuse is not None and reuse.shape[0] >= size else np.empty(size, dtype=np.uint8)
     buf[-PAD:] = 0
     starts = np.zeros(len(parts), dtype=np.int64)
     np.cumsum(sizes[:-1], out=starts[1:])
