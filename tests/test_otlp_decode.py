@@ -316,3 +316,30 @@ def test_a_kind_or_status_beyond_the_enums_skips_the_span(tmp_path):
     path.write_bytes(req.SerializeToString())
     loaded = load_traces([str(path)])
     assert len(loaded.table) == 1 and loaded.sources[0].skipped["invalid_spans"] == 2
+
+
+def test_memo_makes_each_hash_once_and_returns_its_codes():
+    # Hashes that share their top bits land in one run of slots: long probe sequences, and the
+    # table grows several times; every lookup must still find what was made for its hash.
+    rng = np.random.default_rng(5)
+    pool = np.unique(np.concatenate([rng.integers(0, 2**63, 4000, dtype=np.uint64) * np.uint64(2),
+                                     np.arange(600, dtype=np.uint64), np.arange(300, dtype=np.uint64) << np.uint64(50)]))
+    memo, made = proto_traces._Memo(2), {}
+    for _ in range(15):
+        h = rng.choice(pool, int(rng.integers(1, 3000)))
+        order: list[int] = []
+
+        def make(rows: np.ndarray) -> list[tuple[int, int]]:
+            out = []
+            for r in rows.tolist():
+                key = int(h[r])
+                assert key not in made  # made once per distinct hash, ever
+                made[key] = (key % 1009, key % 7)
+                out.append(made[key])
+                order.append(r)
+            return out
+
+        codes = memo.resolve(h, make)
+        assert order == sorted(order)  # first rows, in order of appearance
+        assert [tuple(c) for c in codes.tolist()] == [made[int(x)] for x in h]
+    assert memo.size == len(made) > 3000
