@@ -133,7 +133,11 @@ def test_mixed_database_and_network_shares_add_up_and_database_wins(mixed_jsonl:
     assert_category(a, "database")
     assert a.shares["database"] == pytest.approx(h.part_share("database"))
     assert a.shares["network"] == pytest.approx(h.part_share("remote_server", "remote_gap"))
-    assert 0.05 < a.shares["network"] < a.shares["database"]
+    assert a.shares["network"] < a.shares["database"]
+    # The network share holds at least the downstream's own 20 ms sleep per request. (A bound on
+    # the share itself would not be: the N+1 is CPU work that a busy machine stretches several
+    # times over while the sleep stays 20-30 ms.)
+    assert a.shares["network"] * h.total_ms / h.count >= 20.0
     # Shares plus self time account for the whole critical path.
     assert sum(a.shares.values()) + h.part_share("self") == pytest.approx(1.0, abs=1e-6)
     assert a.rule("PF-DB001")
