@@ -39,7 +39,8 @@ def _profile_requests(rec: Recorder, redis_port: int, db_path: Path, ids: list[i
         for pid in ids:
             key = f"profile:{pid}"
 
-            def request(clock: OffCpu, pid: int = pid, key: str = key, was_cached: bool = bool(admin.exists(key))) -> Span:
+            def request(clock: OffCpu, pid: int = pid, key: str = key,
+                        was_cached: bool = bool(admin.exists(key))) -> Span:
                 if not was_cached:
                     admin.delete(key)  # a redone miss starts from the same empty key
                 with entry_span(tp, "/profile/{id}", f"/profile/{pid}") as span:
