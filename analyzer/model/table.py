@@ -127,54 +127,63 @@ class TableBuilder:
             self.batches.append(batch)
 
     def finish(self) -> SpanTable:
-        b = self.batches
-        n = sum(x.kind.shape[0] for x in b)
-
-        def cat(name: str, dtype: type) -> np.ndarray:
-            """One column of every batch, each batch's part released once copied (a lower peak)."""
-            out = np.concatenate([getattr(x, name) for x in b]).astype(dtype, copy=False) if b else np.zeros(0, dtype)
-            for x in b:
-                setattr(x, name, None)
-            return out
-
-        cols = {name: cat(name, dtype) for name, dtype in _COLUMNS}
-        hi, lo = cat("trace_hi", np.uint64), cat("trace_lo", np.uint64)
-        self.batches = []  # the columns now own the data
-
-        start, end = cols["start"], cols["end"]
-        bad = end < start
-        self.repairs.negative_duration += int(bad.sum())
-        cols["end"] = np.where(bad, start, end)
+        n = sum(x.kind.shape[0] for x in self.batches)
+        # Each span's columns side by side in one record (read order), so that putting the rows in
+        # trace order reads one or two cache lines per span instead of one per column: past a few
+        # million spans every column is far larger than the caches and each read of it misses.
+        rec = np.empty(n, dtype=_RECORD)
+        hi = np.empty(n, dtype=np.uint64)  # also apart: the radix sort by trace-id prefix reads it whole
+        at = 0
+        for x in self.batches:
+            m = x.kind.shape[0]
+            part = rec[at:at + m]
+            for name in _RECORD.names:
+                part[name] = getattr(x, name)
+            hi[at:at + m] = x.trace_hi
+            bad = x.end < x.start
+            self.repairs.negative_duration += int(np.count_nonzero(bad))
+            part["end"] = np.where(bad, x.start, x.end)
+            at += m
+        self.batches = []  # the records now own the data
 
         # Every trace lies in one range of rows grouped by trace-id prefix: numbering, duplicates,
-        # parent links and the row order are found per range, with sorts that fit in cache.
-        perm, cuts = _trace_ranges(hi, lo)
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        # parent links and the row order are found per range, with sorts that fit in cache; each
+        # range's rows are then written to the columns in their final order.
+        perm, cuts = _trace_ranges(hi, rec["trace_lo"])
+        del hi
+        words = rec.view(np.uint64).reshape(n, _RECORD.itemsize // 8)
+        cols = {name: np.empty(n, dtype) for name, dtype in _COLUMNS}
+        trace = np.empty(n, dtype=np.int32)
+        parent = np.empty(n, dtype=np.int32)
+        ids_parts: list[np.ndarray] = []
         n_traces = kept = 0
         for i, j in zip(cuts[:-1], cuts[1:]):
-            r = perm[i:j]
-            local, ids, by_trace = _trace_codes(hi[r], lo[r])
-            r, local = r[by_trace], local[by_trace]
+            g = _take(words, perm[i:j])  # the range's records; rows within a prefix group come in read order
+            local, ids, by_trace = _trace_codes(g["trace_hi"], g["trace_lo"])
+            local = local[by_trace]
             # Duplicates: keep the first copy read of each (trace, span id).
-            first, parent_read = _links(local, cols["span_id"][r], cols["parent_id"][r])
+            first, parent_read = _links(local, g["span_id"][by_trace], g["parent_id"][by_trace])
             # Final row order: by trace, then start time, so each trace is a contiguous range.
             at = np.flatnonzero(first)
-            at = at[_stable_order(local[at], cols["start"][r[at]])]
-            final = np.empty(r.shape[0], dtype=np.int32)
+            at = at[_stable_order(local[at], g["start"][by_trace[at]])]
+            final = np.empty(by_trace.shape[0], dtype=np.int32)
             final[at] = np.arange(kept, kept + at.shape[0], dtype=np.int32)
             parent_at = parent_read[at]
-            parent = np.where(parent_at >= 0, final[parent_at], -1).astype(np.int32)
-            parts.append((r[at], (local[at] + n_traces).astype(np.int32), parent, ids))
+            out = slice(kept, kept + at.shape[0])
+            parent[out] = np.where(parent_at >= 0, final[parent_at], -1)
+            trace[out] = local[at] + n_traces
+            g = _take(g.view(np.uint64).reshape(g.shape[0], _RECORD.itemsize // 8), by_trace[at])
+            for name, _ in _COLUMNS:
+                cols[name][out] = g[name]
+            ids_parts.append(ids)
             n_traces += ids.shape[0]
             kept += at.shape[0]
-        del perm, hi, lo
+        del perm, rec, words
         self.repairs.duplicate_spans += n - kept
-        rows = _joined([p[0] for p in parts], np.intp)
-        trace = _joined([p[1] for p in parts], np.int32)
-        parent = _joined([p[2] for p in parts], np.int32)
-        trace_ids = np.concatenate([p[3] for p in parts]) if parts else np.zeros((0, 16), np.uint8)
-        del parts
-        cols = {k: v[rows] for k, v in cols.items()}
+        trace_ids = np.concatenate(ids_parts) if ids_parts else np.zeros((0, 16), np.uint8)
+        if kept < n:  # copies dropped: the columns end early
+            trace, parent = trace[:kept].copy(), parent[:kept].copy()
+            cols = {k: v[:kept].copy() for k, v in cols.items()}
 
         has_parent_id = cols["parent_id"] != 0
         self.repairs.orphans += int((has_parent_id & (parent < 0)).sum())
@@ -201,10 +210,16 @@ _COLUMNS = (("service", np.int32), ("span_id", np.uint64), ("parent_id", np.uint
             ("start", np.int64), ("end", np.int64), ("status", np.int8), ("span_class", np.int8),
             ("db_system", np.int32), ("statement", np.int32), ("peer", np.int32), ("code_location", np.int32),
             ("cache_key", np.int32), ("environment", np.int32))
+# A span's columns, with the trace id, as one record: widest first, so that every field is aligned
+# (88 bytes, the last 5 padding).
+_RECORD = np.dtype(sorted([("trace_hi", np.uint64), ("trace_lo", np.uint64), *_COLUMNS],
+                          key=lambda f: -np.dtype(f[1]).itemsize), align=True)
 
 
-def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+def _take(words: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`records[rows]` of records viewed as rows of 64-bit words: numpy copies a structured
+    record field by field, a row of words in one go (ten times faster)."""
+    return np.take(words, rows, axis=0).view(_RECORD).reshape(-1)
 
 
 def _trace_ranges(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, list[int]]:
