@@ -187,13 +187,17 @@ def test_random_spans_match_the_reference(seed):
     assert all(repairs.values())
 
 
-@pytest.mark.parametrize("width", [128, 64])
-def test_a_table_finished_per_range_of_traces_matches_the_reference(width, monkeypatch):
+@pytest.mark.parametrize("width,blocks", [(128, False), (64, False), (128, True)])
+def test_a_table_finished_per_range_of_traces_matches_the_reference(width, blocks, monkeypatch):
     # Past RANGE_ROWS rows, finish works per range of trace ids (a radix sort on an id prefix, then each
     # range on its own): with a small RANGE_ROWS, 20k spans of 500 traces make ~80 ranges, and every row,
     # parent and repair must be what finishing them as a whole gives. 64-bit ids (the high half
-    # zero, as from Zipkin or Jaeger) are ranged by their low half.
+    # zero, as from Zipkin or Jaeger) are ranged by their low half. With small blocks of records, the
+    # batches fill 7 blocks (some batches split across two) and each range gathers from several.
     monkeypatch.setattr(table_module, "RANGE_ROWS", 256)
+    if blocks:
+        monkeypatch.setattr(table_module, "FIRST_BLOCK_ROWS", 1_000)
+        monkeypatch.setattr(table_module, "BLOCK_ROWS", 4_096)
     rng = np.random.default_rng(width)
     hi = rng.integers(0, 1 << 64, 500, dtype=np.uint64) if width == 128 else np.zeros(500, dtype=np.uint64)
     traces = [(int(h) << 64) | int(l) for h, l in zip(hi, rng.integers(1, 1 << 64, 500, dtype=np.uint64))]

@@ -15,6 +15,7 @@ Repairs, each counted in `Repairs` and shown under the report's `input`:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,8 +103,15 @@ class TableBuilder:
     strings: Interner = field(default_factory=Interner)
     environments: Interner = field(default_factory=Interner)
     runtimes: dict[str, str] = field(default_factory=dict)
-    batches: list[Batch] = field(default_factory=list)
     repairs: Repairs = field(default_factory=Repairs)
+    # Each span's columns side by side in one record, in read order, so that putting the rows in
+    # trace order reads one or two cache lines per span instead of one per column (past a few
+    # million spans every column is far larger than the caches and each read of it misses). The
+    # records fill blocks as batches arrive, so each batch's arrays are freed once copied.
+    _blocks: list[np.ndarray] = field(default_factory=list, repr=False)
+    _trace_hi: list[np.ndarray] = field(default_factory=list, repr=False)  # also apart: the radix sort reads it whole
+    _rows: int = 0  # rows in the blocks
+    _room: int = 0  # rows left in the last block
 
     def service(self, name: str, process_runtime: str | None, sdk_language: str | None) -> int:
         code = self.services.code(name)
@@ -121,44 +129,49 @@ class TableBuilder:
         return -1
 
     def add(self, batch: Batch) -> None:
-        if batch.kind.shape[0]:
-            if batch.environment is None:
-                batch.environment = np.full(batch.kind.shape[0], -1, dtype=np.int32)
-            self.batches.append(batch)
+        m = batch.kind.shape[0]
+        if not m:
+            return
+        bad = batch.end < batch.start
+        self.repairs.negative_duration += int(np.count_nonzero(bad))
+        values = {name: getattr(batch, name) for name in _RECORD.names}
+        values["end"] = np.where(bad, batch.start, batch.end)
+        if batch.environment is None:
+            values["environment"] = -1
+        self._trace_hi.append(np.array(batch.trace_hi, dtype=np.uint64))  # (a copy: never a view of a larger array)
+        done = 0
+        while done < m:
+            if not self._room:  # blocks double in size up to BLOCK_ROWS: small inputs stay small
+                self._room = min(BLOCK_ROWS, max(FIRST_BLOCK_ROWS, self._rows))
+                self._blocks.append(np.empty(self._room, dtype=_RECORD))
+            k = min(m - done, self._room)
+            block = self._blocks[-1]
+            part = block[block.shape[0] - self._room:][:k]
+            for name, value in values.items():
+                part[name] = value if np.ndim(value) == 0 else value[done:done + k]
+            done += k
+            self._rows += k
+            self._room -= k
 
     def finish(self) -> SpanTable:
-        n = sum(x.kind.shape[0] for x in self.batches)
-        # Each span's columns side by side in one record (read order), so that putting the rows in
-        # trace order reads one or two cache lines per span instead of one per column: past a few
-        # million spans every column is far larger than the caches and each read of it misses.
-        rec = np.empty(n, dtype=_RECORD)
-        hi = np.empty(n, dtype=np.uint64)  # also apart: the radix sort by trace-id prefix reads it whole
-        at = 0
-        for x in self.batches:
-            m = x.kind.shape[0]
-            part = rec[at:at + m]
-            for name in _RECORD.names:
-                part[name] = getattr(x, name)
-            hi[at:at + m] = x.trace_hi
-            bad = x.end < x.start
-            self.repairs.negative_duration += int(np.count_nonzero(bad))
-            part["end"] = np.where(bad, x.start, x.end)
-            at += m
-        self.batches = []  # the records now own the data
+        n = self._rows
+        blocks, self._blocks, self._room = self._blocks, [], 0
+        hi = np.concatenate(self._trace_hi) if self._trace_hi else np.zeros(0, np.uint64)
+        self._trace_hi = []
+        records = _Records(blocks, n)
 
         # Every trace lies in one range of rows grouped by trace-id prefix: numbering, duplicates,
         # parent links and the row order are found per range, with sorts that fit in cache; each
         # range's rows are then written to the columns in their final order.
-        perm, cuts = _trace_ranges(hi, rec["trace_lo"])
+        perm, cuts = _trace_ranges(hi, lambda: records.column("trace_lo"))
         del hi
-        words = rec.view(np.uint64).reshape(n, _RECORD.itemsize // 8)
         cols = {name: np.empty(n, dtype) for name, dtype in _COLUMNS}
         trace = np.empty(n, dtype=np.int32)
         parent = np.empty(n, dtype=np.int32)
         ids_parts: list[np.ndarray] = []
         n_traces = kept = 0
         for i, j in zip(cuts[:-1], cuts[1:]):
-            g = _take(words, perm[i:j])  # the range's records; rows within a prefix group come in read order
+            g = records.take(perm[i:j])  # rows within a prefix group come in read order
             local, ids, by_trace = _trace_codes(g["trace_hi"], g["trace_lo"])
             local = local[by_trace]
             # Duplicates: keep the first copy read of each (trace, span id).
@@ -172,13 +185,13 @@ class TableBuilder:
             out = slice(kept, kept + at.shape[0])
             parent[out] = np.where(parent_at >= 0, final[parent_at], -1)
             trace[out] = local[at] + n_traces
-            g = _take(g.view(np.uint64).reshape(g.shape[0], _RECORD.itemsize // 8), by_trace[at])
+            g = _take(g, by_trace[at])
             for name, _ in _COLUMNS:
                 cols[name][out] = g[name]
             ids_parts.append(ids)
             n_traces += ids.shape[0]
             kept += at.shape[0]
-        del perm, rec, words
+        del perm, records, blocks
         self.repairs.duplicate_spans += n - kept
         trace_ids = np.concatenate(ids_parts) if ids_parts else np.zeros((0, 16), np.uint8)
         if kept < n:  # copies dropped: the columns end early
@@ -210,28 +223,63 @@ _COLUMNS = (("service", np.int32), ("span_id", np.uint64), ("parent_id", np.uint
             ("start", np.int64), ("end", np.int64), ("status", np.int8), ("span_class", np.int8),
             ("db_system", np.int32), ("statement", np.int32), ("peer", np.int32), ("code_location", np.int32),
             ("cache_key", np.int32), ("environment", np.int32))
+# Rows of the builder's first block of records; each next block is as large as all before it, up to
+# BLOCK_ROWS (~370 MB), so a large input makes few blocks and a small one allocates little.
+FIRST_BLOCK_ROWS = 1 << 16
+BLOCK_ROWS = 1 << 22
 # A span's columns, with the trace id, as one record: widest first, so that every field is aligned
 # (88 bytes, the last 5 padding).
 _RECORD = np.dtype(sorted([("trace_hi", np.uint64), ("trace_lo", np.uint64), *_COLUMNS],
                           key=lambda f: -np.dtype(f[1]).itemsize), align=True)
 
 
-def _take(words: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """`records[rows]` of records viewed as rows of 64-bit words: numpy copies a structured
-    record field by field, a row of words in one go (ten times faster)."""
-    return np.take(words, rows, axis=0).view(_RECORD).reshape(-1)
+def _take(records: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`records[rows]`, through the records viewed as rows of 64-bit words: numpy copies a
+    structured record field by field, a row of words in one go (ten times faster)."""
+    return np.take(_words(records), rows, axis=0).view(_RECORD).reshape(-1)
 
 
-def _trace_ranges(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, list[int]]:
+def _words(records: np.ndarray) -> np.ndarray:
+    return records.view(np.uint64).reshape(records.shape[0], _RECORD.itemsize // 8)
+
+
+class _Records:
+    """The builder's blocks of records as one sequence of `n` rows."""
+
+    def __init__(self, blocks: list[np.ndarray], n: int) -> None:
+        self.blocks = blocks
+        self.first = np.cumsum([0] + [b.shape[0] for b in blocks[:-1]], dtype=np.int64)
+        self.n = n
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The records of `rows` (read rows), in that order."""
+        if len(self.blocks) == 1:
+            return _take(self.blocks[0], rows)
+        which = (np.searchsorted(self.first, rows, side="right") - 1).astype(np.uint16)
+        order = np.argsort(which, kind="stable")  # a radix sort: rows of each block together
+        ends = np.cumsum(np.bincount(which, minlength=len(self.blocks)))
+        out = np.empty(rows.shape[0], dtype=_RECORD)
+        for k, (a, b) in enumerate(zip([0, *ends[:-1].tolist()], ends.tolist())):
+            if a < b:
+                at = order[a:b]
+                _words(out)[at] = np.take(_words(self.blocks[k]), rows[at] - self.first[k], axis=0)
+        return out
+
+    def column(self, name: str) -> np.ndarray:
+        parts = [b[name] for b in self.blocks]
+        return np.concatenate(parts)[:self.n] if parts else np.zeros(0, _RECORD[name])
+
+
+def _trace_ranges(hi: np.ndarray, lo: Callable[[], np.ndarray]) -> tuple[np.ndarray, list[int]]:
     """Rows grouped by the top 16 bits of their trace id (read order kept within a group: a radix
     sort), and cut points into them about `RANGE_ROWS` rows apart at group boundaries. Each range
     holds whole traces, and the ranges come in trace-id order. The prefix is taken of the high
-    half, or of the low half when every high half is equal (64-bit ids), below the bits all
+    half, or of the low half (`lo()`) when every high half is equal (64-bit ids), below the bits all
     share; a group larger than `RANGE_ROWS` (ids made by hand) is one range, just slower to sort."""
     n = hi.shape[0]
     if n <= RANGE_ROWS:
         return np.arange(n, dtype=np.intp), [0, n]
-    word = lo if hi.min() == hi.max() else hi
+    word = lo() if hi.min() == hi.max() else hi
     low = word.min()
     shift = max(0, int(word.max() - low).bit_length() - 16)
     group = ((word - low) >> np.uint64(shift)).astype(np.uint16)
