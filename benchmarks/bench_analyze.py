@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Imported here, not in run_analysis, so that their memory is part of the child's baseline RSS.
+from analyzer.allocator import keep_freed_memory
 from analyzer.config import Config
 from analyzer.pipeline import Inputs, analyze
 from analyzer.renderers.json import to_json
@@ -57,7 +59,9 @@ MAX_GROWTH = 11.0
 
 
 def run_analysis(path: str) -> dict:
-    """The measured call: OTLP file -> JSON report text, as `profile-first analyze --format json`."""
+    """The measured call: OTLP file -> JSON report text, as `profile-first analyze --format json`
+    (with its allocator setting, `analyzer/allocator.py`)."""
+    keep_freed_memory()
     wall, cpu, before = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     loaded = load_traces([path])
     t_load = time.process_time() - cpu
@@ -169,6 +173,7 @@ class Growth:
     runs: dict[int, list[Figures]]  # every run, in the order taken
     floors: dict[int, Figures]  # the lowest-CPU floor run per size
     startup: Figures  # the tiny run (start-up and first-call costs)
+    loads: list[float]  # the machine's 1-minute load average after each run
 
     def best(self, n: int) -> Figures:
         return min(self.runs[n], key=lambda f: f.extra["cpu_s"])
@@ -215,9 +220,11 @@ class Growth:
         scale = self.large / self.small
         target = MAX_GROWTH_TO_10X ** math.log10(scale)
         out.append(f"growth {self.small:,} -> {self.large:,} spans (x{scale:g}), best of {len(self.runs[self.small])} "
-                   f"interleaved: cpu x{self.ratio:5.2f} (target <= x{target:.2f}), exponent {self.exponent:.3f}; "
+                   f"interleaved: cpu x{self.ratio:5.2f} (target <= x{target:.2f}), exponent {self.exponent:.3f} "
+                   f"(target <= {math.log10(MAX_GROWTH_TO_10X):.3f}); "
                    f"user x{self.net(self.large, 'user_s') / self.net(self.small, 'user_s'):5.2f}, "
-                   f"sys x{self.net(self.large, 'sys_s') / max(1e-9, self.net(self.small, 'sys_s')):5.2f}")
+                   f"sys x{self.net(self.large, 'sys_s') / max(1e-9, self.net(self.small, 'sys_s')):5.2f}; "
+                   f"load average {min(self.loads):.1f} to {max(self.loads):.1f}")
         return out
 
     def to_dict(self) -> dict:
@@ -230,7 +237,8 @@ class Growth:
                 "floor_cpu_s": {n: round(f.extra["cpu_s"], 3) for n, f in self.floors.items()},
                 "peak_rss": {n: self.best(n).peak_rss for n in (self.small, self.large)},
                 "bytes_per_span": {n: round(self.bytes_per_span(n)) for n in (self.small, self.large)},
-                "ratio": round(self.ratio, 3), "exponent": round(self.exponent, 4)}
+                "ratio": round(self.ratio, 3), "exponent": round(self.exponent, 4),
+                "load_average": [round(x, 2) for x in self.loads]}
 
 
 def growth(input_dir: Path, small: int, large: int, rounds: int = GROWTH_ROUNDS, emit=print) -> Growth:
@@ -244,6 +252,7 @@ def growth(input_dir: Path, small: int, large: int, rounds: int = GROWTH_ROUNDS,
     startup = _measure(tiny, f"analyze {GROWTH_FORM} tiny", rounds)
     runs: dict[int, list[Figures]] = {small: [], large: []}
     floors: dict[int, list[Figures]] = {small: [], large: []}
+    loads: list[float] = []
     for i in range(rounds):
         for n in (small, large):
             fig = measure_in_subprocess("benchmarks.bench_analyze:run_analysis", {"path": str(paths[n])},
@@ -252,9 +261,12 @@ def growth(input_dir: Path, small: int, large: int, rounds: int = GROWTH_ROUNDS,
                 raise RuntimeError(f"analyze {paths[n]}: {fig.spans} spans in the table, expected {n}")
             runs[n].append(fig)
             floors[n].append(measure_in_subprocess(fl.fn_path, {"path": str(paths[n])}, label=fl.label))
-            emit(f"  round {i + 1}/{rounds}: {n:,} spans cpu {fig.extra['cpu_s']:.2f} s, "
-                 f"floor {floors[n][-1].extra['cpu_s']:.2f} s")
-    return Growth(small, large, runs, {n: min(f, key=lambda x: x.extra["cpu_s"]) for n, f in floors.items()}, startup)
+            loads.append(os.getloadavg()[0])
+            emit(f"  round {i + 1}/{rounds}: {n:,} spans cpu {fig.extra['cpu_s']:.2f} s "
+                 f"(user {fig.extra['user_s']:.2f}, sys {fig.extra['sys_s']:.2f}), "
+                 f"floor {floors[n][-1].extra['cpu_s']:.2f} s, load average {loads[-1]:.1f}")
+    return Growth(small, large, runs, {n: min(f, key=lambda x: x.extra["cpu_s"]) for n, f in floors.items()}, startup,
+                  loads)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
