@@ -159,6 +159,12 @@ def growth_lines(rows: Sequence[Row]) -> list[str]:
 # Growth to 10M spans (issue 17), on the framed protobuf path.
 GROWTH_FORM = "binpb"
 GROWTH_ROUNDS = 3  # runs per size, alternated between the sizes; the lowest CPU time of each kept
+# Seconds of pause before each growth run, so that neither size starts on the pages the run before
+# it just freed: on a VM whose host reclaims free guest memory (this Firecracker one does within
+# seconds), touching memory that has been free a while costs ~2-3 ms of system CPU per MB against
+# ~0.5 just after another process freed it, so without the pause each 1M run inherited the 10M
+# run's memory warm and each 10M run started cold.
+GROWTH_SETTLE_S = 5.0
 MAX_GROWTH_TO_10X = 10.5  # CPU for 10x the spans (exponent 1.02)
 READER_TARGETS = {1_000_000: 2.5, 10_000_000: 2.8}  # load_traces CPU over the ParseFromString floor
 MAX_BYTES_PER_SPAN_10M = 320
@@ -255,6 +261,7 @@ def growth(input_dir: Path, small: int, large: int, rounds: int = GROWTH_ROUNDS,
     loads: list[float] = []
     for i in range(rounds):
         for n in (small, large):
+            time.sleep(GROWTH_SETTLE_S)
             fig = measure_in_subprocess("benchmarks.bench_analyze:run_analysis", {"path": str(paths[n])},
                                         label=f"analyze {GROWTH_FORM}")
             if fig.spans != n:
