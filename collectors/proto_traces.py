@@ -423,100 +423,32 @@ def _scope_spans(m: bytes, base: int, regions: list[int], firsts: list[int], end
 
 
 class _Memo:
-    """What was derived for a hash before, in a hash table of numpy arrays (open addressing,
-    linear probing from the hash's top bits, at most half full; codes in the order added): a batch
-    of hashes is looked up with a few array operations per probe step, whatever the memo's size,
-    and `make` runs once per distinct hash not seen before. (A sorted array cost a sort of the
-    whole memo per batch that added to it: quadratic in the distinct values, 8 s at 10M spans with
-    half a million distinct cache keys.)"""
-
-    _TAIL = 32  # hashes still probing when the rest is done are followed one at a time
+    """What was derived for a hash before, as sorted arrays: a batch of hashes is looked up with one
+    searchsorted, and `make` runs once per distinct hash not seen before."""
 
     def __init__(self, width: int) -> None:
-        self._keys = np.zeros(1 << 10, np.uint64)
-        self._rows = np.full(1 << 10, -1, np.int64)  # row of each slot's codes, -1 for a free slot
-        self._codes = np.zeros((1 << 9, width), np.int64)
-        self._added = np.zeros(1 << 9, np.uint64)  # the hash of each row
-        self.size = 0
+        self.keys = np.zeros(0, np.uint64)
+        self.codes = np.zeros((0, width), np.int64)
 
     def resolve(self, h: np.ndarray, make) -> np.ndarray:
         """Codes (n, width) of hashes `h`. `make(rows)` gets the first row of each new distinct
         hash, in order of appearance, and returns their codes."""
-        row = self._find(h)
-        out = np.empty((h.shape[0], self._codes.shape[1]), np.int64)
-        found = row >= 0
-        out[found] = self._codes[row[found]]
+        out = np.empty((h.shape[0], self.codes.shape[1]), np.int64)
+        found = np.zeros(h.shape[0], dtype=bool)
+        if self.keys.shape[0]:
+            at = np.minimum(np.searchsorted(self.keys, h), self.keys.shape[0] - 1)
+            found = self.keys[at] == h
+            out[found] = self.codes[at[found]]
         miss = np.flatnonzero(~found)
         if miss.shape[0]:
             rank, first = _distinct(h[miss])
             new = np.array(make(miss[first]), dtype=np.int64).reshape(first.shape[0], -1)
             out[miss] = new[rank]
-            if self.size < MEMO_LIMIT:
-                self._add(h[miss[first]], new)
+            if self.keys.shape[0] < MEMO_LIMIT:
+                keys = np.concatenate([self.keys, h[miss[first]]])
+                order = np.argsort(keys, kind="stable")
+                self.keys, self.codes = keys[order], np.concatenate([self.codes, new])[order]
         return out
-
-    def _slots(self, h: np.ndarray) -> np.ndarray:
-        return (h >> np.uint64(65 - self._keys.shape[0].bit_length())).astype(np.intp)
-
-    def _find(self, h: np.ndarray) -> np.ndarray:
-        """The row of each hash, -1 for one not in the table."""
-        keys, rows, mask = self._keys, self._rows, self._keys.shape[0] - 1
-        slot = self._slots(h)
-        out = np.full(h.shape[0], -1, np.int64)
-        todo = np.arange(h.shape[0])
-        while todo.shape[0] > self._TAIL:
-            at = slot[todo]
-            r = rows[at]
-            hit = (r >= 0) & (keys[at] == h[todo])
-            out[todo[hit]] = r[hit]
-            on = (r >= 0) & ~hit
-            todo = todo[on]
-            slot[todo] = (at[on] + 1) & mask
-        for i in todo.tolist():
-            at, x = int(slot[i]), h[i]
-            while rows[at] >= 0 and keys[at] != x:
-                at = (at + 1) & mask
-            out[i] = rows[at]
-        return out
-
-    def _add(self, h: np.ndarray, codes: np.ndarray) -> None:
-        """Add distinct hashes not in the table yet, with their codes."""
-        n = self.size + h.shape[0]
-        if n > self._codes.shape[0]:
-            cap = 1 << (n - 1).bit_length()
-            self._codes = np.resize(self._codes, (cap, self._codes.shape[1]))
-            self._added = np.resize(self._added, cap)
-        self._codes[self.size:n] = codes
-        self._added[self.size:n] = h
-        if 2 * n > self._keys.shape[0]:  # a table twice as large, every row placed again
-            self._keys = np.zeros(1 << (2 * n - 1).bit_length(), np.uint64)
-            self._rows = np.full(self._keys.shape[0], -1, np.int64)
-            self._place(np.arange(n))
-        else:
-            self._place(np.arange(self.size, n))
-        self.size = n
-
-    def _place(self, rows: np.ndarray) -> None:
-        """Put rows whose hashes are distinct and not in the table into free slots."""
-        keys, table, mask = self._keys, self._rows, self._keys.shape[0] - 1
-        h = self._added[rows]
-        slot = self._slots(h)
-        todo = np.arange(rows.shape[0])
-        while todo.shape[0] > self._TAIL:
-            at = slot[todo]
-            free = np.flatnonzero(table[at] < 0)
-            keys[at[free]] = h[todo[free]]  # of several hashes wanting one free slot, the last one written stays
-            won = free[keys[at[free]] == h[todo[free]]]
-            table[at[won]] = rows[todo[won]]
-            left = np.ones(todo.shape[0], dtype=bool)
-            left[won] = False
-            todo = todo[left]
-            slot[todo] = (at[left] + 1) & mask
-        for i in todo.tolist():
-            at = int(slot[i])
-            while table[at] >= 0:
-                at = (at + 1) & mask
-            keys[at], table[at] = h[i], rows[i]
 
 
 _SQL_SALT = np.uint64(0x8CB92BA72F3D8DD7)  # keeps shape keys apart from exact-text hashes
