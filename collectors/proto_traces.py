@@ -3,9 +3,10 @@
 Requests are gathered into chunks of about `CHUNK_BYTES`, one numpy buffer each: large enough
 that the fixed cost of an array operation is paid per thousands of spans, small enough that a
 chunk's arrays stay in the CPU's L2 cache. A request larger than a chunk is cut into its
-ResourceSpans first. The request, ResourceSpans and ScopeSpans framing is walked in Python (one
-loop turn per span, to find where each starts); the spans themselves are read with numpy
-(`span_wire`), up to `SPAN_GROUP` at a time.
+ResourceSpans first. The request and ResourceSpans framing is walked in Python, down to the
+first span of each ScopeSpans; where every span starts is found for the whole chunk with numpy
+(`protowire.field_runs`, span by span in Python where that does not apply), and the spans
+themselves are read with numpy (`span_wire`), up to `SPAN_GROUP` at a time.
 
 What the attributes decide is derived once per distinct value, never per span:
 - the attributes that repeat (db system, host, port, code location...) are hashed per span into

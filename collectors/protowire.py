@@ -8,7 +8,8 @@ whatever the number of messages, so a batch of thousands of spans is read in as 
 its longest span has fields.
 
 The messages above the spans (a request, its ResourceSpans and ScopeSpans) are few and long:
-`walk` and `len_fields` read them in Python, one loop turn per field.
+`walk`, `first_field` and `len_fields` read them in Python, one loop turn per field, and
+`field_runs` finds the runs of spans in them for many at once.
 
 Buffers are `uint8` arrays with `PAD` zero bytes after the data, so reading a varint or a word
 near the end never indexes out of bounds; a field that runs past its message is reported as
