@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from analyzer.allocator import keep_freed_memory
 from analyzer.cliutil import UserError, parse_duration, parse_size, resolve_window
 from analyzer.commands.clickhouse import FLAG_PREFIX, clickhouse_options, read_clickhouse
 from analyzer.config import ConfigError, load_config
@@ -116,7 +115,6 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
         config = load_config(config_path)
     except ConfigError as err:
         raise UserError(str(err)) from err
-    keep_freed_memory()
     with tempfile.TemporaryDirectory(prefix="profile-first-") as tmp:
         traces, metrics = list(traces), list(metrics)
         if listen:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import click
 
-from analyzer.allocator import keep_freed_memory
 from analyzer.cliutil import UserError
 from analyzer.compare import week_over_week
 from analyzer.history import History, HistoryError
@@ -96,7 +95,6 @@ def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[st
     # An existing history is opened before the long part, so a bad file fails in a second; a new
     # one is created only when there is a run to record.
     history = open_history(plan) if plan.history and plan.history.exists() else None
-    keep_freed_memory()
     reports = build_reports(plan, store_flags)
     trends = compare_with_history(plan, history, reports) if history else {}
     packs = evidence_packs(evidence, reports)  # first: a missing service makes its report incomplete
