@@ -15,12 +15,12 @@ Repairs, each counted in `Repairs` and shown under the report's `input`:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from analyzer.model.arrays import RANGE_ROWS, mix, unique_inverse
+from analyzer.model.arrays import mix, unique_inverse
 from analyzer.model.spans import SpanTable
 from analyzer.model.semconv import DEPLOYMENT_ENVIRONMENT, runtime_of
 
@@ -109,7 +109,7 @@ class TableBuilder:
     # million spans every column is far larger than the caches and each read of it misses). The
     # records fill blocks as batches arrive, so each batch's arrays are freed once copied.
     _blocks: list[np.ndarray] = field(default_factory=list, repr=False)
-    _trace_hi: list[np.ndarray] = field(default_factory=list, repr=False)  # also apart: the radix sort reads it whole
+    _his: list[np.ndarray] = field(default_factory=list, repr=False)  # each block's trace_hi also apart: grouping reads it whole
     _rows: int = 0  # rows in the blocks
     _room: int = 0  # rows left in the last block
 
@@ -138,40 +138,41 @@ class TableBuilder:
         values["end"] = np.where(bad, batch.start, batch.end)
         if batch.environment is None:
             values["environment"] = -1
-        self._trace_hi.append(np.array(batch.trace_hi, dtype=np.uint64))  # (a copy: never a view of a larger array)
         done = 0
         while done < m:
             if not self._room:  # blocks double in size up to BLOCK_ROWS: small inputs stay small
                 self._room = min(BLOCK_ROWS, max(FIRST_BLOCK_ROWS, self._rows))
                 self._blocks.append(np.empty(self._room, dtype=_RECORD))
+                self._his.append(np.empty(self._room, dtype=np.uint64))
             k = min(m - done, self._room)
-            block = self._blocks[-1]
-            part = block[block.shape[0] - self._room:][:k]
+            begin = self._blocks[-1].shape[0] - self._room
+            part = self._blocks[-1][begin:begin + k]
             for name, value in values.items():
                 part[name] = value if np.ndim(value) == 0 else value[done:done + k]
+            self._his[-1][begin:begin + k] = batch.trace_hi[done:done + k]
             done += k
             self._rows += k
             self._room -= k
 
     def finish(self) -> SpanTable:
         n = self._rows
-        blocks, self._blocks, self._room = self._blocks, [], 0
-        hi = np.concatenate(self._trace_hi) if self._trace_hi else np.zeros(0, np.uint64)
-        self._trace_hi = []
-        records = _Records(blocks, n)
+        blocks, his = self._blocks, self._his
+        if blocks:  # the last block up to its rows so far
+            blocks[-1] = blocks[-1][:blocks[-1].shape[0] - self._room]
+            his[-1] = his[-1][:blocks[-1].shape[0]]
+        self._blocks, self._his, self._room = [], [], 0
 
         # Every trace lies in one range of rows grouped by trace-id prefix: numbering, duplicates,
         # parent links and the row order are found per range, with sorts that fit in cache; each
         # range's rows are then written to the columns in their final order.
-        perm, cuts = _trace_ranges(hi, lambda: records.column("trace_lo"))
-        del hi
+        ranges = _TraceRanges(blocks, his)
+        del his  # freed: the columns reuse its memory
         cols = {name: np.empty(n, dtype) for name, dtype in _COLUMNS}
         trace = np.empty(n, dtype=np.int32)
         parent = np.empty(n, dtype=np.int32)
         ids_parts: list[np.ndarray] = []
         n_traces = kept = 0
-        for i, j in zip(cuts[:-1], cuts[1:]):
-            g = records.take(perm[i:j])  # rows within a prefix group come in read order
+        for g in ranges:
             local, ids, by_trace = _trace_codes(g["trace_hi"], g["trace_lo"])
             local = local[by_trace]
             # Duplicates: keep the first copy read of each (trace, span id).
@@ -191,7 +192,7 @@ class TableBuilder:
             ids_parts.append(ids)
             n_traces += ids.shape[0]
             kept += at.shape[0]
-        del perm, records, blocks
+        del ranges, blocks
         self.repairs.duplicate_spans += n - kept
         trace_ids = np.concatenate(ids_parts) if ids_parts else np.zeros((0, 16), np.uint8)
         if kept < n:  # copies dropped: the columns end early
@@ -223,6 +224,10 @@ _COLUMNS = (("service", np.int32), ("span_id", np.uint64), ("parent_id", np.uint
             ("start", np.int64), ("end", np.int64), ("status", np.int8), ("span_class", np.int8),
             ("db_system", np.int32), ("statement", np.int32), ("peer", np.int32), ("code_location", np.int32),
             ("cache_key", np.int32), ("environment", np.int32))
+# Rows per range of whole traces that finish works through at a time: a range's sorted keys (128 KB
+# each) stay in the 1 MB L2 cache of a core and its records (1.4 MB) in L3. Smaller than the
+# breakdown's ranges: at 8x this size finish took a quarter more CPU at 10M spans.
+RANGE_ROWS = 1 << 14
 # Rows of the builder's first block of records; each next block is as large as all before it, up to
 # BLOCK_ROWS (~370 MB), so a large input makes few blocks and a small one allocates little.
 FIRST_BLOCK_ROWS = 1 << 16
@@ -243,50 +248,49 @@ def _words(records: np.ndarray) -> np.ndarray:
     return records.view(np.uint64).reshape(records.shape[0], _RECORD.itemsize // 8)
 
 
-class _Records:
-    """The builder's blocks of records as one sequence of `n` rows."""
+class _TraceRanges:
+    """The builder's records in ranges of whole traces, in trace-id order, about `RANGE_ROWS` rows
+    each. Each block's rows are grouped by the top 16 bits of their trace id (a radix sort, read
+    order kept within a group); a range is a run of groups, gathered from each block in turn, so
+    the rows of a trace come in read order. The prefix is taken of the high half, or of the low half
+    when every high half is equal (64-bit ids), below the bits all share; a group larger than
+    `RANGE_ROWS` (ids made by hand) is one range, just slower to sort."""
 
-    def __init__(self, blocks: list[np.ndarray], n: int) -> None:
+    def __init__(self, blocks: list[np.ndarray], his: list[np.ndarray]) -> None:
         self.blocks = blocks
-        self.first = np.cumsum([0] + [b.shape[0] for b in blocks[:-1]], dtype=np.int64)
-        self.n = n
+        self.orders: list[np.ndarray] = []  # per block: its rows by group (int32: at most BLOCK_ROWS)
+        self.starts: list[np.ndarray] = []  # per block: where each group starts in its order, and the end
+        self.cuts: list[tuple[int, int]] = []  # the ranges, as runs of groups
+        if not blocks:
+            return
+        words = his
+        low, high = _bounds(words)
+        if low == high:
+            words = [b["trace_lo"] for b in blocks]
+            low, high = _bounds(words)
+        shift = np.uint64(max(0, (high - low).bit_length() - 16))
+        for w in words:
+            group = ((w - np.uint64(low)) >> shift).astype(np.uint16)
+            self.orders.append(np.argsort(group, kind="stable").astype(np.int32))
+            self.starts.append(np.concatenate(([0], np.cumsum(np.bincount(group, minlength=1 << 16)))))
+        total = sum(self.starts)
+        at = np.searchsorted(total[1:], np.arange(RANGE_ROWS, int(total[-1]), RANGE_ROWS))
+        bounds = sorted({0, 1 << 16, *(at + 1).tolist()})
+        self.cuts = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if total[b] > total[a]]  # groups with no row: no range
 
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """The records of `rows` (read rows), in that order."""
-        if len(self.blocks) == 1:
-            return _take(self.blocks[0], rows)
-        which = (np.searchsorted(self.first, rows, side="right") - 1).astype(np.uint16)
-        order = np.argsort(which, kind="stable")  # a radix sort: rows of each block together
-        ends = np.cumsum(np.bincount(which, minlength=len(self.blocks)))
-        out = np.empty(rows.shape[0], dtype=_RECORD)
-        for k, (a, b) in enumerate(zip([0, *ends[:-1].tolist()], ends.tolist())):
-            if a < b:
-                at = order[a:b]
-                _words(out)[at] = np.take(_words(self.blocks[k]), rows[at] - self.first[k], axis=0)
-        return out
-
-    def column(self, name: str) -> np.ndarray:
-        parts = [b[name] for b in self.blocks]
-        return np.concatenate(parts)[:self.n] if parts else np.zeros(0, _RECORD[name])
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for a, b in self.cuts:
+            out = np.empty(sum(int(s[b] - s[a]) for s in self.starts), dtype=_RECORD)
+            done = 0
+            for block, order, s in zip(self.blocks, self.orders, self.starts):
+                rows = order[s[a]:s[b]]
+                np.take(_words(block), rows, axis=0, out=_words(out)[done:done + rows.shape[0]], mode="clip")
+                done += rows.shape[0]
+            yield out
 
 
-def _trace_ranges(hi: np.ndarray, lo: Callable[[], np.ndarray]) -> tuple[np.ndarray, list[int]]:
-    """Rows grouped by the top 16 bits of their trace id (read order kept within a group: a radix
-    sort), and cut points into them about `RANGE_ROWS` rows apart at group boundaries. Each range
-    holds whole traces, and the ranges come in trace-id order. The prefix is taken of the high
-    half, or of the low half (`lo()`) when every high half is equal (64-bit ids), below the bits all
-    share; a group larger than `RANGE_ROWS` (ids made by hand) is one range, just slower to sort."""
-    n = hi.shape[0]
-    if n <= RANGE_ROWS:
-        return np.arange(n, dtype=np.intp), [0, n]
-    word = lo() if hi.min() == hi.max() else hi
-    low = word.min()
-    shift = max(0, int(word.max() - low).bit_length() - 16)
-    group = ((word - low) >> np.uint64(shift)).astype(np.uint16)
-    perm = np.argsort(group, kind="stable")
-    ends = np.cumsum(np.bincount(group, minlength=1 << 16))
-    at = np.searchsorted(ends, np.arange(RANGE_ROWS, n, RANGE_ROWS))
-    return perm, [0, *sorted(set(ends[at].tolist()) - {n}), n]
+def _bounds(words: list[np.ndarray]) -> tuple[int, int]:
+    return min(int(w.min()) for w in words), max(int(w.max()) for w in words)
 
 
 def _stable_order(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
