@@ -29,7 +29,7 @@ from functools import cached_property
 
 import numpy as np
 
-from analyzer.model.arrays import RANGE_ROWS, dense_ranks
+from analyzer.model.arrays import RANGE_ROWS, dense_ranks, unique_inverse
 from analyzer.model.spans import Kind, SpanClass, SpanTable
 
 PARTS = ("self", "database", "cache", "remote_server", "remote_gap", "messaging")
@@ -44,15 +44,14 @@ _NESTED_PART_OF_CLASS = np.array([P_SERVER, P_DB, P_CACHE, P_SERVER, P_MSG], dty
 class Breakdown:
     """Per entry span: `parts` (n_entries x 6, ns) adding up to its duration.
 
-    Per span: `owner` (row of its entry span; itself for an entry span), `critical_ns`
-    (its exclusive time on its owner's critical path), `on_path` (critical for its owner),
-    `entry_index` (index into `entries` for entry rows, -1 otherwise), `effective_class`
-    (its SpanClass, or the class of the database/cache/remote/messaging span it is inside)."""
+    Per span: `owner` (row of its entry span; itself for an entry span), `on_path` (critical for
+    its owner), `entry_index` (index into `entries` for entry rows, -1 otherwise), `effective_class`
+    (its SpanClass, or the class of the database/cache/remote/messaging span it is inside). Rows
+    and entry indices are int32, as in the table's parent column."""
 
     entries: np.ndarray
     parts: np.ndarray
     owner: np.ndarray
-    critical_ns: np.ndarray
     on_path: np.ndarray
     entry_index: np.ndarray
     clip_start: np.ndarray
@@ -60,6 +59,7 @@ class Breakdown:
     effective_class: np.ndarray
     start: np.ndarray  # the table's start column, to order owned spans
     parent: np.ndarray  # the table's parent column, to find the entry spans a span calls
+    ranges: list[tuple[int, int]]  # the row ranges of whole traces it was computed in
 
     def waiting_rows(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the waiting spans (database, cache, remote, messaging) owned by `entries` that are
@@ -68,7 +68,8 @@ class Breakdown:
         per hot spot."""
         by_owner, first, stop = self._waiting_by_owner
         order = np.argsort(entries)
-        lo, hi = first[entries[order]], stop[entries[order]]
+        at = self.entry_index[entries[order]]
+        lo, hi = first[at], stop[at]
         counts = hi - lo
         total = int(counts.sum())
         if not total:
@@ -77,40 +78,58 @@ class Breakdown:
         offsets = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
         return by_owner[offsets + np.arange(total)], np.repeat(order, counts)
 
+    def callees(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per span of `rows`, the nested entry spans that are its children (a client span's
+        downstream SERVER span): their clipped ns added up (float64), and the row of the last of
+        them (-1 when none). Read from one index per table of the spans that have such children,
+        instead of matching every entry's parent against the client spans per hot spot."""
+        slot, ns, last = self._callee_index
+        i = slot[rows]
+        return ns[i], last[i]
+
     @cached_property
-    def callees(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per span, the nested entry spans that are its children (a client span's downstream
-        SERVER span): their clipped ns added up (float64), and the row of the last of them (-1
-        when none). One pass over the entries per table, so a rule reads them by row instead of
-        matching every entry's parent against its client spans per hot spot."""
-        n = self.owner.shape[0]
+    def _callee_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per span, its slot in the `callees` figures of the spans that have nested entry children
+        (int32, as a row); the figures' last slot, which slot -1 reads, is the one of no children."""
         ent = self.entries[self.parent[self.entries] >= 0]
-        p = self.parent[ent]
-        ns = np.bincount(p, weights=self.clip_end[ent] - self.clip_start[ent], minlength=n)
-        last = np.full(n, -1, dtype=np.int64)
-        last[p] = ent  # entries ascend: a span with several nested entries keeps the last one
-        return ns, last
+        callers, which = unique_inverse(self.parent[ent])
+        slot = np.full(self.parent.shape[0], -1, dtype=np.int32)
+        slot[callers] = np.arange(callers.shape[0], dtype=np.int32)
+        # (each caller's children are added in row order, as a bincount over all rows did)
+        ns = np.bincount(which, weights=self.clip_end[ent] - self.clip_start[ent], minlength=callers.shape[0] + 1)
+        last = np.full(callers.shape[0] + 1, -1, dtype=np.int64)
+        last[which] = ent  # entries ascend: a span with several nested entries keeps the last one
+        return slot, ns, last
 
     @cached_property
     def _waiting_by_owner(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The outermost waiting spans of `waiting_rows` by (owner, start); those owned by entry row e
-        are `by_owner[first[e]:stop[e]]`."""
-        waits = self.effective_class != SpanClass.INTERNAL
-        is_entry = self.entry_index >= 0
-        # Inside another waiting span: below a non-entry span whose effective class waits (an ORM
-        # span > internal span > driver span; the class is inherited down to the next entry span).
-        p = np.maximum(self.parent, 0)
-        inside = (self.parent >= 0) & ~is_entry[p] & waits[p]
-        rows = np.flatnonzero(waits & ~is_entry & ~inside)
-        owner = self.owner[rows]
-        # Table rows are sorted by (trace, start), so a stable sort by owner alone usually leaves
-        # each owner's rows by start already: checked, as that is ten times cheaper than lexsort.
-        order = np.argsort(owner, kind="stable")
-        if not _ascending_in_groups(owner[order], self.start[rows][order]):
-            order = np.lexsort((self.start[rows], owner))
-        counts = np.bincount(owner, minlength=self.owner.shape[0])
+        """The outermost waiting spans of `waiting_rows` by (owner, start); those owned by the entry
+        with index i in `entries` are `by_owner[first[i]:stop[i]]`. Built per range, as the
+        breakdown: a range's rows are owned by its entries, so the ranges' pieces in order are the
+        table's index."""
+        pieces = []
+        counts = np.zeros(self.entries.shape[0], dtype=np.int64)
+        for a, b in self.ranges:
+            w = slice(a, b)
+            waits = self.effective_class[w] != SpanClass.INTERNAL
+            is_entry = self.entry_index[w] >= 0
+            # Inside another waiting span: below a non-entry span whose effective class waits (an ORM
+            # span > internal span > driver span; the class is inherited down to the next entry span).
+            parent = _local(self.parent[w], a)
+            p = np.maximum(parent, 0)
+            inside = (parent >= 0) & ~is_entry[p] & waits[p]
+            rows = np.flatnonzero(waits & ~is_entry & ~inside)
+            owner, start = self.owner[w][rows], self.start[w][rows]
+            # Table rows are sorted by (trace, start), so a stable sort by owner alone usually leaves
+            # each owner's rows by start already: checked, as that is ten times cheaper than lexsort.
+            order = np.argsort(owner, kind="stable")
+            if not _ascending_in_groups(owner[order], start[order]):
+                order = np.lexsort((start, owner))
+            pieces.append(rows[order] + a)
+            first, stop = np.searchsorted(self.entries, (a, b))
+            counts[first:stop] = np.bincount(self.entry_index[owner] - first, minlength=stop - first)
         stop = np.cumsum(counts)
-        return rows[order], stop - counts, stop
+        return np.concatenate(pieces), stop - counts, stop
 
 
 def _ascending_in_groups(group: np.ndarray, value: np.ndarray) -> bool:
@@ -118,14 +137,13 @@ def _ascending_in_groups(group: np.ndarray, value: np.ndarray) -> bool:
     return not np.any((group[1:] == group[:-1]) & (value[1:] < value[:-1]))
 
 
-def entry_mask(t: SpanTable) -> np.ndarray:
-    parent = t.parent
+def _entry_mask(parent: np.ndarray, kind: np.ndarray, service: np.ndarray) -> np.ndarray:
     has_parent = parent >= 0
     p = np.where(has_parent, parent, 0)
-    entry_kind = (t.kind == Kind.SERVER) | (t.kind == Kind.CONSUMER)
-    parent_kind = t.kind[p]
+    entry_kind = (kind == Kind.SERVER) | (kind == Kind.CONSUMER)
+    parent_kind = kind[p]
     parent_is_call = (parent_kind == Kind.CLIENT) | (parent_kind == Kind.PRODUCER)
-    crosses = t.service[p] != t.service
+    crosses = service[p] != service
     return ~has_parent | (entry_kind & (crosses | parent_is_call))
 
 
@@ -162,52 +180,62 @@ _INTERNAL = int(SpanClass.INTERNAL)  # (an enum member's lookup costs more than 
 def compute(t: SpanTable) -> Breakdown:
     n = len(t)
     parent = t.parent
-    is_entry = entry_mask(t)
-    # SERVER entry spans called by a CLIENT span: the ones a clock offset may have moved.
-    may_skew = is_entry & (t.kind == Kind.SERVER) & (parent >= 0) & (t.kind[np.maximum(parent, 0)] == Kind.CLIENT)
-    start, end = t.start, t.end  # read only
+    # Every step runs per range of whole traces, on the range's own parent indices: its level walks,
+    # sorts and temporaries stay in cache and are reused, and the only whole-table arrays are the
+    # results (a whole-table temporary costs fresh pages as well as cache misses).
+    ranges = _trace_ranges(t.trace, parent)
+    is_entry = np.empty(n, dtype=bool)
+    for a, b in ranges:
+        is_entry[a:b] = _entry_mask(_local(parent[a:b], a), t.kind[a:b], t.service[a:b])
+    entries = np.flatnonzero(is_entry)
+    entry_index = np.full(n, -1, dtype=np.int32)
+    entry_index[entries] = np.arange(entries.shape[0], dtype=np.int32)
+    parts = np.zeros((entries.shape[0], len(PARTS)), dtype=np.int64)
     clip_s, clip_e = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     eff = np.empty(n, dtype=t.span_class.dtype)
-    owner = np.empty(n, dtype=np.int64)
-    critical = np.empty(n, dtype=bool)
-    # Frames, chains and critical marks per range of whole traces: each range's level walks and
-    # sorts stay in cache, so their cost per span does not grow with the table.
-    for a, b in _trace_ranges(t.trace, parent):
+    owner = np.empty(n, dtype=np.int32)
+    on_path = np.empty(n, dtype=bool)
+    first = 0  # index in `entries` of the range's first entry span
+    for a, b in ranges:
         w = slice(a, b)
-        local = np.where(parent[w] >= 0, parent[w] - a, -1)
-        clip_s[w], clip_e[w], eff[w], owner[w], critical[w] = _walk(
-            local, is_entry[w], may_skew[w], t.span_class[w], start[w], end[w])
-        owner[w] += a
+        local, ent, kind, start, end = _local(parent[w], a), is_entry[w], t.kind[w], t.start[w], t.end[w]
+        # SERVER entry spans called by a CLIENT span: the ones a clock offset may have moved.
+        may_skew = ent & (kind == Kind.SERVER) & (local >= 0) & (kind[np.maximum(local, 0)] == Kind.CLIENT)
+        cs, ce, ef, own, crit = _walk(local, ent, may_skew, t.span_class[w], start, end)
+        stop = first + int(np.count_nonzero(ent))
+        _add_parts(parts[first:stop].reshape(-1), entry_index[w] - first, local, ent, crit, own, ef, cs, ce,
+                   end - start)
+        clip_s[w], clip_e[w], eff[w], owner[w], on_path[w] = cs, ce, ef, own + a, crit | ent
+        first = stop
+    return Breakdown(entries=entries, parts=parts, owner=owner, on_path=on_path, entry_index=entry_index,
+                     clip_start=clip_s, clip_end=clip_e, effective_class=eff, start=t.start, parent=parent,
+                     ranges=ranges)
 
-    length = np.where(is_entry, end - start, clip_e - clip_s)
-    child_crit = np.where(critical & (parent >= 0), clip_e - clip_s, 0)
-    covered = np.bincount(np.where(critical & (parent >= 0), parent, 0), weights=child_crit, minlength=n).astype(np.int64)
-    exclusive = np.where(critical | is_entry, length - covered, 0)
 
-    entries = np.flatnonzero(is_entry)
-    entry_index = np.full(n, -1, dtype=np.int64)
-    entry_index[entries] = np.arange(entries.shape[0])
-    parts = np.zeros((entries.shape[0], len(PARTS)), dtype=np.int64)
-    # Added up through the flat view: ufunc.at is several times faster on one index than on two.
-    flat_parts = parts.reshape(-1)
+def _local(parent: np.ndarray, a: int) -> np.ndarray:
+    """The parent rows of a range that starts at row `a` as indices into the range (-1 stays)."""
+    return np.where(parent >= 0, parent - a, -1)
 
-    # Exclusive time of each owned span (entries included) goes to its owner.
-    own = (critical & ~is_entry) | is_entry
-    rows = np.flatnonzero(own)
-    part = _PART_OF_CLASS[eff[rows]]
-    np.add.at(flat_parts, entry_index[owner[rows]] * len(PARTS) + part, exclusive[rows])
-    # A critical nested entry span counts whole for the owner of its parent.
+
+def _add_parts(flat_parts: np.ndarray, entry_index: np.ndarray, parent: np.ndarray, is_entry: np.ndarray,
+               critical: np.ndarray, owner: np.ndarray, eff: np.ndarray, cs: np.ndarray, ce: np.ndarray,
+               duration: np.ndarray) -> None:
+    """Adds one range's spans to its entries' parts (`flat_parts`, their rows of `parts` flat:
+    ufunc.at is several times faster on one index than on two): each owned span's exclusive time to
+    its owner's part for its class, and each critical nested entry span's whole clipped time to the
+    owner of its parent."""
+    clipped = ce - cs
+    child = critical & (parent >= 0)
+    covered = np.bincount(parent[child], weights=clipped[child], minlength=parent.shape[0]).astype(np.int64)
+    # Owned: the entry spans (their whole length) and the critical spans (clipped), less the
+    # critical children's time.
+    rows = np.flatnonzero(critical | is_entry)
+    exclusive = np.where(is_entry[rows], duration[rows], clipped[rows]) - covered[rows]
+    np.add.at(flat_parts, entry_index[owner[rows]] * len(PARTS) + _PART_OF_CLASS[eff[rows]], exclusive)
     nested = np.flatnonzero(is_entry & critical)
     if nested.size:
         p = parent[nested]
-        npart = _NESTED_PART_OF_CLASS[eff[p]]
-        np.add.at(flat_parts, entry_index[owner[p]] * len(PARTS) + npart, clip_e[nested] - clip_s[nested])
-
-    critical_ns = np.where(critical & ~is_entry, exclusive, 0)
-    critical_ns = np.where(is_entry, exclusive, critical_ns)
-    return Breakdown(entries=entries, parts=parts, owner=owner, critical_ns=critical_ns,
-                     on_path=critical | is_entry, entry_index=entry_index,
-                     clip_start=clip_s, clip_end=clip_e, effective_class=eff, start=t.start, parent=parent)
+        np.add.at(flat_parts, entry_index[owner[p]] * len(PARTS) + _NESTED_PART_OF_CLASS[eff[p]], clipped[nested])
 
 
 def _trace_ranges(trace: np.ndarray, parent: np.ndarray) -> list[tuple[int, int]]:
@@ -220,10 +248,12 @@ def _trace_ranges(trace: np.ndarray, parent: np.ndarray) -> list[tuple[int, int]
     starts = np.flatnonzero(trace[1:] != trace[:-1]) + 1
     at = np.searchsorted(starts, np.arange(RANGE_ROWS, n, RANGE_ROWS))
     bounds = [0, *np.unique(starts[at[at < starts.shape[0]]]).tolist(), n]
-    which = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
-    if (which[np.maximum(parent, 0)] != which)[parent >= 0].any():
-        return [(0, n)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    ranges = list(zip(bounds[:-1], bounds[1:]))
+    for a, b in ranges:  # (range by range: no whole-table temporary)
+        p = parent[a:b]
+        if ((p < a) & (p >= 0)).any() or (p >= b).any():
+            return [(0, n)]
+    return ranges
 
 
 def _walk(parent: np.ndarray, is_entry: np.ndarray, may_skew: np.ndarray, cls: np.ndarray, start: np.ndarray,

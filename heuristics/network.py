@@ -48,12 +48,11 @@ def _calls(ctx: HotspotContext) -> Calls:
     w = waiting(ctx)
     w = w.select(w.cls == SpanClass.REMOTE)
     # The downstream SERVER spans whose parent is one of these client spans.
-    server_ns, child = ctx.breakdown.callees
-    kid = child[w.rows]
+    server_ns, kid = ctx.breakdown.callees(w.rows)
     unnamed = np.where(kid >= 0, -2 - len(t.names) - t.service[np.maximum(kid, 0)].astype(np.int64),
                        -2 - t.name[w.rows].astype(np.int64))
     key = np.where(w.peer >= 0, w.peer.astype(np.int64), unnamed)
-    return Calls(w, key, np.minimum(server_ns[w.rows], w.dur), kid)
+    return Calls(w, key, np.minimum(server_ns, w.dur), kid)
 
 
 def _name(ctx: HotspotContext, c: Calls, mask: np.ndarray) -> str:

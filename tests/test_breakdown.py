@@ -200,7 +200,13 @@ def test_breakdown_per_range_of_traces_equals_the_whole_table(tmp_path, monkeypa
     monkeypatch.setattr(breakdown, "RANGE_ROWS", 256)
     assert len(breakdown._trace_ranges(table.trace, table.parent)) > 50
     ranged = compute(table)
-    for name in ("entries", "parts", "owner", "critical_ns", "on_path", "entry_index", "clip_start", "clip_end",
+    for name in ("entries", "parts", "owner", "on_path", "entry_index", "clip_start", "clip_end",
                  "effective_class"):
         assert np.array_equal(getattr(ranged, name), getattr(whole, name)), name
+    # the indexes the rules read, built per range too
+    for a, b in zip(ranged.waiting_rows(whole.entries), whole.waiting_rows(whole.entries)):
+        assert np.array_equal(a, b)
+    for a, b in zip(ranged.callees(np.arange(len(table))), whole.callees(np.arange(len(table)))):
+        assert np.array_equal(a, b)
     assert whole.parts.sum(axis=1).tolist() == (table.end - table.start)[whole.entries].tolist()
+
