@@ -79,11 +79,12 @@ def find_hotspots(t: SpanTable, b: Breakdown, start_ns: int | None = None, end_n
     Impact is the total time spent in the operation, with p99 latency as the tie-break."""
     entries = b.entries
     keep = np.ones(entries.shape[0], dtype=bool)
-    st = t.start[entries]
-    if start_ns is not None:
-        keep &= st >= start_ns
-    if end_ns is not None:
-        keep &= st < end_ns
+    if start_ns is not None or end_ns is not None:
+        st = t.start[entries]
+        if start_ns is not None:
+            keep &= st >= start_ns
+        if end_ns is not None:
+            keep &= st < end_ns
     if services:
         codes = [t.services.index(s) for s in services if s in t.services]
         keep &= np.isin(t.service[entries], codes)
@@ -92,10 +93,13 @@ def find_hotspots(t: SpanTable, b: Breakdown, start_ns: int | None = None, end_n
         return []
     rows = entries[idx]
     key = t.service[rows].astype(np.int64) * max(len(t.names), 1) + t.name[rows]
-    order = np.lexsort((t.start[rows], key))
-    # Gathered once in group order; each hot spot gets its slice.
-    rows, parts = rows[order], b.parts[idx[order]]
-    durations = t.end[rows] - t.start[rows]
+    start = t.start[rows]
+    order = _by_key_then_start(key, start)
+    # Gathered once in group order, each hot spot gets its slice: the columns read in row order
+    # first (entries ascend), and the parts taken whole rows at a time (np.take: a fraction of the
+    # cost of fancy indexing a 2-d array).
+    durations = (t.end[rows] - start)[order]
+    rows, parts = rows[order], np.take(b.parts, idx[order], axis=0)
     weights = t.row_weights(rows)
     bounds = (np.flatnonzero(np.diff(key[order])) + 1).tolist()
     out = []
@@ -110,3 +114,14 @@ def find_hotspots(t: SpanTable, b: Breakdown, start_ns: int | None = None, end_n
         ))
     out.sort(key=lambda h: (-h.total_ms, -h.quantile_ms(0.99), h.service, h.operation))
     return out
+
+
+def _by_key_then_start(key: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """`np.lexsort((start, key))` as two stable sorts, by start and then by key: the second is a
+    radix sort when the keys fit 16 bits (services x operations are few), so the two cost about
+    half of lexsort."""
+    order = np.argsort(start, kind="stable")
+    k = key[order]
+    if k.size and -(2**15) <= int(k.min()) and int(k.max()) < 2**15:
+        k = k.astype(np.int16)
+    return order[np.argsort(k, kind="stable")]

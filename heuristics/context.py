@@ -13,7 +13,7 @@ from analyzer.breakdown import Breakdown
 from analyzer.classify import ClassifyConfig
 from analyzer.hotspots import Hotspot
 from analyzer.model.spans import SpanTable
-from analyzer.model.arrays import weighted_quantile
+from analyzer.model.arrays import sorted_unique, weighted_quantile
 from analyzer.profile_summary import ProfileView
 from analyzer.model.signals import ServiceSignals
 from analyzer.model.store_figures import StoreFigures
@@ -65,7 +65,7 @@ class HotspotContext:
 
     def requests(self, req: np.ndarray) -> float:
         """How many requests the distinct request indices in `req` stand for."""
-        return float(self.req_weight[np.unique(req)].sum())
+        return float(self.req_weight[sorted_unique(req)].sum())
 
     def quantile(self, values: np.ndarray, q: float, weights: np.ndarray) -> float:
         """The q-quantile of span `values`, each counted as its request's `weights` in a sample."""
