@@ -16,10 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from analyzer.model.arrays import words
+from analyzer.model.arrays import LOW_BYTES, words
 
 _BITS = 10  # 1,024 slots
-_MASKS = np.array([(1 << (8 * i)) - 1 for i in range(9)], dtype=np.uint64)
 
 
 class KeyTable:
@@ -68,7 +67,7 @@ class KeyTable:
         for k in range(self.width):
             c = w[start + np.minimum(8 * k, tail)] if k else w[start]
             if k == 0 and self.short:
-                c &= _MASKS[np.minimum(length, 8)]
+                c &= LOW_BYTES[np.minimum(length, 8)]
             cols.append(c)
         row = self._slot_row[self._slots(cols, length, self._mult)]
         same = self._lens[row] == length

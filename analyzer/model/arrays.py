@@ -69,6 +69,10 @@ def words(buf: np.ndarray, dtype: str = "<u8") -> np.ndarray:
     return np.ndarray(shape=(buf.shape[0] - 7,), dtype=dtype, buffer=buf, strides=(1,))
 
 
+# LOW_BYTES[i] keeps the low `i` bytes of a word: the first `i` bytes of what `words` read.
+LOW_BYTES = np.array([(1 << (8 * i)) - 1 for i in range(9)], dtype=np.uint64)
+
+
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
@@ -111,7 +115,7 @@ def hash_slices(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.nd
             left = length - 8 * k
             # (slices that ended are masked out; their index is held inside the buffer, as a short
             # slice near its end would otherwise be read past the padding)
-            folded = _fold(h ^ (w[np.minimum(at + 8 * k, last)] & _MASKS[np.clip(left, 0, 8)]))
+            folded = _fold(h ^ (w[np.minimum(at + 8 * k, last)] & LOW_BYTES[np.clip(left, 0, 8)]))
             h = folded if k == 0 else np.where(left > 0, folded, h)
             more = length > 8 * (k + 1)
             alive = int(np.count_nonzero(more))
@@ -121,7 +125,7 @@ def hash_slices(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.nd
                 rows = np.flatnonzero(more)
         else:
             left = length[rows] - 8 * k
-            h[rows] = _fold(h[rows] ^ (w[at[rows] + 8 * k] & _MASKS[np.minimum(left, 8)]))
+            h[rows] = _fold(h[rows] ^ (w[at[rows] + 8 * k] & LOW_BYTES[np.minimum(left, 8)]))
             rows = rows[left > 8]
             if not rows.shape[0]:
                 break
@@ -145,14 +149,12 @@ def _tail_sums(w: np.ndarray, at: np.ndarray, length: np.ndarray) -> np.ndarray:
         i = k + np.arange(width)
         left = length[rows, None] - 8 * i  # bytes of the slice from word i on
         pos = at[rows, None] + 8 * np.where(left > 0, i, 0)
-        word = w[pos] & _MASKS[np.clip(left, 0, 8)]
+        word = w[pos] & LOW_BYTES[np.clip(left, 0, 8)]
         mixed = mix(word ^ mix(i.astype(np.uint64) + _SEED))
         acc[rows] += np.where(left > 0, mixed, 0).sum(axis=1, dtype=np.uint64)
         k += width
         rows = rows[length[rows] > 8 * k]
     return acc
-# The low `i` bytes of a word.
-_MASKS = np.array([(1 << (8 * i)) - 1 for i in range(9)], dtype=np.uint64)
 
 
 def _fold(h: np.ndarray) -> np.ndarray:

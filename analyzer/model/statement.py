@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from analyzer.model.arrays import hash_slices, mix
+from analyzer.model.arrays import LOW_BYTES, hash_slices, mix, words
 
 # One pass for every literal and placeholder form: 'strings', 0x1F, -1.5e3, $1, :name, %s, %(name)s.
 # The lookahead on the characters a literal can start with lets the engine skip every other
@@ -56,7 +56,6 @@ def _table(chars: bytes, high: bool) -> np.ndarray:
     return t
 
 
-_DIGIT = _table(b"0123456789", False)
 _WORD = _table(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_", True)
 _JOINS = _table(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_$.", True)
 
@@ -75,16 +74,26 @@ def shape_keys(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.nda
     digits) and are normalized a handful of times."""
     n = start.shape[0]
     start, length = start.astype(np.int64), length.astype(np.int64)
-    first = np.zeros(n, dtype=np.int64)  # where each statement starts in `s`, their concatenation
+    # `s`: the statements one after the other, each read in whole 8-byte words (8x fewer elements
+    # to gather than bytes) from `first` on, the bytes of its last word past its end zeroed (0 is
+    # no digit and no word character).
+    n_words = (length + 7) >> 3
+    word_first = np.zeros(n, dtype=np.int64)
     if n:
-        np.cumsum(length[:-1], out=first[1:])
-    total = int(length.sum())
+        np.cumsum(n_words[:-1], out=word_first[1:])
+    total_words = int(n_words.sum())
+    word_owner = np.repeat(np.arange(n), n_words)
+    ws = words(buf)[start[word_owner] + 8 * (np.arange(total_words) - word_first[word_owner])]
+    some = np.flatnonzero(n_words)
+    ws[word_first[some] + n_words[some] - 1] &= LOW_BYTES[length[some] - 8 * (n_words[some] - 1)]
+    s = ws.view(np.uint8)  # (little-endian words: their bytes in buffer order)
+    first = 8 * word_first
+    total = 8 * total_words
     base = start - first  # buf position of s[i] is i + base[its statement]
-    s = buf[np.repeat(base, length) + np.arange(total)]
     head = np.zeros(total + 1, dtype=bool)  # a statement's first byte (and one past the last)
     head[first[length > 0]] = True
     head[total] = True
-    d = _DIGIT[s]
+    d = (s - np.uint8(ord("0"))) < 10  # (bytes below "0" wrap around to 208 and more)
     run_start = d.copy()
     run_start[1:] &= ~d[:-1] | head[1:total]
     run_end = d.copy()
