@@ -190,11 +190,13 @@ def test_random_spans_match_the_reference(seed):
 @pytest.mark.parametrize("width,blocks", [(128, False), (64, False), (128, True)])
 def test_a_table_finished_per_range_of_traces_matches_the_reference(width, blocks, monkeypatch):
     # Past RANGE_ROWS rows, finish works per range of trace ids (a radix sort on an id prefix, then each
-    # range on its own): with a small RANGE_ROWS, 20k spans of 500 traces make ~80 ranges, and every row,
-    # parent and repair must be what finishing them as a whole gives. 64-bit ids (the high half
-    # zero, as from Zipkin or Jaeger) are ranged by their low half. With small blocks of records, the
-    # batches fill 7 blocks (some batches split across two) and each range gathers from several.
+    # range on its own): with a small RANGE_ROWS, 20k spans of 500 traces make ~80 ranges, dealt out to
+    # 8 parts, and every row, parent and repair must be what finishing them as a whole gives. 64-bit
+    # ids (the high half zero, as from Zipkin or Jaeger) are ranged by their low half. With small
+    # blocks of records, the batches fill 7 blocks (some batches split across two) and each range
+    # gathers from several.
     monkeypatch.setattr(table_module, "RANGE_ROWS", 256)
+    monkeypatch.setattr(table_module, "PART_ROWS", 3_000)
     if blocks:
         monkeypatch.setattr(table_module, "FIRST_BLOCK_ROWS", 1_000)
         monkeypatch.setattr(table_module, "BLOCK_ROWS", 4_096)

@@ -166,7 +166,7 @@ class TableBuilder:
         # parent links and the row order are found per range, with sorts that fit in cache; each
         # range's rows are then written to the columns in their final order.
         ranges = _TraceRanges(blocks, his)
-        del his  # freed: the columns reuse its memory
+        del blocks, his  # the ranges free the blocks as they deal them out
         cols = {name: np.empty(n, dtype) for name, dtype in _COLUMNS}
         trace = np.empty(n, dtype=np.int32)
         parent = np.empty(n, dtype=np.int32)
@@ -192,7 +192,7 @@ class TableBuilder:
             ids_parts.append(ids)
             n_traces += ids.shape[0]
             kept += at.shape[0]
-        del ranges, blocks
+        del ranges
         self.repairs.duplicate_spans += n - kept
         trace_ids = np.concatenate(ids_parts) if ids_parts else np.zeros((0, 16), np.uint8)
         if kept < n:  # copies dropped: the columns end early
@@ -228,10 +228,15 @@ _COLUMNS = (("service", np.int32), ("span_id", np.uint64), ("parent_id", np.uint
 # each) stay in the 1 MB L2 cache of a core and its records (1.4 MB) in L3. Smaller than the
 # breakdown's ranges: at 8x this size finish took a quarter more CPU at 10M spans.
 RANGE_ROWS = 1 << 14
+# Rows of a part finish deals the blocks out to (46 MB: above glibc's largest mmap threshold, so that
+# a part freed goes back to the system at once and the columns can take its pages).
+PART_ROWS = 1 << 19
 # Rows of the builder's first block of records; each next block is as large as all before it, up to
-# BLOCK_ROWS (~370 MB), so a large input makes few blocks and a small one allocates little.
+# BLOCK_ROWS (~92 MB), so a small input allocates little, and finish, which frees each block once
+# dealt out, holds at most one block more than the records (at 4x this size, 10M spans peaked
+# 30 B/span higher and spent 0.5 s more system time there).
 FIRST_BLOCK_ROWS = 1 << 16
-BLOCK_ROWS = 1 << 22
+BLOCK_ROWS = 1 << 20
 # A span's columns, with the trace id, as one record: widest first, so that every field is aligned
 # (88 bytes, the last 5 padding).
 _RECORD = np.dtype(sorted([("trace_hi", np.uint64), ("trace_lo", np.uint64), *_COLUMNS],
@@ -251,16 +256,22 @@ def _words(records: np.ndarray) -> np.ndarray:
 class _TraceRanges:
     """The builder's records in ranges of whole traces, in trace-id order, about `RANGE_ROWS` rows
     each. Each block's rows are grouped by the top 16 bits of their trace id (a radix sort, read
-    order kept within a group); a range is a run of groups, gathered from each block in turn, so
-    the rows of a trace come in read order. The prefix is taken of the high half, or of the low half
+    order kept within a group); a range is a run of groups, taken from each block in turn, so the
+    rows of a trace come in read order. The prefix is taken of the high half, or of the low half
     when every high half is equal (64-bit ids), below the bits all share; a group larger than
-    `RANGE_ROWS` (ids made by hand) is one range, just slower to sort."""
+    `RANGE_ROWS` (ids made by hand) is one range, just slower to sort.
+
+    Iterating deals each block out to parts (runs of ranges of about `PART_ROWS` rows) and frees
+    it, then cuts each part into its ranges and frees it. So the memory freed is soon taken again,
+    by the parts and then by the table's columns, and the peak stays near the blocks' size: fresh
+    memory costs several times more system time than reused memory on a VM whose host takes free
+    memory back (about 2 ms per MB on the benchmark VM)."""
 
     def __init__(self, blocks: list[np.ndarray], his: list[np.ndarray]) -> None:
-        self.blocks = blocks
-        self.orders: list[np.ndarray] = []  # per block: its rows by group (int32: at most BLOCK_ROWS)
+        self.blocks: list[np.ndarray | None] = list(blocks)
+        self.orders: list[np.ndarray | None] = []  # per block: its rows by group (int32: at most BLOCK_ROWS)
         self.starts: list[np.ndarray] = []  # per block: where each group starts in its order, and the end
-        self.cuts: list[tuple[int, int]] = []  # the ranges, as runs of groups
+        self.parts: list[list[tuple[int, int]]] = []  # the ranges as runs of groups, by part
         if not blocks:
             return
         words = his
@@ -276,17 +287,33 @@ class _TraceRanges:
         total = sum(self.starts)
         at = np.searchsorted(total[1:], np.arange(RANGE_ROWS, int(total[-1]), RANGE_ROWS))
         bounds = sorted({0, 1 << 16, *(at + 1).tolist()})
-        self.cuts = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if total[b] > total[a]]  # groups with no row: no range
+        part: list[tuple[int, int]] = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if total[b] > total[a]:  # groups with no row make no range
+                if part and total[b] - total[part[0][0]] > PART_ROWS:
+                    self.parts.append(part)
+                    part = []
+                part.append((a, b))
+        self.parts.append(part)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        for a, b in self.cuts:
-            out = np.empty(sum(int(s[b] - s[a]) for s in self.starts), dtype=_RECORD)
-            done = 0
-            for block, order, s in zip(self.blocks, self.orders, self.starts):
+        firsts = [part[0][0] for part in self.parts]
+        lasts = [part[-1][1] for part in self.parts]
+        parts: list[np.ndarray | None] = [np.empty(sum(int(s[b] - s[a]) for s in self.starts), dtype=_RECORD)
+                                          for a, b in zip(firsts, lasts)]
+        at = np.zeros((len(parts), len(self.starts) + 1), dtype=np.int64)  # where each block's piece begins in each part
+        for k, s in enumerate(self.starts):
+            block, order = self.blocks[k], self.orders[k]
+            for p, (a, b) in enumerate(zip(firsts, lasts)):
                 rows = order[s[a]:s[b]]
-                np.take(_words(block), rows, axis=0, out=_words(out)[done:done + rows.shape[0]], mode="clip")
-                done += rows.shape[0]
-            yield out
+                at[p, k + 1] = at[p, k] + rows.shape[0]
+                np.take(_words(block), rows, axis=0, out=_words(parts[p])[at[p, k]:at[p, k + 1]], mode="clip")
+            self.blocks[k] = self.orders[k] = None
+        for p, ranges in enumerate(self.parts):
+            for a, b in ranges:
+                yield np.concatenate([parts[p][at[p, k] + s[a] - s[firsts[p]]:at[p, k] + s[b] - s[firsts[p]]]
+                                      for k, s in enumerate(self.starts)])
+            parts[p] = None
 
 
 def _bounds(words: list[np.ndarray]) -> tuple[int, int]:
