@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Imported here, not in run_analysis, so that their memory is part of the child's baseline RSS.
+from analyzer.allocator import fix_malloc_thresholds
 from analyzer.config import Config
 from analyzer.pipeline import Inputs, analyze
 from analyzer.renderers.json import to_json
@@ -58,7 +59,9 @@ MAX_GROWTH = 11.0
 
 
 def run_analysis(path: str) -> dict:
-    """The measured call: OTLP file -> JSON report text, as `profile-first analyze --format json`."""
+    """The measured call: OTLP file -> JSON report text, as `profile-first analyze --format json`
+    (with its malloc thresholds, `analyzer/allocator.py`)."""
+    fix_malloc_thresholds()
     wall, cpu, before = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     loaded = load_traces([path])
     t_load = time.process_time() - cpu

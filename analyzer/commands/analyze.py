@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from analyzer.allocator import fix_malloc_thresholds
 from analyzer.cliutil import UserError, parse_duration, parse_size, resolve_window
 from analyzer.commands.clickhouse import FLAG_PREFIX, clickhouse_options, read_clickhouse
 from analyzer.config import ConfigError, load_config
@@ -115,6 +116,7 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
         config = load_config(config_path)
     except ConfigError as err:
         raise UserError(str(err)) from err
+    fix_malloc_thresholds()
     with tempfile.TemporaryDirectory(prefix="profile-first-") as tmp:
         traces, metrics = list(traces), list(metrics)
         if listen:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from analyzer.allocator import fix_malloc_thresholds
 from analyzer.cliutil import UserError
 from analyzer.compare import week_over_week
 from analyzer.history import History, HistoryError
@@ -95,6 +96,7 @@ def report(config_path: str | None, fail_on: tuple[str, ...], formats_: tuple[st
     # An existing history is opened before the long part, so a bad file fails in a second; a new
     # one is created only when there is a run to record.
     history = open_history(plan) if plan.history and plan.history.exists() else None
+    fix_malloc_thresholds()
     reports = build_reports(plan, store_flags)
     trends = compare_with_history(plan, history, reports) if history else {}
     packs = evidence_packs(evidence, reports)  # first: a missing service makes its report incomplete
