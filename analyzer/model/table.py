@@ -310,9 +310,9 @@ class _TraceRanges:
                 np.take(_words(block), rows, axis=0, out=_words(parts[p])[at[p, k]:at[p, k + 1]], mode="clip")
             self.blocks[k] = self.orders[k] = None
         for p, ranges in enumerate(self.parts):
-            for a, b in ranges:
-                yield np.concatenate([parts[p][at[p, k] + s[a] - s[firsts[p]]:at[p, k] + s[b] - s[firsts[p]]]
-                                      for k, s in enumerate(self.starts)])
+            for a, b in ranges:  # a part of one range (a small input, or ids made by hand) is that range
+                yield parts[p] if len(ranges) == 1 else np.concatenate(
+                    [parts[p][at[p, k] + s[a] - s[firsts[p]]:at[p, k] + s[b] - s[firsts[p]]] for k, s in enumerate(self.starts)])
             parts[p] = None
 
 
