@@ -6,7 +6,7 @@ spans. Its duration is split into exclusive parts that add up to it exactly:
 
     self | database | cache | remote_server | remote_gap | messaging
 
-How (all steps are numpy passes over the table, grouped by parent):
+How (numpy passes grouped by parent, over ranges of whole traces):
 1. Frames. Children are clipped to their parent's frame (clock skew, async children that
    outlive their parent). A SERVER child of a CLIENT span in another service that does not
    fit inside it is first shifted to the middle of the client span: that is a clock offset
@@ -42,7 +42,9 @@ _NESTED_PART_OF_CLASS = np.array([P_SERVER, P_DB, P_CACHE, P_SERVER, P_MSG], dty
 
 @dataclass
 class Breakdown:
-    """Per entry span: `parts` (n_entries x 6, ns) adding up to its duration.
+    """Per entry span: `parts` (n_entries x 6, ns) adding up to its duration. `entries` are by
+    operation (service, name), then start time, ties in row order: each operation's entries and
+    parts are one slice, which its hot spot takes without a copy.
 
     Per span: `owner` (row of its entry span; itself for an entry span), `on_path` (critical for
     its owner), `entry_index` (index into `entries` for entry rows, -1 otherwise), `effective_class`
@@ -91,7 +93,8 @@ class Breakdown:
     def _callee_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per span, its slot in the `callees` figures of the spans that have nested entry children
         (int32, as a row); the figures' last slot, which slot -1 reads, is the one of no children."""
-        ent = self.entries[self.parent[self.entries] >= 0]
+        ent = np.flatnonzero(self.entry_index >= 0)
+        ent = ent[self.parent[ent] >= 0]
         callers, which = unique_inverse(self.parent[ent])
         slot = np.full(self.parent.shape[0], -1, dtype=np.int32)
         slot[callers] = np.arange(callers.shape[0], dtype=np.int32)
@@ -108,7 +111,9 @@ class Breakdown:
         breakdown: a range's rows are owned by its entries, so the ranges' pieces in order are the
         table's index."""
         pieces = []
-        counts = np.zeros(self.entries.shape[0], dtype=np.int64)
+        first = np.empty(self.entries.shape[0], dtype=np.int64)
+        stop = np.empty(self.entries.shape[0], dtype=np.int64)
+        done = 0  # rows in the pieces so far
         for a, b in self.ranges:
             w = slice(a, b)
             waits = self.effective_class[w] != SpanClass.INTERNAL
@@ -119,17 +124,21 @@ class Breakdown:
             p = np.maximum(parent, 0)
             inside = (parent >= 0) & ~is_entry[p] & waits[p]
             rows = np.flatnonzero(waits & ~is_entry & ~inside)
-            owner, start = self.owner[w][rows], self.start[w][rows]
+            owner, start = self.owner[w][rows] - a, self.start[w][rows]
             # Table rows are sorted by (trace, start), so a stable sort by owner alone usually leaves
             # each owner's rows by start already: checked, as that is ten times cheaper than lexsort.
             order = np.argsort(owner, kind="stable")
             if not _ascending_in_groups(owner[order], start[order]):
                 order = np.lexsort((start, owner))
             pieces.append(rows[order] + a)
-            first, stop = np.searchsorted(self.entries, (a, b))
-            counts[first:stop] = np.bincount(self.entry_index[owner] - first, minlength=stop - first)
-        stop = np.cumsum(counts)
-        return np.concatenate(pieces), stop - counts, stop
+            # Each entry's count, in row order as the piece is, and its bounds put at its index.
+            entries = np.flatnonzero(is_entry)
+            counts = np.bincount((np.cumsum(is_entry) - 1)[owner], minlength=entries.shape[0])
+            ends = done + np.cumsum(counts)
+            at = self.entry_index[w][entries]
+            first[at], stop[at] = ends - counts, ends
+            done += rows.shape[0]
+        return np.concatenate(pieces), first, stop
 
 
 def _ascending_in_groups(group: np.ndarray, value: np.ndarray) -> bool:
@@ -188,28 +197,42 @@ def compute(t: SpanTable) -> Breakdown:
     for a, b in ranges:
         is_entry[a:b] = _entry_mask(_local(parent[a:b], a), t.kind[a:b], t.service[a:b])
     entries = np.flatnonzero(is_entry)
+    # By operation (service, name), then start: each hot spot is one slice of them and of `parts`.
+    operation = t.service[entries].astype(np.int64) * max(len(t.names), 1) + t.name[entries]
+    entries = entries[_by_key_then_start(operation, t.start[entries])]
     entry_index = np.full(n, -1, dtype=np.int32)
     entry_index[entries] = np.arange(entries.shape[0], dtype=np.int32)
-    parts = np.zeros((entries.shape[0], len(PARTS)), dtype=np.int64)
+    parts = np.empty((entries.shape[0], len(PARTS)), dtype=np.int64)
     clip_s, clip_e = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     eff = np.empty(n, dtype=t.span_class.dtype)
     owner = np.empty(n, dtype=np.int32)
     on_path = np.empty(n, dtype=bool)
-    first = 0  # index in `entries` of the range's first entry span
     for a, b in ranges:
         w = slice(a, b)
         local, ent, kind, start, end = _local(parent[w], a), is_entry[w], t.kind[w], t.start[w], t.end[w]
         # SERVER entry spans called by a CLIENT span: the ones a clock offset may have moved.
         may_skew = ent & (kind == Kind.SERVER) & (local >= 0) & (kind[np.maximum(local, 0)] == Kind.CLIENT)
         cs, ce, ef, own, crit = _walk(local, ent, may_skew, t.span_class[w], start, end)
-        stop = first + int(np.count_nonzero(ent))
-        _add_parts(parts[first:stop].reshape(-1), entry_index[w] - first, local, ent, crit, own, ef, cs, ce,
-                   end - start)
+        # The range's parts, by its entries in row order, then put in their rows of `parts`.
+        ent_rows = np.flatnonzero(ent)
+        block = np.zeros((ent_rows.shape[0], len(PARTS)), dtype=np.int64)
+        _add_parts(block.reshape(-1), np.cumsum(ent) - 1, local, ent, crit, own, ef, cs, ce, end - start)
+        parts[entry_index[w][ent_rows]] = block
         clip_s[w], clip_e[w], eff[w], owner[w], on_path[w] = cs, ce, ef, own + a, crit | ent
-        first = stop
     return Breakdown(entries=entries, parts=parts, owner=owner, on_path=on_path, entry_index=entry_index,
                      clip_start=clip_s, clip_end=clip_e, effective_class=eff, start=t.start, parent=parent,
                      ranges=ranges)
+
+
+def _by_key_then_start(key: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """`np.lexsort((start, key))` as two stable sorts, by start and then by key: the second is a
+    radix sort when the keys fit 16 bits (services x names are few), so the two cost about half of
+    lexsort."""
+    order = np.argsort(start, kind="stable")
+    k = key[order]
+    if k.size and -(2**15) <= int(k.min()) and int(k.max()) < 2**15:
+        k = k.astype(np.int16)
+    return order[np.argsort(k, kind="stable")]
 
 
 def _local(parent: np.ndarray, a: int) -> np.ndarray:

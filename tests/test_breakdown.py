@@ -212,10 +212,10 @@ def test_breakdown_per_range_of_traces_equals_the_whole_table(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("keys", [50, 70_000])
-def test_hot_spot_order_is_by_operation_then_start_with_ties_in_row_order(keys):
+def test_entry_order_is_by_operation_then_start_with_ties_in_row_order(keys):
     # Few operation keys take the 16-bit radix sort, many the 64-bit one; start times on a coarse
     # grid tie often, and a tie keeps the rows' order, as lexsort does.
-    from analyzer.hotspots import _by_key_then_start
+    from analyzer.breakdown import _by_key_then_start
 
     rng = np.random.default_rng(7)
     key = rng.integers(0, keys, 20_000)
