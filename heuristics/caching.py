@@ -64,7 +64,7 @@ def _cache_aside(ctx: HotspotContext) -> CacheAside:
     if not (reads.any() and writes.any()):  # a fall-through fetch sits between a read and a write
         return CacheAside(w, reads, writes, np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
     fetch = (w.cls == SpanClass.DATABASE) | (w.cls == SpanClass.REMOTE)
-    idx = np.arange(n)
+    idx = np.arange(n, dtype=np.int32)  # (spans are table rows, int32: the running indexes below take half the memory)
     first = np.ones(n, dtype=bool)
     first[1:] = w.req[1:] != w.req[:-1]
     last = np.ones(n, dtype=bool)
