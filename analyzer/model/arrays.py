@@ -8,9 +8,9 @@ import numpy as np
 # readers: varints and words read a little past a message's end stay inside the buffer.
 PAD = 64
 
-# Rows per range of whole traces that the table's finish and the breakdown work through at a time:
-# a range's sorts and gathers stay in the 2 MB L2 and 32 MB L3 caches, so their cost per span does
-# not grow with the table.
+# Rows per range of whole traces that the breakdown works through at a time: a range's sorts and
+# gathers stay in the 2 MB L2 and 32 MB L3 caches, so their cost per span does not grow with the
+# table. (The table's finish sorts smaller ranges: `table.RANGE_ROWS`.)
 RANGE_ROWS = 1 << 17
 
 
