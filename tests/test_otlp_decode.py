@@ -343,3 +343,33 @@ def test_memo_makes_each_hash_once_and_returns_its_codes():
         assert order == sorted(order)  # first rows, in order of appearance
         assert [tuple(c) for c in codes.tolist()] == [made[int(x)] for x in h]
     assert len(made) > 3000
+
+
+def test_cache_commands_split_like_the_json_reader(tmp_path):
+    # Redis commands as clients write them, in one chunk with SQL: keys, no key, an already
+    # normalized "?", tabs and runs of spaces, lower case, non-ASCII keys and white space, an
+    # integer value. Each distinct command is split once, with array operations where ASCII.
+    commands = ["GET user:42", "get user:42", "SET session:9 payload EX 60", "PING", "", "   ", "GET ?", "DEL ? x",
+                "HGETALL\tcart:7", "  MGET  a  b  ", "GET clé:é", "GET a\u00a0b", "GET a\x1cb c", "EXPIRE k 10"]
+    commands += [f"GET user:{i}" for i in range(300)]
+    spans = []
+    for i, command in enumerate(commands + [7]):
+        attrs = [_kv("db.system", "redis"), _kv("db.statement", command)]
+        spans.append(t.Span(trace_id=TID, span_id=(i + 1).to_bytes(8, "big"), name="redis", kind=3,
+                            start_time_unix_nano=1_000 + i, end_time_unix_nano=2_000 + i, attributes=attrs))
+        if i % 50 == 0:
+            spans.append(t.Span(trace_id=TID, span_id=(10_000 + i).to_bytes(8, "big"), name="SELECT", kind=3,
+                                start_time_unix_nano=1_000 + i, end_time_unix_nano=2_000 + i,
+                                attributes=[_kv("db.system", "postgresql"),
+                                            _kv("db.statement", f"SELECT * FROM t{i} WHERE id = {i}")]))
+    req = ExportTraceServiceRequest(resource_spans=[t.ResourceSpans(
+        resource={"attributes": [_kv("service.name", "cart")]}, scope_spans=[t.ScopeSpans(spans=spans)])])
+    pb, js = tmp_path / "c.pb", tmp_path / "c.jsonl"
+    pb.write_bytes(req.SerializeToString())
+    js.write_text(to_otlp_json_line(req) + "\n")
+    got, want = load_traces([str(pb)]).table, load_traces([str(js)]).table
+    assert _decoded(got) == _decoded(want)
+    shapes = {got.statements[c] for c in got.statement.tolist()}
+    assert {"GET ?", "SET ? ...", "PING", "HGETALL ?", "MGET ? ...", "DEL ?", "7"} <= shapes
+    keys = {got.strings[k] for k in got.cache_key.tolist() if k >= 0}
+    assert {"user:42", "session:9", "cart:7", "clé:é", "a", "user:299"} <= keys
