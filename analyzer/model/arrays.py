@@ -89,51 +89,44 @@ def mix(x: np.ndarray) -> np.ndarray:
 def hash_slices(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each byte string `buf[start:start+length]` (`buf` padded by `PAD`).
 
-    The k-th 8-byte word of every slice is read in one step (the last word masked to the slice)
-    and folded into its slice's hash with an xor, a multiplication by an odd constant and a shift
-    (a bijection of the word for a given running hash, so slices that differ in one word always
-    differ); the length and a final mix come last. While most slices still have a k-th word,
-    the step runs over all of them; after that, over those that do. Words past the first
-    `_CHAIN` are not chained but summed, each mixed with its position (`_tail_sums`), so that a
-    long slice costs a few array operations rather than one per word (a 60 MB string took 100 s).
+    The k-th 8-byte word of every slice is read in one step (masked to the slice) and folded into
+    its slice's hash with an xor, a multiplication by an odd constant and a shift (a bijection of
+    the word for a given running hash, so slices that differ in one word always differ); the
+    length and a final mix come last. Every slice gets its first two words folded, zero past its
+    end, so those two steps run over all slices without asking which have ended (most names and
+    attribute values have one or two); later words, over the slices that have them. Words past the
+    first `_CHAIN` are not chained but summed, each mixed with its position (`_tail_sums`), so that
+    a long slice costs a few array operations rather than one per word (a 60 MB string took 100 s).
     For telemetry (names, keys, statements) two different strings collide with probability about
     2^-64: a million distinct values have about one chance in 10^7 of any collision."""
-    n = start.shape[0]
     length = length.astype(np.int64)
     at = start.astype(np.int64)
     w = words(buf)
-    last = w.shape[0] - 1
-    h = np.full(n, _SEED, dtype=np.uint64)
-    rows = None  # None: every slice
-    k = 0
-    while n:
+    last = w.shape[0] - 1  # (a slice's index is held inside the buffer: one near its end may be short)
+    cut = np.minimum(length, 16)
+    h = w[np.minimum(at, last)]
+    h &= LOW_BYTES[np.minimum(cut, 8)]
+    h ^= _SEED
+    _fold(h)
+    second = w[np.minimum(at + 8, last)]
+    second &= _SECOND_BYTES[cut]
+    h ^= second
+    _fold(h)
+    rows = np.flatnonzero(length > 16)
+    k = 2
+    while rows.shape[0]:
         if k == _CHAIN:  # the rows left are longer than _CHAIN words
-            tail = np.flatnonzero(length > 8 * k) if rows is None else rows
-            h[tail] ^= _tail_sums(w, at[tail], length[tail])
+            h[rows] ^= _tail_sums(w, at[rows], length[rows])
             break
-        if rows is None:
-            left = length - 8 * k
-            # (slices that ended are masked out; their index is held inside the buffer, as a short
-            # slice near its end would otherwise be read past the padding)
-            folded = _fold(h ^ (w[np.minimum(at + 8 * k, last)] & LOW_BYTES[np.clip(left, 0, 8)]))
-            h = folded if k == 0 else np.where(left > 0, folded, h)
-            more = length > 8 * (k + 1)
-            alive = int(np.count_nonzero(more))
-            if not alive:
-                break
-            if alive < n // 2:
-                rows = np.flatnonzero(more)
-        else:
-            left = length[rows] - 8 * k
-            h[rows] = _fold(h[rows] ^ (w[at[rows] + 8 * k] & LOW_BYTES[np.minimum(left, 8)]))
-            rows = rows[left > 8]
-            if not rows.shape[0]:
-                break
+        left = length[rows] - 8 * k
+        h[rows] = _fold(h[rows] ^ (w[at[rows] + 8 * k] & LOW_BYTES[np.minimum(left, 8)]))
+        rows = rows[left > 8]
         k += 1
     return mix(h ^ length.astype(np.uint64))
 
 
 _SEED = np.uint64(0x9E3779B97F4A7C15)
+_SECOND_BYTES = LOW_BYTES[np.clip(np.arange(17) - 8, 0, 8)]  # by length up to 16: the mask of its second word
 _CHAIN = 32  # words of a slice chained in `hash_slices`; the rest go through `_tail_sums`
 _TAIL_CELLS = 1 << 20  # words read per step of `_tail_sums`
 
