@@ -16,7 +16,8 @@ time drifts with other jobs, CPU time much less. Memory is peak RSS and, per spa
 the post-import baseline. Growth is the 1M run over the 100k run (linear is x10).
 
 `--growth 1000000,10000000` (`make bench-10m`) measures the framed protobuf path at both sizes in
-interleaved runs, best CPU of three each, with the floor beside every run: CPU growth and its
+interleaved batches (ten 1M runs against one 10M run, so that both take as long: see `Growth`),
+the lowest mean CPU of three each, with the floor beside every run: CPU growth and its
 exponent, the reader's (`load_traces`) and the whole pipeline's ratio to the floor at each size,
 and peak RSS per span; each against its target from issue 17.
 """
@@ -158,7 +159,7 @@ def growth_lines(rows: Sequence[Row]) -> list[str]:
 
 # Growth to 10M spans (issue 17), on the framed protobuf path.
 GROWTH_FORM = "binpb"
-GROWTH_ROUNDS = 3  # runs per size, alternated between the sizes; the lowest CPU time of each kept
+GROWTH_ROUNDS = 3  # batches per size, alternated between the sizes; the lowest mean CPU time of each kept
 # Seconds of pause before each growth run, so that neither size starts on the pages the run before
 # it just freed: on a VM whose host reclaims free guest memory (this Firecracker one does within
 # seconds), touching memory that has been free a while costs ~2-3 ms of system CPU per MB against
@@ -172,27 +173,40 @@ MAX_BYTES_PER_SPAN_10M = 320
 
 @dataclass(frozen=True)
 class Growth:
-    """Best-of-interleaved figures at a small and a large size, net of start-up."""
+    """Figures at a small and a large size, net of start-up: per size, batches of runs (the small
+    size's batch as many runs as the large one has times its spans, so that a batch of either size
+    takes about as long), and of each size the batch with the lowest mean CPU time.
+
+    Why batches: on a shared machine CPU time per unit of work drifts by +-15 % over seconds. The
+    best of three 2-second runs catches a quiet spell; the best of three 20-second runs cannot,
+    they span quiet and busy ones alike. Measured so, the same code grew x11.0 and x12.8 in two
+    rounds, while ten 1M runs back to back took 18.4 and 18.4 CPU seconds against 20.1 and 18.1
+    for one 10M run: the growth was the sampling."""
 
     small: int
     large: int
-    runs: dict[int, list[Figures]]  # every run, in the order taken
-    floors: dict[int, Figures]  # the lowest-CPU floor run per size
+    runs: dict[int, list[list[Figures]]]  # per size, the batches in the order taken
+    floors: dict[int, list[list[Figures]]]  # per size, the floor run after each run, batched alike
     startup: Figures  # the tiny run (start-up and first-call costs)
-    loads: list[float]  # the machine's 1-minute load average after each run
+    loads: list[float]  # the machine's 1-minute load average after each batch
 
-    def best(self, n: int) -> Figures:
-        return min(self.runs[n], key=lambda f: f.extra["cpu_s"])
+    def best(self, n: int) -> list[Figures]:
+        return min(self.runs[n], key=lambda batch: _mean(batch, "cpu_s"))
 
     def net(self, n: int, key: str = "cpu_s") -> float:
-        """A figure of the best run at `n` spans (cpu_s, user_s, sys_s, load_cpu_s) minus the tiny run's."""
-        return self.best(n).extra[key] - self.startup.extra[key]
+        """A figure of the best batch at `n` spans (cpu_s, user_s, sys_s, load_cpu_s), its mean per
+        run minus the tiny run's."""
+        return _mean(self.best(n), key) - self.startup.extra[key]
 
     def cpu(self, n: int) -> float:
         return max(1e-9, self.net(n))  # (tiny sizes on a busy machine: a start-up run can cost more)
 
     def reader_cpu(self, n: int) -> float:
         return self.net(n, "load_cpu_s")
+
+    def floor(self, n: int) -> float:
+        """The floor's CPU seconds at `n` spans: its lowest batch mean."""
+        return min(_mean(batch, "cpu_s") for batch in self.floors[n])
 
     @property
     def ratio(self) -> float:
@@ -204,20 +218,22 @@ class Growth:
         return math.log(self.ratio) / math.log(self.large / self.small)
 
     def bytes_per_span(self, n: int) -> float:
-        f = self.best(n)
-        return (f.peak_rss - f.base_rss) / n
+        """Peak RSS above the baseline per span, the highest run of the best batch."""
+        return max(f.peak_rss - f.base_rss for f in self.best(n)) / n
 
     def lines(self) -> list[str]:
         out = []
         for n in (self.small, self.large):
-            b, fl = self.best(n), self.floors[n]
-            floor = fl.extra["cpu_s"]
+            floor = self.floor(n)
             target = READER_TARGETS.get(n)
-            cpus = sorted(f.extra["cpu_s"] for f in self.runs[n])
+            cpus = sorted(_mean(batch, "cpu_s") for batch in self.runs[n])
+            size = len(self.runs[n][0])
             out.append(
                 f"{GROWTH_FORM} {n:>11,} spans  cpu {self.cpu(n):7.2f} s (user {self.net(n, 'user_s'):6.2f}, "
-                f"sys {self.net(n, 'sys_s'):5.2f}; runs {', '.join(f'{c:.2f}' for c in cpus)})  "
-                f"peak RSS {b.peak_rss / 2**20:6.0f} MiB {self.bytes_per_span(n):4.0f} B/span"
+                f"sys {self.net(n, 'sys_s'):5.2f}; {'batch means' if size > 1 else 'runs'} "
+                f"{', '.join(f'{c:.2f}' for c in cpus)}{f' of {size} runs' if size > 1 else ''})  "
+                f"peak RSS {max(f.peak_rss for f in self.best(n)) / 2**20:6.0f} MiB "
+                f"{self.bytes_per_span(n):4.0f} B/span"
                 + (f" (target <= {MAX_BYTES_PER_SPAN_10M})" if n >= 10_000_000 else ""))
             out.append(
                 f"{'':>6}floor {floor:6.2f} s: reader x{self.reader_cpu(n) / floor:4.2f}"
@@ -226,54 +242,67 @@ class Growth:
         scale = self.large / self.small
         target = MAX_GROWTH_TO_10X ** math.log10(scale)
         out.append(f"growth {self.small:,} -> {self.large:,} spans (x{scale:g}), best of {len(self.runs[self.small])} "
-                   f"interleaved: cpu x{self.ratio:5.2f} (target <= x{target:.2f}), exponent {self.exponent:.3f} "
-                   f"(target <= {math.log10(MAX_GROWTH_TO_10X):.3f}); "
+                   f"interleaved batches: cpu x{self.ratio:5.2f} (target <= x{target:.2f}), exponent "
+                   f"{self.exponent:.3f} (target <= {math.log10(MAX_GROWTH_TO_10X):.3f}); "
                    f"user x{self.net(self.large, 'user_s') / self.net(self.small, 'user_s'):5.2f}, "
                    f"sys x{self.net(self.large, 'sys_s') / max(1e-9, self.net(self.small, 'sys_s')):5.2f}; "
                    f"load average {min(self.loads):.1f} to {max(self.loads):.1f}")
         return out
 
     def to_dict(self) -> dict:
+        sizes = (self.small, self.large)
         return {"form": GROWTH_FORM, "small": self.small, "large": self.large,
-                "cpu_s": {n: round(self.cpu(n), 3) for n in (self.small, self.large)},
-                "runs_cpu_s": {n: [round(f.extra["cpu_s"], 3) for f in self.runs[n]] for n in self.runs},
-                "reader_cpu_s": {n: round(self.reader_cpu(n), 3) for n in (self.small, self.large)},
-                "user_s": {n: round(self.net(n, "user_s"), 3) for n in (self.small, self.large)},
-                "sys_s": {n: round(self.net(n, "sys_s"), 3) for n in (self.small, self.large)},
-                "floor_cpu_s": {n: round(f.extra["cpu_s"], 3) for n, f in self.floors.items()},
-                "peak_rss": {n: self.best(n).peak_rss for n in (self.small, self.large)},
-                "bytes_per_span": {n: round(self.bytes_per_span(n)) for n in (self.small, self.large)},
+                "runs_per_batch": {n: len(self.runs[n][0]) for n in sizes},
+                "cpu_s": {n: round(self.cpu(n), 3) for n in sizes},
+                "runs_cpu_s": {n: [[round(f.extra["cpu_s"], 3) for f in batch] for batch in self.runs[n]] for n in sizes},
+                "reader_cpu_s": {n: round(self.reader_cpu(n), 3) for n in sizes},
+                "user_s": {n: round(self.net(n, "user_s"), 3) for n in sizes},
+                "sys_s": {n: round(self.net(n, "sys_s"), 3) for n in sizes},
+                "floor_cpu_s": {n: round(self.floor(n), 3) for n in sizes},
+                "peak_rss": {n: max(f.peak_rss for f in self.best(n)) for n in sizes},
+                "bytes_per_span": {n: round(self.bytes_per_span(n)) for n in sizes},
                 "ratio": round(self.ratio, 3), "exponent": round(self.exponent, 4),
                 "load_average": [round(x, 2) for x in self.loads]}
 
 
-def growth(input_dir: Path, small: int, large: int, rounds: int = GROWTH_ROUNDS, emit=print) -> Growth:
-    """CPU growth of the framed protobuf path from `small` to `large` spans: `rounds` runs of each
-    size alternated (small, large, small, ...) with the floors, so that both sizes see the same
-    machine load, and the lowest CPU time of each kept: a busy machine slows some runs, it does not
-    make the best of several faster."""
+def _mean(batch: list[Figures], key: str) -> float:
+    return sum(f.extra[key] for f in batch) / len(batch)
+
+
+def growth(input_dir: Path, small: int, large: int, rounds: int = GROWTH_ROUNDS, emit=print,
+           batch: int | None = None, settle_s: float = GROWTH_SETTLE_S) -> Growth:
+    """CPU growth of the framed protobuf path from `small` to `large` spans: `rounds` batches of
+    each size alternated (small, large, small, ...), each run followed by its floor, so that both
+    sizes see the same machine load; a batch of the small size is `batch` runs (default: as many as
+    `large` has times its spans), of the large size one. The lowest mean CPU time of each size is
+    kept: a busy machine slows some batches, it does not make the best of several faster."""
     fl = _floor(GROWTH_FORM)
     tiny = ensure_inputs(input_dir, TINY, forms=(GROWTH_FORM,))[GROWTH_FORM]
     paths = {n: ensure_inputs(input_dir, n, forms=(GROWTH_FORM,))[GROWTH_FORM] for n in (small, large)}
     startup = _measure(tiny, f"analyze {GROWTH_FORM} tiny", rounds)
-    runs: dict[int, list[Figures]] = {small: [], large: []}
-    floors: dict[int, list[Figures]] = {small: [], large: []}
+    sizes = {small: batch or max(1, round(large / small)), large: 1}
+    runs: dict[int, list[list[Figures]]] = {small: [], large: []}
+    floors: dict[int, list[list[Figures]]] = {small: [], large: []}
     loads: list[float] = []
     for i in range(rounds):
-        for n in (small, large):
-            time.sleep(GROWTH_SETTLE_S)
-            fig = measure_in_subprocess("benchmarks.bench_analyze:run_analysis", {"path": str(paths[n])},
-                                        label=f"analyze {GROWTH_FORM}")
-            if fig.spans != n:
-                raise RuntimeError(f"analyze {paths[n]}: {fig.spans} spans in the table, expected {n}")
-            runs[n].append(fig)
-            floors[n].append(measure_in_subprocess(fl.fn_path, {"path": str(paths[n])}, label=fl.label))
+        for n, count in sizes.items():
+            figs, floor_figs = [], []
+            for _ in range(count):
+                time.sleep(settle_s)
+                fig = measure_in_subprocess("benchmarks.bench_analyze:run_analysis", {"path": str(paths[n])},
+                                            label=f"analyze {GROWTH_FORM}")
+                if fig.spans != n:
+                    raise RuntimeError(f"analyze {paths[n]}: {fig.spans} spans in the table, expected {n}")
+                figs.append(fig)
+                floor_figs.append(measure_in_subprocess(fl.fn_path, {"path": str(paths[n])}, label=fl.label))
+            runs[n].append(figs)
+            floors[n].append(floor_figs)
             loads.append(os.getloadavg()[0])
-            emit(f"  round {i + 1}/{rounds}: {n:,} spans cpu {fig.extra['cpu_s']:.2f} s "
-                 f"(user {fig.extra['user_s']:.2f}, sys {fig.extra['sys_s']:.2f}), "
-                 f"floor {floors[n][-1].extra['cpu_s']:.2f} s, load average {loads[-1]:.1f}")
-    return Growth(small, large, runs, {n: min(f, key=lambda x: x.extra["cpu_s"]) for n, f in floors.items()}, startup,
-                  loads)
+            emit(f"  round {i + 1}/{rounds}: {n:,} spans{f' x{count} runs' if count > 1 else ''} cpu "
+                 f"{_mean(figs, 'cpu_s'):.2f} s (user {_mean(figs, 'user_s'):.2f}, sys {_mean(figs, 'sys_s'):.2f})"
+                 f"{' per run' if count > 1 else ''}, floor {_mean(floor_figs, 'cpu_s'):.2f} s, "
+                 f"load average {loads[-1]:.1f}")
+    return Growth(small, large, runs, floors, startup, loads)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

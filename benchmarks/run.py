@@ -6,8 +6,9 @@
    100k, 300k and 1M spans, the gzip forms at 300k; each figure and floor the lower CPU time of two
    fresh-process runs. Then the growth of the framed protobuf path from 100k to 1M spans (with
    `--growth-to 10000000`, `make bench-10m`: from 1M to 10M, ~10 minutes more and 4 GB of input
-   under `.bench/`), best CPU of three runs of each size alternated, with the reader's ratio to
-   the floor at both sizes, peak RSS per span and the growth exponent.
+   under `.bench/`): three batches of each size alternated, a batch of the small size ten runs,
+   of the large one run, the lowest mean CPU of each kept; with the reader's ratio to the floor at
+   both sizes, peak RSS per span and the growth exponent.
 2. The OTLP/HTTP receiver (`bench_receiver.py`): as fast as a load generator in another process
    can send for 10 s, then paced at 100,000 spans/s for 10 s with the capture written in its
    default format (framed protobuf + zstd, target >= 100,000 spans/s); both must lose nothing.
@@ -61,8 +62,9 @@ def analysis(sizes: Sequence[int], gz_size: int | None) -> list[dict]:
 
 
 def growth(small: int, large: int) -> dict:
-    _section(f"growth of the framed protobuf path, {small:,} -> {large:,} spans: CPU seconds, best of "
-             f"{bench_analyze.GROWTH_ROUNDS} runs per size alternated, start-up subtracted; floors beside")
+    _section(f"growth of the framed protobuf path, {small:,} -> {large:,} spans: CPU seconds, lowest mean of "
+             f"{bench_analyze.GROWTH_ROUNDS} batches per size alternated ({large // small} runs of {small:,} against "
+             f"1 of {large:,}), start-up subtracted; floors beside")
     g = bench_analyze.growth(bench_analyze.DEFAULT_INPUT, small, large, emit=lambda line: print(line, flush=True))
     for line in g.lines():
         print(line, flush=True)
