@@ -10,6 +10,7 @@ them first and `report` turns them into exit code 3.
 from __future__ import annotations
 
 from analyzer.cliutil import closest
+from analyzer.environments import kept_nothing
 from analyzer.model.signals import Signals
 
 INSUFFICIENT = "insufficient_evidence"
@@ -33,12 +34,9 @@ def assess(report: dict, *, requested: list[str] | None, known: list[str], trace
                              "message": f"service {name!r} is in no trace or metric of the window{hint}"})
     w = report["window"]
     env = environment_filter
-    if env and env["spans_read"] and not env["spans_kept"]:
-        seen = ", ".join(f"{name} ({n:,} spans)" for name, n in sorted(env["by_environment"].items(), key=lambda x: -x[1]))
+    if (nothing := kept_nothing(env)) is not None:
         problems.append({"kind": "environment_not_found",
-                         "message": f"no span is from deployment.environment {' or '.join(env['environments'])}: "
-                                    f"the traces read are from {seen} (list them in [scope] environments or "
-                                    f"--environment)"})
+                         "message": f"{nothing} (list them in [scope] environments or --environment)"})
     elif traces_given and spans_in_window == 0:
         read = f" (the traces read cover {span_window[0]} → {span_window[1]})" if span_window else ""
         # A store that took the environment filter into its search may have returned nothing for it.

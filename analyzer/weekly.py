@@ -12,17 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from analyzer.cliutil import UserError, parse_duration, parse_time
 from analyzer.completeness import assess
 from analyzer.config import Config
-from analyzer.model.spans import SpanTable
+from analyzer.environments import environments_asked, with_environment_matcher
 from analyzer.pipeline import Inputs, analyze, rfc3339
 from collectors.http_auth import ENV_PASSWORD, ENV_TOKEN, ENV_USER
-from collectors.promql import quote, re_escape
 
-ENV_LABEL = "deployment_environment"  # deployment.environment as a Prometheus label
 SOURCE_FLAGS = ("traces", "metrics", "prometheus", "clickhouse", "listen", "store_flag")
 
 
@@ -114,7 +110,7 @@ def make_plan(config: Config, flags: dict) -> Plan:
         start=start,
         end=end,
         teams=teams,
-        environments=_environments(flags.get("environments") or scope.get("environments", ("production",))),
+        environments=environments_asked(flags.get("environments") or scope.get("environments", ("production",))),
         out_dir=Path(flags.get("output_dir") or outputs.get("dir", "reports")),
         formats=tuple(flags.get("formats") or outputs.get("formats", ("json", "md"))),
         url=outputs.get("url"),
@@ -139,12 +135,6 @@ def make_plan(config: Config, flags: dict) -> Plan:
     return plan
 
 
-def _environments(names: object) -> tuple[str, ...]:
-    """The deployment.environment values to keep; `*` (or an empty list): every one, no filter."""
-    names = tuple(str(n) for n in names)  # type: ignore[union-attr]
-    return () if "*" in names else names
-
-
 def _window(flags: dict, window: dict) -> tuple[float, float]:
     """`length` ending at `end`; by default the 7 full days (UTC) before today."""
     length = parse_duration(flags.get("window") or window.get("length", "7d"))
@@ -167,15 +157,10 @@ def _window(flags: dict, window: dict) -> tuple[float, float]:
 
 
 def prometheus_settings(plan: Plan) -> dict:
-    """The [prometheus] flags for gather.query_prometheus: the environment filter added to its matchers.
-
-    Series without the label are kept (`=~"production|"` also matches an absent label): only
-    series that name another environment are left out."""
+    """The [prometheus] flags for gather.query_prometheus: the environment filter added to its matchers."""
     section = dict(plan.config.sections.get("prometheus", {}))
     if plan.environments:
-        matcher = f"{ENV_LABEL}=~{quote('|'.join(re_escape(e) for e in plan.environments) + '|')}"
-        extra = str(section.get("extra_matchers", "")).strip().strip("{}").strip()
-        section["extra_matchers"] = f"{extra}, {matcher}" if extra else matcher
+        section["extra_matchers"] = with_environment_matcher(section.get("extra_matchers", ""), plan.environments)
     return section
 
 
@@ -199,21 +184,6 @@ def secret(plan: Plan, role: str) -> str | None:
     if not value:
         raise UserError(f"credentials.{role} names ${name}, which is not set in the environment")
     return value
-
-
-def environment_filter(table: SpanTable, environments: tuple[str, ...]) -> tuple[SpanTable, dict | None]:
-    """The spans of `environments` (and those whose resource names none, as for Prometheus), and the
-    report's `environment_filter`: what was asked and the spans read per environment. No filter
-    asked: the table as it is and None."""
-    if not environments:
-        return table, None
-    counts = np.bincount(table.environment + 1, minlength=len(table.environments) + 1)
-    by_environment = {name: int(n) for name, n in zip(["", *table.environments], counts.tolist()) if n}
-    keep = table.environment_mask(environments)
-    kept = int(np.count_nonzero(keep))
-    applied = {"environments": list(environments), "spans_read": len(table), "spans_kept": kept,
-               "by_environment": by_environment}
-    return (table if kept == len(table) else table.take(keep)), applied
 
 
 def team_reports(plan: Plan, inputs: Inputs, environments: dict | None = None) -> dict[str, dict]:

@@ -27,6 +27,7 @@ from analyzer.commands.stores import FLAG_PREFIX as STORE_PREFIX
 from analyzer.commands.stores import KINDS, read_store, store_options, store_requested
 from analyzer.config import ConfigError, load_config
 from analyzer.delivery import Mail, Published, email_message, post_webhook, send_email, subject, webhook_payload
+from analyzer.environments import environment_filter
 from analyzer.evidence import evidence_pack
 from analyzer.gather import (listen_for, prom_config, prometheus_progress, query_prometheus, read_inputs, read_profiles,
                              span_mapping)
@@ -35,7 +36,7 @@ from analyzer.publish import publish
 from analyzer.renderers import formats, render
 from analyzer.renderers.escape import for_terminal
 from analyzer.renderers.run_notes import change_items
-from analyzer.weekly import (Plan, environment_filter, export_credentials, make_plan, prometheus_settings, secret,
+from analyzer.weekly import (Plan, export_credentials, make_plan, prometheus_settings, secret,
                              team_reports)
 
 EXIT_INCOMPLETE = 3
