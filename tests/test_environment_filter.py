@@ -212,6 +212,16 @@ def test_clickhouse_takes_the_filter_in_its_queries(production, staging, tmp_pat
     assert problem["kind"] == "no_spans_in_window"
     assert problem["message"].endswith("(deployment.environment qa, or none, was asked for)")
 
+    # `analyze --environment` pushes it into the same queries; nothing in the store for it is exit 2.
+    p = _analyze("--clickhouse", f"chdb:{store}", "--environment", "production", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["input"]["sources"][0]["pushdown"]["window_spans"] == len(production)
+    assert _entry_count(report) == REQUESTS
+    p = _analyze("--clickhouse", f"chdb:{store}", "--environment", "qa")
+    assert p.returncode == 2
+    assert "(deployment.environment qa, or none, was asked for)" in p.stderr and "--environment" in p.stderr
+
 
 @pytest.mark.parametrize("known", [("deployment.environment.name",), ()])
 def test_tempo_searches_only_the_environments_asked_for_when_it_knows_them(known: tuple[str, ...]) -> None:
@@ -247,3 +257,89 @@ def test_tempo_searches_only_the_environments_asked_for_when_it_knows_them(known
     else:
         assert search == '{resource.service.name="checkout"}'
         assert count.startswith("{ nestedSetParent = -1 }")
+
+
+# --- analyze --environment: no filter unless asked, then the same filter as `report` --------------
+
+
+def _analyze(*flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "analyzer", "analyze", *flags], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def test_analyze_keeps_every_environment_unless_one_is_asked_for(production, staging, tmp_path: Path) -> None:
+    """Production and staging of the same service in one capture: `analyze` mixes them only when
+    not told which one the verdict is about, and its header says what the filter left out."""
+    both = write_proto_framed(production + staging, tmp_path / "both.otlp.binpb")
+    p = _analyze("--traces", str(both), "--format", "json")
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert "environment_filter" not in report and _entry_count(report) == 2 * REQUESTS
+
+    p = _analyze("--traces", str(both), "--environment", "production", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    validate_report(report)
+    assert report["environment_filter"] == {"environments": ["production"],
+                                            "spans_read": len(production) + len(staging),
+                                            "spans_kept": len(production),
+                                            "by_environment": {"production": len(production), "staging": len(staging)}}
+    assert report["input"]["spans"] == len(production)
+    assert _entry_count(report) == REQUESTS  # production's requests only
+
+    p = _analyze("--traces", str(both), "--environment", "production", "--format", "text")
+    assert p.returncode == 0, p.stderr
+    header = " ".join(" ".join(p.stdout.splitlines()[:3]).split())  # (the text report wraps at 80 columns)
+    assert (f"deployment.environment production: {len(production):,} of {len(production) + len(staging):,} "
+            f"spans read kept (left out: {len(staging):,} staging)") in header
+
+    p = _analyze("--traces", str(both), "--environment", "staging", "--environment", "production", "--format", "json")
+    assert json.loads(p.stdout)["environment_filter"]["spans_kept"] == len(production) + len(staging)
+    p = _analyze("--traces", str(both), "--environment", "*", "--format", "json")
+    assert "environment_filter" not in json.loads(p.stdout)
+
+
+def test_analyze_with_an_environment_no_span_is_from_is_exit_2(production, staging, tmp_path: Path) -> None:
+    both = write_jsonl(production + staging, tmp_path / "both.otlp.jsonl")
+    out = tmp_path / "report.json"
+    p = _analyze("--traces", str(both), "--environment", "prod", "--output", str(out))
+    assert p.returncode == 2
+    (line,) = p.stderr.strip().splitlines()
+    assert "no span is from deployment.environment prod:" in line
+    assert f"production ({len(production):,} spans)" in line and f"staging ({len(staging):,} spans)" in line
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def prom_environments():
+    """A real Prometheus holding CPU series of `shop-env` in production, in staging and unlabelled."""
+    from tests.prom import OpenMetrics, Window, prometheus_with, require_binaries
+
+    require_binaries()
+    window = Window.recent(hours=1.0, lead=600.0)
+    om = OpenMetrics(window)
+    om.counter("process_cpu_seconds_total", {"job": "shop-env", "deployment_environment": "production"}, 0.25)
+    om.counter("process_cpu_seconds_total", {"job": "shop-env", "deployment_environment": "staging"}, 4.0)
+    om.counter("process_cpu_seconds_total", {"job": "shop-env", "instance": "unlabelled"}, 0.5)
+    with prometheus_with(om.text()) as server:
+        yield server, window
+
+
+@pytest.mark.prometheus
+def test_analyze_asks_prometheus_for_the_environments_asked_for(prom_environments) -> None:
+    """The CPU a service used, from Prometheus: with `--environment production`, production's series
+    and the one that names no environment (0.25 + 0.5 cores), not staging's 4 cores; with
+    `--extra-matchers` the filter is added to the user's own matchers."""
+    server, window = prom_environments
+
+    def cores(*flags: str) -> float:
+        p = _analyze("--prometheus", server.url, "--service", "shop-env", "--start", str(window.start + 600),
+                     "--end", str(window.end), "--format", "json", *flags)
+        assert p.returncode == 0, p.stderr
+        (service,) = json.loads(p.stdout)["services"]
+        used = [v for v in service["timeseries"]["cpu_cores_used"] if v is not None]
+        return sum(used) / len(used)
+
+    assert cores() == pytest.approx(4.75, rel=1e-3)
+    assert cores("--environment", "production") == pytest.approx(0.75, rel=1e-3)
+    assert cores("--environment", "production", "--extra-matchers", 'instance="unlabelled"') == pytest.approx(0.5, rel=1e-3)

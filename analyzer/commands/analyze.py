@@ -14,6 +14,7 @@ from analyzer.cliutil import UserError, parse_duration, parse_size, resolve_wind
 from analyzer.commands.clickhouse import FLAG_PREFIX, clickhouse_options, read_clickhouse
 from analyzer.config import ConfigError, load_config
 from analyzer.commands.stores import FLAG_PREFIX as STORE_PREFIX, read_store, store_options, store_requested
+from analyzer.environments import environment_filter, environments_asked, kept_nothing, with_environment_matcher
 from analyzer.gather import (listen_for, prom_config, prometheus_progress, prometheus_window, query_prometheus,
                              read_inputs, read_profiles, span_mapping)
 from analyzer.output import check_output, write_output
@@ -42,6 +43,9 @@ from collectors.otlp_ports import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 @click.option("--end", metavar="T", help="Window end: RFC 3339 or unix seconds.")
 @click.option("--window", metavar="DURATION", help="Window length ending at --end or now, e.g. 7d.")
 @click.option("--service", "services", multiple=True, metavar="NAME", help="Only these services. Repeatable.")
+@click.option("--environment", "environments", multiple=True, metavar="ENV",
+              help="Only spans and Prometheus series of this deployment.environment (those that name none are kept). "
+                   "Repeatable; default: every environment.")
 @click.option("--format", "fmt", type=click.Choice(formats()), default=None,
               help="Output format (default: from --output's extension, else text).")
 @click.option("--output", metavar="FILE", help="Write the report here (atomically) instead of stdout.")
@@ -86,7 +90,8 @@ from collectors.otlp_ports import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 @clickhouse_options
 @store_options
 def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: str | None, start: str | None,
-                end: str | None, window: str | None, services: tuple[str, ...], fmt: str | None,
+                end: str | None, window: str | None, services: tuple[str, ...], environments: tuple[str, ...],
+                fmt: str | None,
                 output: str | None, config_path: str | None, trace_url: str | None, metrics_textfile: str | None,
                 push_metrics: str | None, listen: bool, duration: str,
                 capture_output: str | None, http_port: int, grpc_port: int, bind: str, allow_remote: bool,
@@ -116,6 +121,11 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
         config = load_config(config_path)
     except ConfigError as err:
         raise UserError(str(err)) from err
+    envs = environments_asked(environments)
+    if envs and prometheus:  # before any query: a store's span metrics are asked for too
+        section = config.sections.get("prometheus", {})
+        prom_flags["extra_matchers"] = with_environment_matcher(
+            str(prom_flags.get("extra_matchers") or section.get("extra_matchers", "")), envs)  # type: ignore[union-attr]
     fix_malloc_thresholds()
     with tempfile.TemporaryDirectory(prefix="profile-first-") as tmp:
         traces, metrics = list(traces), list(metrics)
@@ -138,15 +148,18 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
             raise UserError(f"--{store_kind} reads the traces from the store: give it without --traces, --listen "
                             "or --clickhouse")
         with prometheus_progress(store_kind.capitalize()) as progress:
-            pulled = read_store(store_kind, store_flags, config, s, e, list(services), progress,
+            pulled = read_store(store_kind, store_flags, config, s, e, list(services), progress, environments=envs,
                                 prometheus=(prometheus, prom_config(config, prom_flags)) if prometheus else None)
         pulled.signals = inputs.signals
         inputs = pulled
     if clickhouse:
         store = read_clickhouse(clickhouse, ch_flags, config, int(s * 1e9) if s is not None else None,
-                                int(e * 1e9) if e is not None else None, list(services))
+                                int(e * 1e9) if e is not None else None, list(services), environments=envs)
         store.signals = inputs.signals
         inputs = store
+    inputs.table, applied = environment_filter(inputs.table, envs)
+    if (nothing := kept_nothing(applied)) is not None:
+        raise UserError(f"--environment: {nothing}")
     require_spans_in_window(inputs.table, s, e)
     if prometheus:
         s, e = prometheus_window(inputs, s, e)
@@ -160,6 +173,8 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
                      start_ns=int(s * 1e9) if s is not None else None,
                      end_ns=int(e * 1e9) if e is not None else None,
                      services=list(services) or None)
+    if applied is not None:
+        report["environment_filter"] = applied
     if output is not None:
         write_output(output, render(report, fmt, trace_url=trace_url))
     else:

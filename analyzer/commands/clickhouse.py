@@ -62,5 +62,8 @@ def read_clickhouse(spec: str, flags: dict[str, object], config: Config, start_n
         raise UserError(str(err)) from None
     if require_spans and not len(loaded.table):
         where = loaded.sources[0].path if loaded.sources else spec
+        if environments:
+            raise UserError(f"no spans in the window at {where} (deployment.environment {' or '.join(environments)}, "
+                            "or none, was asked for); check --start/--end/--window, --service and --environment")
         raise UserError(f"no spans in the window at {where}; check --start/--end/--window and --service")
     return Inputs(loaded.table, loaded.sources, loaded.repairs, store=loaded.figures)
