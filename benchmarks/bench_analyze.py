@@ -66,12 +66,14 @@ def run_analysis(path: str) -> dict:
     wall, cpu, before = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     loaded = load_traces([path])
     t_load = time.process_time() - cpu
+    loaded_at = resource.getrusage(resource.RUSAGE_SELF)
     report = analyze(Inputs(table=loaded.table, sources=loaded.sources, repairs=loaded.repairs), Config())
     text = to_json(report)
     cpu_s = time.process_time() - cpu
     after = resource.getrusage(resource.RUSAGE_SELF)
     return {"spans": len(loaded.table), "bytes": Path(path).stat().st_size,
             "seconds": time.perf_counter() - wall, "cpu_s": cpu_s, "load_cpu_s": t_load,
+            "load_user_s": loaded_at.ru_utime - before.ru_utime, "load_sys_s": loaded_at.ru_stime - before.ru_stime,
             "user_s": after.ru_utime - before.ru_utime, "sys_s": after.ru_stime - before.ru_stime,
             "report_bytes": len(text)}
 
@@ -194,8 +196,8 @@ class Growth:
         return min(self.runs[n], key=lambda batch: _mean(batch, "cpu_s"))
 
     def net(self, n: int, key: str = "cpu_s") -> float:
-        """A figure of the best batch at `n` spans (cpu_s, user_s, sys_s, load_cpu_s), its mean per
-        run minus the tiny run's."""
+        """A figure of the best batch at `n` spans (cpu_s, user_s, sys_s, and the reader's
+        load_cpu_s, load_user_s, load_sys_s), its mean per run minus the tiny run's."""
         return _mean(self.best(n), key) - self.startup.extra[key]
 
     def cpu(self, n: int) -> float:
@@ -238,6 +240,7 @@ class Growth:
             out.append(
                 f"{'':>6}floor {floor:6.2f} s: reader x{self.reader_cpu(n) / floor:4.2f}"
                 + (f" (target <= x{target:g})" if target else "")
+                + f" (its user time x{self.net(n, 'load_user_s') / floor:4.2f}, system {self.net(n, 'load_sys_s'):.2f} s)"
                 + f", end to end x{self.cpu(n) / floor:4.2f}")
         scale = self.large / self.small
         target = MAX_GROWTH_TO_10X ** math.log10(scale)
@@ -256,6 +259,8 @@ class Growth:
                 "cpu_s": {n: round(self.cpu(n), 3) for n in sizes},
                 "runs_cpu_s": {n: [[round(f.extra["cpu_s"], 3) for f in batch] for batch in self.runs[n]] for n in sizes},
                 "reader_cpu_s": {n: round(self.reader_cpu(n), 3) for n in sizes},
+                "reader_user_s": {n: round(self.net(n, "load_user_s"), 3) for n in sizes},
+                "reader_sys_s": {n: round(self.net(n, "load_sys_s"), 3) for n in sizes},
                 "user_s": {n: round(self.net(n, "user_s"), 3) for n in sizes},
                 "sys_s": {n: round(self.net(n, "sys_s"), 3) for n in sizes},
                 "floor_cpu_s": {n: round(self.floor(n), 3) for n in sizes},

@@ -165,6 +165,10 @@ def test_growth_alternates_batches_of_the_sizes_and_keeps_each_best_batch(tmp_pa
         means = [sum(f.extra["cpu_s"] for f in b) / size for b in g.runs[n]]
         assert math.isclose(g.cpu(n) + g.startup.extra["cpu_s"], min(means))
         assert 0 < g.floor(n) <= max(f.extra["cpu_s"] for b in g.floors[n] for f in b) and g.bytes_per_span(n) > 0
+        # The reader's CPU split into user and system time (first touches of memory are system time).
+        for f in (f for b in g.runs[n] for f in b):
+            assert math.isclose(f.extra["load_user_s"] + f.extra["load_sys_s"], f.extra["load_cpu_s"], abs_tol=0.02)
     assert g.ratio == g.cpu(50_000) / g.cpu(5_000)
     assert math.isclose(g.exponent, math.log(g.ratio) / math.log(10))
     assert "exponent" in g.lines()[-1] and g.to_dict()["large"] == 50_000
+    assert "its user time x" in g.lines()[1] and set(g.to_dict()["reader_sys_s"]) == {5_000, 50_000}
