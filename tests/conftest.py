@@ -199,3 +199,22 @@ def bestsellers_jsonl(orders_db: Path, recordings_dir: Path) -> Path:
     """The same parameter-free bestseller query in every request."""
     return more.recorded("bestsellers", recordings_dir, more.bestsellers_per_request, db_path=orders_db)
 
+
+
+# --- Prometheus ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prom_env():
+    """A real Prometheus holding CPU series for `shop-env` in production, in staging and unlabelled, and
+    nothing for the `orders` service of the recorded traces: the environment filter's Prometheus side."""
+    from tests.prom import OpenMetrics, Window, prometheus_with, require_binaries
+
+    require_binaries()
+    window = Window.recent(hours=1.0, lead=600.0)
+    om = OpenMetrics(window)
+    om.counter("process_cpu_seconds_total", {"job": "shop-env", "deployment_environment": "production"}, 0.25)
+    om.counter("process_cpu_seconds_total", {"job": "shop-env", "deployment_environment": "staging"}, 4.0)
+    om.counter("process_cpu_seconds_total", {"job": "shop-env", "instance": "unlabelled"}, 0.5)
+    with prometheus_with(om.text()) as server:
+        yield server, window

@@ -310,27 +310,12 @@ def test_analyze_with_an_environment_no_span_is_from_is_exit_2(production, stagi
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def prom_environments():
-    """A real Prometheus holding CPU series of `shop-env` in production, in staging and unlabelled."""
-    from tests.prom import OpenMetrics, Window, prometheus_with, require_binaries
-
-    require_binaries()
-    window = Window.recent(hours=1.0, lead=600.0)
-    om = OpenMetrics(window)
-    om.counter("process_cpu_seconds_total", {"job": "shop-env", "deployment_environment": "production"}, 0.25)
-    om.counter("process_cpu_seconds_total", {"job": "shop-env", "deployment_environment": "staging"}, 4.0)
-    om.counter("process_cpu_seconds_total", {"job": "shop-env", "instance": "unlabelled"}, 0.5)
-    with prometheus_with(om.text()) as server:
-        yield server, window
-
-
 @pytest.mark.prometheus
-def test_analyze_asks_prometheus_for_the_environments_asked_for(prom_environments) -> None:
+def test_analyze_asks_prometheus_for_the_environments_asked_for(prom_env) -> None:
     """The CPU a service used, from Prometheus: with `--environment production`, production's series
     and the one that names no environment (0.25 + 0.5 cores), not staging's 4 cores; with
     `--extra-matchers` the filter is added to the user's own matchers."""
-    server, window = prom_environments
+    server, window = prom_env
 
     def cores(*flags: str) -> float:
         p = _analyze("--prometheus", server.url, "--service", "shop-env", "--start", str(window.start + 600),

@@ -17,7 +17,6 @@ from analyzer.publish import publish
 from analyzer.report_schema import validate_report
 from analyzer.model.signals import Signal
 from collectors.prometheus import PromConfig, collect
-from tests.prom import OpenMetrics, Window, prometheus_with, require_binaries
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,20 +153,6 @@ def test_publish_is_all_or_nothing(tmp_path):
     publish({"b.json": "3"}, target)  # a successful rerun replaces the folder
     assert [f.name for f in target.iterdir()] == ["b.json"]
     assert [p.name for p in target.parent.iterdir()] == ["2026-W48"]
-
-
-@pytest.fixture(scope="module")
-def prom_env():
-    """A real Prometheus holding CPU series for `shop-env` in production, in staging and unlabelled, and
-    nothing for the `orders` service of the recorded traces."""
-    require_binaries()
-    window = Window.recent(hours=1.0, lead=600.0)
-    om = OpenMetrics(window)
-    om.counter("process_cpu_seconds_total", {"job": "shop-env", "deployment_environment": "production"}, 0.25)
-    om.counter("process_cpu_seconds_total", {"job": "shop-env", "deployment_environment": "staging"}, 4.0)
-    om.counter("process_cpu_seconds_total", {"job": "shop-env", "instance": "unlabelled"}, 0.5)
-    with prometheus_with(om.text()) as server:
-        yield server, window
 
 
 @pytest.mark.prometheus
