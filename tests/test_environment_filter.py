@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
 
 from analyzer.model.semconv import DEPLOYMENT_ENVIRONMENT
 from analyzer.report_schema import validate_report
@@ -308,6 +309,29 @@ def test_analyze_with_an_environment_no_span_is_from_is_exit_2(production, stagi
     assert "no span is from deployment.environment prod:" in line
     assert f"production ({len(production):,} spans)" in line and f"staging ({len(staging):,} spans)" in line
     assert not out.exists()
+
+
+def test_environment_names_from_the_telemetry_reach_the_terminal_inert(tmp_path: Path) -> None:
+    """A resource's environment is telemetry: the exit-2 line names it without its control
+    characters (a window title change, a bell, a right-to-left override)."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    hostile = "\x1b]0;owned\x07prod\u202euction"
+    provider = TracerProvider(resource=Resource.create({"service.name": "checkout", "deployment.environment.name": hostile}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("test").start_as_current_span("GET /cart", kind=SpanKind.SERVER):
+        pass
+    provider.shutdown()
+    traces = write_jsonl(list(exporter.get_finished_spans()), tmp_path / "t.otlp.jsonl")
+    p = _analyze("--traces", str(traces), "--environment", "production")
+    assert p.returncode == 2
+    (line,) = p.stderr.strip().splitlines()
+    assert "no span is from deployment.environment production" in line and "owned" in line
+    assert not any(c in line for c in "\x1b\x07\u202e")
 
 
 @pytest.mark.prometheus

@@ -20,6 +20,7 @@ from analyzer.gather import (listen_for, prom_config, prometheus_progress, prome
 from analyzer.output import check_output, write_output
 from analyzer.pipeline import analyze
 from analyzer.renderers import format_for_path, formats, render
+from analyzer.renderers.escape import for_terminal
 from analyzer.renderers.html import trace_url_problem
 from analyzer.selection import require_services, require_spans_in_window
 from collectors.otlp_files import Limits
@@ -159,7 +160,7 @@ def analyze_cmd(traces: tuple[str, ...], metrics: tuple[str, ...], prometheus: s
         inputs = store
     inputs.table, applied = environment_filter(inputs.table, envs)
     if (nothing := kept_nothing(applied)) is not None:
-        raise UserError(f"--environment: {nothing}")
+        raise UserError(f"--environment: {for_terminal(nothing)}")  # (environment names come from the telemetry)
     require_spans_in_window(inputs.table, s, e)
     if prometheus:
         s, e = prometheus_window(inputs, s, e)
