@@ -10,7 +10,7 @@ them first and `report` turns them into exit code 3.
 from __future__ import annotations
 
 from analyzer.cliutil import closest
-from analyzer.environments import kept_nothing
+from analyzer.environments import asked_for, kept_nothing
 from analyzer.model.signals import Signals
 
 INSUFFICIENT = "insufficient_evidence"
@@ -40,8 +40,7 @@ def assess(report: dict, *, requested: list[str] | None, known: list[str], trace
     elif traces_given and spans_in_window == 0:
         read = f" (the traces read cover {span_window[0]} → {span_window[1]})" if span_window else ""
         # A store that took the environment filter into its search may have returned nothing for it.
-        asked = (f" (deployment.environment {' or '.join(env['environments'])}, or none, was asked for)"
-                 if env and not env["spans_read"] else "")
+        asked = asked_for(env["environments"]) if env and not env["spans_read"] else ""
         problems.append({"kind": "no_spans_in_window",
                          "message": f"no spans start in the window {w['start']} → {w['end']}{read}{asked}"})
     if prometheus:

@@ -47,6 +47,12 @@ def kept_nothing(applied: dict | None) -> str | None:
             f"the traces read are from {seen}")
 
 
+def asked_for(environments: tuple[str, ...] | list[str]) -> str:
+    """" (deployment.environment production or staging, or none, was asked for)", for a message
+    about a search that found nothing with the filter in it; "" with no filter."""
+    return f" (deployment.environment {' or '.join(environments)}, or none, was asked for)" if environments else ""
+
+
 def with_environment_matcher(extra_matchers: str, environments: tuple[str, ...]) -> str:
     """`extra_matchers` (Prometheus label matchers added to every selector) with the filter's:
     series without the label are kept (`=~"production|"` also matches an absent label), only

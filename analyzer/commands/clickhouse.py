@@ -9,6 +9,7 @@ import click
 
 from analyzer.cliutil import UserError
 from analyzer.config import Config
+from analyzer.environments import asked_for
 from analyzer.pipeline import Inputs
 from heuristics.registry import all_rules
 
@@ -62,8 +63,7 @@ def read_clickhouse(spec: str, flags: dict[str, object], config: Config, start_n
         raise UserError(str(err)) from None
     if require_spans and not len(loaded.table):
         where = loaded.sources[0].path if loaded.sources else spec
-        if environments:
-            raise UserError(f"no spans in the window at {where} (deployment.environment {' or '.join(environments)}, "
-                            "or none, was asked for); check --start/--end/--window, --service and --environment")
-        raise UserError(f"no spans in the window at {where}; check --start/--end/--window and --service")
+        check = "--start/--end/--window, --service and --environment" if environments else \
+            "--start/--end/--window and --service"
+        raise UserError(f"no spans in the window at {where}{asked_for(environments)}; check {check}")
     return Inputs(loaded.table, loaded.sources, loaded.repairs, store=loaded.figures)
